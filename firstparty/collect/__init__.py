@@ -1,0 +1,1 @@
+"""Collection: the wire schema, validation and enrichment of incoming events."""

@@ -1,0 +1,1 @@
+"""Destinations: the adapter interface (`base`), one module per platform, and the registry."""

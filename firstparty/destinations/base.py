@@ -1,0 +1,222 @@
+"""The destination interface: the one extension point for ad platforms and other receivers.
+
+An adapter is pure. Given a batch of events and its typed settings it *builds* the outgoing
+HTTP request(s); given the response to one of them it *interprets* it into an outcome per event.
+It never does I/O: the worker owns the HTTP client, timeouts, retries, batching and the
+outgoing-request log (the way httpx keeps I/O out of `Auth.auth_flow`).
+
+    worker                              adapter (pure)
+    ------                              --------------
+    claim work, load events  ────────▶  skip(event)            -> reason | None   (age, consent...)
+                                        build(events, token)   -> [OutgoingRequest]
+    send each request        ────────▶  interpret(req, resp)   -> {event pk: Outcome}
+    record track, finish work
+
+Adapters that need an access token first (OAuth2) return a request from `token_request()`;
+the worker sends it, hands the answer to `read_token()`, caches the token until it expires
+and passes it to `build()`.
+
+Register a new adapter in `registry.py`; core code never names a platform.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# ---------------------------------------------------------------- what an adapter is given
+
+
+@dataclass(frozen=True)
+class ClickId:
+    """A click id seen on a visitor's landing URL, with the time it was first seen."""
+
+    kind: str  # gclid, gbraid, wbraid, fbclid, ttclid, msclkid, li_fat_id, ScCid, epik, rdt_cid
+    value: str  # byte-exact, as it arrived
+    first_seen_at: datetime  # timezone-aware UTC
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event as adapters see it; personal data only as normalised SHA-256 hashes."""
+
+    pk: str  # firstparty's row id
+    event_id: str  # the caller's dedup key, forwarded to the platforms as theirs
+    type: Literal["page", "track", "identify"]
+    name: str  # "page" for page events, the track name otherwise
+    source: str
+    source_kind: Literal["browser", "server"]
+    occurred_at: datetime  # timezone-aware UTC
+    received_at: datetime
+    url: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    # Hashed identifiers, keys as in `identity.pii.hash_user`: em, em_google, ph, ph_e164, fn,
+    # ln, ct, st, zp, country, db, ge, external_id; every value is 64 lowercase hex chars.
+    user: Mapping[str, str] = field(default_factory=dict)
+    # Plain context: ip, user_agent, fbp, fbc, ttp, ga, gcl_aw (pixel cookies as sent).
+    context: Mapping[str, str] = field(default_factory=dict)
+    # Consent Mode v2 names -> "granted" | "denied"; absent means not stated.
+    consent: Mapping[str, str] = field(default_factory=dict)
+    visitor_id: str | None = None
+    user_id: str | None = None
+    # Click ids available for attribution (from all the person's devices once identity links them).
+    click_ids: Sequence[ClickId] = ()
+
+    def click_id(self, kind: str) -> ClickId | None:
+        """The most recently first-seen click id of this kind, if any."""
+        found = [c for c in self.click_ids if c.kind == kind]
+        return max(found, key=lambda c: c.first_seen_at) if found else None
+
+    @property
+    def identifiers_allowed(self) -> bool:
+        """False when the visitor denied ad_user_data: send no user identifiers then."""
+        return self.consent.get("ad_user_data") != "denied"
+
+
+# ---------------------------------------------------------------- what an adapter returns
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    """One HTTP request to send; `json` is encoded by the worker, `body` is sent as is."""
+
+    method: Literal["GET", "POST", "PUT"]
+    url: str
+    event_pks: tuple[str, ...]  # the events this request carries, in order
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Any = None
+    body: bytes | None = None
+    # Strings (tokens, secrets) to mask wherever this request is recorded.
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    after: float | None = None  # seconds, e.g. from Retry-After
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str  # the platform's own message, kept for the operator and replay
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str  # never sent: too old for the platform, no usable identifier, ...
+
+
+Outcome = Delivered | Retry | Rejected | Skipped
+
+
+# ---------------------------------------------------------------- settings and the adapter
+
+
+class DestinationSettings(BaseModel):
+    """Keys every destination has; adapters subclass it (secrets as SecretStr)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    type: str
+    api_base: str | None = None
+    # incoming event name ("page" for page events) -> the platform's name; others are not sent.
+    # None means "every event" (webhook); an adapter may require a mapping.
+    events: dict[str, str] | None = None
+    dry_run: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    retry_window_seconds: int | None = Field(default=None, ge=60)
+    batch_size: int | None = Field(default=None, ge=1)
+
+    def mapped_name(self, event_name: str) -> str | None:
+        """The platform's name for this event, or None when the destination does not want it."""
+        if self.events is None:
+            return event_name
+        return self.events.get(event_name)
+
+
+class Adapter:
+    """Base of every destination adapter. Subclasses set the class attributes and override."""
+
+    type: ClassVar[str]
+    settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
+    max_batch: ClassVar[int] = 1
+    # Events older than this are skipped with a reason instead of sent (None: no limit).
+    max_event_age: ClassVar[timedelta | None] = None
+
+    def __init__(self, settings: DestinationSettings) -> None:
+        self.settings = settings
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.settings.batch_size or self.max_batch, self.max_batch)
+
+    def wants(self, event_type: str, event_name: str) -> bool:
+        """Whether this destination takes the event at all (decided at ingest, for the outbox)."""
+        return self.settings.mapped_name(event_name) is not None
+
+    def skip(self, event: Event, now: datetime) -> str | None:
+        """A reason not to send this event now, or None. Default: the platform's age window."""
+        if self.max_event_age is not None and now - event.occurred_at > self.max_event_age:
+            return (
+                f"event is {_age(now - event.occurred_at)} old; {self.type} accepts events "
+                f"up to {_age(self.max_event_age)} old"
+            )
+        return None
+
+    def token_request(self) -> OutgoingRequest | None:
+        """A request that obtains an access token, for adapters that need one (OAuth2)."""
+        return None
+
+    def read_token(self, response: Response) -> tuple[str, float]:
+        """The token and its lifetime in seconds, from the answer to `token_request()`."""
+        raise NotImplementedError
+
+    def build(self, events: Sequence[Event], token: str | None = None) -> list[OutgoingRequest]:
+        """The request(s) carrying these events (at most `batch_size` of them)."""
+        raise NotImplementedError
+
+    def interpret(self, request: OutgoingRequest, response: Response) -> dict[str, Outcome]:
+        """An outcome for every event pk in `request.event_pks`."""
+        raise NotImplementedError
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form), if present and sane."""
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None

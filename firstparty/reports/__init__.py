@@ -1,0 +1,1 @@
+"""Reports and audiences over the collected data."""

@@ -1,0 +1,232 @@
+"""One Settings object, built from the environment and the TOML config file, validated at start-up.
+
+Nothing here runs at import time: `load()` is called by the CLI (or a test) and the result is
+passed down. A secret is never written in the config file: `"env:NAME"` reads variable NAME.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from firstparty.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./firstparty.db"
+UNSAFE_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "test"}
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CookieSettings(Strict):
+    domain: str | None = None
+    name: str = Field(default="fp_id", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    max_age_days: int = Field(default=400, ge=1, le=400)
+    secure: bool = True
+    keeper: bool = False  # re-set the platform cookies that ITP shortens (issue 6)
+
+
+class SourceSettings(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    kind: Literal["browser", "server"]
+    write_key: SecretStr
+    origins: list[str] = []
+    rate_limit_per_second: float = Field(default=500.0, gt=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+
+    @field_validator("write_key")
+    @classmethod
+    def _key_long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 8:
+            raise ValueError("write_key must be at least 8 characters")
+        return value
+
+    @field_validator("origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2:
+                raise ValueError(f"origin {origin!r} must look like https://www.example.com")
+        return [o.rstrip("/") for o in value]
+
+
+class CollectSettings(Strict):
+    """Limits and the time policy of the collection endpoints."""
+
+    max_event_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_batch_bytes: int = Field(default=512 * 1024, ge=1024)
+    max_batch_events: int = Field(default=500, ge=1, le=5000)
+    # Browser clocks are not trusted beyond this skew: the server time is used instead.
+    max_clock_skew_seconds: int = Field(default=600, ge=0)
+    # Server sources may backfill; older than this is refused (Google's click window is 90 days).
+    max_past_days: int = Field(default=90, ge=1)
+    # Group commit: concurrent requests share one transaction; the 202 follows the commit.
+    commit_window_ms: float = Field(default=2.0, ge=0)
+    commit_max_rows: int = Field(default=500, ge=1)
+
+
+class OtpSettings(Strict):
+    provider: Literal["console", "twilio_verify", "twilio_sms"] = "console"
+    code_length: int = Field(default=6, ge=4, le=10)
+    ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    default_region: str = "US"
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    service_sid: str | None = None
+    from_number: str | None = None
+    api_base: str | None = None
+    sends_per_phone_per_hour: int = Field(default=5, ge=1)
+    sends_per_ip_per_hour: int = Field(default=20, ge=1)
+    phones_per_ip_per_day: int = Field(default=10, ge=1)
+    verifies_per_ip_per_hour: int = Field(default=50, ge=1)
+    resend_interval_seconds: int = Field(default=30, ge=0)
+
+
+class DeliverySettings(Strict):
+    """Defaults of the retry policy; each destination may override them."""
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_window_seconds: int = Field(default=4 * 3600, ge=60)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_max_seconds: float = Field(default=900.0, gt=0)
+    lease_seconds: int = Field(default=60, ge=5)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+
+class Settings(Strict):
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    admin_token: SecretStr | None = None
+    secret_key: SecretStr
+    config_path: str | None = None
+    demo: bool = True
+    cookie: CookieSettings = CookieSettings()
+    collect: CollectSettings = CollectSettings()
+    otp: OtpSettings = OtpSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    sources: list[SourceSettings] = []
+    # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
+    destinations: list[Any] = []
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_is_safe(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw.lower() in UNSAFE_SECRETS or len(raw) < 32:
+            raise ValueError("secret_key must be at least 32 random characters, not a placeholder")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, value: list[SourceSettings]) -> list[SourceSettings]:
+        names = [s.name for s in value]
+        keys = [s.write_key.get_secret_value() for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError("source names must be unique")
+        if len(set(keys)) != len(keys):
+            raise ValueError("write keys must be unique")
+        return value
+
+    @field_validator("destinations")
+    @classmethod
+    def _parse_destinations(cls, value: list[Any]) -> list[Any]:
+        # Imported here: the registry imports every adapter, needed at start-up, not at import.
+        from firstparty.destinations import registry
+
+        return registry.parse_all(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+ENV_KEYS = {
+    "FIRSTPARTY_DATABASE_URL": "database_url",
+    "FIRSTPARTY_REDIS_URL": "redis_url",
+    "FIRSTPARTY_ADMIN_TOKEN": "admin_token",
+    "FIRSTPARTY_SECRET_KEY": "secret_key",
+}
+
+
+def load(environ: Mapping[str, str] | None = None, *, config_path: str | None = None) -> Settings:
+    """Build and validate the settings; raise ConfigError naming the key on any problem."""
+    env = dict(os.environ if environ is None else environ)
+    path = config_path or env.get("FIRSTPARTY_CONFIG")
+    if path is None and Path("firstparty.toml").exists():
+        path = "firstparty.toml"
+    data: dict[str, Any] = _read_toml(path) if path else {}
+    data = _resolve_env_refs(data, env, "")
+    for var, key in ENV_KEYS.items():
+        if env.get(var):
+            data[key] = env[var]
+    data["config_path"] = path
+    data.setdefault("database_url", DEFAULT_DATABASE_URL)
+    if "secret_key" not in data:
+        data["secret_key"] = _embedded_secret(data["database_url"])
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return settings
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found (FIRSTPARTY_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
+
+
+def _resolve_env_refs(value: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _resolve_env_refs(v, env, f"{where}.{k}" if where else k) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_resolve_env_refs(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if not env.get(name):
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return env[name]
+    return value
+
+
+def _embedded_secret(database_url: str) -> str:
+    """On the embedded default, generate the secret once and keep it beside the database."""
+    if not database_url.startswith("sqlite"):
+        raise ConfigError("secret_key: FIRSTPARTY_SECRET_KEY is required with a server database")
+    db_path = database_url.split("///", 1)[-1] if "///" in database_url else ""
+    if not db_path or db_path == ":memory:":
+        return secrets.token_urlsafe(48)
+    key_file = Path(db_path + ".secret")
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{key}: {message}")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,214 @@
+"""SQL tables (SQLAlchemy Core). The same schema runs on SQLite, PostgreSQL and MySQL/MariaDB.
+
+Personal data never reaches these tables in clear: events keep only normalised SHA-256 hashes
+(`identity.pii`), phones are found again by a keyed hash (HMAC with the secret key).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, naive UTC with microseconds in every database."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# JSONB on PostgreSQL, JSON elsewhere (MariaDB: LONGTEXT with a JSON_VALID check).
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def CaseSensitive(length: int) -> sa.String:
+    """A string compared byte-exact on every engine (MySQL's default collation folds case)."""
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+# Sources created with `firstparty sources create` (config-file sources live in the config).
+sources = sa.Table(
+    "sources",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("write_key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("key_hint", sa.String(16), nullable=False),
+    sa.Column("origins", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# People proven by a verified phone (identity); `id` is the opaque user_id.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("phone_key", sa.String(64), nullable=True, unique=True),  # HMAC(secret, E.164)
+    sa.Column("phone_hashes", JSONType, nullable=False),  # {"ph": sha256, "ph_e164": sha256}
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("verified_at", UTCDateTime(), nullable=True),
+)
+
+# One row per browser (the fp_id cookie). first_touch is written once and never changed.
+visitors = sa.Table(
+    "visitors",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id"), nullable=True, index=True),
+    sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("first_touch", JSONType, nullable=False),
+    sa.Column("last_touch", JSONType, nullable=False),
+)
+
+# Every click id a visitor landed with, with the time it was first seen (never overwritten).
+click_ids = sa.Table(
+    "click_ids",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("visitor_id", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", CaseSensitive(500), nullable=False),
+    sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=True),
+    sa.UniqueConstraint("visitor_id", "kind", "value"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(26), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("event_id", CaseSensitive(128), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, index=True),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("visitor_id", sa.String(32), nullable=True, index=True),
+    sa.Column("user_id", sa.String(32), nullable=True, index=True),
+    sa.Column("request", JSONType, nullable=False),  # as received, PII replaced by hashes
+    sa.Column("response", JSONType, nullable=False),  # the answer sent
+    sa.Column("user", JSONType, nullable=False),  # hashed identifiers (identity.pii)
+    sa.Column("context", JSONType, nullable=False),  # ip, user_agent, pixel cookies
+    sa.Column("consent", JSONType, nullable=False),
+    sa.UniqueConstraint("source", "event_id"),
+    sa.Index("ix_events_source_received_at", "source", "received_at"),
+)
+
+# The outbox: one row per (event, destination) that wants it. Written in the event's transaction.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("event_pk", sa.String(26), sa.ForeignKey("events.id"), nullable=False, index=True),
+    sa.Column("destination", sa.String(64), nullable=False),
+    # pending | inflight | delivered | failed | skipped
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),  # also the lease end when inflight
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("event_pk", "destination"),
+    sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_destination_status", "destination", "status"),
+)
+
+# The outgoing-request log ("tracks"): one row per HTTP request sent (or built, when dry_run).
+tracks = sa.Table(
+    "tracks",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("destination", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # delivered | failed | pending | skipped
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),  # secrets redacted
+    sa.Column("request", JSONType, nullable=True),  # body, secrets redacted
+    sa.Column("response_status", sa.Integer(), nullable=True),
+    sa.Column("response_body", sa.Text(), nullable=True),
+    sa.Column("duration_ms", sa.Float(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+    sa.Index("ix_tracks_destination_status", "destination", "status"),
+)
+
+# Which events (and deliveries) each outgoing request carried: the seed's incoming_id link.
+track_events = sa.Table(
+    "track_events",
+    metadata,
+    sa.Column(
+        "track_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.ForeignKey("tracks.id"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "delivery_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.ForeignKey("deliveries.id"),
+        primary_key=True,
+    ),
+    sa.Column("event_pk", sa.String(26), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+)
+
+# One-time codes: only a keyed hash of the code is kept.
+otp_codes = sa.Table(
+    "otp_codes",
+    metadata,
+    sa.Column("id", sa.String(26), primary_key=True),
+    sa.Column("phone_key", sa.String(64), nullable=False, index=True),
+    sa.Column("code_hash", sa.String(64), nullable=True),  # null when the provider checks codes
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("used_at", UTCDateTime(), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+)
+
+# Audit of every replay, for the operator.
+replays = sa.Table(
+    "replays",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("filters", JSONType, nullable=False),
+    sa.Column("requeued", sa.Integer(), nullable=False),
+    sa.Column("skipped", sa.Integer(), nullable=False),
+)

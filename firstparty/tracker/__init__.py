@@ -1,0 +1,1 @@
+"""The browser tracker served at /fp.js."""

@@ -1,0 +1,1 @@
+"""The admin web UI and the demo site."""
