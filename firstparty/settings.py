@@ -72,6 +72,8 @@ class CollectSettings(Strict):
     # Group commit: concurrent requests share one transaction; the 202 follows the commit.
     commit_window_ms: float = Field(default=2.0, ge=0)
     commit_max_rows: int = Field(default=500, ge=1)
+    # Behind a proxy you run (nginx, a load balancer): take the client IP from X-Forwarded-For.
+    trust_forwarded_for: bool = False
 
 
 class OtpSettings(Strict):
@@ -90,6 +92,34 @@ class OtpSettings(Strict):
     phones_per_ip_per_day: int = Field(default=10, ge=1)
     verifies_per_ip_per_hour: int = Field(default=50, ge=1)
     resend_interval_seconds: int = Field(default=30, ge=0)
+    # Added for issue 5 (docs/identity.md): tries per phone, a daily spend cap, pumping controls.
+    verifies_per_phone_per_hour: int = Field(default=20, ge=1)
+    sends_per_day: int | None = Field(default=None, ge=1)  # all numbers together; None: no cap
+    allowed_countries: list[str] = []  # ISO 3166-1 alpha-2; empty: every country
+    line_types: list[
+        Literal[
+            "mobile",
+            "fixed_line_or_mobile",
+            "fixed_line",
+            "voip",
+            "personal_number",
+            "toll_free",
+            "premium_rate",
+            "shared_cost",
+            "pager",
+            "uan",
+            "voicemail",
+            "unknown",
+        ]
+    ] = ["mobile", "fixed_line_or_mobile", "voip", "personal_number"]
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries_upper(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
+        return [c.upper() for c in value]
 
 
 class DeliverySettings(Strict):

@@ -7,9 +7,10 @@ CI=true an unreachable server fails the run instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,46 @@ def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
 
 def settings_for(database_url: str, **overrides: Any) -> settings_mod.Settings:
     return settings_mod.Settings.model_validate(base_config(database_url, **overrides))
+
+
+class AppClient:
+    """The real ASGI app in-process, with an httpx client on it and its settings and engine."""
+
+    def __init__(self, app: Any, client: Any, settings: settings_mod.Settings) -> None:
+        self.app = app
+        self.http = client
+        self.settings = settings
+        self.engine = app.state.runtime.engine
+
+    def rows(self, table: sa.Table) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(table)).mappings())
+
+
+@contextlib.asynccontextmanager
+async def running_app(
+    settings: settings_mod.Settings, *, run_worker: bool = False
+) -> AsyncIterator[AppClient]:
+    import httpx
+
+    from firstparty.app import create_app
+
+    app = create_app(settings, run_worker=run_worker)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="https://t.example.test") as c:
+            yield AppClient(app, c, settings)
+
+
+@pytest.fixture
+async def app_client(database_url: str) -> AsyncIterator[AppClient]:
+    """The app on each database engine in turn, worker off."""
+    async with running_app(settings_for(database_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def sqlite_client(sqlite_url: str) -> AsyncIterator[AppClient]:
+    """The app on SQLite only, for tests about logic rather than the engine."""
+    async with running_app(settings_for(sqlite_url)) as client:
+        yield client

@@ -34,6 +34,9 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if url.startswith("mysql"):
         kwargs.setdefault("pool_recycle", 3600)
+        # READ COMMITTED: a duplicate's original row, committed by another transaction while
+        # ours waited on the unique key, must be visible (REPEATABLE READ would hide it).
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
         connect_args = {"charset": "utf8mb4"}
         return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
     return sa.create_engine(url, pool_pre_ping=True, **kwargs)

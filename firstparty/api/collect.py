@@ -1,0 +1,233 @@
+"""`POST /v1/events` and `POST /v1/batch`: the hot path. Parse, call the collector, answer.
+
+Kept lean on purpose (Starlette + msgspec, no per-request dependency tree): see README,
+"Performance".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from firstparty.collect import prepare, schema
+from firstparty.collect.sources import Entry, SourceBook
+from firstparty.collect.writer import GroupWriter, StorageUnavailable, Stored
+from firstparty.errors import FieldError, InputError
+from firstparty.identity import cookie, pii
+from firstparty.runtime import Runtime
+
+JSON = "application/json"
+
+
+@dataclass
+class Collector:
+    """What the collection endpoints share: sources, the group writer, the runtime."""
+
+    runtime: Runtime
+    sources: SourceBook
+    writer: GroupWriter
+
+
+def _collector(request: Request) -> Collector:
+    collector: Collector = request.app.state.collector
+    return collector
+
+
+async def events(request: Request) -> Response:
+    collector = _collector(request)
+    settings = collector.runtime.settings
+    entry, visitor_id = None, None
+    try:
+        entry = _authorise(request, collector.sources)
+        if entry.source.kind == "browser":
+            visitor_id, _ = cookie.visitor_for(
+                settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
+            )
+        body = await _read_body(request, settings.collect.max_event_bytes)
+        event = schema.decode_event(body)
+        item = _prepare(request, collector, entry, event, visitor_id)
+        stored = await _store(collector, item)
+        answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
+        response = Response(schema.encode(answer), 202, media_type=JSON)
+    except InputError as exc:
+        response = _error(exc)
+    return _finish(request, collector, response, entry, visitor_id)
+
+
+async def batch(request: Request) -> Response:
+    collector = _collector(request)
+    settings = collector.runtime.settings
+    entry, visitor_id = None, None
+    try:
+        entry = _authorise(request, collector.sources)
+        if entry.source.kind == "browser":
+            visitor_id, _ = cookie.visitor_for(
+                settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
+            )
+        body = await _read_body(request, settings.collect.max_batch_bytes)
+        raws = schema.decode_batch(body)
+        if len(raws) > settings.collect.max_batch_events:
+            limit = settings.collect.max_batch_events
+            raise InputError(413, f"a batch holds at most {limit} events")
+        results: list[schema.Accepted | schema.BatchItemError] = []
+        pending = []
+        for raw in raws:
+            try:
+                if len(raw) > settings.collect.max_event_bytes:
+                    raise InputError(413, "event too large")
+                item = _prepare(request, collector, entry, schema.decode_event(raw), visitor_id)
+                pending.append((len(results), item))
+                results.append(schema.Accepted(True, item.pk, item.event_id, item.visitor_id))
+            except InputError as exc:
+                results.append(_item_error(exc))
+        stored = await asyncio.gather(
+            *(_store(collector, item) for _, item in pending), return_exceptions=True
+        )
+        for (index, item), outcome in zip(pending, stored, strict=True):
+            if isinstance(outcome, InputError):
+                results[index] = _item_error(outcome)
+            elif isinstance(outcome, Stored):
+                results[index] = schema.Accepted(
+                    True, outcome.pk, item.event_id, item.visitor_id, outcome.duplicate
+                )
+            else:
+                results[index] = _item_error(InputError(503, "storage unavailable"))
+        response = Response(schema.encode(schema.BatchOut(results)), 200, media_type=JSON)
+    except InputError as exc:
+        response = _error(exc)
+    return _finish(request, collector, response, entry, visitor_id)
+
+
+async def preflight(request: Request) -> Response:
+    """CORS preflight: allowed for the origins of the key's source, or of any browser source."""
+    collector = _collector(request)
+    origin = request.headers.get("origin")
+    key = request.query_params.get("key")
+    entry = collector.sources.lookup(key) if key else None
+    allowed = set(entry.source.origins) if entry else collector.sources.origins()
+    if not origin or origin not in allowed:
+        return Response(status_code=403)
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type, X-Write-Key",
+            "Access-Control-Max-Age": "86400",
+            "Vary": "Origin",
+        },
+    )
+
+
+def _authorise(request: Request, book: SourceBook) -> Entry:
+    key = request.headers.get("x-write-key") or request.query_params.get("key")
+    if not key:
+        raise InputError(401, "missing write key (X-Write-Key header or ?key=)")
+    entry = book.lookup(key)
+    if entry is None:
+        raise InputError(401, "unknown write key")
+    origin = request.headers.get("origin")
+    # Browsers always send Origin on cross-site POSTs; its absence means a non-browser client.
+    if origin and entry.source.kind == "browser" and origin not in entry.source.origins:
+        raise InputError(403, f"origin {origin} is not allowed for source {entry.source.name}")
+    wait = entry.bucket.take()
+    if wait:
+        raise InputError(429, "rate limited", headers={"Retry-After": str(max(1, round(wait)))})
+    return entry
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InputError(413, f"body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InputError(413, f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+def _prepare(
+    request: Request,
+    collector: Collector,
+    entry: Entry,
+    event: schema.EventIn,
+    visitor_id: str | None,
+) -> prepare.Prepared:
+    settings = collector.runtime.settings
+    try:
+        return prepare.prepare(
+            event,
+            source=entry.source,
+            visitor_id=visitor_id,
+            received_at=datetime.now(UTC),
+            client_ip=_client_ip(request, settings.collect.trust_forwarded_for),
+            user_agent=request.headers.get("user-agent"),
+            referer_header=request.headers.get("referer"),
+            limits=settings.collect,
+            default_region=settings.otp.default_region,
+        )
+    except pii.InvalidValue as exc:
+        raise InputError(422, "validation failed", [FieldError("user.phone", str(exc))]) from None
+
+
+async def _store(collector: Collector, item: prepare.Prepared) -> Stored:
+    try:
+        stored = await collector.writer.submit(item)
+    except StorageUnavailable:
+        raise InputError(503, "storage unavailable, retry", headers={"Retry-After": "1"}) from None
+    if not stored.duplicate:
+        await collector.runtime.notifier.notify()
+    return stored
+
+
+def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.client.host if request.client else None
+
+
+def _error(exc: InputError) -> Response:
+    return Response(schema.error_body(exc), exc.status, headers=exc.headers, media_type=JSON)
+
+
+def _item_error(exc: InputError) -> schema.BatchItemError:
+    details = [schema.ErrorDetail(d.field, d.message) for d in exc.details]
+    return schema.BatchItemError(False, exc.error, details)
+
+
+def _finish(
+    request: Request,
+    collector: Collector,
+    response: Response,
+    entry: Entry | None,
+    visitor_id: str | None,
+) -> Response:
+    """CORS headers for allowed origins, and the visitor cookie on every browser answer."""
+    origin = request.headers.get("origin")
+    if entry is not None and origin and origin in entry.source.origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Vary"] = "Origin"
+    if visitor_id is not None:
+        settings = collector.runtime.settings
+        secret = settings.secret_key.get_secret_value()
+        response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
+    return response
+
+
+routes = [
+    Route("/v1/events", events, methods=["POST"]),
+    Route("/v1/events", preflight, methods=["OPTIONS"]),
+    Route("/v1/batch", batch, methods=["POST"]),
+    Route("/v1/batch", preflight, methods=["OPTIONS"]),
+]

@@ -1,0 +1,140 @@
+"""The OpenAPI 3.1 document: schemas generated from the msgspec wire types, paths listed here.
+
+A test checks that every mounted route is documented, so a new endpoint cannot ship without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from firstparty import __version__
+from firstparty.collect import schema
+
+_ERRORS = {
+    "400": "Malformed JSON",
+    "401": "Missing or unknown write key",
+    "403": "Origin not allowed for this source",
+    "413": "Body too large",
+    "422": "Validation failed; `details` names each field",
+    "429": "Rate limited; see Retry-After",
+    "503": "Storage unavailable; retry",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema_: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema_}}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {c: {"description": _ERRORS[c], **_json(_ref("ErrorBody"))} for c in codes}
+
+
+def _collect_op(summary: str, body: str, ok_code: str, ok: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": [
+            {"name": "X-Write-Key", "in": "header", "schema": {"type": "string"}},
+            {"name": "key", "in": "query", "schema": {"type": "string"}},
+        ],
+        "requestBody": {"required": True, **_json(_ref(body))},
+        "responses": {
+            ok_code: {"description": "Accepted", **_json(_ref(ok))},
+            **_errors("400", "401", "403", "413", "422", "429", "503"),
+        },
+    }
+
+
+def _admin_op(summary: str, params: list[str], method: str = "get") -> dict[str, Any]:
+    return {
+        method: {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": p, "in": "query", "schema": {"type": "string"}} for p in params
+            ],
+            "responses": {
+                "200": {"description": "OK", **_json({"type": "object"})},
+                "401": {"description": "Missing or wrong admin token", **_json(_ref("ErrorBody"))},
+            },
+        }
+    }
+
+
+def _simple(summary: str, media: str = "application/json") -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {"200": {"description": "OK", "content": {media: {}}}},
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [schema.EventIn, schema.Accepted, schema.ErrorBody, schema.BatchItemError, _BatchDoc],
+        ref_template="#/components/schemas/{name}",
+    )
+    components["BatchOut"] = {
+        "type": "object",
+        "properties": {
+            "results": {
+                "type": "array",
+                "items": {"anyOf": [_ref("Accepted"), _ref("BatchItemError")]},
+            }
+        },
+    }
+    filters = ["since", "until", "limit", "cursor"]
+    paths: dict[str, Any] = {
+        "/v1/events": {"post": _collect_op("Collect one event", "EventIn", "202", "Accepted")},
+        "/v1/batch": {"post": _collect_op("Collect many events", "_BatchDoc", "200", "BatchOut")},
+        "/v1/otp/start": {
+            "post": {
+                "summary": "Send a one-time code by SMS",
+                "responses": {"202": {"description": "Sent"}, **_errors("422", "429")},
+            }
+        },
+        "/v1/otp/verify": {
+            "post": {
+                "summary": "Verify a code; links the visitor to a user",
+                "responses": {"200": {"description": "Verified"}, **_errors("422", "429")},
+            }
+        },
+        "/v1/admin/events": _admin_op(
+            "List events", ["name", "visitor_id", "user_id", "source", *filters]
+        ),
+        "/v1/admin/events/{id}": _admin_op("One event with its outgoing requests", []),
+        "/v1/admin/tracks": _admin_op(
+            "List outgoing requests", ["status", "destination", "event_id", *filters]
+        ),
+        "/v1/admin/replay": _admin_op(
+            "Re-send failed deliveries",
+            ["destination", "since", "until", "event", "dry_run"],
+            "post",
+        ),
+        "/healthz": _simple("Alive"),
+        "/readyz": _simple("Database and queue reachable"),
+        "/metrics": _simple("Prometheus metrics", "text/plain"),
+        "/openapi.json": _simple("This document"),
+        "/fp.js": _simple("The browser tracker", "application/javascript"),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "firstparty", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+class _BatchDoc(msgspec.Struct):
+    """`{"events": [...]}`: each event judged on its own."""
+
+    events: list[schema.EventIn]

@@ -1,0 +1,53 @@
+"""Operations: liveness, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from firstparty.api import openapi
+from firstparty.runtime import Runtime
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database (and the queue, if Redis carries it) answers."""
+    runtime: Runtime = request.app.state.runtime
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping_database, runtime), timeout=5)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    ping = getattr(runtime.notifier, "ping", None)
+    if ping is not None:
+        try:
+            await asyncio.wait_for(ping(), timeout=5)
+            checks["queue"] = "ok"
+        except Exception as exc:
+            checks["queue"] = f"unreachable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ok": ok, "checks": checks}, 200 if ok else 503)
+
+
+def _ping_database(runtime: Runtime) -> None:
+    with runtime.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi.document())
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]

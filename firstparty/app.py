@@ -1,0 +1,115 @@
+"""create_app(settings) -> the ASGI app. Every route module is mounted here, and nowhere else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from firstparty.api import admin, collect, ops
+from firstparty.collect.sources import SourceBook
+from firstparty.collect.writer import GroupWriter
+from firstparty.destinations import registry
+from firstparty.errors import InputError
+from firstparty.runtime import Runtime
+from firstparty.settings import Settings
+from firstparty.store import db
+
+log = logging.getLogger("firstparty")
+
+
+def route_modules() -> list[Sequence[BaseRoute]]:
+    """Every module that contributes routes (each exposes `routes`)."""
+    return [collect.routes, ops.routes, admin.routes]
+
+
+def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlette:
+    """The whole server. `run_worker`: run the delivery worker in-process (default: embedded)."""
+    engine = db.create_engine(settings.database_url, pool_size=10, max_overflow=20)
+    adapters = registry.adapters(settings.destinations)
+    runtime = Runtime(settings=settings, engine=engine, adapters=adapters)
+
+    def route(event_type: str, name: str) -> list[str]:
+        return [n for n, a in adapters.items() if a.wants(event_type, name)]
+
+    writer = GroupWriter(
+        engine,
+        route,
+        window_ms=settings.collect.commit_window_ms,
+        max_rows=settings.collect.commit_max_rows,
+    )
+    collector = collect.Collector(runtime, SourceBook(settings, engine), writer)
+    embedded = settings.redis_url is None if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _delivery(runtime, embedded):
+            yield
+        await writer.close()
+        engine.dispose()
+
+    routes = [r for module in route_modules() for r in module]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            InputError: _input_error,
+            HTTPException: _http_error,
+            Exception: _crash,
+        },
+    )
+    app.state.runtime = runtime
+    app.state.collector = collector
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
+    """The notifier, and the in-process worker on the embedded default."""
+    try:
+        from firstparty.delivery import queue, worker
+    except ImportError:  # delivery not built into this checkout yet
+        yield
+        return
+    runtime.notifier = queue.make_notifier(runtime.settings)
+    if not embedded:
+        yield
+        return
+    embedded_worker = worker.EmbeddedWorker(runtime)
+    await embedded_worker.start()
+    try:
+        yield
+    finally:
+        await embedded_worker.stop()
+
+
+async def _input_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InputError)
+    details = [{"field": d.field, "message": d.message} for d in exc.details]
+    return JSONResponse({"error": exc.error, "details": details}, exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail, "details": []}, exc.status_code, headers=exc.headers)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    # Logged in full for the operator; the caller never sees a stack trace.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": "internal error", "details": []}, 500)
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` with several worker processes: settings from the env."""
+    from firstparty import settings as settings_mod
+
+    settings = settings_mod.load(config_path=os.environ.get("FIRSTPARTY_CONFIG"))
+    return create_app(settings)

@@ -1,0 +1,171 @@
+"""Turn a validated event into the rows to store: times settled, PII hashed, touch extracted.
+
+Time policy (documented in README, "Timestamps"):
+- no timestamp: the server's receive time;
+- browser sources: the client's clock is trusted within `max_clock_skew_seconds` of the
+  server's; outside it the receive time is used (the client value stays in the request);
+- server sources may send past timestamps (offline conversions) up to `max_past_days` old;
+  older, or later than the allowed skew into the future, is a 422.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from firstparty import ids
+from firstparty.collect import touch
+from firstparty.collect.schema import EventIn
+from firstparty.errors import FieldError, InputError
+from firstparty.identity import pii
+from firstparty.settings import CollectSettings
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str  # browser | server
+    origins: tuple[str, ...] = ()
+
+
+@dataclass
+class Prepared:
+    """Everything the writer needs to store one event (and nothing in clear that must not be)."""
+
+    pk: str
+    source: Source
+    event_id: str
+    type: str
+    name: str
+    occurred_at: datetime
+    received_at: datetime
+    visitor_id: str | None
+    user_id: str | None
+    request: dict[str, Any]
+    user: dict[str, str]
+    context: dict[str, str]
+    consent: dict[str, str]
+    click_ids: dict[str, str] = field(default_factory=dict)
+    utm: dict[str, str] = field(default_factory=dict)
+    landing_url: str | None = None
+    referrer: str | None = None
+    phone_e164: str | None = None  # server sources naming a person by phone; never stored
+
+
+def prepare(
+    event: EventIn,
+    *,
+    source: Source,
+    visitor_id: str | None,
+    received_at: datetime,
+    client_ip: str | None,
+    user_agent: str | None,
+    referer_header: str | None,
+    limits: CollectSettings,
+    default_region: str,
+) -> Prepared:
+    """Validate what msgspec cannot and build the stored form. Raises InputError (422)."""
+    is_server = source.kind == "server"
+    occurred_at = settle_time(event.timestamp, received_at, is_server=is_server, limits=limits)
+    try:
+        user = pii.hash_user(_user_dict(event), default_region)
+    except pii.InvalidValue as exc:
+        where, _, message = str(exc).partition(": ")
+        raise InputError(422, "validation failed", [FieldError(where, message)]) from None
+    phone_e164 = None
+    if is_server and event.user and event.user.phone and not pii.HASHED.match(event.user.phone):
+        phone_e164 = pii.normalise_phone(event.user.phone, default_region)
+    context = _context(event, is_server=is_server, client_ip=client_ip, user_agent=user_agent)
+    landing = event.url or (None if is_server else referer_header)
+    clicks, utm = touch.parse(landing)
+    return Prepared(
+        pk=ids.new_id(),
+        source=source,
+        event_id=event.event_id or ids.new_uuid(),
+        type=event.type,
+        name=event.name if event.type == "track" and event.name else event.type,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        visitor_id=(event.visitor_id if is_server else visitor_id),
+        user_id=event.user_id if is_server else None,
+        request=_redacted_request(event, user),
+        user=user,
+        context=context,
+        consent=msgspec.to_builtins(event.consent) if event.consent else {},
+        click_ids=clicks,
+        utm=utm,
+        landing_url=landing,
+        referrer=event.referrer,
+        phone_e164=phone_e164,
+    )
+
+
+def parse_timestamp(value: str | int | float) -> datetime:
+    """ISO 8601, or epoch seconds / milliseconds (numbers above 1e11 are milliseconds)."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.replace(".", "", 1).isdigit():
+            return parse_timestamp(float(stripped))
+        parsed = datetime.fromisoformat(stripped)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    seconds = value / 1000 if value > 1e11 else value
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def settle_time(
+    raw: str | int | float | None,
+    received_at: datetime,
+    *,
+    is_server: bool,
+    limits: CollectSettings,
+) -> datetime:
+    if raw is None:
+        return received_at
+    try:
+        stated = parse_timestamp(raw).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InputError(
+            422,
+            "validation failed",
+            [FieldError("timestamp", "must be ISO 8601 or epoch seconds/milliseconds")],
+        ) from None
+    skew = timedelta(seconds=limits.max_clock_skew_seconds)
+    if not is_server:
+        return stated if abs(stated - received_at) <= skew else received_at
+    if stated > received_at + skew:
+        raise InputError(422, "validation failed", [FieldError("timestamp", "is in the future")])
+    if stated < received_at - timedelta(days=limits.max_past_days):
+        message = f"is older than {limits.max_past_days} days"
+        raise InputError(422, "validation failed", [FieldError("timestamp", message)])
+    return stated
+
+
+def _user_dict(event: EventIn) -> dict[str, str]:
+    if event.user is None:
+        return {}
+    return {k: v for k, v in msgspec.to_builtins(event.user).items() if isinstance(v, str)}
+
+
+def _context(
+    event: EventIn, *, is_server: bool, client_ip: str | None, user_agent: str | None
+) -> dict[str, str]:
+    given: dict[str, str] = msgspec.to_builtins(event.context) if event.context else {}
+    if not is_server:
+        given.pop("ip", None)
+        given.pop("user_agent", None)
+        if client_ip:
+            given["ip"] = client_ip
+        if user_agent:
+            given["user_agent"] = user_agent[:4096]
+    return given
+
+
+def _redacted_request(event: EventIn, hashed_user: dict[str, str]) -> dict[str, Any]:
+    """The request as received, with the clear personal data replaced by its hashes."""
+    body: dict[str, Any] = msgspec.to_builtins(event)
+    if "user" in body:
+        body["user"] = {"hashed": hashed_user}
+    return body

@@ -1,0 +1,161 @@
+"""The wire format of `/v1/events` and `/v1/batch`, decoded and validated in one pass by msgspec."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from firstparty.errors import FieldError, InputError
+
+Short = Annotated[str, msgspec.Meta(max_length=256)]
+Text = Annotated[str, msgspec.Meta(max_length=4096)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+ConsentValue = Literal["granted", "denied"]
+
+
+class User(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Personal data; hashed before anything is stored (see identity.pii)."""
+
+    email: Short | None = None
+    phone: Short | None = None
+    first_name: Short | None = None
+    last_name: Short | None = None
+    city: Short | None = None
+    state: Short | None = None
+    zip: Short | None = None
+    country: Short | None = None
+    date_of_birth: Short | None = None
+    gender: Short | None = None
+    external_id: Short | None = None
+
+
+class Consent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Consent Mode v2 signals."""
+
+    ad_user_data: ConsentValue | None = None
+    ad_personalization: ConsentValue | None = None
+    ad_storage: ConsentValue | None = None
+    analytics_storage: ConsentValue | None = None
+
+
+class Context(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Request context; ip and user_agent are honoured from server sources only."""
+
+    ip: Short | None = None
+    user_agent: Text | None = None
+    fbp: Short | None = None
+    fbc: Short | None = None
+    ttp: Short | None = None
+    ga: Short | None = None
+    gcl_aw: Short | None = None
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    type: Literal["page", "track", "identify"]
+    name: Name | None = None
+    event_id: EventId | None = None
+    timestamp: str | int | float | None = None
+    url: Text | None = None
+    referrer: Text | None = None
+    title: Text | None = None
+    properties: dict[str, Any] = {}
+    user: User | None = None
+    user_id: Name | None = None  # server sources only: the person, as firstparty knows them
+    visitor_id: Name | None = None  # server sources only: a browser's fp_id visitor relayed
+    consent: Consent | None = None
+    context: Context | None = None
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+class Accepted(msgspec.Struct, omit_defaults=True):
+    ok: bool
+    id: str
+    event_id: str
+    visitor_id: str | None
+    duplicate: bool = False
+
+
+class ErrorDetail(msgspec.Struct):
+    field: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    details: list[ErrorDetail] = []
+
+
+class BatchItemError(msgspec.Struct):
+    ok: bool
+    error: str
+    details: list[ErrorDetail] = []
+
+
+class BatchOut(msgspec.Struct):
+    results: list[Accepted | BatchItemError]
+
+
+_event_decoder = msgspec.json.Decoder(EventIn)
+_batch_decoder = msgspec.json.Decoder(BatchIn)
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def decode_event(raw: bytes) -> EventIn:
+    """Decode one event; malformed JSON is a 400, a schema violation a 422 naming the field."""
+    try:
+        event = _event_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _invalid(raw, exc) from None
+    except msgspec.DecodeError as exc:
+        raise InputError(400, f"malformed JSON: {exc}") from None
+    if event.type == "track" and not event.name:
+        raise InputError(422, "validation failed", [FieldError("name", "required for track")])
+    return event
+
+
+def decode_batch(raw: bytes) -> list[bytes]:
+    """The raw events of a batch, each to be judged on its own."""
+    try:
+        batch = _batch_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _invalid(raw, exc) from None
+    except msgspec.DecodeError as exc:
+        raise InputError(400, f"malformed JSON: {exc}") from None
+    return [bytes(item) for item in batch.events]
+
+
+def _invalid(raw: bytes, exc: msgspec.ValidationError) -> InputError:
+    # The typed decoder stops at the first wrong type, before it sees the JSON is broken.
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.DecodeError as broken:
+        return InputError(400, f"malformed JSON: {broken}")
+    message = str(exc)
+    match = _PATH.search(message)
+    field = match.group(1) if match else ""
+    field = re.sub(r"\[(\d+)\]", r".\1", field).lstrip(".") or "(body)"
+    text = _PATH.sub("", message)
+    if text.startswith("Object missing required field"):
+        missing = text.split("`")[1]
+        field = f"{field}.{missing}" if field != "(body)" else missing
+        text = "required"
+    elif text.startswith("Object contains unknown field"):
+        unknown = text.split("`")[1]
+        field = f"{field}.{unknown}" if field != "(body)" else unknown
+        text = "unknown field"
+    return InputError(422, "validation failed", [FieldError(field, text)])
+
+
+def encode(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def error_body(error: InputError) -> bytes:
+    details = [ErrorDetail(d.field, d.message) for d in error.details]
+    return msgspec.json.encode(ErrorBody(error.error, details))

@@ -1,0 +1,192 @@
+"""Reading events and outgoing requests back, page by page (the admin API and UI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, RowMapping
+
+from firstparty.store import models as m
+
+TRACK_STATUSES = ("pending", "delivered", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    name: str | None = None
+    source: str | None = None
+    visitor_id: str | None = None
+    user_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackFilters:
+    status: str | None = None
+    destination: str | None = None
+    event_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _event_item(row: RowMapping) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "event_id": row["event_id"],
+        "type": row["type"],
+        "name": row["name"],
+        "source": row["source"],
+        "occurred_at": _iso(row["occurred_at"]),
+        "received_at": _iso(row["received_at"]),
+        "visitor_id": row["visitor_id"],
+        "user_id": row["user_id"],
+        "cursor": row["id"],
+    }
+
+
+def events(engine: Engine, f: EventFilters, limit: int) -> list[dict[str, Any]]:
+    """Newest first; the cursor is the last id of the previous page (ids sort by time)."""
+    query = sa.select(m.events).order_by(m.events.c.id.desc()).limit(limit)
+    for column, value in (
+        (m.events.c.name, f.name),
+        (m.events.c.source, f.source),
+        (m.events.c.visitor_id, f.visitor_id),
+        (m.events.c.user_id, f.user_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if f.since:
+        query = query.where(m.events.c.occurred_at >= f.since)
+    if f.until:
+        query = query.where(m.events.c.occurred_at < f.until)
+    if f.cursor:
+        query = query.where(m.events.c.id < f.cursor)
+    with engine.connect() as conn:
+        return [_event_item(r) for r in conn.execute(query).mappings()]
+
+
+def event(engine: Engine, pk: str) -> dict[str, Any] | None:
+    """One event, whole, with its deliveries and the outgoing requests that carried it."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(m.events).where(m.events.c.id == pk)).mappings().first()
+        if row is None:
+            return None
+        work = conn.execute(
+            sa.select(m.deliveries).where(m.deliveries.c.event_pk == pk).order_by(m.deliveries.c.id)
+        ).mappings()
+        sent = conn.execute(
+            sa.select(m.tracks, m.track_events.c.outcome, m.track_events.c.reason)
+            .join(m.track_events, m.track_events.c.track_id == m.tracks.c.id)
+            .where(m.track_events.c.event_pk == pk)
+            .order_by(m.tracks.c.id)
+        ).mappings()
+        item = _event_item(row)
+        item.pop("cursor")
+        for key in ("request", "response", "user", "context", "consent"):
+            item[key] = row[key]
+        item["deliveries"] = [
+            {
+                "destination": d["destination"],
+                "status": d["status"],
+                "attempts": d["attempts"],
+                "next_attempt_at": _iso(d["next_attempt_at"]),
+                "last_error": d["last_error"],
+            }
+            for d in work
+        ]
+        item["visitor"] = _visitor(conn, row["visitor_id"]) if row["visitor_id"] else None
+        item["tracks"] = [
+            {**_track_item(t), "outcome": t["outcome"], "reason": t["reason"]} for t in sent
+        ]
+        return item
+
+
+def _visitor(conn: sa.Connection, visitor_id: str) -> dict[str, Any] | None:
+    """The visitor's first and latest touch and every click id with its first-seen time."""
+    row = (
+        conn.execute(sa.select(m.visitors).where(m.visitors.c.id == visitor_id)).mappings().first()
+    )
+    if row is None:
+        return None
+    clicks = conn.execute(
+        sa.select(m.click_ids)
+        .where(m.click_ids.c.visitor_id == visitor_id)
+        .order_by(m.click_ids.c.id)
+    ).mappings()
+    return {
+        "id": visitor_id,
+        "user_id": row["user_id"],
+        "first_seen_at": _iso(row["first_seen_at"]),
+        "last_seen_at": _iso(row["last_seen_at"]),
+        "first_touch": row["first_touch"],
+        "last_touch": row["last_touch"],
+        "click_ids": [
+            {"kind": c["kind"], "value": c["value"], "first_seen_at": _iso(c["first_seen_at"])}
+            for c in clicks
+        ],
+    }
+
+
+def _track_item(row: RowMapping) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "destination": row["destination"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "method": row["method"],
+        "url": row["url"],
+        "request": row["request"],
+        "response_status": row["response_status"],
+        "response_body": row["response_body"],
+        "duration_ms": row["duration_ms"],
+        "error": row["error"],
+        "created_at": _iso(row["created_at"]),
+        "cursor": str(row["id"]),
+    }
+
+
+def tracks(engine: Engine, f: TrackFilters, limit: int) -> list[dict[str, Any]]:
+    """Outgoing requests, newest first, each naming the events it carried by event_id."""
+    query = sa.select(m.tracks).order_by(m.tracks.c.id.desc()).limit(limit)
+    if f.status:
+        query = query.where(m.tracks.c.status == f.status)
+    if f.destination:
+        query = query.where(m.tracks.c.destination == f.destination)
+    if f.since:
+        query = query.where(m.tracks.c.created_at >= f.since)
+    if f.until:
+        query = query.where(m.tracks.c.created_at < f.until)
+    if f.cursor and f.cursor.isdigit():
+        query = query.where(m.tracks.c.id < int(f.cursor))
+    if f.event_id:
+        carried = (
+            sa.select(m.track_events.c.track_id)
+            .join(m.events, m.events.c.id == m.track_events.c.event_pk)
+            .where(m.events.c.event_id == f.event_id)
+        )
+        query = query.where(m.tracks.c.id.in_(carried))
+    with engine.connect() as conn:
+        items = [_track_item(r) for r in conn.execute(query).mappings()]
+        ids = [i["id"] for i in items]
+        names: dict[int, list[str]] = {i: [] for i in ids}
+        if ids:
+            links = conn.execute(
+                sa.select(m.track_events.c.track_id, m.events.c.event_id)
+                .join(m.events, m.events.c.id == m.track_events.c.event_pk)
+                .where(m.track_events.c.track_id.in_(ids))
+            )
+            for link in links:
+                names[link.track_id].append(link.event_id)
+    for item in items:
+        item["event_ids"] = names[item["id"]]
+    return items
