@@ -1,0 +1,135 @@
+"""The `firstparty` command as a user runs it: a real process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = [sys.executable, "-m", "firstparty.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FIRSTPARTY_")}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*BIN, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("server did not start")
+        yield url, proc, tmp_path
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_serve_with_no_settings_runs_the_embedded_default(
+    server: tuple[str, subprocess.Popen[str], Path],
+) -> None:
+    url, proc, cwd = server
+    assert (cwd / "firstparty.db").exists() and (cwd / "firstparty.db.secret").exists()
+    r = httpx.post(url + "/v1/events", json={"type": "track", "name": "Lead"})
+    assert r.status_code == 401
+    proc.terminate()
+    banner = proc.communicate(timeout=20)[0]
+    assert f"running at {url}" in banner
+    assert str(cwd / "firstparty.db") in banner
+    assert "firstparty sources create" in banner
+    key = re.search(r"shown once\):\s+(\S+)", banner)
+    assert key, banner
+
+
+def test_first_run_key_works_with_curl(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*BIN, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "X-Write-Key" in line:
+                break
+        key = re.search(r"X-Write-Key: (\S+)'", "".join(lines))
+        assert key, "".join(lines)
+        body = {"type": "track", "name": "Lead", "properties": {"value": 49}}
+        for _ in range(100):
+            try:
+                r = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/events",
+                    json=body,
+                    headers={"X-Write-Key": key.group(1)},
+                )
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert r.status_code == 202, r.text
+        with sqlite3.connect(tmp_path / "firstparty.db") as db:
+            assert db.execute("SELECT name FROM events").fetchall() == [("Lead",)]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_sources_create_and_list(tmp_path: Path) -> None:
+    run = [*BIN, "sources", "create", "www", "--kind", "browser", "--origin", "https://www.a.test"]
+    created = subprocess.run(run, cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("wk_")
+    again = subprocess.run(run, cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert again.returncode == 1 and "exists already" in again.stderr
+    listed = subprocess.run(
+        [*BIN, "sources"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+    )
+    assert "www" in listed.stdout and "https://www.a.test" in listed.stdout
+    assert key not in listed.stdout
+
+
+def test_migrate_and_bad_config(tmp_path: Path) -> None:
+    env = {**clean_env(), "FIRSTPARTY_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    done = subprocess.run([*BIN, "migrate"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "newest schema" in done.stdout
+    (tmp_path / "bad.toml").write_text("[cookie]\nflavour = 1\n")
+    env["FIRSTPARTY_CONFIG"] = str(tmp_path / "bad.toml")
+    bad = subprocess.run([*BIN, "serve"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "cookie.flavour: unknown key" in bad.stderr and "Traceback" not in bad.stderr
