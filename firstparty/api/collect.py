@@ -43,20 +43,20 @@ async def events(request: Request) -> Response:
     settings = collector.runtime.settings
     entry, visitor_id = None, None
     try:
-        entry = _authorise(request, collector.sources)
+        entry = authorise(request, collector.sources)
         if entry.source.kind == "browser":
             visitor_id, _ = cookie.visitor_for(
                 settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
             )
-        body = await _read_body(request, settings.collect.max_event_bytes)
+        body = await read_body(request, settings.collect.max_event_bytes)
         event = schema.decode_event(body)
-        item = _prepare(request, collector, entry, event, visitor_id)
-        stored = await _store(collector, item)
+        item = prepare_event(request, collector, entry, event, visitor_id)
+        stored = await store(collector, item)
         answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
         response = Response(schema.encode(answer), 202, media_type=JSON)
     except InputError as exc:
-        response = _error(exc)
-    return _finish(request, collector, response, entry, visitor_id)
+        response = error_response(exc)
+    return finish(request, collector, response, entry, visitor_id)
 
 
 async def batch(request: Request) -> Response:
@@ -64,12 +64,12 @@ async def batch(request: Request) -> Response:
     settings = collector.runtime.settings
     entry, visitor_id = None, None
     try:
-        entry = _authorise(request, collector.sources)
+        entry = authorise(request, collector.sources)
         if entry.source.kind == "browser":
             visitor_id, _ = cookie.visitor_for(
                 settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
             )
-        body = await _read_body(request, settings.collect.max_batch_bytes)
+        body = await read_body(request, settings.collect.max_batch_bytes)
         raws = schema.decode_batch(body)
         if len(raws) > settings.collect.max_batch_events:
             limit = settings.collect.max_batch_events
@@ -80,27 +80,27 @@ async def batch(request: Request) -> Response:
             try:
                 if len(raw) > settings.collect.max_event_bytes:
                     raise InputError(413, "event too large")
-                item = _prepare(request, collector, entry, schema.decode_event(raw), visitor_id)
+                item = prepare_event(request, collector, entry, schema.decode_event(raw), visitor_id)
                 pending.append((len(results), item))
                 results.append(schema.Accepted(True, item.pk, item.event_id, item.visitor_id))
             except InputError as exc:
-                results.append(_item_error(exc))
+                results.append(item_error(exc))
         stored = await asyncio.gather(
-            *(_store(collector, item) for _, item in pending), return_exceptions=True
+            *(store(collector, item) for _, item in pending), return_exceptions=True
         )
         for (index, item), outcome in zip(pending, stored, strict=True):
             if isinstance(outcome, InputError):
-                results[index] = _item_error(outcome)
+                results[index] = item_error(outcome)
             elif isinstance(outcome, Stored):
                 results[index] = schema.Accepted(
                     True, outcome.pk, item.event_id, item.visitor_id, outcome.duplicate
                 )
             else:
-                results[index] = _item_error(InputError(503, "storage unavailable"))
+                results[index] = item_error(InputError(503, "storage unavailable"))
         response = Response(schema.encode(schema.BatchOut(results)), 200, media_type=JSON)
     except InputError as exc:
-        response = _error(exc)
-    return _finish(request, collector, response, entry, visitor_id)
+        response = error_response(exc)
+    return finish(request, collector, response, entry, visitor_id)
 
 
 async def preflight(request: Request) -> Response:
@@ -125,7 +125,7 @@ async def preflight(request: Request) -> Response:
     )
 
 
-def _authorise(request: Request, book: SourceBook) -> Entry:
+def authorise(request: Request, book: SourceBook) -> Entry:
     key = request.headers.get("x-write-key") or request.query_params.get("key")
     if not key:
         raise InputError(401, "missing write key (X-Write-Key header or ?key=)")
@@ -142,7 +142,7 @@ def _authorise(request: Request, book: SourceBook) -> Entry:
     return entry
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise InputError(413, f"body larger than {limit} bytes")
@@ -154,7 +154,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _prepare(
+def prepare_event(
     request: Request,
     collector: Collector,
     entry: Entry,
@@ -178,7 +178,7 @@ def _prepare(
         raise InputError(422, "validation failed", [FieldError("user.phone", str(exc))]) from None
 
 
-async def _store(collector: Collector, item: prepare.Prepared) -> Stored:
+async def store(collector: Collector, item: prepare.Prepared) -> Stored:
     try:
         stored = await collector.writer.submit(item)
     except StorageUnavailable:
@@ -196,16 +196,16 @@ def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
     return request.client.host if request.client else None
 
 
-def _error(exc: InputError) -> Response:
+def error_response(exc: InputError) -> Response:
     return Response(schema.error_body(exc), exc.status, headers=exc.headers, media_type=JSON)
 
 
-def _item_error(exc: InputError) -> schema.BatchItemError:
+def item_error(exc: InputError) -> schema.BatchItemError:
     details = [schema.ErrorDetail(d.field, d.message) for d in exc.details]
     return schema.BatchItemError(False, exc.error, details)
 
 
-def _finish(
+def finish(
     request: Request,
     collector: Collector,
     response: Response,

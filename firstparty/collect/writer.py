@@ -44,9 +44,11 @@ def write(
     route: Router,
     resolve_phone: PhoneResolver | None = None,
 ) -> list[Stored]:
-    """Store events, their visitors' touches and their outbox rows in the caller's transaction."""
-    _store_visitors(conn, items)
-    users = _visitor_users(conn, [i.visitor_id for i in items if i.visitor_id])
+    """Store events, their visitors' touches and their outbox rows in the caller's transaction.
+
+    A fixed handful of statements per batch, whatever its size (executemany throughout).
+    """
+    users = _store_visitors(conn, items)
     for item in items:
         if item.source.kind == "browser" and item.visitor_id:
             item.user_id = users.get(item.visitor_id)
@@ -73,30 +75,37 @@ def write(
     return stored
 
 
-def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> None:
-    first: dict[str, dict[str, Any]] = {}
-    for item in items:
-        if not item.visitor_id or item.visitor_id in first:
-            continue
-        first[item.visitor_id] = {
-            "id": item.visitor_id,
-            "user_id": None,
-            "first_seen_at": item.received_at,
-            "last_seen_at": item.received_at,
-            "first_touch": _touch(item),
-            "last_touch": _touch(item),
-        }
-    # The first visit is written once: a visitor row that exists already is left as it is.
-    insert_ignore(conn, visitors, list(first.values()))
+def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, str | None]:
+    """Create new visitors, move known ones' last touch on; returns visitor -> user id."""
     latest: dict[str, Prepared] = {}
+    first: dict[str, Prepared] = {}
     for item in items:
         if item.visitor_id:
+            first.setdefault(item.visitor_id, item)
             latest[item.visitor_id] = item
-    for visitor_id, item in sorted(latest.items()):  # one lock order: no deadlocks
-        values: dict[str, Any] = {"last_seen_at": item.received_at}
-        if touch.is_campaign(item.referrer, item.landing_url, item.click_ids, item.utm):
-            values["last_touch"] = _touch(item)
-        conn.execute(visitors.update().where(visitors.c.id == visitor_id).values(**values))
+    if not latest:
+        return {}
+    rows = conn.execute(
+        sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.id.in_(list(latest)))
+    )
+    known = {r.id: r.user_id for r in rows}
+    new = [
+        {
+            "id": visitor_id,
+            "user_id": None,
+            "first_seen_at": item.received_at,
+            "last_seen_at": latest[visitor_id].received_at,
+            "first_touch": _touch(item),
+            "last_touch": _touch(_last_campaign(visitor_id, items) or item),
+        }
+        for visitor_id, item in first.items()
+        if visitor_id not in known
+    ]
+    # The first visit is written once: a row another process created meanwhile is kept.
+    insert_ignore(conn, visitors, new)
+    _move_on(
+        conn, [item for visitor_id, item in sorted(latest.items()) if visitor_id in known], items
+    )
     seen = [
         {
             "visitor_id": item.visitor_id,
@@ -111,6 +120,36 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> None:
     ]
     # Unique (visitor, kind, value): a click id seen again keeps its first-seen time.
     insert_ignore(conn, click_ids, seen)
+    return {visitor_id: known.get(visitor_id) for visitor_id in latest}
+
+
+def _last_campaign(visitor_id: str, items: Sequence[Prepared]) -> Prepared | None:
+    found = None
+    for item in items:
+        if item.visitor_id == visitor_id and _is_touch(item):
+            found = item
+    return found
+
+
+def _is_touch(item: Prepared) -> bool:
+    return touch.is_campaign(item.referrer, item.landing_url, item.click_ids, item.utm)
+
+
+def _move_on(conn: Connection, latest: list[Prepared], items: Sequence[Prepared]) -> None:
+    """Known visitors: last seen now, and a new last touch when this batch brought one."""
+    seen = [{"vid": i.visitor_id, "seen": i.received_at} for i in latest]
+    touched = []
+    for item in latest:
+        campaign = _last_campaign(item.visitor_id or "", items)
+        if campaign is not None:
+            touched.append({"vid": item.visitor_id, "touch": _touch(campaign)})
+    by_id = visitors.c.id == sa.bindparam("vid")
+    if seen:
+        conn.execute(visitors.update().where(by_id).values(last_seen_at=sa.bindparam("seen")), seen)
+    if touched:
+        conn.execute(
+            visitors.update().where(by_id).values(last_touch=sa.bindparam("touch")), touched
+        )
 
 
 def _touch(item: Prepared) -> dict[str, Any]:
@@ -121,15 +160,6 @@ def _touch(item: Prepared) -> dict[str, Any]:
         clicks=item.click_ids,
         utm=item.utm,
     )
-
-
-def _visitor_users(conn: Connection, visitor_ids: list[str]) -> dict[str, str | None]:
-    if not visitor_ids:
-        return {}
-    rows = conn.execute(
-        sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.id.in_(set(visitor_ids)))
-    )
-    return {r.id: r.user_id for r in rows}
 
 
 def _existing(conn: Connection, pks: list[str]) -> set[str]:
