@@ -80,7 +80,9 @@ async def batch(request: Request) -> Response:
             try:
                 if len(raw) > settings.collect.max_event_bytes:
                     raise InputError(413, "event too large")
-                item = prepare_event(request, collector, entry, schema.decode_event(raw), visitor_id)
+                item = prepare_event(
+                    request, collector, entry, schema.decode_event(raw), visitor_id
+                )
                 pending.append((len(results), item))
                 results.append(schema.Accepted(True, item.pk, item.event_id, item.visitor_id))
             except InputError as exc:
