@@ -24,3 +24,15 @@ async def test_health_and_ready(sqlite_client: AppClient) -> None:
     assert (await sqlite_client.http.get("/healthz")).json() == {"ok": True}
     ready = await sqlite_client.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
+
+
+async def test_metrics_count_events(sqlite_client: AppClient) -> None:
+    from tests.conftest import SERVER_KEY
+
+    headers = {"X-Write-Key": SERVER_KEY}
+    await sqlite_client.http.post("/v1/events", json={"type": "page"}, headers=headers)
+    await sqlite_client.http.post("/v1/events", json={"type": "nope"}, headers=headers)
+    text = (await sqlite_client.http.get("/metrics")).text
+    assert 'firstparty_events_total{outcome="stored",source="crm"}' in text
+    assert 'firstparty_events_total{outcome="rejected_422",source="crm"}' in text
+    assert "firstparty_group_commit_seconds_bucket" in text

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from firstparty import metrics
 from firstparty.collect import prepare, schema
 from firstparty.collect.sources import Entry, SourceBook
 from firstparty.collect.writer import GroupWriter, StorageUnavailable, Stored
@@ -215,6 +216,7 @@ def finish(
     visitor_id: str | None,
 ) -> Response:
     """CORS headers for allowed origins, and the visitor cookie on every browser answer."""
+    _count(entry, response)
     origin = request.headers.get("origin")
     if entry is not None and origin and origin in entry.source.origins:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -225,6 +227,15 @@ def finish(
         secret = settings.secret_key.get_secret_value()
         response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
     return response
+
+
+def _count(entry: Entry | None, response: Response) -> None:
+    source = entry.source.name if entry else "-"
+    if response.status_code >= 400:
+        metrics.EVENTS.labels(source, f"rejected_{response.status_code}").inc()
+    elif response.status_code == 202:
+        duplicate = b'"duplicate":true' in bytes(response.body)
+        metrics.EVENTS.labels(source, "duplicate" if duplicate else "stored").inc()
 
 
 routes = [

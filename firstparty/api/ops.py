@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from firstparty.api import openapi
+from firstparty.metrics import REGISTRY
 from firstparty.runtime import Runtime
 
 
@@ -42,6 +44,10 @@ def _ping_database(runtime: Runtime) -> None:
         conn.execute(sa.text("SELECT 1"))
 
 
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
 async def openapi_json(request: Request) -> Response:
     return JSONResponse(openapi.document())
 
@@ -50,4 +56,5 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from firstparty import metrics
 from firstparty.collect import touch
 from firstparty.collect.prepare import Prepared
 from firstparty.store.db import insert_ignore
@@ -275,5 +276,7 @@ class GroupWriter:
                 future.set_result(result)
 
     def _commit(self, items: list[Prepared]) -> list[Stored]:
-        with self._engine.begin() as conn:
-            return write(conn, items, self._route, self._resolve_phone)
+        with metrics.COMMIT_SECONDS.time(), self._engine.begin() as conn:
+            stored = write(conn, items, self._route, self._resolve_phone)
+        metrics.COMMIT_ROWS.observe(len(items))
+        return stored

@@ -1,0 +1,33 @@
+"""Prometheus metrics, served at /metrics. Per process: with `serve --workers N` scrape each, or
+set PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) before start."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter(
+    "firstparty_events_total",
+    "Events answered by the collection API, by source and outcome",
+    ["source", "outcome"],  # stored | duplicate | rejected_<status>
+    registry=REGISTRY,
+)
+COMMIT_SECONDS = Histogram(
+    "firstparty_group_commit_seconds",
+    "Time to commit one group of events",
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+COMMIT_ROWS = Histogram(
+    "firstparty_group_commit_rows",
+    "Events per group commit",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
+DELIVERIES = Counter(
+    "firstparty_deliveries_total",
+    "Delivery outcomes, by destination and outcome",
+    ["destination", "outcome"],  # delivered | retry | failed | skipped
+    registry=REGISTRY,
+)
