@@ -7,17 +7,19 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 
+from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from firstparty.api import admin, collect, ops
+from firstparty.api import admin, collect, ops, otp, segment
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
 from firstparty.destinations import registry
 from firstparty.errors import InputError
+from firstparty.identity import users
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
@@ -27,7 +29,7 @@ log = logging.getLogger("firstparty")
 
 def route_modules() -> list[Sequence[BaseRoute]]:
     """Every module that contributes routes (each exposes `routes`)."""
-    return [collect.routes, ops.routes, admin.routes]
+    return [collect.routes, ops.routes, admin.routes, otp.routes, segment.routes]
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlette:
@@ -39,11 +41,17 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
     def route(event_type: str, name: str) -> list[str]:
         return [n for n, a in adapters.items() if a.wants(event_type, name)]
 
+    secret = settings.secret_key.get_secret_value()
+
+    def resolve_phone(conn: Connection, e164: str) -> str | None:
+        return users.find_by_phone(conn, secret, e164, settings.otp.default_region)
+
     writer = GroupWriter(
         engine,
         route,
         window_ms=settings.collect.commit_window_ms,
         max_rows=settings.collect.commit_max_rows,
+        resolve_phone=resolve_phone,
     )
     collector = collect.Collector(runtime, SourceBook(settings, engine), writer)
     embedded = settings.redis_url is None if run_worker is None else run_worker

@@ -91,5 +91,5 @@ def test_unsafe_or_missing_secret_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         settings.load({"FIRSTPARTY_SECRET_KEY": SECRET}, config_path=str(tmp_path / "nope.toml"))

@@ -118,6 +118,9 @@ class Delivered:
 class Retry:
     reason: str
     after: float | None = None  # seconds, e.g. from Retry-After
+    # Send this event again in a request of its own: the platform refused a whole batch without
+    # naming the event at fault, so resending each alone finds it (see `batch_refused`).
+    alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,10 @@ class Adapter:
     max_batch: ClassVar[int] = 1
     # Events older than this are skipped with a reason instead of sent (None: no limit).
     max_event_age: ClassVar[timedelta | None] = None
+    # A minimal valid `[[destinations]]` entry for this type: documentation, and the settings the
+    # contract test (tests/destinations/test_contract.py) runs the adapter with. It must map the
+    # track event "Lead" and accept a fresh browser Lead carrying the usual identifiers.
+    example_settings: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings
@@ -220,3 +227,60 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def status_outcome(response: Response) -> Outcome:
+    """The usual reading of a status: 2xx delivered, 408/429/5xx retry, other 4xx rejected."""
+    if 200 <= response.status < 300:
+        return Delivered()
+    text = response.body[:500].decode("utf-8", "replace")
+    if response.status in (408, 429) or response.status >= 500:
+        return Retry(f"HTTP {response.status}: {text}", retry_after(response.headers))
+    return Rejected(f"HTTP {response.status}: {text}")
+
+
+def event_json(event: Event, name: str | None = None) -> dict[str, Any]:
+    """The event as plain JSON (hashed identifiers only), for receivers that take it whole."""
+    return {
+        "id": event.pk,
+        "event_id": event.event_id,
+        "type": event.type,
+        "name": name or event.name,
+        "source": event.source,
+        "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        "received_at": event.received_at.isoformat().replace("+00:00", "Z"),
+        "url": event.url,
+        "referrer": event.referrer,
+        "title": event.title,
+        "properties": dict(event.properties),
+        "user": dict(event.user),
+        "context": dict(event.context),
+        "consent": dict(event.consent),
+        "visitor_id": event.visitor_id,
+        "user_id": event.user_id,
+        "click_ids": [
+            {
+                "kind": c.kind,
+                "value": c.value,
+                "first_seen_at": c.first_seen_at.isoformat().replace("+00:00", "Z"),
+            }
+            for c in event.click_ids
+        ],
+    }
+
+
+def batch_refused(event_pks: Sequence[str], reason: str, culprit: int | None) -> dict[str, Outcome]:
+    """Outcomes when a platform refused a whole batch because of one event.
+
+    The event at index `culprit` is rejected and the others are sent again at once without it.
+    When the platform did not say which event was at fault, a lone event is rejected and the
+    events of a larger batch are each sent again alone, which finds the culprit.
+    """
+    if culprit is not None and 0 <= culprit < len(event_pks):
+        bad = event_pks[culprit]
+        again = Retry(f"batch refused because of event {bad}; sent again without it", after=0)
+        return {pk: Rejected(reason) if pk == bad else again for pk in event_pks}
+    if len(event_pks) == 1:
+        return {event_pks[0]: Rejected(reason)}
+    alone = Retry(f"batch refused, event at fault not named ({reason}); sent again alone", 0, True)
+    return dict.fromkeys(event_pks, alone)

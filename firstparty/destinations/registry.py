@@ -29,7 +29,7 @@ def _load_builtins() -> None:
 
 
 # Modules of the built-in adapters, each calling `register` on import.
-BUILTINS: list[str] = []
+BUILTINS: list[str] = ["webhook", "fake", "meta_capi", "tiktok_events", "google_ads", "ga4_mp"]
 
 
 def parse(raw: Any, index: int) -> DestinationSettings:

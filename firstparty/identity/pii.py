@@ -135,10 +135,26 @@ def hash_user(user: Mapping[str, str], default_region: str = "US") -> dict[str, 
     return out
 
 
+# The stored key of each user field (phone: a caller's own hash is taken to be of E.164 with "+").
+KEYS = {
+    "email": "em",
+    "phone": "ph_e164",
+    "first_name": "fn",
+    "last_name": "ln",
+    "city": "ct",
+    "state": "st",
+    "zip": "zp",
+    "country": "country",
+    "date_of_birth": "db",
+    "gender": "ge",
+    "external_id": "external_id",
+}
+
+
 def _hash_field(out: dict[str, str], field: str, raw: str, region: str) -> None:
-    if HASHED.match(raw):  # hashed by the caller already: keep under the platform-neutral key
-        key = {"email": "em", "phone": "ph_e164", "external_id": "external_id"}.get(field, field)
-        out[key] = raw
+    digest = raw.strip().lower()
+    if HASHED.match(digest) and field in KEYS:  # hashed by the caller already: never hash twice
+        out[KEYS[field]] = digest
         return
     if field == "email":
         email = normalise_email(raw)

@@ -199,7 +199,11 @@ otp_codes = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
     sa.Column("used_at", UTCDateTime(), nullable=True),
-    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),  # keyed hash of the client address (/64 on IPv6)
+    # Added by 0003_identity: set once the SMS went out; only a sent code can be checked.
+    sa.Column("sent_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_otp_codes_ip_created_at", "ip", "created_at"),
+    sa.Index("ix_otp_codes_created_at", "created_at"),
 )
 
 # Audit of every replay, for the operator.
@@ -211,4 +215,28 @@ replays = sa.Table(
     sa.Column("filters", JSONType, nullable=False),
     sa.Column("requeued", sa.Integer(), nullable=False),
     sa.Column("skipped", sa.Integer(), nullable=False),
+)
+
+# Every code tried (right or wrong), for the per-IP and per-phone limits on tries (0003_identity).
+otp_attempts = sa.Table(
+    "otp_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("phone_key", sa.String(64), nullable=False),  # HMAC(secret, E.164)
+    sa.Column("ip", sa.String(64), nullable=True),  # keyed hash, as in otp_codes
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_otp_attempts_ip_created_at", "ip", "created_at"),
+    sa.Index("ix_otp_attempts_phone_key_created_at", "phone_key", "created_at"),
+)
+
+# Which user each visitor belonged to and when (0003_identity): a visitor that moves to another
+# user closes its old row, so its past stays with the user it had then.
+visitor_users = sa.Table(
+    "visitor_users",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("visitor_id", sa.String(32), nullable=False, index=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("linked_at", UTCDateTime(), nullable=False),
+    sa.Column("unlinked_at", UTCDateTime(), nullable=True),
 )

@@ -1,0 +1,626 @@
+"""Google Ads offline click conversions: the Data Manager API (default) or the legacy upload.
+
+`api = "data_manager"` sends `POST {api_base}/events:ingest` (destinations.md §3b): fail-fast
+validation, so one bad event rejects the whole request; the offending events are found from
+`BadRequest.fieldViolations` (`events[<n>]`), rejected, and the rest retried at once.
+`api = "google_ads_api"` sends `POST {api_base}/customers/{cid}:uploadClickConversions` (§3) with
+`partialFailure: true`; per-row errors arrive in an HTTP 200 and map to events by index.
+
+Both build one canonical conversion per event, then serialise it for the chosen API:
+
+* the click id: exactly one of gclid, wbraid, gbraid, in that order (gclid wins per §3.2; wbraid
+  is the web id, our events are web), the most recently seen one of that kind whose click is at
+  most 90 days before the event. The Google tag's `_gcl_aw` cookie counts as a gclid seen then;
+* user identifiers (unless `ad_user_data` is denied): the hashed email with Google's gmail rule
+  (`em_google`, else `em`) and the hashed E.164 phone with "+" (`ph_e164`). Addresses are not
+  sent: Google needs the region and postal code in clear text and we keep only hashes;
+* consent: `ad_user_data` / `ad_personalization` from the event, when stated
+  (the legacy API takes `adUserData` only, §3.4);
+* `transactionId` / `orderId` is our event id, so retries become no-op adjustments (§3b.6).
+
+Credentials (`oauth`, JSON text, normally `"env:GOOGLE_OAUTH_JSON"`), one of:
+
+* refresh token: `{"client_id": ..., "client_secret": ..., "refresh_token": ...}`
+  (the `authorized_user` file of `gcloud auth application-default login` has this shape);
+* service account key file: `{"type": "service_account", "client_email": ..., "private_key":
+  ..., "private_key_id": ...}`, exchanged as a signed JWT (needs the `cryptography` package).
+
+The refresh token or service account must carry the scope of the chosen API: `datamanager`
+for Data Manager, `adwords` for the legacy upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from firstparty.destinations import base, registry
+from firstparty.errors import PermanentError, RetryableError
+
+DATA_MANAGER_BASE = "https://datamanager.googleapis.com/v1"
+GOOGLE_ADS_BASE = "https://googleads.googleapis.com/v26"
+SCOPES = {
+    "data_manager": "https://www.googleapis.com/auth/datamanager",
+    "google_ads_api": "https://www.googleapis.com/auth/adwords",
+}
+CLICK_WINDOW = timedelta(days=90)
+CLICK_KINDS = ("gclid", "wbraid", "gbraid")
+MAX_DESTINATIONS = 10  # per events:ingest request (§3b.3)
+EVENT_SOURCES = Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"]
+# 400 reasons about the account or the destination: no event of the request can pass.
+CONFIG_REASONS = frozenset(
+    {
+        "INVALID_DESTINATION",
+        "DESTINATION_ACCOUNT_TYPE_MISMATCH",
+        "INVALID_CONVERSION_ACTION_ID",
+        "INVALID_CONVERSION_ACTION_TYPE",
+        "OPERATING_ACCOUNT_LOGIN_ACCOUNT_MISMATCH",
+        "TERMS_AND_CONDITIONS_NOT_SIGNED",
+        "DESTINATION_ACCOUNT_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS",
+        "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED",
+        "DESTINATION_ACCOUNT_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS",
+        "NOT_ALLOWLISTED",
+        "EU_POLITICAL_ADVERTISING_DECLARATION_REQUIRED",
+    }
+)
+_INDEX = re.compile(r"(?:events|conversions)\[(\d+)\]")
+
+
+class GoogleAdsSettings(base.DestinationSettings):
+    """Settings of a `google_ads` destination."""
+
+    type: Literal["google_ads"] = "google_ads"
+    api: Literal["data_manager", "google_ads_api"] = "data_manager"
+    customer_id: str  # the Google Ads account that owns the conversion actions
+    login_customer_id: str | None = None  # the manager account, when access goes through one
+    # incoming event name -> numeric conversion action id (of type UPLOAD_CLICKS)
+    conversion_actions: dict[str, str] = Field(min_length=1)
+    oauth: SecretStr
+    token_url: str = "https://oauth2.googleapis.com/token"
+    developer_token: SecretStr | None = None  # legacy API only; optional since its sunset
+    quota_project: str | None = None  # sent as x-goog-user-project (need unconfirmed)
+    validate_only: bool = False
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # when an event has none
+    # eventSource of server-source events (browser events are WEB); must suit the action.
+    server_event_source: EVENT_SOURCES = "WEB"
+    # Off by default: Google has no IP matching for EEA/UK/Swiss users and the legacy
+    # userIpAddress is closed to new adopters (§3b.1).
+    send_ip_address: bool = False
+    send_user_agent: bool = False
+    # Legacy TOO_RECENT_EVENT: "retry after 6 hours" (the figure is unconfirmed).
+    too_recent_retry_seconds: float = Field(default=6 * 3600, ge=0)
+
+    @field_validator("customer_id", "login_customer_id")
+    @classmethod
+    def _account_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digits = value.replace("-", "")
+        if not re.fullmatch(r"\d{10}", digits):
+            raise ValueError("must be a 10-digit Google Ads account id")
+        return digits
+
+    @field_validator("conversion_actions")
+    @classmethod
+    def _action_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, action in value.items():
+            if not re.fullmatch(r"\d+", action):
+                raise ValueError(f"{name}: must be a numeric conversion action id")
+        return value
+
+    @field_validator("oauth")
+    @classmethod
+    def _oauth_json(cls, value: SecretStr) -> SecretStr:
+        credentials(value)
+        return value
+
+    @model_validator(mode="after")
+    def _no_events_mapping(self) -> GoogleAdsSettings:
+        if self.events is not None:
+            raise ValueError("google_ads maps events with conversion_actions, not events")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        default = DATA_MANAGER_BASE if self.api == "data_manager" else GOOGLE_ADS_BASE
+        return (self.api_base or default).rstrip("/")
+
+    def mapped_name(self, event_name: str) -> str | None:
+        """The conversion action id this event is sent to, or None."""
+        return self.conversion_actions.get(event_name)
+
+
+def credentials(oauth: SecretStr) -> dict[str, str]:
+    """The parsed `oauth` JSON; ValueError naming what is missing."""
+    try:
+        data = json.loads(oauth.get_secret_value())
+    except ValueError:
+        raise ValueError("must be JSON credentials (refresh token or service account)") from None
+    if not isinstance(data, dict):
+        raise ValueError("must be a JSON object")
+    needed: tuple[str, ...]
+    if data.get("type") == "service_account":
+        needed = ("client_email", "private_key")
+    else:
+        needed = ("client_id", "client_secret", "refresh_token")
+    missing = [key for key in needed if not isinstance(data.get(key), str) or not data[key]]
+    if missing:
+        raise ValueError(f"credentials lack {', '.join(missing)}")
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+# ---------------------------------------------------------------- the canonical conversion
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One event as Google Ads takes it, before serialising for either API."""
+
+    action_id: str
+    transaction_id: str
+    occurred_at: datetime
+    source: str
+    click: base.ClickId | None
+    email: str | None
+    phone: str | None
+    value: float | None
+    currency: str | None
+    consent: Mapping[str, bool]  # adUserData / adPersonalization -> granted
+    ip: str | None
+    user_agent: str | None
+
+
+def usable_click(event: base.Event) -> base.ClickId | None:
+    """The one click id to send: gclid, else wbraid, else gbraid, clicked ≤ 90 days before."""
+    clicks = [*event.click_ids, *_gcl_aw(event.context.get("gcl_aw"))]
+    for kind in CLICK_KINDS:
+        fresh = [
+            c
+            for c in clicks
+            if c.kind == kind and c.value and event.occurred_at - c.first_seen_at <= CLICK_WINDOW
+        ]
+        if fresh:
+            return max(fresh, key=lambda c: c.first_seen_at)
+    return None
+
+
+def _gcl_aw(cookie: str | None) -> list[base.ClickId]:
+    # The Google tag's cookie: GCL.<unix seconds>.<gclid>
+    parts = (cookie or "").split(".", 2)
+    if len(parts) != 3 or parts[0] != "GCL" or not parts[1].isdigit() or not parts[2]:
+        return []
+    return [base.ClickId("gclid", parts[2], datetime.fromtimestamp(int(parts[1]), UTC))]
+
+
+def identifiers(event: base.Event) -> tuple[str | None, str | None]:
+    """Hashed email (gmail rule) and E.164 phone, unless the visitor denied ad_user_data."""
+    if not event.identifiers_allowed:
+        return None, None
+    return event.user.get("em_google") or event.user.get("em"), event.user.get("ph_e164")
+
+
+def conversion(settings: GoogleAdsSettings, event: base.Event) -> Conversion:
+    """The canonical conversion for an event this destination wants."""
+    email, phone = identifiers(event)
+    value = event.properties.get("value")
+    currency = event.properties.get("currency")
+    consent = {
+        key: event.consent[name] == "granted"
+        for key, name in (
+            ("adUserData", "ad_user_data"),
+            ("adPersonalization", "ad_personalization"),
+        )
+        if event.consent.get(name) in ("granted", "denied")
+    }
+    return Conversion(
+        action_id=settings.conversion_actions[event.name],
+        transaction_id=event.event_id,
+        occurred_at=event.occurred_at,
+        source="WEB" if event.source_kind == "browser" else settings.server_event_source,
+        click=usable_click(event),
+        email=email,
+        phone=phone,
+        value=float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else None,
+        currency=currency.upper() if isinstance(currency, str) and currency else settings.currency,
+        consent=consent,
+        ip=event.context.get("ip") if settings.send_ip_address else None,
+        user_agent=event.context.get("user_agent") if settings.send_user_agent else None,
+    )
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+class GoogleAds(base.Adapter):
+    """Google Ads click conversions and enhanced conversions for leads."""
+
+    type = "google_ads"
+    settings_model = GoogleAdsSettings
+    max_batch = 2000
+    max_event_age = CLICK_WINDOW
+    example_settings: ClassVar[Mapping[str, Any]] = {
+        "name": "google",
+        "type": "google_ads",
+        "api": "data_manager",
+        "customer_id": "1234567890",
+        "conversion_actions": {"Lead": "111111111", "Purchase": "222222222"},
+        # normally "env:GOOGLE_OAUTH_JSON"; written out here so that the entry validates
+        "oauth": '{"client_id": "1234.apps.googleusercontent.com", "client_secret": "GOCSPX-x", '
+        '"refresh_token": "1//0example"}',
+    }
+
+    settings: GoogleAdsSettings
+
+    def skip(self, event: base.Event, now: datetime) -> str | None:
+        """Too old, or nothing Google could match the conversion with."""
+        reason = super().skip(event, now)
+        if reason is None and usable_click(event) is None and identifiers(event) == (None, None):
+            reason = (
+                "no gclid, gbraid or wbraid from a click in the 90 days before the event, and no "
+                "hashed email or phone (or ad_user_data denied): Google Ads cannot match it"
+            )
+        return reason
+
+    def token_request(self) -> base.OutgoingRequest:
+        """An OAuth2 token request: refresh-token grant, or a service account's signed JWT."""
+        creds = credentials(self.settings.oauth)
+        if creds.get("type") == "service_account":
+            assertion = _service_account_jwt(
+                creds, SCOPES[self.settings.api], self.settings.token_url
+            )
+            form = {
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "assertion": assertion,
+            }
+            secrets: tuple[str, ...] = (assertion,)
+        else:
+            form = {
+                "grant_type": "refresh_token",
+                "client_id": creds["client_id"],
+                "client_secret": creds["client_secret"],
+                "refresh_token": creds["refresh_token"],
+            }
+            secrets = (creds["client_secret"], creds["refresh_token"])
+        return base.OutgoingRequest(
+            method="POST",
+            url=self.settings.token_url,
+            event_pks=(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            body=urllib.parse.urlencode(form).encode(),
+            secrets=secrets,
+        )
+
+    def read_token(self, response: base.Response) -> tuple[str, float]:
+        """The access token and its lifetime; PermanentError/RetryableError with Google's words."""
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status == 200 and isinstance(data, dict) and data.get("access_token"):
+            return str(data["access_token"]), float(data.get("expires_in", 3600))
+        detail = ""
+        if isinstance(data, dict):
+            detail = ": ".join(str(data[k]) for k in ("error", "error_description") if k in data)
+        message = f"token endpoint answered HTTP {response.status}{': ' + detail if detail else ''}"
+        if response.status in (408, 429) or response.status >= 500:
+            raise RetryableError(message, base.retry_after(response.headers))
+        raise PermanentError(message)
+
+    def build(
+        self, events: Sequence[base.Event], token: str | None = None
+    ) -> list[base.OutgoingRequest]:
+        """One request for the legacy API; Data Manager: one per ten conversion actions."""
+        conversions = [(e.pk, conversion(self.settings, e)) for e in events]
+        if self.settings.api == "google_ads_api":
+            return [self._upload_request(conversions, token)]
+        actions = list(dict.fromkeys(c.action_id for _, c in conversions))
+        requests = []
+        for start in range(0, len(actions), MAX_DESTINATIONS):
+            group = set(actions[start : start + MAX_DESTINATIONS])
+            part = [(pk, c) for pk, c in conversions if c.action_id in group]
+            requests.append(self._ingest_request(part, token))
+        return requests
+
+    def interpret(
+        self, request: base.OutgoingRequest, response: base.Response
+    ) -> dict[str, base.Outcome]:
+        """Success, fail-fast rejection, partial failure rows or an RPC error, per event."""
+        pks = request.event_pks
+        if response.status != 200:
+            return rpc_error(pks, response)
+        body = _json(response)
+        if self.settings.api == "google_ads_api":
+            rows = (request.json or {}).get("conversions") or []
+            return self._partial_failure(pks, rows, body)
+        if self.settings.validate_only:
+            outcome = base.Delivered("validateOnly: passed validation, nothing stored")
+        else:
+            outcome = base.Delivered(
+                f"queued by Google, requestId {body.get('requestId', '(none)')}"
+            )
+        return dict.fromkeys(pks, outcome)
+
+    # ------------------------------------------------------------ Data Manager (§3b)
+
+    def _ingest_request(
+        self, conversions: list[tuple[str, Conversion]], token: str | None
+    ) -> base.OutgoingRequest:
+        settings = self.settings
+        actions = list(dict.fromkeys(c.action_id for _, c in conversions))
+        events = [_ingest_event(c) for _, c in conversions]
+        body: dict[str, Any] = {
+            "destinations": [self._destination(a) for a in actions],
+            "events": events,
+        }
+        if any("userData" in e for e in events):
+            body["encoding"] = "HEX"  # our hashes are lowercase hex digests
+        body["validateOnly"] = settings.validate_only
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if settings.quota_project:
+            headers["x-goog-user-project"] = settings.quota_project
+        return base.OutgoingRequest(
+            method="POST",
+            url=f"{settings.base_url}/events:ingest",
+            event_pks=tuple(pk for pk, _ in conversions),
+            headers=headers,
+            json=body,
+            secrets=(token,) if token else (),
+        )
+
+    def _destination(self, action_id: str) -> dict[str, Any]:
+        account = {"accountType": "GOOGLE_ADS", "accountId": self.settings.customer_id}
+        destination: dict[str, Any] = {"reference": action_id, "operatingAccount": account}
+        if self.settings.login_customer_id:
+            login = {"accountType": "GOOGLE_ADS", "accountId": self.settings.login_customer_id}
+            destination["loginAccount"] = login
+        destination["productDestinationId"] = action_id
+        return destination
+
+    # ------------------------------------------------------------ legacy upload (§3)
+
+    def _upload_request(
+        self, conversions: list[tuple[str, Conversion]], token: str | None
+    ) -> base.OutgoingRequest:
+        settings = self.settings
+        cid = settings.customer_id
+        body: dict[str, Any] = {
+            "conversions": [_click_conversion(cid, c) for _, c in conversions],
+            "partialFailure": True,
+        }
+        if settings.validate_only:
+            body["validateOnly"] = True
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        secrets = [token] if token else []
+        if settings.developer_token:
+            headers["developer-token"] = settings.developer_token.get_secret_value()
+            secrets.append(headers["developer-token"])
+        if settings.login_customer_id:
+            headers["login-customer-id"] = settings.login_customer_id
+        if settings.quota_project:
+            headers["x-goog-user-project"] = settings.quota_project
+        return base.OutgoingRequest(
+            method="POST",
+            url=f"{settings.base_url}/customers/{cid}:uploadClickConversions",
+            event_pks=tuple(pk for pk, _ in conversions),
+            headers=headers,
+            json=body,
+            secrets=tuple(secrets),
+        )
+
+    def _partial_failure(
+        self, pks: Sequence[str], sent: Sequence[Any], body: dict[str, Any]
+    ) -> dict[str, base.Outcome]:
+        failure = body.get("partialFailureError") or {}
+        by_index, general = _errors_by_index(failure.get("details") or [])
+        if failure and not by_index and not general:
+            general = [(str(failure.get("message", "partial failure")), "")]
+        results = body.get("results") or []
+        outcomes: dict[str, base.Outcome] = {}
+        for i, pk in enumerate(pks):
+            errors = by_index.get(i, []) or (general if not _row(results, i) else [])
+            had_click = any(k in _row(sent, i) for k in CLICK_KINDS)
+            outcomes[pk] = self._row_outcome(errors, had_click, body.get("jobId"))
+        return outcomes
+
+    def _row_outcome(
+        self, errors: list[tuple[str, str]], had_click: bool, job: Any
+    ) -> base.Outcome:
+        if not errors:
+            return base.Delivered(
+                f"uploaded, jobId {job}" if job else "validateOnly: passed validation"
+            )
+        codes = {code for _, code in errors}
+        reason = "; ".join(f"{code}: {message}" if code else message for message, code in errors)
+        if codes == {"CLICK_NOT_FOUND"} and not had_click:
+            # Enhanced conversions for leads: a lead that did not come from a Google ad (§3.9).
+            return base.Delivered(f"not matched to a Google Ads click: {reason}")
+        if codes == {"TOO_RECENT_EVENT"}:
+            return base.Retry(reason, after=self.settings.too_recent_retry_seconds)
+        if "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in codes:
+            reason += (
+                ' (this account may no longer use uploadClickConversions: set api = "data_manager")'
+            )
+        return base.Rejected(reason)
+
+
+def _ingest_event(c: Conversion) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "destinationReferences": [c.action_id],
+        "transactionId": c.transaction_id,
+        "eventTimestamp": c.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": c.source,
+    }
+    if c.value is not None:
+        event["conversionValue"] = c.value
+    if c.currency:
+        event["currency"] = c.currency
+    if c.click:
+        event["adIdentifiers"] = {c.click.kind: c.click.value}
+    ids = [{"emailAddress": c.email}] if c.email else []
+    ids += [{"phoneNumber": c.phone}] if c.phone else []
+    if ids:
+        event["userData"] = {"userIdentifiers": ids}
+    if c.consent:
+        event["consent"] = {
+            k: "CONSENT_" + ("GRANTED" if v else "DENIED") for k, v in c.consent.items()
+        }
+    device = {k: v for k, v in (("userAgent", c.user_agent), ("ipAddress", c.ip)) if v}
+    if device:
+        event["eventDeviceInfo"] = device
+    return event
+
+
+def _click_conversion(cid: str, c: Conversion) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "conversionAction": f"customers/{cid}/conversionActions/{c.action_id}",
+        "conversionDateTime": c.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00"),
+    }
+    if c.click:
+        row[c.click.kind] = c.click.value
+    if c.value is not None:
+        row["conversionValue"] = c.value
+    if c.currency:
+        row["currencyCode"] = c.currency
+    row["orderId"] = c.transaction_id
+    ids = [{"hashedEmail": c.email}] if c.email else []
+    ids += [{"hashedPhoneNumber": c.phone}] if c.phone else []
+    if ids:
+        row["userIdentifiers"] = ids
+    if "adUserData" in c.consent:
+        # adPersonalization is for other services only (§3.4).
+        row["consent"] = {"adUserData": "GRANTED" if c.consent["adUserData"] else "DENIED"}
+    if c.ip:
+        row["userIpAddress"] = c.ip
+    return row
+
+
+# ---------------------------------------------------------------- Google's error bodies
+
+
+def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Outcome]:
+    """Outcomes for a google.rpc.Status answer (any non-200), per event."""
+    error = _json(response).get("error")
+    error = error if isinstance(error, dict) else {}
+    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    reason = _describe(response.status, error, details)
+    status = response.status
+    if status in (408, 429) or status >= 500:
+        return dict.fromkeys(pks, base.Retry(reason, after=base.retry_after(response.headers)))
+    by_index, _ = _errors_by_index(details)
+    offending = {i for i in by_index if i < len(pks)}
+    if status != 400 or _reasons(details) & CONFIG_REASONS:
+        return dict.fromkeys(pks, base.Rejected(reason))
+    if not offending:
+        return base.batch_refused(pks, reason, None)
+    # Fail-fast: nothing was stored; set the offending events aside, resend the others now.
+    others = base.Retry(f"resent without the rejected event(s) of the same request: {reason}", 0.0)
+    outcomes: dict[str, base.Outcome] = {}
+    for i, pk in enumerate(pks):
+        if i in offending:
+            found = "; ".join(f"{code}: {msg}" if code else msg for msg, code in by_index[i])
+            outcomes[pk] = base.Rejected(f"{found} ({reason})")
+        else:
+            outcomes[pk] = others
+    return outcomes
+
+
+def _reasons(details: list[dict[str, Any]]) -> set[str]:
+    return {str(d["reason"]) for d in details if d.get("reason")}
+
+
+def _describe(status: int, error: Mapping[str, Any], details: list[dict[str, Any]]) -> str:
+    text = f"HTTP {status}"
+    if error.get("status") or error.get("message"):
+        text = f"{error.get('status') or status}: {error.get('message', '')}".rstrip(": ")
+    for detail in details:
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.ErrorInfo") and detail.get("reason"):
+            quota = (detail.get("metadata") or {}).get("quota_limit")
+            text += f" ({detail['reason']}{', quota ' + str(quota) if quota else ''})"
+        elif kind.endswith("GoogleAdsFailure"):
+            codes = [_ads_code(e) for e in detail.get("errors") or [] if isinstance(e, dict)]
+            text += f" ({', '.join(c for c in codes if c)})" if any(codes) else ""
+        if detail.get("requestId"):
+            text += f" [requestId {detail['requestId']}]"
+    return text
+
+
+def _errors_by_index(
+    details: Sequence[Any],
+) -> tuple[dict[int, list[tuple[str, str]]], list[tuple[str, str]]]:
+    """(message, code) pairs per event index from BadRequest / GoogleAdsFailure details."""
+    by_index: dict[int, list[tuple[str, str]]] = {}
+    general: list[tuple[str, str]] = []
+    for detail in details:
+        if not isinstance(detail, dict):
+            continue
+        for violation in detail.get("fieldViolations") or []:
+            found = _INDEX.search(str(violation.get("field", "")))
+            message = f"{violation.get('field', '')}: {violation.get('description', '')}"
+            entry = (message, str(violation.get("reason") or ""))
+            (by_index.setdefault(int(found.group(1)), []) if found else general).append(entry)
+        for err in detail.get("errors") or []:
+            path = (err.get("location") or {}).get("fieldPathElements") or []
+            index = next(
+                (p["index"] for p in path if p.get("fieldName") in ("conversions", "events")),
+                None,
+            )
+            entry = (str(err.get("message", "")), _ads_code(err))
+            (by_index.setdefault(int(index), []) if index is not None else general).append(entry)
+    return by_index, general
+
+
+def _ads_code(err: Mapping[str, Any]) -> str:
+    # errorCode is a one-key object, e.g. {"conversionUploadError": "UNPARSEABLE_GCLID"}
+    code = err.get("errorCode") or {}
+    return str(next(iter(code.values()), "")) if isinstance(code, dict) else ""
+
+
+def _row(results: Sequence[Any], index: int) -> Mapping[str, Any]:
+    row = results[index] if index < len(results) else {}
+    return row if isinstance(row, dict) else {}
+
+
+def _json(response: base.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _service_account_jwt(creds: Mapping[str, str], scope: str, audience: str) -> str:
+    """An RS256-signed JWT-bearer assertion for a service account (RFC 7523)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(creds["private_key"].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PermanentError("service account private_key is not an RSA key")
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": creds.get("private_key_id", "")}
+    claims: dict[str, str | int] = {"iss": creds["client_email"], "scope": scope}
+    claims["aud"] = audience
+    claims |= {"iat": now, "exp": now + 3600}
+    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
+    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return signing_input.decode() + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def _b64(part: Mapping[str, Any]) -> str:
+    raw = json.dumps(part, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+registry.register(GoogleAds)

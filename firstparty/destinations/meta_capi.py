@@ -1,0 +1,283 @@
+"""Meta Conversions API: server events to a pixel (dataset), up to 1,000 per request.
+
+Reference: destinations.md section 1. The access token travels in the JSON body (Meta accepts it
+as a body parameter) so that no URL, and no HTTP library error quoting one, ever carries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from firstparty.destinations import base, registry
+from firstparty.identity import pii
+
+ActionSource = Literal[
+    "email",
+    "website",
+    "app",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "business_messaging",
+    "other",
+]
+# Hashed user_data keys, each sent as a one-element list (Meta accepts a string or a list).
+HASHED_KEYS = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
+# Graph error codes worth trying again (section 1.10; 5000 and 21009 from RudderStack).
+TRANSIENT_CODES = frozenset({1, 2, 341, 368, 5000, 21009})
+THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003, 80004})
+# Codes about the token, the app's permissions or the pixel: no event of the batch can pass.
+CONFIG_CODES = frozenset({3, 10, 102, 190, *range(200, 300)})
+OBJECT_MISSING = 33  # code 100 subcode 33: the pixel id does not exist or is not reachable
+# Where an error may name the event at fault: "data[3]" in a message, or an "event_index" key
+# (seen in Meta's offline-conversions errors; its place in CAPI errors is unconfirmed).
+CULPRIT = (re.compile(r"\bdata\[(\d+)\]"), re.compile(r"event_index\W{0,6}(\d+)"))
+# Meta's baseline rule: customer information made only of one of these sets is invalid.
+BASELINE_INVALID = (
+    {"ct", "country", "st", "zp", "ge", "client_user_agent"},
+    {"db", "client_user_agent"},
+    {"fn", "ge"},
+    {"ln", "ge"},
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class MetaCapiSettings(base.DestinationSettings):
+    """A Meta pixel (dataset) and the system-user token allowed to send to it."""
+
+    type: Literal["meta_capi"] = "meta_capi"
+    pixel_id: str = Field(pattern=r"^\d{1,20}$")
+    access_token: SecretStr
+    # Optional: adds appsecret_proof (HMAC-SHA256 of the token) for apps that require it.
+    app_secret: SecretStr | None = None
+    test_event_code: str | None = None
+    api_base: str = "https://graph.facebook.com/v25.0"
+    # action_source for events from server sources; browser events are always "website".
+    server_action_source: ActionSource = "system_generated"
+    # Visitors who denied ad_user_data: "skip" sends nothing; "send_context_only" sends the
+    # event with IP and user agent only (no hashes, external id, fbc or fbp).
+    consent_denied: Literal["skip", "send_context_only"] = "skip"
+
+    @field_validator("test_event_code", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return value or None
+
+
+@registry.register
+class MetaCapi(base.Adapter):
+    """Sends events to `{api_base}/{pixel_id}/events`."""
+
+    type = "meta_capi"
+    settings_model = MetaCapiSettings
+    settings: MetaCapiSettings
+    max_batch = 1000
+    max_event_age = timedelta(days=7)
+    example_settings: ClassVar[Mapping[str, Any]] = {
+        "name": "meta",
+        "type": "meta_capi",
+        "pixel_id": "123456789012345",
+        "access_token": "env:META_ACCESS_TOKEN",
+        "events": {"page": "PageView", "Lead": "Lead", "Purchase": "Purchase"},
+    }
+
+    # ------------------------------------------------------------ before sending
+
+    def skip(self, event: base.Event, now: datetime) -> str | None:
+        """Events Meta would refuse, which would make it refuse the whole batch with them."""
+        source = self._action_source(event)
+        window = timedelta(days=62 if source == "physical_store" else 7)
+        if now - event.occurred_at > window:
+            days = (now - event.occurred_at) / timedelta(days=1)
+            return (
+                f"event is {days:.1f} days old; Meta accepts {source} events "
+                f"up to {window.days} days old"
+            )
+        if not event.identifiers_allowed and self.settings.consent_denied == "skip":
+            return "visitor denied ad_user_data; Meta gets no events without user data"
+        return _refusal(self._event(event))
+
+    # ------------------------------------------------------------ building
+
+    def build(
+        self, events: Sequence[base.Event], token: str | None = None
+    ) -> list[base.OutgoingRequest]:
+        access_token = self.settings.access_token.get_secret_value()
+        body: dict[str, Any] = {"data": [self._event(e) for e in events]}
+        if self.settings.test_event_code:
+            body["test_event_code"] = self.settings.test_event_code
+        body["access_token"] = access_token
+        secrets = [access_token]
+        if self.settings.app_secret is not None:
+            key = self.settings.app_secret.get_secret_value().encode()
+            proof = hmac.new(key, access_token.encode(), hashlib.sha256).hexdigest()
+            body["appsecret_proof"] = proof
+            secrets += [self.settings.app_secret.get_secret_value(), proof]
+        url = f"{self.settings.api_base.rstrip('/')}/{self.settings.pixel_id}/events"
+        return [
+            base.OutgoingRequest(
+                method="POST",
+                url=url,
+                event_pks=tuple(e.pk for e in events),
+                headers={"Content-Type": "application/json"},
+                json=body,
+                secrets=tuple(secrets),
+            )
+        ]
+
+    def _action_source(self, event: base.Event) -> str:
+        return "website" if event.source_kind == "browser" else self.settings.server_action_source
+
+    def _event(self, event: base.Event) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_name": self.settings.mapped_name(event.name) or event.name,
+            "event_time": (event.occurred_at - EPOCH) // timedelta(seconds=1),
+            "event_id": event.event_id,
+            "action_source": self._action_source(event),
+        }
+        if event.url:
+            out["event_source_url"] = event.url
+        if event.referrer:
+            out["referrer_url"] = event.referrer
+        out["user_data"] = user_data(event)
+        custom = custom_data(event.properties)
+        if custom:
+            out["custom_data"] = custom
+        return out
+
+    # ------------------------------------------------------------ reading the answer
+
+    def interpret(
+        self, request: base.OutgoingRequest, response: base.Response
+    ) -> dict[str, base.Outcome]:
+        pks = request.event_pks
+        error = _graph_error(response)
+        if 200 <= response.status < 300 and error is None:
+            return dict.fromkeys(pks, base.Delivered(_received(response)))
+        if error is None:
+            reason = f"HTTP {response.status} from Meta without a Graph error body"
+            if response.status in (408, 429) or response.status >= 500:
+                return dict.fromkeys(pks, base.Retry(reason, base.retry_after(response.headers)))
+            return dict.fromkeys(pks, base.Rejected(reason))
+        reason = _describe(error)
+        code, subcode = error.get("code"), error.get("error_subcode")
+        retryable = code in TRANSIENT_CODES or code in THROTTLE_CODES
+        if error.get("is_transient") is True or retryable or response.status >= 500:
+            return dict.fromkeys(pks, base.Retry(reason, base.retry_after(response.headers)))
+        if code in CONFIG_CODES or (code == 100 and subcode == OBJECT_MISSING):
+            return dict.fromkeys(pks, base.Rejected(reason))
+        # Anything else is about an event's content, and one bad event sinks the batch.
+        return base.batch_refused(pks, reason, _culprit(error, len(pks)))
+
+
+def user_data(event: base.Event) -> dict[str, Any]:
+    """Meta's user_data: hashes and pixel cookies only when ad_user_data is not denied."""
+    out: dict[str, Any] = {}
+    if event.identifiers_allowed:
+        for key in HASHED_KEYS:
+            if event.user.get(key):
+                # pii.sha256 leaves a hash alone; it only guards against a clear value slipping in.
+                out[key] = [pii.sha256(event.user[key])]
+    for key, context_key in (("client_ip_address", "ip"), ("client_user_agent", "user_agent")):
+        if event.context.get(context_key):
+            out[key] = event.context[context_key]
+    if event.identifiers_allowed:
+        fbc = event.context.get("fbc") or _fbc_from_click(event)
+        if fbc:
+            out["fbc"] = fbc
+        if event.context.get("fbp"):
+            out["fbp"] = event.context["fbp"]
+    return out
+
+
+def _fbc_from_click(event: base.Event) -> str | None:
+    # Meta's format for an fbc built on the server: subdomain index 1, the ms the fbclid was
+    # first seen, then the fbclid exactly as it arrived (case matters to Meta).
+    click = event.click_id("fbclid")
+    if click is None:
+        return None
+    millis = (click.first_seen_at - EPOCH) // timedelta(milliseconds=1)
+    return f"fb.1.{millis}.{click.value}"
+
+
+def custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The event's properties as custom_data; ids coerced to strings as Meta expects."""
+    out = {k: v for k, v in properties.items() if v is not None}
+    if isinstance(out.get("content_ids"), list):
+        out["content_ids"] = [str(i) for i in out["content_ids"]]
+    if isinstance(out.get("contents"), list):
+        out["contents"] = [_content(c) for c in out["contents"]]
+    if "order_id" in out:
+        out["order_id"] = str(out["order_id"])
+    return out
+
+
+def _content(item: Any) -> Any:
+    if isinstance(item, Mapping) and "id" in item:
+        return {**item, "id": str(item["id"])}
+    return item
+
+
+def _refusal(event: Mapping[str, Any]) -> str | None:
+    """Why Meta would refuse this built event (section 1.14), or None."""
+    data = event["user_data"]
+    website = event["action_source"] == "website"
+    if website and ("event_source_url" not in event or "client_user_agent" not in data):
+        return "Meta refuses website events without a page URL and a user agent"
+    if event["event_name"] == "Purchase":
+        custom = event.get("custom_data", {})
+        if custom.get("value") is None or not custom.get("currency"):
+            return "Meta refuses Purchase events without value and currency"
+    keys = set(data)
+    if not keys or any(keys <= invalid for invalid in BASELINE_INVALID):
+        have = ", ".join(sorted(keys)) or "nothing"
+        return f"Meta needs a user identifier that matches; the event has only: {have}"
+    return None
+
+
+def _graph_error(response: base.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _received(response: base.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    return f"events_received={body.get('events_received')} fbtrace_id={body.get('fbtrace_id')}"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    """Meta's own words, most specific first, with the codes for the operator."""
+    words = [str(error[k]) for k in ("error_user_title", "error_user_msg") if error.get(k)]
+    text = ": ".join(words) or str(error.get("message") or "Meta error")
+    if words and error.get("message"):
+        text = f"{error['message']} - {text}"
+    codes = "/".join(str(error[k]) for k in ("code", "error_subcode") if error.get(k) is not None)
+    trace = error.get("fbtrace_id")
+    return f"{text} (code {codes}{f', fbtrace_id {trace}' if trace else ''})"
+
+
+def _culprit(error: Mapping[str, Any], count: int) -> int | None:
+    text = json.dumps(error)
+    for pattern in CULPRIT:
+        match = pattern.search(text)
+        if match and int(match.group(1)) < count:
+            return int(match.group(1))
+    return None

@@ -1,0 +1,459 @@
+"""google_ads: exact request bodies for both APIs, and outcomes from the fake Google over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from firstparty.destinations import base, google_ads, registry
+from firstparty.errors import PermanentError
+from tests.fakes import google
+from tests.fakes.server import send
+
+WHEN = datetime(2026, 1, 15, 14, 32, 18, tzinfo=UTC)
+EMAIL = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"  # john_smith@gmail.com
+PHONE = "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"  # +16505551212
+GMAIL_DOTLESS = "3586de92bb3636d0885a12eff961429a32e4ebd764b96f50d85d016f9338d586"
+GCLID = "Cj0KCQiA-example"
+CREDENTIALS = {"client_id": "1234.apps", "client_secret": "GOCSPX-x", "refresh_token": "1//0abc"}
+
+
+def click(kind: str, value: str, days_before: float = 1) -> base.ClickId:
+    return base.ClickId(kind, value, WHEN - timedelta(days=days_before))
+
+
+def lead(pk: str = "ev1", **overrides: Any) -> base.Event:
+    fields: dict[str, Any] = {
+        "pk": pk,
+        "event_id": "LEAD-1001" if pk == "ev1" else f"LEAD-{pk}",
+        "type": "track",
+        "name": "Lead",
+        "source": "www",
+        "source_kind": "browser",
+        "occurred_at": WHEN,
+        "received_at": WHEN,
+        "properties": {"value": 49.0, "currency": "USD"},
+        "user": {"em": EMAIL, "ph": "e323ec62" + "0" * 56, "ph_e164": PHONE, "fn": "a" * 64},
+        "context": {"ip": "203.0.113.7", "user_agent": "Mozilla/5.0"},
+        "consent": {"ad_user_data": "granted", "ad_personalization": "granted"},
+        "click_ids": (click("gclid", GCLID),),
+    }
+    fields.update(overrides)
+    return base.Event(**fields)
+
+
+def adapter(**overrides: Any) -> google_ads.GoogleAds:
+    raw: dict[str, Any] = {
+        "name": "google",
+        "type": "google_ads",
+        "customer_id": "123-456-7890",
+        "login_customer_id": "9876543210",
+        "conversion_actions": {"Lead": "987654321", "Purchase": "222222222"},
+        "oauth": json.dumps(CREDENTIALS),
+    }
+    raw.update(overrides)
+    found = registry.adapter_for(registry.parse(raw, 0))
+    assert isinstance(found, google_ads.GoogleAds)
+    return found
+
+
+# ---------------------------------------------------------------- golden bodies
+
+
+def test_data_manager_body_is_the_documented_ingest_request() -> None:
+    [request] = adapter().build([lead()], token="ya29.token")
+    assert request.method == "POST"
+    assert request.url == "https://datamanager.googleapis.com/v1/events:ingest"
+    assert request.headers == {
+        "Authorization": "Bearer ya29.token",
+        "Content-Type": "application/json",
+    }
+    assert request.event_pks == ("ev1",)
+    assert request.secrets == ("ya29.token",)
+    assert request.json == {
+        "destinations": [
+            {
+                "reference": "987654321",
+                "operatingAccount": {"accountType": "GOOGLE_ADS", "accountId": "1234567890"},
+                "loginAccount": {"accountType": "GOOGLE_ADS", "accountId": "9876543210"},
+                "productDestinationId": "987654321",
+            }
+        ],
+        "events": [
+            {
+                "destinationReferences": ["987654321"],
+                "transactionId": "LEAD-1001",
+                "eventTimestamp": "2026-01-15T14:32:18Z",
+                "eventSource": "WEB",
+                "conversionValue": 49.0,
+                "currency": "USD",
+                "adIdentifiers": {"gclid": GCLID},
+                "userData": {"userIdentifiers": [{"emailAddress": EMAIL}, {"phoneNumber": PHONE}]},
+                "consent": {
+                    "adUserData": "CONSENT_GRANTED",
+                    "adPersonalization": "CONSENT_GRANTED",
+                },
+            }
+        ],
+        "encoding": "HEX",
+        "validateOnly": False,
+    }
+
+
+def test_legacy_body_is_the_documented_upload_request() -> None:
+    ads = adapter(api="google_ads_api", developer_token="ABCdef123")
+    [request] = ads.build([lead()], token="ya29.token")
+    assert request.url == (
+        "https://googleads.googleapis.com/v26/customers/1234567890:uploadClickConversions"
+    )
+    assert request.headers == {
+        "Authorization": "Bearer ya29.token",
+        "Content-Type": "application/json",
+        "developer-token": "ABCdef123",
+        "login-customer-id": "9876543210",
+    }
+    assert set(request.secrets) == {"ya29.token", "ABCdef123"}
+    assert request.json == {
+        "conversions": [
+            {
+                "conversionAction": "customers/1234567890/conversionActions/987654321",
+                "conversionDateTime": "2026-01-15 14:32:18+00:00",
+                "gclid": GCLID,
+                "conversionValue": 49.0,
+                "currencyCode": "USD",
+                "orderId": "LEAD-1001",
+                "userIdentifiers": [{"hashedEmail": EMAIL}, {"hashedPhoneNumber": PHONE}],
+                "consent": {"adUserData": "GRANTED"},
+            }
+        ],
+        "partialFailure": True,
+    }
+
+
+def test_the_gmail_rule_hash_is_preferred_for_google() -> None:
+    event = lead(user={"em": EMAIL, "em_google": GMAIL_DOTLESS})
+    body = adapter().build([event], "t")[0].json
+    assert body["events"][0]["userData"] == {"userIdentifiers": [{"emailAddress": GMAIL_DOTLESS}]}
+
+
+def test_exactly_one_click_id_gclid_first_then_wbraid() -> None:
+    every = (click("gbraid", "gb-1"), click("wbraid", "wb-1"), click("gclid", GCLID, 3))
+    braids = (click("gbraid", "gb-1"), click("wbraid", "wb-1"))
+    body = adapter().build([lead(click_ids=every), lead("ev2", click_ids=braids)], "t")[0].json
+    assert [e["adIdentifiers"] for e in body["events"]] == [{"gclid": GCLID}, {"wbraid": "wb-1"}]
+    only_gbraid = adapter().build([lead(click_ids=(click("gbraid", "gb-1"),))], "t")[0].json
+    assert only_gbraid["events"][0]["adIdentifiers"] == {"gbraid": "gb-1"}
+
+
+def test_the_most_recent_gclid_is_sent() -> None:
+    clicks = (click("gclid", "old", 20), click("gclid", "new", 2), click("gclid", "mid", 10))
+    body = adapter().build([lead(click_ids=clicks)], "t")[0].json
+    assert body["events"][0]["adIdentifiers"] == {"gclid": "new"}
+
+
+def test_gclids_clicked_more_than_90_days_before_are_dropped() -> None:
+    stale = (click("gclid", "stale", 91), click("wbraid", "wb-1", 89))
+    body = adapter().build([lead(click_ids=stale)], "t")[0].json
+    assert body["events"][0]["adIdentifiers"] == {"wbraid": "wb-1"}
+    only_stale = adapter().build([lead(click_ids=(click("gclid", "stale", 91),))], "t")[0].json
+    assert "adIdentifiers" not in only_stale["events"][0]
+    assert "userData" in only_stale["events"][0]  # still an enhanced conversion for leads
+
+
+def test_the_google_tag_cookie_supplies_a_gclid() -> None:
+    seen = int((WHEN - timedelta(days=2)).timestamp())
+    event = lead(click_ids=(), context={"gcl_aw": f"GCL.{seen}.CjwKCAjw-cookie"})
+    body = adapter().build([event], "t")[0].json
+    assert body["events"][0]["adIdentifiers"] == {"gclid": "CjwKCAjw-cookie"}
+
+
+def test_denied_ad_user_data_sends_no_identifiers_but_the_consent() -> None:
+    event = lead(consent={"ad_user_data": "denied", "ad_personalization": "denied"})
+    sent = adapter().build([event], "t")[0].json
+    assert "userData" not in sent["events"][0] and "encoding" not in sent
+    assert sent["events"][0]["consent"] == {
+        "adUserData": "CONSENT_DENIED",
+        "adPersonalization": "CONSENT_DENIED",
+    }
+    legacy = adapter(api="google_ads_api").build([event], "t")[0].json["conversions"][0]
+    assert legacy["consent"] == {"adUserData": "DENIED"} and "userIdentifiers" not in legacy
+
+
+def test_unstated_consent_is_left_out() -> None:
+    sent = adapter().build([lead(consent={})], "t")[0].json
+    assert "consent" not in sent["events"][0]
+
+
+def test_server_events_use_the_configured_event_source_and_optional_device_info() -> None:
+    ads = adapter(server_event_source="PHONE", send_ip_address=True, send_user_agent=True)
+    event = lead(source_kind="server", properties={"value": 10}, click_ids=())
+    sent = ads.build([event], "t")[0].json["events"][0]
+    assert sent["eventSource"] == "PHONE"
+    assert sent["eventDeviceInfo"] == {"userAgent": "Mozilla/5.0", "ipAddress": "203.0.113.7"}
+    assert "currency" not in sent and sent["conversionValue"] == 10.0
+
+
+def test_more_than_ten_conversion_actions_make_more_requests() -> None:
+    actions = {f"E{i}": str(100 + i) for i in range(12)}
+    events = [lead(f"ev{i}", name=f"E{i}") for i in range(12)]
+    requests = adapter(conversion_actions=actions).build(events, "t")
+    assert [len(r.json["destinations"]) for r in requests] == [10, 2]
+    assert [len(r.event_pks) for r in requests] == [10, 2]
+
+
+def test_wants_follows_conversion_actions() -> None:
+    ads = adapter()
+    assert ads.wants("track", "Lead") and ads.wants("track", "Purchase")
+    assert not ads.wants("page", "page") and not ads.wants("track", "Signup")
+
+
+def test_skip_keeps_an_eight_day_old_event_and_drops_unmatchable_ones() -> None:
+    ads = adapter()
+    now = WHEN + timedelta(days=8)
+    assert ads.skip(lead(source_kind="server"), now) is None
+    too_old = ads.skip(lead(), WHEN + timedelta(days=91))
+    assert too_old is not None and "90.0 days" in too_old
+    nothing = lead(click_ids=(), user={})
+    assert "cannot match" in (ads.skip(nothing, now) or "")
+    denied = lead(click_ids=(), consent={"ad_user_data": "denied"})
+    assert "ad_user_data denied" in (ads.skip(denied, now) or "")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"oauth": "not json"}, "JSON credentials"),
+        ({"oauth": '{"client_id": "x"}'}, "client_secret, refresh_token"),
+        ({"customer_id": "12345"}, "10-digit"),
+        ({"conversion_actions": {"Lead": "customers/1/conversionActions/2"}}, "numeric"),
+        ({"events": {"Lead": "Lead"}}, "conversion_actions"),
+        ({"api": "ads"}, "api"),
+    ],
+)
+def test_settings_refuse_bad_values(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adapter(**override)
+
+
+def test_example_settings_validate() -> None:
+    settings = registry.parse(dict(google_ads.GoogleAds.example_settings), 0)
+    assert isinstance(settings, google_ads.GoogleAdsSettings)
+    with pytest.raises(ValidationError):
+        google_ads.GoogleAdsSettings.model_validate({**settings.model_dump(), "bogus": 1})
+
+
+def test_token_request_is_a_refresh_token_grant() -> None:
+    request = adapter().token_request()
+    assert request.url == "https://oauth2.googleapis.com/token"
+    assert request.headers == {"Content-Type": "application/x-www-form-urlencoded"}
+    assert request.body == (
+        b"grant_type=refresh_token&client_id=1234.apps&client_secret=GOCSPX-x&"
+        b"refresh_token=1%2F%2F0abc"
+    )
+    assert set(request.secrets) == {"GOCSPX-x", "1//0abc"}
+
+
+# ---------------------------------------------------------------- through the fake, over HTTP
+
+
+@pytest.fixture
+def fake() -> Iterator[google.FakeGoogle]:
+    with google.FakeGoogle() as server:
+        assert isinstance(server, google.FakeGoogle)
+        server.add_refresh_token(
+            "1234.apps", "GOCSPX-x", "1//0abc", google.DATAMANAGER, google.ADWORDS
+        )
+        yield server
+
+
+def at(fake: google.FakeGoogle, **overrides: Any) -> google_ads.GoogleAds:
+    legacy = overrides.get("api") == "google_ads_api"
+    return adapter(
+        api_base=fake.url + ("/v26" if legacy else "/v1"),
+        token_url=fake.url + "/token",
+        **overrides,
+    )
+
+
+def token(ads: google_ads.GoogleAds) -> str:
+    request = ads.token_request()
+    assert request is not None
+    return ads.read_token(send(request))[0]
+
+
+def deliver(
+    ads: google_ads.GoogleAds, events: Sequence[base.Event], bearer: str | None = None
+) -> dict[str, base.Outcome]:
+    outcomes: dict[str, base.Outcome] = {}
+    for request in ads.build(events, bearer or token(ads)):
+        outcomes.update(ads.interpret(request, send(request)))
+    return outcomes
+
+
+def test_data_manager_accepts_a_lead(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake), [lead()])["ev1"]
+    assert isinstance(outcome, base.Delivered) and "requestId" in outcome.detail
+    assert fake.ingested[("987654321", "LEAD-1001")]["adIdentifiers"] == {"gclid": GCLID}
+    assert fake.requests[-1].headers["authorization"].startswith("Bearer ya29.fake-")
+
+
+def test_an_eight_day_old_server_event_is_accepted(fake: google.FakeGoogle) -> None:
+    event = lead(source_kind="server", occurred_at=datetime.now(UTC) - timedelta(days=8))
+    event = lead(
+        source_kind="server",
+        occurred_at=event.occurred_at,
+        click_ids=(base.ClickId("gclid", GCLID, event.occurred_at - timedelta(days=1)),),
+    )
+    ads = at(fake)
+    assert ads.skip(event, datetime.now(UTC)) is None
+    assert isinstance(deliver(ads, [event])["ev1"], base.Delivered)
+    assert ("987654321", "LEAD-1001") in fake.ingested
+
+
+def test_a_resend_is_an_adjustment_not_a_second_conversion(fake: google.FakeGoogle) -> None:
+    ads = at(fake)
+    deliver(ads, [lead()])
+    deliver(ads, [lead()])
+    assert len(fake.ingested) == 1 and fake.adjustments == 1
+
+
+def test_validate_only_stores_nothing(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake, validate_only=True), [lead()])["ev1"]
+    assert outcome == base.Delivered("validateOnly: passed validation, nothing stored")
+    assert fake.ingested == {}
+
+
+def test_a_bad_token_is_rejected_with_googles_message(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake), [lead()], bearer="ya29.revoked")["ev1"]
+    assert isinstance(outcome, base.Rejected)
+    assert outcome.reason.startswith("UNAUTHENTICATED: Request had invalid authentication")
+    assert "ACCESS_TOKEN_EXPIRED" in outcome.reason
+
+
+def test_a_revoked_refresh_token_fails_permanently(fake: google.FakeGoogle) -> None:
+    ads = at(fake, oauth=json.dumps({**CREDENTIALS, "refresh_token": "1//revoked"}))
+    with pytest.raises(PermanentError, match="invalid_grant: Token has been expired or revoked"):
+        token(ads)
+
+
+def test_a_token_without_the_datamanager_scope_is_refused(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake), [lead()], bearer=fake.issue_token(google.ADWORDS))["ev1"]
+    assert isinstance(outcome, base.Rejected)
+    assert "PERMISSION_DENIED" in outcome.reason and "SCOPE_INSUFFICIENT" in outcome.reason
+
+
+@pytest.mark.parametrize("code", [500, 503, 504])
+def test_server_errors_are_retried(fake: google.FakeGoogle, code: int) -> None:
+    ads = at(fake)
+    bearer = token(ads)
+    fake.script(google.unavailable(code))
+    outcome = deliver(ads, [lead()], bearer)["ev1"]
+    assert isinstance(outcome, base.Retry) and outcome.after is None
+    assert isinstance(deliver(ads, [lead()], bearer)["ev1"], base.Delivered)
+
+
+def test_quota_exhaustion_is_retried_after_retry_after(fake: google.FakeGoogle) -> None:
+    ads = at(fake)
+    bearer = token(ads)
+    fake.script(google.exhausted(retry_after=30))
+    outcome = deliver(ads, [lead()], bearer)["ev1"]
+    assert isinstance(outcome, base.Retry) and outcome.after == 30.0
+    assert "RESOURCE_EXHAUSTED" in outcome.reason and "quota" in outcome.reason
+
+
+def test_fail_fast_rejects_the_offending_event_and_retries_the_rest(
+    fake: google.FakeGoogle,
+) -> None:
+    ads = at(fake)
+    bad = lead("ev2", user={"em": "f" * 63})
+    events = [lead("ev1"), bad, lead("ev3")]
+    outcomes = deliver(ads, events)
+    assert isinstance(outcomes["ev2"], base.Rejected)
+    assert "events[1].user_data.user_identifiers[0].emailAddress" in outcomes["ev2"].reason
+    assert "INVALID_HEX_ENCODING" in outcomes["ev2"].reason
+    assert outcomes["ev1"] == outcomes["ev3"]
+    assert isinstance(outcomes["ev1"], base.Retry) and outcomes["ev1"].after == 0
+    assert fake.ingested == {}  # fail-fast: nothing of the request was stored
+    again = deliver(ads, [e for e in events if e.pk != "ev2"])
+    assert all(isinstance(o, base.Delivered) for o in again.values())
+    assert len(fake.ingested) == 2
+
+
+def test_an_unattributed_400_sends_each_event_alone(fake: google.FakeGoogle) -> None:
+    ads = at(fake)
+    bearer = token(ads)
+    fake.script(google.invalid_argument([], reason="INVALID_EVENT"))
+    outcomes = deliver(ads, [lead("ev1"), lead("ev2")], bearer)
+    assert all(isinstance(o, base.Retry) and o.alone for o in outcomes.values())
+
+
+def test_account_level_400_rejects_all(fake: google.FakeGoogle) -> None:
+    ads = at(fake)
+    bearer = token(ads)
+    violation = ("destinations[0]", "Terms not signed.", "TERMS_AND_CONDITIONS_NOT_SIGNED")
+    fake.script(google.invalid_argument([violation]))
+    outcomes = deliver(ads, [lead("ev1"), lead("ev2")], bearer)
+    assert all(isinstance(o, base.Rejected) for o in outcomes.values())
+
+
+def test_a_service_account_gets_a_token(fake: google.FakeGoogle) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    email = "fp@project.iam.gserviceaccount.com"
+    fake.add_service_account(email, key.public_key())
+    creds = {"type": "service_account", "client_email": email, "private_key": pem}
+    ads = at(fake, oauth=json.dumps({**creds, "private_key_id": "k1"}))
+    assert isinstance(deliver(ads, [lead()])["ev1"], base.Delivered)
+
+
+# ---------------------------------------------------------------- legacy API through the fake
+
+
+def test_legacy_upload_succeeds(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev1"]
+    assert outcome == base.Delivered("uploaded, jobId 3456789012")
+    assert fake.uploaded[0]["orderId"] == "LEAD-1001"
+
+
+def test_legacy_partial_failure_maps_rows_to_events(fake: google.FakeGoogle) -> None:
+    fake.row_errors = {"bad-gclid": "UNPARSEABLE_GCLID", "recent": "TOO_RECENT_EVENT"}
+    events = [
+        lead("ev1"),
+        lead("ev2", click_ids=(click("gclid", "bad-gclid"),)),
+        lead("ev3", click_ids=(click("gclid", "recent"),)),
+    ]
+    outcomes = deliver(at(fake, api="google_ads_api"), events)
+    assert isinstance(outcomes["ev1"], base.Delivered)
+    assert outcomes["ev2"] == base.Rejected("UNPARSEABLE_GCLID: Scripted UNPARSEABLE_GCLID.")
+    assert outcomes["ev3"] == base.Retry("TOO_RECENT_EVENT: Scripted TOO_RECENT_EVENT.", 21600)
+
+
+def test_legacy_unmatched_lead_without_click_is_delivered(fake: google.FakeGoogle) -> None:
+    outcome = deliver(at(fake, api="google_ads_api"), [lead(click_ids=(), user={})])["ev1"]
+    assert isinstance(outcome, base.Delivered) and "CLICK_NOT_FOUND" in outcome.detail
+
+
+def test_legacy_not_allowlisted_tells_the_operator_to_switch(fake: google.FakeGoogle) -> None:
+    fake.allowlisted = False
+    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev1"]
+    assert isinstance(outcome, base.Rejected)
+    assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in outcome.reason
+    assert 'api = "data_manager"' in outcome.reason
+
+
+def test_legacy_needs_the_adwords_scope(fake: google.FakeGoogle) -> None:
+    ads = at(fake, api="google_ads_api")
+    outcome = deliver(ads, [lead()], bearer=fake.issue_token(google.DATAMANAGER))["ev1"]
+    assert isinstance(outcome, base.Rejected) and "SCOPE_INSUFFICIENT" in outcome.reason
