@@ -1,0 +1,132 @@
+"""The transport of wake-ups: tells workers that new work is committed. It carries no work.
+
+The `deliveries` rows are the queue (a transactional outbox, claimed with a lease, see
+`claim.py`); this module only shortens the time until a worker looks. A lost wake-up costs
+latency, never work: workers also poll every `sweep_interval_seconds`.
+
+- Embedded (no `redis_url`): an `asyncio.Event` inside the `serve` process.
+- Redis: a capped list per database; `notify` is LPUSH, each worker waits with BLPOP. A list,
+  not a library such as arq or SAQ and not a stream with consumer groups, because a token that
+  carries nothing needs no acknowledgement or reclaim: a FLUSHALL, a restart or a worker killed
+  mid-request loses only tokens, and the next poll finds the rows again (stack.md §3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from firstparty.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Enough tokens to wake every worker of a large deployment; more would only be noise.
+MAX_TOKENS = 64
+
+
+class Queue(Protocol):
+    """Both sides of the wake-up channel: `notify` after a commit, `wait` in the worker."""
+
+    async def notify(self) -> None: ...
+
+    async def wait(self, timeout: float) -> bool: ...
+
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class EmbeddedQueue:
+    """In-process wake-ups for `firstparty serve` with its worker inside."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def notify(self) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the waiting worker; safe from any thread or event loop."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._event.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisQueue:
+    """Wake-ups through a Redis list shared by the API processes and every worker."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.key = key
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
+
+    async def notify(self) -> None:
+        # Never fail an accepted event over a wake-up: the workers' poll finds the work.
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(self.key, b"1")
+                pipe.ltrim(self.key, 0, MAX_TOKENS - 1)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("queue: wake-up not sent (%s); workers will poll", exc)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            got = await self._redis.blpop([self.key], timeout=max(timeout, 0.01))
+        except (RedisError, OSError) as exc:
+            log.warning("queue: Redis unavailable (%s); polling", exc)
+            await asyncio.sleep(timeout)
+            return False
+        return got is not None
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def wake_key(settings: Settings) -> str:
+    """One list per database, so deployments sharing a Redis do not wake each other."""
+    digest = hashlib.sha256(settings.database_url.encode()).hexdigest()[:16]
+    return f"firstparty:wake:{digest}"
+
+
+def make_notifier(settings: Settings) -> EmbeddedQueue | RedisQueue:
+    """The wake-up channel these settings ask for (a `runtime.Notifier` and the worker's waiter)."""
+    if settings.redis_url:
+        return RedisQueue(settings.redis_url, wake_key(settings))
+    return EmbeddedQueue()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,171 @@
+"""Replay: put failed work back in the outbox, to be sent again with its original event time.
+
+Only `failed` deliveries are touched, so a replay never resends delivered work, and replaying
+twice is harmless. The event row is unchanged, so adapters send the original `occurred_at`.
+Work the destination would not take now is left `failed` and reported with the reason (the
+destination is gone from the config, no longer maps the event, or the event is older than the
+platform accepts). `since`/`until` filter on the event time. Every run leaves a `replays` row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from firstparty.delivery import load
+from firstparty.destinations.base import Adapter, Event
+from firstparty.settings import Settings
+from firstparty.store.models import deliveries, events, replays
+
+CHUNK = 500
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay did (or, on a dry run, would do)."""
+
+    matched: int
+    requeued: int
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    dry_run: bool = False
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def replay(
+    engine: Engine,
+    *,
+    settings: Settings,
+    adapters: Mapping[str, Adapter],
+    destination: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    event_name: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Re-queue the failed work matching the filters; callers then wake the workers."""
+    now = now or datetime.now(UTC)
+    where = _filters(destination, since, until, event_name)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(_joined()).where(*where))
+        matched = int(total.scalar_one())
+        kinds = load.source_kinds(conn, settings)
+    requeued, skipped, done, last_id = 0, Counter[str](), 0, 0
+    while True:
+        with engine.begin() as conn:
+            rows = _chunk(conn, where, last_id)
+            if not rows:
+                break
+            loaded = load.load_events(conn, {r.event_pk for r in rows}, kinds=kinds)
+            ready = []
+            for row in rows:
+                reason = _refusal(adapters.get(row.destination), row, loaded.get(row.event_pk), now)
+                if reason:
+                    skipped[reason] += 1
+                else:
+                    ready.append(row.id)
+            if ready and not dry_run:
+                _requeue(conn, ready, now)
+            requeued += len(ready)
+        last_id = rows[-1].id
+        done += len(rows)
+        if progress:
+            progress(done, matched)
+    result = ReplayResult(matched, requeued, dict(skipped), dry_run)
+    _audit(engine, result, destination, since, until, event_name, now)
+    return result
+
+
+def _joined() -> sa.Join:
+    return deliveries.join(events, events.c.id == deliveries.c.event_pk)
+
+
+def _filters(
+    destination: str | None, since: datetime | None, until: datetime | None, name: str | None
+) -> list[sa.ColumnElement[bool]]:
+    where = [deliveries.c.status == "failed"]
+    if destination:
+        where.append(deliveries.c.destination == destination)
+    if since:
+        where.append(deliveries.c.occurred_at >= since)
+    if until:
+        where.append(deliveries.c.occurred_at < until)
+    if name:
+        where.append(events.c.name == name)
+    return where
+
+
+def _chunk(conn: Connection, where: list[sa.ColumnElement[bool]], after_id: int) -> list[Any]:
+    query = (
+        sa.select(deliveries.c.id, deliveries.c.event_pk, deliveries.c.destination)
+        .select_from(_joined())
+        .where(*where, deliveries.c.id > after_id)
+        .order_by(deliveries.c.id)
+        .limit(CHUNK)
+    )
+    return list(conn.execute(query).all())
+
+
+def _refusal(adapter: Adapter | None, row: Any, event: Event | None, now: datetime) -> str | None:
+    """Why this work cannot be sent again now, or None."""
+    if adapter is None:
+        return f"destination {row.destination} is not configured"
+    if event is None:
+        return "the event row is missing"
+    if not adapter.wants(event.type, event.name):
+        return f"destination {row.destination} no longer takes {event.name} events"
+    return adapter.skip(event, now)
+
+
+def _requeue(conn: Connection, ids: list[int], now: datetime) -> None:
+    conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.status == "failed")
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            first_attempt_at=None,  # a fresh retry window
+            updated_at=now,
+        )
+    )
+
+
+def _audit(
+    engine: Engine,
+    result: ReplayResult,
+    destination: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    event_name: str | None,
+    now: datetime,
+) -> None:
+    filters = {
+        "destination": destination,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "event": event_name,
+        "dry_run": result.dry_run,
+        "skipped": result.skipped,
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(replays).values(
+                created_at=now,
+                filters=filters,
+                requeued=0 if result.dry_run else result.requeued,
+                skipped=result.skipped_total,
+            )
+        )

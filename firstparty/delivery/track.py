@@ -1,0 +1,109 @@
+"""The outgoing-request log: one `tracks` row per HTTP request, linked to the work it carried."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from firstparty.destinations.base import OutgoingRequest
+from firstparty.store.models import track_events, tracks
+
+REDACTED = "[redacted]"
+# Enough of an answer to read the platform's error; a full page of HTML helps nobody.
+MAX_RESPONSE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Link:
+    """One delivery carried by a request, and what the request did for it."""
+
+    delivery_id: int
+    event_pk: str
+    outcome: str  # delivered | retry | rejected | skipped
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One outgoing request (sent, or only built on a dry run) and its answer."""
+
+    request: OutgoingRequest
+    attempt: int
+    status: str  # delivered | pending | failed | skipped
+    response_status: int | None = None
+    response_body: bytes | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    links: Sequence[Link] = field(default_factory=tuple)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """The text with every secret replaced by a marker."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def redact_json(value: Any, secrets: Sequence[str]) -> Any:
+    """A JSON value with every secret masked inside its strings (keys included)."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(str(k), secrets): redact_json(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_json(v, secrets) for v in value]
+    return value
+
+
+def request_body(request: OutgoingRequest) -> Any:
+    """What the log keeps of the request body: the JSON, or the raw body as text."""
+    if request.json is not None:
+        return redact_json(request.json, request.secrets)
+    if request.body is not None:
+        return redact(request.body.decode("utf-8", "replace"), request.secrets)
+    return None
+
+
+def record(conn: Connection, *, destination: str, sent: Sent, now: datetime) -> int:
+    """Write one request and its links; returns the track id."""
+    secrets = sent.request.secrets
+    body = sent.response_body
+    text = None if body is None else redact(body.decode("utf-8", "replace"), secrets)
+    result = conn.execute(
+        sa.insert(tracks).values(
+            destination=destination,
+            status=sent.status,
+            attempt=sent.attempt,
+            method=sent.request.method,
+            url=redact(sent.request.url, secrets),
+            request=request_body(sent.request),
+            response_status=sent.response_status,
+            response_body=None if text is None else text[:MAX_RESPONSE_CHARS],
+            duration_ms=sent.duration_ms,
+            error=None if sent.error is None else redact(sent.error, secrets),
+            created_at=now,
+        )
+    )
+    key = result.inserted_primary_key
+    assert key is not None
+    track_id = int(key[0])
+    if sent.links:
+        conn.execute(
+            sa.insert(track_events),
+            [
+                {
+                    "track_id": track_id,
+                    "delivery_id": link.delivery_id,
+                    "event_pk": link.event_pk,
+                    "outcome": link.outcome,
+                    "reason": link.reason,
+                }
+                for link in sent.links
+            ],
+        )
+    return track_id

@@ -1,0 +1,133 @@
+"""Work inserted straight into the outbox (as ingest would), and small readers for assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from firstparty import ids
+from firstparty.delivery import queue, worker
+from firstparty.destinations import registry
+from firstparty.settings import Settings
+from firstparty.store.models import deliveries, events, track_events, tracks
+
+API_KEY = "fake-api-key-0123456789"
+
+
+def fake_destination(receiver_url: str, name: str = "fake", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "fake", "api_base": receiver_url, "api_key": API_KEY, **extra}
+
+
+def add_events(
+    engine: Engine,
+    destinations: list[str],
+    count: int = 1,
+    *,
+    name: str = "Lead",
+    occurred_at: datetime | None = None,
+) -> list[str]:
+    """Insert `count` events and one pending delivery per destination, as ingest does."""
+    now = datetime.now(UTC)
+    when = occurred_at or now
+    event_rows, delivery_rows = [], []
+    for _ in range(count):
+        pk = ids.new_id()
+        event_rows.append(
+            {
+                "id": pk,
+                "source": "crm",
+                "event_id": str(uuid.uuid4()),
+                "type": "track",
+                "name": name,
+                "occurred_at": when,
+                "received_at": now,
+                "visitor_id": None,
+                "user_id": None,
+                "request": {"properties": {"value": 49.0, "currency": "USD"}},
+                "response": {},
+                "user": {"em": "a" * 64},
+                "context": {"ip": "203.0.113.9"},
+                "consent": {},
+            }
+        )
+        for destination in destinations:
+            delivery_rows.append(
+                {
+                    "event_pk": pk,
+                    "destination": destination,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "occurred_at": when,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(sa.insert(events), event_rows)
+        conn.execute(sa.insert(deliveries), delivery_rows)
+    return [r["id"] for r in event_rows]
+
+
+def rows(engine: Engine, table: sa.Table) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(table).order_by(table.c[table.primary_key.columns.keys()[0]]))
+        )
+
+
+def delivery_rows(engine: Engine) -> list[Any]:
+    return rows(engine, deliveries)
+
+
+def track_rows(engine: Engine) -> list[Any]:
+    return rows(engine, tracks)
+
+
+def link_rows(engine: Engine) -> list[Any]:
+    return rows(engine, track_events)
+
+
+def event_ids(engine: Engine) -> dict[str, str]:
+    """event pk -> event_id"""
+    with engine.connect() as conn:
+        return {r.id: r.event_id for r in conn.execute(sa.select(events.c.id, events.c.event_id))}
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0) -> None:
+    """Wait until `check` holds (a bound, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def all_settled(engine: Engine, status: str = "delivered") -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        found = await asyncio.to_thread(delivery_rows, engine)
+        return bool(found) and all(r.status == status for r in found)
+
+    return check
+
+
+def make_worker(settings: Settings, engine: Engine, **kwargs: Any) -> worker.Worker:
+    return worker.Worker(
+        settings=settings,
+        engine=engine,
+        adapters=registry.adapters(settings.destinations),
+        queue=queue.EmbeddedQueue(),
+        **kwargs,
+    )
