@@ -15,8 +15,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from firstparty.api import admin, collect, ops, otp, segment
+from firstparty.tracker import serve
+from firstparty.web import demo
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
+from firstparty.delivery import queue, worker
 from firstparty.destinations import registry
 from firstparty.errors import InputError
 from firstparty.identity import users
@@ -29,7 +32,15 @@ log = logging.getLogger("firstparty")
 
 def route_modules() -> list[Sequence[BaseRoute]]:
     """Every module that contributes routes (each exposes `routes`)."""
-    return [collect.routes, ops.routes, admin.routes, otp.routes, segment.routes]
+    return [
+        collect.routes,
+        ops.routes,
+        admin.routes,
+        otp.routes,
+        segment.routes,
+        serve.routes,
+        demo.routes,
+    ]
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlette:
@@ -81,21 +92,20 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
 @contextlib.asynccontextmanager
 async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
     """The notifier, and the in-process worker on the embedded default."""
-    try:
-        from firstparty.delivery import queue, worker
-    except ImportError:  # delivery not built into this checkout yet
-        yield
-        return
     runtime.notifier = queue.make_notifier(runtime.settings)
-    if not embedded:
-        yield
-        return
-    embedded_worker = worker.EmbeddedWorker(runtime)
-    await embedded_worker.start()
+    notifier = runtime.notifier
     try:
-        yield
+        if not embedded:
+            yield
+            return
+        embedded_worker = worker.EmbeddedWorker(runtime)
+        await embedded_worker.start()
+        try:
+            yield
+        finally:
+            await embedded_worker.stop()
     finally:
-        await embedded_worker.stop()
+        await notifier.close()
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

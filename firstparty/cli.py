@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from firstparty import doctor
 from firstparty import settings as settings_mod
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
@@ -55,6 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_sources_create)
     src.set_defaults(handler=_sources_list)
 
+    work = sub.add_parser("worker", help="run a delivery worker (Redis deployments)")
+    work.set_defaults(handler=_worker)
+
+    rep = sub.add_parser("replay", help="re-send failed deliveries with their original time")
+    rep.add_argument("--destination", help="only this destination")
+    rep.add_argument("--since", help="events at or after this time (ISO 8601)")
+    rep.add_argument("--until", help="events before this time (ISO 8601)")
+    rep.add_argument("--event", help="only events of this name")
+    rep.add_argument("--dry-run", action="store_true", help="report, change nothing")
+    rep.set_defaults(handler=_replay)
+
+    doc = sub.add_parser("doctor", help="check a deployment against Safari's cookie caps")
+    doctor.add_arguments(doc)
+    doc.set_defaults(handler=doctor.run)
     return parser
 
 
@@ -148,6 +165,74 @@ def _banner(
             "    firstparty sources create www --kind browser --origin https://www.example.com",
         ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from firstparty.delivery import worker
+
+    settings = load_settings(args)
+    print(f"firstparty worker: {len(settings.destinations)} destination(s)", flush=True)
+    worker.run_worker(settings)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from firstparty.delivery import replay
+    from firstparty.destinations import registry
+
+    settings = load_settings(args)
+    names = {d.name for d in settings.destinations}
+    if args.destination and args.destination not in names:
+        raise ConfigError(f"--destination: no destination named {args.destination!r}")
+    engine = db.create_engine(settings.database_url)
+    try:
+        result = replay.replay(
+            engine,
+            settings=settings,
+            adapters=registry.adapters(settings.destinations),
+            destination=args.destination,
+            since=_when(args.since, "--since"),
+            until=_when(args.until, "--until"),
+            event_name=args.event,
+            dry_run=args.dry_run,
+            progress=_progress_bar,
+        )
+    finally:
+        engine.dispose()
+    print(file=sys.stderr)
+    verb = "would re-queue" if args.dry_run else "re-queued"
+    print(f"matched {result.matched} failed deliveries; {verb} {result.requeued}")
+    for reason, count in sorted(result.skipped.items()):
+        print(f"  skipped {count}: {reason}")
+    if result.requeued and not args.dry_run:
+        asyncio.run(_wake(settings))
+    return 0
+
+
+async def _wake(settings: Settings) -> None:
+    from firstparty.delivery import queue
+
+    notifier = queue.make_notifier(settings)
+    await notifier.notify()
+    await notifier.close()
+
+
+def _when(raw: str | None, flag: str) -> datetime | None:
+    from firstparty.collect.prepare import parse_timestamp
+
+    if raw is None:
+        return None
+    try:
+        return parse_timestamp(raw)
+    except ValueError:
+        raise ConfigError(f"{flag}: {raw!r} is not an ISO 8601 time") from None
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    print(f"\rreplay [{bar}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def _migrate(args: argparse.Namespace) -> int:

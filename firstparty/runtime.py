@@ -16,10 +16,17 @@ class Notifier(Protocol):
 
     async def notify(self) -> None: ...
 
+    async def ready(self) -> bool: ...
+
 
 class _Silent:
+    """Until the delivery queue is set up at start-up."""
+
     async def notify(self) -> None:
         return None
+
+    async def ready(self) -> bool:
+        return True
 
 
 @dataclass

@@ -125,10 +125,11 @@ class OtpSettings(Strict):
 class DeliverySettings(Strict):
     """Defaults of the retry policy; each destination may override them."""
 
-    max_attempts: int = Field(default=8, ge=1, le=100)
+    # 10 tries over about 1.5-2 h (30 s doubling, capped at 30 min), never beyond 4 h.
+    max_attempts: int = Field(default=10, ge=1, le=100)
     retry_window_seconds: int = Field(default=4 * 3600, ge=60)
-    backoff_base_seconds: float = Field(default=2.0, gt=0)
-    backoff_max_seconds: float = Field(default=900.0, gt=0)
+    backoff_base_seconds: float = Field(default=30.0, gt=0)
+    backoff_max_seconds: float = Field(default=1800.0, gt=0)
     lease_seconds: int = Field(default=60, ge=5)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 

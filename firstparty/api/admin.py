@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from firstparty.collect import prepare
+from firstparty.delivery import replay
 from firstparty.errors import FieldError, InputError
 from firstparty.reports import browse
 from firstparty.runtime import Runtime
@@ -37,13 +40,14 @@ def _authorised(handler: Handler) -> Handler:
 
 
 def _time(request: Request, name: str) -> datetime | None:
-    raw = request.query_params.get(name)
+    return _parse_time(request.query_params.get(name), name)
+
+
+def _parse_time(raw: object, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        from firstparty.collect.prepare import parse_timestamp
-
-        return parse_timestamp(raw)
+        return prepare.parse_timestamp(str(raw))
     except ValueError:
         raise InputError(422, "validation failed", [FieldError(name, "must be ISO 8601")]) from None
 
@@ -106,8 +110,53 @@ async def list_tracks(request: Request) -> Response:
     return JSONResponse(_page(items, limit))
 
 
+async def replay_failed(request: Request) -> Response:
+    """Re-queue failed work with the CLI's filters (query or JSON body); answers the counts."""
+    runtime: Runtime = request.app.state.runtime
+    given: dict[str, Any] = dict(request.query_params)
+    body = await request.body()
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise InputError(400, "malformed JSON") from None
+        if not isinstance(parsed, dict):
+            raise InputError(422, "validation failed", [FieldError("(body)", "must be an object")])
+        given.update(parsed)
+    unknown = set(given) - {"destination", "since", "until", "event", "dry_run"}
+    if unknown:
+        fields = [FieldError(k, "unknown field") for k in sorted(unknown)]
+        raise InputError(422, "validation failed", fields)
+    destination = given.get("destination")
+    if destination is not None and destination not in runtime.adapters:
+        detail = FieldError("destination", "no such destination")
+        raise InputError(422, "validation failed", [detail])
+    result = await asyncio.to_thread(
+        replay.replay,
+        runtime.engine,
+        settings=runtime.settings,
+        adapters=runtime.adapters,
+        destination=destination,
+        since=_parse_time(given.get("since"), "since"),
+        until=_parse_time(given.get("until"), "until"),
+        event_name=given.get("event"),
+        dry_run=str(given.get("dry_run", "")).lower() in ("1", "true", "yes"),
+    )
+    if result.requeued and not result.dry_run:
+        await runtime.notifier.notify()
+    return JSONResponse(
+        {
+            "matched": result.matched,
+            "requeued": result.requeued,
+            "skipped": result.skipped,
+            "dry_run": result.dry_run,
+        }
+    )
+
+
 routes = [
     Route("/v1/admin/events", _authorised(list_events), methods=["GET"]),
     Route("/v1/admin/events/{id}", _authorised(get_event), methods=["GET"]),
     Route("/v1/admin/tracks", _authorised(list_tracks), methods=["GET"]),
+    Route("/v1/admin/replay", _authorised(replay_failed), methods=["POST"]),
 ]

@@ -10,16 +10,17 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty import metrics
-from firstparty.collect import prepare, schema
+from firstparty.collect import prepare, schema, touch
 from firstparty.collect.sources import Entry, SourceBook
 from firstparty.collect.writer import GroupWriter, StorageUnavailable, Stored
 from firstparty.errors import FieldError, InputError
-from firstparty.identity import cookie, pii
+from firstparty.identity import cookie, cookie_keeper, pii
 from firstparty.runtime import Runtime
 
 JSON = "application/json"
@@ -55,9 +56,25 @@ async def events(request: Request) -> Response:
         stored = await store(collector, item)
         answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
         response = Response(schema.encode(answer), 202, media_type=JSON)
+        if entry.source.kind == "browser":
+            for value in kept_cookies(request, collector, event):
+                response.headers.append("set-cookie", value)
     except InputError as exc:
         response = error_response(exc)
     return finish(request, collector, response, entry, visitor_id)
+
+
+def kept_cookies(request: Request, collector: Collector, event: schema.EventIn) -> list[str]:
+    """Cookie keeper: the platform cookies this answer re-sets, when configured."""
+    pixels = msgspec.structs.asdict(event.context) if event.context else {}
+    clicks, _ = touch.parse(event.url)
+    return cookie_keeper.headers(
+        collector.runtime.settings.cookie,
+        context={k: v for k, v in pixels.items() if isinstance(v, str)},
+        request_cookies=request.cookies,
+        new_fbclid=clicks.get("fbclid"),
+        now=datetime.now(UTC),
+    )
 
 
 async def batch(request: Request) -> Response:

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from firstparty import __version__
+from firstparty.api import segment
 from firstparty.collect import schema
 
 _ERRORS = {
@@ -121,7 +122,11 @@ def document() -> dict[str, Any]:
         "/readyz": _simple("Database and queue reachable"),
         "/metrics": _simple("Prometheus metrics", "text/plain"),
         "/openapi.json": _simple("This document"),
-        "/fp.js": _simple("The browser tracker", "application/javascript"),
+        "/fp.js": _simple("The browser tracker (cached 5 minutes)", "application/javascript"),
+        "/fp.{digest}.js": _simple(
+            "The browser tracker by content hash (cached a year)", "application/javascript"
+        ),
+        **segment.openapi_paths(),
     }
     return {
         "openapi": "3.1.0",

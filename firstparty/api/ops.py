@@ -28,13 +28,11 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
-    ping = getattr(runtime.notifier, "ping", None)
-    if ping is not None:
-        try:
-            await asyncio.wait_for(ping(), timeout=5)
-            checks["queue"] = "ok"
-        except Exception as exc:
-            checks["queue"] = f"unreachable: {type(exc).__name__}"
+    try:
+        ready = await asyncio.wait_for(runtime.notifier.ready(), timeout=5)
+        checks["queue"] = "ok" if ready else "unreachable"
+    except Exception as exc:
+        checks["queue"] = f"unreachable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"ok": ok, "checks": checks}, 200 if ok else 503)
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from firstparty.destinations.base import ClickId, Event
-from firstparty.identity import attribution
+from firstparty.identity import attribution, users
 from firstparty.settings import Settings
 from firstparty.store.models import events, sources
 
@@ -32,20 +32,31 @@ def load_events(
     if not pks:
         return {}
     rows = conn.execute(sa.select(events).where(events.c.id.in_(sorted(pks)))).all()
-    # Many events in a batch belong to the same person: look their click ids up once.
-    cache: dict[tuple[str | None, str | None], list[ClickId]] = {}
-    loaded = {}
-    for row in rows:
-        person = (row.visitor_id, row.user_id)
-        if person not in cache:
-            cache[person] = attribution.click_ids_for(
-                conn, visitor_id=row.visitor_id, user_id=row.user_id
-            )
-        loaded[row.id] = to_event(row, kinds.get(row.source, "server"), cache[person])
-    return loaded
+    return {row.id: _with_person(conn, row, kinds.get(row.source, "server")) for row in rows}
 
 
-def to_event(row: Row[Any], kind: SourceKind, click_ids: list[ClickId]) -> Event:
+def _with_person(conn: Connection, row: Row[Any], kind: SourceKind) -> Event:
+    """The event with what the person's devices add: click ids, pixel cookies, phone hashes."""
+    if row.visitor_id is None and row.user_id is None:
+        return to_event(row, kind, [])
+    who = {"visitor_id": row.visitor_id, "user_id": row.user_id, "at": row.occurred_at}
+    clicks = attribution.click_ids_for(conn, **who)
+    # The event's own values win over those gathered from the person's devices.
+    context = {**attribution.context_for(conn, **who), **_strings(row.context)}
+    user = _strings(row.user)
+    if row.user_id and _strings(row.consent).get("ad_user_data") != "denied":
+        user = {**users.phone_hashes_for(conn, row.user_id), **user}
+    return to_event(row, kind, clicks, context=context, user=user)
+
+
+def to_event(
+    row: Row[Any],
+    kind: SourceKind,
+    click_ids: list[ClickId],
+    *,
+    context: dict[str, str] | None = None,
+    user: dict[str, str] | None = None,
+) -> Event:
     """One `events` row as an adapter's `Event`."""
     request = row.request if isinstance(row.request, dict) else {}
     properties = request.get("properties")
@@ -62,8 +73,8 @@ def to_event(row: Row[Any], kind: SourceKind, click_ids: list[ClickId]) -> Event
         referrer=_text(request.get("referrer")),
         title=_text(request.get("title")),
         properties=properties if isinstance(properties, dict) else {},
-        user=_strings(row.user),
-        context=_strings(row.context),
+        user=_strings(row.user) if user is None else user,
+        context=_strings(row.context) if context is None else context,
         consent=_strings(row.consent),
         visitor_id=row.visitor_id,
         user_id=row.user_id,

@@ -2,9 +2,10 @@
 
 Our policy: exponential backoff with jitter, ``base * 2**(attempt-1) * random(0.5, 1)`` capped at
 ``backoff_max_seconds``, bounded by BOTH an attempt count and a time window measured from the
-first attempt. Defaults (``DeliverySettings``): 8 attempts within 4 hours, Segment's window and
-more tries than RudderStack's 3, because an ad platform's 5xx spells are usually short and a
-missed conversion costs more than a late one. A ``Retry-After`` from the platform replaces the
+first attempt. Defaults (``DeliverySettings``): 10 attempts within 4 hours (Segment's window;
+more tries than RudderStack's 3), 30 s doubling to a 30 min cap, so the tries spread over about
+1.5-2 hours: an ad platform's outage is usually short, and a missed conversion costs more than a
+late one. A ``Retry-After`` from the platform replaces the
 computed delay (it knows its own rate limits). Each destination may override the attempt count
 and the window (``max_attempts``, ``retry_window_seconds`` in its config table).
 When the budget runs out the work is marked ``failed`` with the last reason; ``replay`` resends it.

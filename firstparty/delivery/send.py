@@ -91,6 +91,13 @@ class Sender:
         answered = await self._send_all(adapter, live, attempt) if live else []
         for _sent, got in answered:
             outcomes.update(got)
+        # The platform refused a batch without naming the culprit: send each event on its own,
+        # so one bad event fails alone and the others go through in this same round.
+        alone = [e for e in live if _alone(outcomes.get(e.pk)) and len(live) > 1]
+        for again in await asyncio.gather(*(self._send_all(adapter, [e], attempt) for e in alone)):
+            for _sent, got in again:
+                outcomes.update(got)
+            answered.extend(again)
         return _decide(self.delivery, adapter, claims, outcomes, answered, now)
 
     async def _send_all(
@@ -194,6 +201,10 @@ class Sender:
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_DESTINATION),
             )
         return self._sessions[name]
+
+
+def _alone(outcome: Outcome | None) -> bool:
+    return isinstance(outcome, Retry) and outcome.alone
 
 
 def _interpret(

@@ -40,4 +40,4 @@ def test_destinations_override_the_defaults() -> None:
     policy = retry.policy_for(DeliverySettings(), dest)
     assert (policy.max_attempts, policy.window) == (3, timedelta(minutes=10))
     default = retry.policy_for(DeliverySettings(), DestinationSettings(name="y", type="fake"))
-    assert (default.max_attempts, default.window) == (8, timedelta(hours=4))
+    assert (default.max_attempts, default.window) == (10, timedelta(hours=4))

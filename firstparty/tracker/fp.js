@@ -1,0 +1,166 @@
+/*
+ * firstparty fp.js: the first-party browser tracker. Plain JavaScript, no dependencies.
+ * Served minified and gzipped at /fp.js (and /fp.<hash>.js); see docs/tracker.md.
+ *
+ * One-line snippet:
+ *   <script async src="https://t.example.com/fp.js" data-key="WRITE_KEY"></script>
+ *
+ * Stub variant: calls made before the script has loaded are queued, and track() still
+ * returns the event_id at once (put it before the line above):
+ *   <script>!function(w,f){f=w.firstparty=w.firstparty||{q:[]};"track page identify consent".split(" ").forEach(function(m){f[m]=f[m]||function(){var a=[].slice.call(arguments),o;if(m=="track"){o=a[2]=Object.assign({},a[2]);o.event_id=o.event_id||(w.crypto&&crypto.randomUUID?crypto.randomUUID():Date.now()+"-"+Math.random().toString(36).slice(2))}f.q.push([m,a]);return o&&o.event_id}})}(window)</script>
+ *
+ * Script attributes: data-key (write key), data-host (collector base URL; default: where this
+ * script came from, so /fp/fp.js behind the site's proxy posts to /fp/v1/events),
+ * data-auto="false" (no automatic page events).
+ */
+(() => {
+  try {
+    const w = window;
+    const d = document;
+    const fp = (w.firstparty = w.firstparty || {});
+    if (fp.loaded) return;
+    const safe = (f) => (...a) => {
+      try {
+        return f(...a);
+      } catch (e) {}
+    };
+    const CONSENT = ['ad_user_data', 'ad_personalization', 'ad_storage', 'analytics_storage'];
+    const USER = 'email phone first_name last_name city state zip country date_of_birth gender external_id'.split(' ');
+    const PIXELS = { _fbp: 'fbp', _fbc: 'fbc', _ttp: 'ttp', _ga: 'ga', _gcl_aw: 'gcl_aw' };
+    let endpoint = '';
+    let consent = {};
+    let user;
+    let ref = d.referrer;
+    let last;
+
+    // Settings come from the script tag, or from the stub object (firstparty.key, .host, .auto).
+    const s = d.currentScript || d.querySelector('script[data-key][src*="fp"]');
+    const attr = (n) => (s && s.getAttribute('data-' + n)) || fp[n];
+    const key = attr('key');
+    const base = attr('host') || (s ? new URL('.', s.src).href : '/');
+    // The key rides in the query string: a custom header would force a CORS preflight, and
+    // sendBeacon cannot set headers at all.
+    if (key) endpoint = base.replace(/\/?$/, '/v1/events?key=') + encodeURIComponent(key);
+
+    const uuid = () => {
+      try {
+        return crypto.randomUUID();
+      } catch (e) {
+        // randomUUID exists only in secure contexts; getRandomValues everywhere.
+        return '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
+          (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)
+        );
+      }
+    };
+
+    // Values the server would refuse are dropped here, so one bad field never loses the event.
+    const pick = (from, keys, map) => {
+      const out = {};
+      for (const k of keys) {
+        let v = from && from[k];
+        if (map) v = map(v);
+        if (v != null && v !== '') out[k] = String(v).slice(0, 256);
+      }
+      return out;
+    };
+
+    const pixels = () => {
+      const out = {};
+      for (const [name, field] of Object.entries(PIXELS)) {
+        const m = d.cookie.match('(?:^|; )' + name + '=([^;]{1,256})');
+        if (m) out[field] = m[1];
+      }
+      return out;
+    };
+
+    const send = (body) => {
+      if (!endpoint) return;
+      const data = JSON.stringify(body);
+      try {
+        // text/plain is a CORS-safelisted type: a "simple" request with no preflight, which
+        // matters while the page unloads. keepalive lets the request outlive the page.
+        fetch(endpoint, {
+          method: 'POST',
+          body: data,
+          keepalive: true,
+          credentials: 'include',
+          headers: { 'Content-Type': 'text/plain' },
+        }).catch(() => {});
+      } catch (e) {
+        try {
+          navigator.sendBeacon(endpoint, data);
+        } catch (e) {}
+      }
+    };
+
+    const emit = (type, name, properties, options) => {
+      const o = options || {};
+      const id = String(o.event_id || uuid());
+      const e = {
+        type,
+        event_id: id,
+        timestamp: new Date().toISOString(),
+        url: location.href,
+        referrer: ref,
+        title: d.title,
+        properties: properties && typeof properties == 'object' && !Array.isArray(properties) ? properties : {},
+        context: pixels(),
+      };
+      if (name) e.name = String(name);
+      const u = o.user ? { ...user, ...pick(o.user, USER) } : user;
+      if (u) e.user = u;
+      if (Object.keys(consent).length) e.consent = consent;
+      send(e);
+      return id;
+    };
+
+    const setConsent = (c) => {
+      consent = { ...consent, ...pick(c, CONSENT, (v) => (v === true ? 'granted' : v === false ? 'denied' : v == 'granted' || v == 'denied' ? v : null)) };
+      return consent;
+    };
+
+    const path = () => location.href.split('#')[0];
+    // Routers set the title after pushState, so the page event waits for the current task.
+    const navigated = safe(() => {
+      if (path() == last) return;
+      ref = last;
+      last = path();
+      fp.page();
+    });
+
+    fp.track = safe((name, properties, options) => emit('track', name, properties, options));
+    fp.page = safe((properties, options) => emit('page', null, properties, options));
+    fp.identify = safe((u, options) => {
+      user = { ...user, ...pick(typeof u == 'object' ? u : { external_id: u }, USER) };
+      return emit('identify', null, null, options);
+    });
+    fp.consent = safe((c) => {
+      setConsent(c);
+      try {
+        localStorage.fp_consent = JSON.stringify(consent);
+      } catch (e) {}
+      return { ...consent };
+    });
+    fp.loaded = true;
+
+    try {
+      setConsent(JSON.parse(localStorage.fp_consent || '{}'));
+    } catch (e) {}
+    for (const call of fp.q || []) safe(() => fp[call[0]](...call[1]))();
+    fp.q = [];
+    last = path();
+    if (String(attr('auto')) == 'false') return;
+    safe(() => {
+      for (const m of ['pushState', 'replaceState']) {
+        const original = history[m];
+        history[m] = function (...a) {
+          const r = original.apply(this, a);
+          setTimeout(navigated);
+          return r;
+        };
+      }
+      w.addEventListener('popstate', () => setTimeout(navigated));
+    })();
+    fp.page();
+  } catch (e) {}
+})();

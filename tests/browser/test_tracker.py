@@ -1,0 +1,348 @@
+"""fp.js and the fp_id cookie in a real browser: headless Chromium against the real server.
+
+The site is https://www.example.test:<port>, the tracker https://t.example.test:<port>, both on
+127.0.0.1 with a throwaway certificate. Skipped when Playwright or /usr/bin/chromium is missing,
+except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from firstparty.settings import Settings
+from firstparty.store import db, migrate
+from firstparty.store import models as m
+from tests.browser import harness
+from tests.conftest import BROWSER_KEY, SECRET
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).with_name("artifacts")
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install playwright)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    return None
+
+
+if (_reason := _missing()) is not None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser tests cannot run: {_reason}", pytrace=False)
+    pytest.skip(_reason, allow_module_level=True)
+
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    sync_playwright,
+)
+
+
+@dataclass
+class Stack:
+    site: str
+    tracker: str
+    dead: str
+    engine: sa.Engine
+    profiles: Path
+
+    def events(self, **where: Any) -> list[dict[str, Any]]:
+        """Stored events whose columns, or fields of the event as received, match `where`."""
+        query = sa.select(m.events).order_by(m.events.c.received_at)
+        with self.engine.connect() as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+        return [
+            row
+            for row in rows
+            if all(row.get(k, row["request"].get(k)) == v for k, v in where.items())
+        ]
+
+    def event(self, what: str, **where: Any) -> dict[str, Any]:
+        """The first stored event matching `where`, waiting for it to arrive."""
+        rows: list[dict[str, Any]] = harness.wait_until(lambda: self.events(**where), what)
+        return rows[0]
+
+
+def _settings(database_url: str, origins: list[str]) -> Settings:
+    return Settings.model_validate(
+        {
+            "database_url": database_url,
+            "secret_key": SECRET,
+            "cookie": {"domain": "example.test", "secure": True, "keeper": True},
+            "sources": [
+                {"name": "www", "kind": "browser", "write_key": BROWSER_KEY, "origins": origins}
+            ],
+            "demo": True,
+        }
+    )
+
+
+def _app(settings: Settings) -> Any:
+    from firstparty.app import create_app
+
+    return create_app(settings, run_worker=False)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("browser")
+    tls = harness.certificate(tmp)
+    url = f"sqlite:///{tmp / 'firstparty.db'}"
+    engine = db.create_engine(url, poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    dead_sock = harness.bound_socket()  # held, never listening: a tracker host that is down
+    dead = f"https://{harness.TRACKER_HOST}:{dead_sock.getsockname()[1]}"
+    tracker_server = harness.ServerThread(None, tls)
+    site_server = harness.ServerThread(None, tls)
+    site = f"https://{harness.SITE_HOST}:{site_server.port}"
+    tracker = f"https://{harness.TRACKER_HOST}:{tracker_server.port}"
+    tracker_server.server.config.app = _app(_settings(url, [site, tracker]))
+    site_server.server.config.app = harness.site_app(tracker, dead, BROWSER_KEY)
+    with tracker_server, site_server:
+        yield Stack(site, tracker, dead, engine, tmp / "profiles")
+    dead_sock.close()
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pw() -> Iterator[Playwright]:
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+HOSTS = f"MAP {harness.SITE_HOST} 127.0.0.1, MAP {harness.TRACKER_HOST} 127.0.0.1"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-proxy-server",
+    "--ignore-certificate-errors",
+    f"--host-resolver-rules={HOSTS}",
+]
+Launch = Callable[[Path], BrowserContext]
+
+
+@pytest.fixture(scope="module")
+def browser(pw: Playwright) -> Iterator[Browser]:
+    """One Chromium for the module (Playwright gives it a fresh user-data dir)."""
+    chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a new, empty browser context: no cookies, no storage."""
+    context = browser.new_context(ignore_https_errors=True)
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def launch(pw: Playwright) -> Iterator[Launch]:
+    """Start Chromium on a profile directory; the same directory again is a later visit."""
+    opened: list[BrowserContext] = []
+
+    def start(profile: Path) -> BrowserContext:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            ignore_https_errors=True,
+            args=ARGS,
+        )
+        context.set_default_timeout(15_000)
+        opened.append(context)
+        return context
+
+    yield start
+    for context in opened:
+        context.close()
+
+
+def _fp_cookie(context: BrowserContext) -> Any:
+    [cookie] = [c for c in context.cookies() if c["name"] == "fp_id"]
+    return cookie
+
+
+def _loaded(page: Page) -> None:
+    page.wait_for_function("window.firstparty && window.firstparty.loaded === true")
+
+
+def test_visitor_cookie_is_httponly_on_the_parent_domain_and_stable(
+    stack: Stack, launch: Launch, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile"
+    context = launch(profile)
+    page = context.new_page()
+    with page.expect_response(lambda r: "/v1/events" in r.url) as answer:
+        page.goto(f"{stack.site}/first")
+    assert "fp_id=" in (answer.value.header_value("set-cookie") or "")  # set by the response
+    cookie = _fp_cookie(context)
+    assert cookie["domain"] == ".example.test"
+    assert cookie["httpOnly"] is True and cookie["secure"] is True
+    assert cookie["sameSite"] == "Lax"
+    assert cookie["expires"] > (datetime.now(UTC) + timedelta(days=399)).timestamp()
+    assert "fp_id" not in page.evaluate("document.cookie")
+    first = stack.event("the first page event", url=f"{stack.site}/first")
+
+    page.reload()
+    harness.wait_until(lambda: len(stack.events(url=f"{stack.site}/first")) == 2, "the reload")
+    assert _fp_cookie(context)["value"] == cookie["value"]
+    context.close()
+
+    later = launch(profile).new_page()  # the browser restarted on the same profile
+    later.goto(f"{stack.site}/later")
+    again = stack.event("the later visit", url=f"{stack.site}/later")
+    assert _fp_cookie(later.context)["value"] == cookie["value"]
+    assert again["visitor_id"] == first["visitor_id"] is not None
+
+
+def test_click_ids_in_the_landing_url_are_kept(stack: Stack, page: Page) -> None:
+    tag = uuid.uuid4().hex[:8]
+    landing = f"{stack.site}/land?gclid=G-{tag}&fbclid=F-{tag}&ttclid=T-{tag}&utm_source=ads"
+    page.goto(landing)
+    visitor = stack.event("the landing page event", url=landing)["visitor_id"]
+    query = sa.select(m.click_ids.c.kind, m.click_ids.c.value).where(
+        m.click_ids.c.visitor_id == visitor
+    )
+    with stack.engine.connect() as conn:
+        kept = {kind: value for kind, value in conn.execute(query)}
+    assert kept == {"gclid": f"G-{tag}", "fbclid": f"F-{tag}", "ttclid": f"T-{tag}"}
+
+
+def test_track_returns_the_event_id_that_arrives(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/signup")
+    _loaded(page)
+    event_id = page.evaluate("firstparty.track('Signup', {plan: 'pro', value: 9})")
+    row = stack.event("the Signup event", event_id=event_id)
+    assert row["name"] == "Signup" and row["type"] == "track"
+    assert row["request"]["properties"] == {"plan": "pro", "value": 9}
+    assert row["request"]["url"] == f"{stack.site}/signup"
+    uuid.UUID(event_id)  # a real UUID from crypto.randomUUID
+
+
+def test_calls_queued_by_the_stub_before_loading_are_sent(stack: Stack, page: Page) -> None:
+    event_id = f"early-{uuid.uuid4()}"
+    page.goto(f"{stack.site}/early?early={event_id}")
+    assert page.evaluate("window.earlyId") == event_id
+    assert stack.event("the queued event", event_id=event_id)["name"] == "Early"
+
+
+@pytest.mark.parametrize("transport", ["fetch", "sendBeacon"])
+def test_an_event_sent_while_the_page_unloads_arrives(
+    stack: Stack, page: Page, transport: str
+) -> None:
+    event_id = f"unload-{transport}-{uuid.uuid4()}"
+    nofetch = "&nofetch=1" if transport == "sendBeacon" else ""
+    page.goto(f"{stack.site}/leaving?unload={event_id}{nofetch}")
+    _loaded(page)
+    page.click("#away")
+    page.wait_for_url(f"{stack.site}/away")
+    assert stack.event("the unload event", event_id=event_id)["name"] == "Unload"
+
+
+def test_spa_navigation_sends_a_page_event(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/app")
+    _loaded(page)
+    page.evaluate("document.title = 'Step 2'; history.pushState({}, '', '/app/step2')")
+    row = stack.event("the SPA page event", url=f"{stack.site}/app/step2")
+    assert row["type"] == "page"
+    assert row["request"]["referrer"] == f"{stack.site}/app"
+    assert row["request"]["title"] == "Step 2"
+    page.evaluate("history.replaceState({}, '', '/app/step2#details')")  # same page: no event
+    page.go_back()
+    stack.event("the popstate page event", url=f"{stack.site}/app", type="page")
+    harness.wait_until(lambda: len(stack.events(url=f"{stack.site}/app")) == 2, "back")
+    assert len(stack.events(url=f"{stack.site}/app/step2")) == 1
+
+
+def test_consent_identify_and_pixel_cookies_travel_with_events(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/consent?pixels=1")
+    _loaded(page)
+    event_id = page.evaluate(
+        """() => {
+          firstparty.consent({ad_storage: 'denied', ad_user_data: true, bogus: 'granted'});
+          firstparty.identify({email: 'Jane@Example.com', favourite: 'x'});
+          return firstparty.track('Consented');
+        }"""
+    )
+    row = stack.event("the Consented event", event_id=event_id)
+    assert row["consent"] == {"ad_storage": "denied", "ad_user_data": "granted"}
+    assert row["context"]["fbp"] == "fb.1.1700000000000.1234567890"
+    assert row["context"]["ga"] == "GA1.1.123456789.1700000000"
+    assert "em" in row["user"] or "email" in row["user"]
+    identify = stack.event("identify", type="identify", url=f"{stack.site}/consent?pixels=1")
+    assert identify["user"]
+    page.goto(f"{stack.site}/consent-later")  # consent is remembered across pages
+    _loaded(page)
+    later = page.evaluate("firstparty.track('Later')")
+    assert stack.event("the Later event", event_id=later)["consent"]["ad_storage"] == "denied"
+
+
+def test_cookie_keeper_extends_pixel_cookies_and_writes_fbc_for_a_new_fbclid(
+    stack: Stack, page: Page
+) -> None:
+    page.goto(f"{stack.site}/keeper?pixels=1&fbclid=IwAR-keeper")
+    _loaded(page)
+    event_id = page.evaluate("firstparty.track('Kept')")
+    stack.event("the Kept event", event_id=event_id)
+    year = (datetime.now(UTC) + timedelta(days=300)).timestamp()
+
+    def cookies() -> dict[str, Any]:
+        return {c["name"]: c for c in page.context.cookies()}
+
+    harness.wait_until(lambda: cookies()["_fbp"]["expires"] > year, "the keeper's _fbp")
+    kept = cookies()
+    assert kept["_fbp"]["value"] == "fb.1.1700000000000.1234567890"
+    assert kept["_fbp"]["httpOnly"] is False and kept["_fbp"]["domain"] == ".example.test"
+    assert kept["_ga"]["expires"] > year
+    fbc = kept["_fbc"]["value"]
+    assert fbc.startswith("fb.1.") and fbc.endswith(".IwAR-keeper")
+
+
+def test_a_dead_tracker_host_does_not_break_the_page(stack: Stack, page: Page) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{stack.site}/down?tracker=dead")
+    assert page.text_content("#alive") == "page works"
+    assert page.evaluate("typeof window.deadId") == "string"  # the stub answered
+    page.goto(f"{stack.site}/down2?collector=dead")
+    _loaded(page)
+    assert page.evaluate("typeof firstparty.track('Lost', {a: 1})") == "string"
+    page.evaluate("firstparty.identify('x'); firstparty.consent(null); firstparty.track()")
+    assert page.text_content("#alive") == "page works"
+    assert errors == []
+
+
+def test_demo_page_shows_the_whole_flow(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.tracker}/demo/?gclid=demo-gclid-1&fbclid=demo-fbclid-1&utm_source=demo")
+    _loaded(page)
+    page.wait_for_selector("#feed tr[data-event-id]")
+    page.click("button[data-view=pricing]")
+    page.click("#lead button[type=submit]")
+    lead_id = page.text_content("#lead-result").rsplit(" ", 1)[-1]  # type: ignore[union-attr]
+    page.wait_for_selector(f"#feed tr[data-event-id='{lead_id}']")
+    page.wait_for_selector("#clicks .pill")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+    row = stack.event("the demo Lead", event_id=lead_id)
+    assert row["name"] == "Lead" and row["user"]

@@ -1,0 +1,99 @@
+"""The demo site: its page and the live feed of the caller's own events (sqlite, in-process)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from firstparty.settings import Settings
+from firstparty.tracker import serve
+from tests.conftest import BROWSER_KEY, AppClient, base_config, running_app
+
+DEMO_ORIGIN = "https://t.example.test"
+
+
+def _settings(sqlite_url: str, **overrides: Any) -> Settings:
+    config = base_config(sqlite_url, **overrides)
+    config["sources"][0]["origins"].append(DEMO_ORIGIN)
+    return Settings.model_validate(config)
+
+
+async def _client(settings: Settings) -> AsyncIterator[AppClient]:
+    async with running_app(settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def client(sqlite_url: str) -> AsyncIterator[AppClient]:
+    async for c in _client(_settings(sqlite_url)):
+        yield c
+
+
+async def test_page_carries_the_snippet_with_the_key_for_its_origin(client: AppClient) -> None:
+    response = await client.http.get("/demo/")
+    assert response.status_code == 200
+    snippet = f'<script async src="{DEMO_ORIGIN}{serve.bundle().path}" data-key="{BROWSER_KEY}">'
+    assert snippet in response.text
+    assert "%%" not in response.text
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_without_a_source_for_its_origin_the_page_explains_the_setup(
+    sqlite_url: str,
+) -> None:
+    async for c in _client(Settings.model_validate(base_config(sqlite_url))):
+        text = (await c.http.get("/demo/")).text
+        assert '<section class="setup" >' in text  # shown
+        assert "data-key=&quot;WRITE_KEY&quot;" in text
+        given = (await c.http.get("/demo/?key=wk_given_key_123")).text
+        assert 'data-key="wk_given_key_123"' in given
+        hostile = (await c.http.get('/demo/?key="><script>alert(1)</script>')).text
+        assert "alert(1)</script>" not in hostile
+
+
+async def test_demo_redirects_to_its_slash(client: AppClient) -> None:
+    response = await client.http.get("/demo", follow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["location"].endswith("/demo/")
+
+
+async def test_feed_shows_only_the_callers_own_events(client: AppClient) -> None:
+    headers = {"X-Write-Key": BROWSER_KEY, "Origin": DEMO_ORIGIN}
+    url = f"{DEMO_ORIGIN}/demo/?gclid=G-1&utm_source=x"
+    page = {"type": "page", "url": url, "context": {"fbp": "fb.1.1.1"}}
+    mine = await client.http.post("/v1/events", json=page, headers=headers)
+    own_cookie = mine.cookies["fp_id"]
+    client.http.cookies.clear()
+    other = await client.http.post(
+        "/v1/events", json={"type": "track", "name": "Other"}, headers=headers
+    )
+    assert other.json()["visitor_id"] != mine.json()["visitor_id"]
+    client.http.cookies.clear()
+
+    assert (await client.http.get("/demo/events.json")).json() == {
+        "visitor_id": None,
+        "events": [],
+        "click_ids": [],
+    }
+    own = {"Cookie": f"fp_id={own_cookie}"}
+    feed = (await client.http.get("/demo/events.json", headers=own)).json()
+    assert feed["visitor_id"] == mine.json()["visitor_id"]
+    [event] = feed["events"]
+    assert event["event_id"] == mine.json()["event_id"]
+    assert event["type"] == "page" and event["url"] == url
+    assert event["context"] == {"fbp": "fb.1.1.1"}  # no ip or user agent
+    assert [(c["kind"], c["value"]) for c in feed["click_ids"]] == [("gclid", "G-1")]
+
+
+async def test_a_forged_cookie_sees_nothing(client: AppClient) -> None:
+    forged = {"Cookie": "fp_id=someone-else.AAAAAAAAAAAAAAAAAAAAAA"}
+    feed = (await client.http.get("/demo/events.json", headers=forged)).json()
+    assert feed["visitor_id"] is None
+
+
+async def test_off_when_the_config_says_so(sqlite_url: str) -> None:
+    async for c in _client(_settings(sqlite_url, demo=False)):
+        assert (await c.http.get("/demo/")).status_code == 404
+        assert (await c.http.get("/demo/events.json")).status_code == 404
