@@ -229,7 +229,8 @@ def main() -> int:
                     drop()
     floor = results[0]["saturation"]["rps"]
     print(
-        f"\nbench/ingest: POST /v1/events, 1 server process (core 0), load from core 1, {args.seconds}s each"
+        "\nbench/ingest: POST /v1/events, 1 server process (core 0), load from core 1,",
+        f"{args.seconds}s each",
     )
     print(f"{'target':<22}{'events/s':>10}{'% floor':>9}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'@1000/s p50':>13}{'p99':>8}{'RSS MB':>9}{'peak':>7}{'errors':>8}")  # fmt: skip

@@ -15,8 +15,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from firstparty.api import admin, collect, ops, otp, segment
-from firstparty.tracker import serve
-from firstparty.web import demo
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
 from firstparty.delivery import queue, worker
@@ -26,6 +24,8 @@ from firstparty.identity import users
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
+from firstparty.tracker import serve
+from firstparty.web import demo
 
 log = logging.getLogger("firstparty")
 
