@@ -91,9 +91,9 @@ def _serve(args: argparse.Namespace) -> int:
         migrate.upgrade(engine)
     elif not migrate.is_current(engine):
         raise ConfigError("database_url: schema is not current; run `firstparty migrate`")
-    default_key = _ensure_default_source(settings, engine) if first_run else None
+    keys = _first_run_sources(settings, engine, args) if first_run else {}
     engine.dispose()
-    _banner(settings, args, first_run, default_key)
+    _banner(settings, args, first_run, keys)
     if args.workers > 1:
         uvicorn.run(
             "firstparty.app:app_from_env",
@@ -124,18 +124,25 @@ def _is_first_run(settings: Settings) -> bool:
     return not Path(path).exists()
 
 
-def _ensure_default_source(settings: Settings, engine: Engine) -> str | None:
-    """On the very first run with no sources configured, create one so curl works at once."""
+def _first_run_sources(
+    settings: Settings, engine: Engine, args: argparse.Namespace
+) -> dict[str, str]:
+    """On the very first run with no sources configured, create some so everything works at once:
+    `default` (server: curl), and `demo` (browser, this server's own origin: the /demo/ site)."""
     from firstparty.collect import sources
 
     if settings.sources or sources.listing(settings, engine):
-        return None
+        return {}
     secret = settings.secret_key.get_secret_value()
-    return sources.create(engine, secret, name="default", kind="server", origins=[])
+    keys = {"default": sources.create(engine, secret, name="default", kind="server", origins=[])}
+    if settings.demo:
+        origin = f"http://{args.host}:{args.port}"
+        keys["demo"] = sources.create(engine, secret, name="demo", kind="browser", origins=[origin])
+    return keys
 
 
 def _banner(
-    settings: Settings, args: argparse.Namespace, first_run: bool, default_key: str | None
+    settings: Settings, args: argparse.Namespace, first_run: bool, keys: dict[str, str]
 ) -> None:
     url = f"http://{args.host}:{args.port}"
     where = settings.database_url
@@ -149,14 +156,20 @@ def _banner(
         f"  queue:   {queue}",
         f"  sources: {len(settings.sources)} from config",
     ]
-    if default_key:
+    if "default" in keys:
         lines += [
             "",
             "  First run: created the source 'default'. Its write key (shown once):",
-            f"    {default_key}",
+            f"    {keys['default']}",
             "  Try it:",
-            f"    curl -si {url}/v1/events -H 'X-Write-Key: {default_key}' \\",
+            f"    curl -si {url}/v1/events -H 'X-Write-Key: {keys['default']}' \\",
             """      -d '{"type":"track","name":"Lead","properties":{"value":49}}'""",
+        ]
+    if "demo" in keys:
+        lines += [
+            "",
+            "  See the whole flow in a browser (the demo site):",
+            f"    {url}/demo/?key={keys['demo']}",
         ]
     if first_run:
         lines += [

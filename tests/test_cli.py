@@ -62,6 +62,7 @@ def test_serve_with_no_settings_runs_the_embedded_default(
     assert (cwd / "firstparty.db").exists() and (cwd / "firstparty.db.secret").exists()
     r = httpx.post(url + "/v1/events", json={"type": "track", "name": "Lead"})
     assert r.status_code == 401
+    assert httpx.get(url + "/fp.js").status_code == 200
     proc.terminate()
     banner = proc.communicate(timeout=20)[0]
     assert f"running at {url}" in banner
@@ -69,6 +70,8 @@ def test_serve_with_no_settings_runs_the_embedded_default(
     assert "firstparty sources create" in banner
     key = re.search(r"shown once\):\s+(\S+)", banner)
     assert key, banner
+    demo = re.search(r"(http://\S+/demo/\?key=\S+)", banner)
+    assert demo, banner
 
 
 def test_first_run_key_works_with_curl(tmp_path: Path) -> None:
@@ -133,3 +136,37 @@ def test_migrate_and_bad_config(tmp_path: Path) -> None:
     bad = subprocess.run([*BIN, "serve"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2
     assert "cookie.flavour: unknown key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_first_run_demo_source_serves_the_demo(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*BIN, "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "/demo/?key=" in line:
+                demo_url = line.strip()
+                break
+        for _ in range(100):
+            try:
+                page = httpx.get(demo_url)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        key = demo_url.split("key=")[1]
+        assert page.status_code == 200 and f'data-key="{key}"' in page.text
+        origin = f"http://127.0.0.1:{port}"
+        r = httpx.post(
+            f"{origin}/v1/events?key={key}", json={"type": "page"}, headers={"Origin": origin}
+        )
+        assert r.status_code == 202 and "fp_id=" in r.headers["set-cookie"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
