@@ -13,6 +13,7 @@ Short = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+PersonId = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]  # firstparty's own ids
 ConsentValue = Literal["granted", "denied"]
 
 
@@ -63,8 +64,8 @@ class EventIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     title: Text | None = None
     properties: dict[str, Any] = {}
     user: User | None = None
-    user_id: Name | None = None  # server sources only: the person, as firstparty knows them
-    visitor_id: Name | None = None  # server sources only: a browser's fp_id visitor relayed
+    user_id: PersonId | None = None  # server sources only: the person, as firstparty knows them
+    visitor_id: PersonId | None = None  # server sources only: a browser's fp_id visitor relayed
     consent: Consent | None = None
     context: Context | None = None
 

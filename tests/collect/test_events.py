@@ -61,6 +61,7 @@ async def test_page_events_are_named_page(sqlite_client: AppClient) -> None:
         ({"type": "track", "name": "x", "timestamp": "yesterday"}, "timestamp"),
         ({"type": "track", "name": "x" * 200}, "name"),
         ({"type": "track", "name": "x", "event_id": "has space"}, "event_id"),
+        ({"type": "track", "name": "x", "user_id": "u" * 40}, "user_id"),
     ],
 )
 async def test_invalid_event_is_422_naming_the_field(
