@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import time
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# RFC 4648 base32 letters -> Crockford's, whose order is ASCII order: ids sort as they encode.
+_CROCKFORD = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
 
 
 def new_id() -> str:
-    """A 26-character ULID: 48 bits of milliseconds then 80 random bits, sortable by time."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, rest = divmod(value, 32)
-        chars.append(_CROCKFORD[rest])
-    return "".join(reversed(chars))
+    """26 characters: 48 bits of milliseconds then 80 random bits, sortable by time."""
+    raw = int(time.time() * 1000).to_bytes(6, "big") + os.urandom(10)
+    return base64.b32encode(raw).decode()[:26].translate(_CROCKFORD)
 
 
 def new_visitor_id() -> str:

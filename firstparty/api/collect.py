@@ -56,7 +56,7 @@ async def events(request: Request) -> Response:
         stored = await store(collector, item)
         answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
         response = Response(schema.encode(answer), 202, media_type=JSON)
-        if entry.source.kind == "browser":
+        if entry.source.kind == "browser" and settings.cookie.keeper:
             for value in kept_cookies(request, collector, event):
                 response.headers.append("set-cookie", value)
     except InputError as exc:

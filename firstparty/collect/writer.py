@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty import metrics
 from firstparty.collect import touch
 from firstparty.collect.prepare import Prepared
-from firstparty.store.db import insert_ignore
+from firstparty.store.db import insert_ignore, insert_new
 from firstparty.store.models import click_ids, deliveries, events, visitors
 
 # Which destinations want an event: (type, name) -> destination names.
@@ -57,8 +57,7 @@ def write(
             item.user_id = resolve_phone(conn, item.phone_e164)
         elif item.user_id is None and item.visitor_id:
             item.user_id = users.get(item.visitor_id)
-    insert_ignore(conn, events, [_event_row(i) for i in items])
-    landed = _existing(conn, [i.pk for i in items])
+    landed = insert_new(conn, events, [_event_row(i) for i in items], "id")
     stored: list[Stored] = []
     for item in items:
         if item.pk in landed:
@@ -161,11 +160,6 @@ def _touch(item: Prepared) -> dict[str, Any]:
         clicks=item.click_ids,
         utm=item.utm,
     )
-
-
-def _existing(conn: Connection, pks: list[str]) -> set[str]:
-    rows = conn.execute(sa.select(events.c.id).where(events.c.id.in_(pks)))
-    return {r.id for r in rows}
 
 
 def _original_pk(conn: Connection, item: Prepared) -> str:
