@@ -8,9 +8,7 @@ import secrets
 import time
 
 # RFC 4648 base32 letters -> Crockford's, whose order is ASCII order: ids sort as they encode.
-_CROCKFORD = str.maketrans(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-)
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def new_id() -> str:
