@@ -31,10 +31,8 @@ for Data Manager, `adwords` for the legacy upload.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base, google_rpc, registry
 from firstparty.errors import PermanentError, RetryableError
 
 DATA_MANAGER_BASE = "https://datamanager.googleapis.com/v1"
@@ -56,23 +54,6 @@ CLICK_WINDOW = timedelta(days=90)
 CLICK_KINDS = ("gclid", "wbraid", "gbraid")
 MAX_DESTINATIONS = 10  # per events:ingest request (§3b.3)
 EVENT_SOURCES = Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"]
-# 400 reasons about the account or the destination: no event of the request can pass.
-CONFIG_REASONS = frozenset(
-    {
-        "INVALID_DESTINATION",
-        "DESTINATION_ACCOUNT_TYPE_MISMATCH",
-        "INVALID_CONVERSION_ACTION_ID",
-        "INVALID_CONVERSION_ACTION_TYPE",
-        "OPERATING_ACCOUNT_LOGIN_ACCOUNT_MISMATCH",
-        "TERMS_AND_CONDITIONS_NOT_SIGNED",
-        "DESTINATION_ACCOUNT_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS",
-        "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED",
-        "DESTINATION_ACCOUNT_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS",
-        "NOT_ALLOWLISTED",
-        "EU_POLITICAL_ADVERTISING_DECLARATION_REQUIRED",
-    }
-)
-_INDEX = re.compile(r"(?:events|conversions)\[(\d+)\]")
 
 
 class GoogleAdsSettings(base.DestinationSettings):
@@ -276,7 +257,7 @@ class GoogleAds(base.Adapter):
         """An OAuth2 token request: refresh-token grant, or a service account's signed JWT."""
         creds = credentials(self.settings.oauth)
         if creds.get("type") == "service_account":
-            assertion = _service_account_jwt(
+            assertion = google_rpc.service_account_jwt(
                 creds, SCOPES[self.settings.api], self.settings.token_url
             )
             form = {
@@ -338,8 +319,8 @@ class GoogleAds(base.Adapter):
         """Success, fail-fast rejection, partial failure rows or an RPC error, per event."""
         pks = request.event_pks
         if response.status != 200:
-            return rpc_error(pks, response)
-        body = _json(response)
+            return google_rpc.rpc_error(pks, response)
+        body = google_rpc.json_body(response)
         if self.settings.api == "google_ads_api":
             rows = (request.json or {}).get("conversions") or []
             return self._partial_failure(pks, rows, body)
@@ -422,14 +403,14 @@ class GoogleAds(base.Adapter):
         self, pks: Sequence[str], sent: Sequence[Any], body: dict[str, Any]
     ) -> dict[str, base.Outcome]:
         failure = body.get("partialFailureError") or {}
-        by_index, general = _errors_by_index(failure.get("details") or [])
+        by_index, general = google_rpc.errors_by_index(failure.get("details") or [])
         if failure and not by_index and not general:
             general = [(str(failure.get("message", "partial failure")), "")]
         results = body.get("results") or []
         outcomes: dict[str, base.Outcome] = {}
         for i, pk in enumerate(pks):
-            errors = by_index.get(i, []) or (general if not _row(results, i) else [])
-            had_click = any(k in _row(sent, i) for k in CLICK_KINDS)
+            errors = by_index.get(i, []) or (general if not google_rpc.row(results, i) else [])
+            had_click = any(k in google_rpc.row(sent, i) for k in CLICK_KINDS)
             outcomes[pk] = self._row_outcome(errors, had_click, body.get("jobId"))
         return outcomes
 
@@ -503,124 +484,6 @@ def _click_conversion(cid: str, c: Conversion) -> dict[str, Any]:
     if c.ip:
         row["userIpAddress"] = c.ip
     return row
-
-
-# ---------------------------------------------------------------- Google's error bodies
-
-
-def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Outcome]:
-    """Outcomes for a google.rpc.Status answer (any non-200), per event."""
-    error = _json(response).get("error")
-    error = error if isinstance(error, dict) else {}
-    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
-    reason = _describe(response.status, error, details)
-    status = response.status
-    if status in (408, 429) or status >= 500:
-        return dict.fromkeys(pks, base.Retry(reason, after=base.retry_after(response.headers)))
-    by_index, _ = _errors_by_index(details)
-    offending = {i for i in by_index if i < len(pks)}
-    if status != 400 or _reasons(details) & CONFIG_REASONS:
-        return dict.fromkeys(pks, base.Rejected(reason))
-    if not offending:
-        return base.batch_refused(pks, reason, None)
-    # Fail-fast: nothing was stored; set the offending events aside, resend the others now.
-    others = base.Retry(f"resent without the rejected event(s) of the same request: {reason}", 0.0)
-    outcomes: dict[str, base.Outcome] = {}
-    for i, pk in enumerate(pks):
-        if i in offending:
-            found = "; ".join(f"{code}: {msg}" if code else msg for msg, code in by_index[i])
-            outcomes[pk] = base.Rejected(f"{found} ({reason})")
-        else:
-            outcomes[pk] = others
-    return outcomes
-
-
-def _reasons(details: list[dict[str, Any]]) -> set[str]:
-    return {str(d["reason"]) for d in details if d.get("reason")}
-
-
-def _describe(status: int, error: Mapping[str, Any], details: list[dict[str, Any]]) -> str:
-    text = f"HTTP {status}"
-    if error.get("status") or error.get("message"):
-        text = f"{error.get('status') or status}: {error.get('message', '')}".rstrip(": ")
-    for detail in details:
-        kind = str(detail.get("@type", ""))
-        if kind.endswith("google.rpc.ErrorInfo") and detail.get("reason"):
-            quota = (detail.get("metadata") or {}).get("quota_limit")
-            text += f" ({detail['reason']}{', quota ' + str(quota) if quota else ''})"
-        elif kind.endswith("GoogleAdsFailure"):
-            codes = [_ads_code(e) for e in detail.get("errors") or [] if isinstance(e, dict)]
-            text += f" ({', '.join(c for c in codes if c)})" if any(codes) else ""
-        if detail.get("requestId"):
-            text += f" [requestId {detail['requestId']}]"
-    return text
-
-
-def _errors_by_index(
-    details: Sequence[Any],
-) -> tuple[dict[int, list[tuple[str, str]]], list[tuple[str, str]]]:
-    """(message, code) pairs per event index from BadRequest / GoogleAdsFailure details."""
-    by_index: dict[int, list[tuple[str, str]]] = {}
-    general: list[tuple[str, str]] = []
-    for detail in details:
-        if not isinstance(detail, dict):
-            continue
-        for violation in detail.get("fieldViolations") or []:
-            found = _INDEX.search(str(violation.get("field", "")))
-            message = f"{violation.get('field', '')}: {violation.get('description', '')}"
-            entry = (message, str(violation.get("reason") or ""))
-            (by_index.setdefault(int(found.group(1)), []) if found else general).append(entry)
-        for err in detail.get("errors") or []:
-            path = (err.get("location") or {}).get("fieldPathElements") or []
-            index = next(
-                (p["index"] for p in path if p.get("fieldName") in ("conversions", "events")),
-                None,
-            )
-            entry = (str(err.get("message", "")), _ads_code(err))
-            (by_index.setdefault(int(index), []) if index is not None else general).append(entry)
-    return by_index, general
-
-
-def _ads_code(err: Mapping[str, Any]) -> str:
-    # errorCode is a one-key object, e.g. {"conversionUploadError": "UNPARSEABLE_GCLID"}
-    code = err.get("errorCode") or {}
-    return str(next(iter(code.values()), "")) if isinstance(code, dict) else ""
-
-
-def _row(results: Sequence[Any], index: int) -> Mapping[str, Any]:
-    row = results[index] if index < len(results) else {}
-    return row if isinstance(row, dict) else {}
-
-
-def _json(response: base.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _service_account_jwt(creds: Mapping[str, str], scope: str, audience: str) -> str:
-    """An RS256-signed JWT-bearer assertion for a service account (RFC 7523)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    key = serialization.load_pem_private_key(creds["private_key"].encode(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise PermanentError("service account private_key is not an RSA key")
-    now = int(time.time())
-    header = {"alg": "RS256", "typ": "JWT", "kid": creds.get("private_key_id", "")}
-    claims: dict[str, str | int] = {"iss": creds["client_email"], "scope": scope}
-    claims["aud"] = audience
-    claims |= {"iat": now, "exp": now + 3600}
-    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
-    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return signing_input.decode() + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
-
-
-def _b64(part: Mapping[str, Any]) -> str:
-    raw = json.dumps(part, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 registry.register(GoogleAds)

@@ -1,0 +1,151 @@
+"""Google's answers and sign-in: RPC error bodies mapped to outcomes, service-account JWTs.
+
+Shared by both Google Ads APIs (`google_ads`); kept apart so the adapter reads as the request
+it builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from firstparty.destinations import base
+from firstparty.errors import PermanentError
+
+# 400 reasons about the account or the destination: no event of the request can pass.
+CONFIG_REASONS = frozenset(
+    {
+        "INVALID_DESTINATION",
+        "DESTINATION_ACCOUNT_TYPE_MISMATCH",
+        "INVALID_CONVERSION_ACTION_ID",
+        "INVALID_CONVERSION_ACTION_TYPE",
+        "OPERATING_ACCOUNT_LOGIN_ACCOUNT_MISMATCH",
+        "TERMS_AND_CONDITIONS_NOT_SIGNED",
+        "DESTINATION_ACCOUNT_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS",
+        "DESTINATION_ACCOUNT_ENHANCED_CONVERSIONS_TERMS_NOT_SIGNED",
+        "DESTINATION_ACCOUNT_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS",
+        "NOT_ALLOWLISTED",
+        "EU_POLITICAL_ADVERTISING_DECLARATION_REQUIRED",
+    }
+)
+
+INDEX = re.compile(r"(?:events|conversions)\[(\d+)\]")
+
+
+def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Outcome]:
+    """Outcomes for a google.rpc.Status answer (any non-200), per event."""
+    error = json_body(response).get("error")
+    error = error if isinstance(error, dict) else {}
+    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    reason = _describe(response.status, error, details)
+    status = response.status
+    if status in (408, 429) or status >= 500:
+        return dict.fromkeys(pks, base.Retry(reason, after=base.retry_after(response.headers)))
+    by_index, _ = errors_by_index(details)
+    offending = {i for i in by_index if i < len(pks)}
+    if status != 400 or _reasons(details) & CONFIG_REASONS:
+        return dict.fromkeys(pks, base.Rejected(reason))
+    if not offending:
+        return base.batch_refused(pks, reason, None)
+    # Fail-fast: nothing was stored; set the offending events aside, resend the others now.
+    others = base.Retry(f"resent without the rejected event(s) of the same request: {reason}", 0.0)
+    outcomes: dict[str, base.Outcome] = {}
+    for i, pk in enumerate(pks):
+        if i in offending:
+            found = "; ".join(f"{code}: {msg}" if code else msg for msg, code in by_index[i])
+            outcomes[pk] = base.Rejected(f"{found} ({reason})")
+        else:
+            outcomes[pk] = others
+    return outcomes
+
+
+def _reasons(details: list[dict[str, Any]]) -> set[str]:
+    return {str(d["reason"]) for d in details if d.get("reason")}
+
+
+def _describe(status: int, error: Mapping[str, Any], details: list[dict[str, Any]]) -> str:
+    text = f"HTTP {status}"
+    if error.get("status") or error.get("message"):
+        text = f"{error.get('status') or status}: {error.get('message', '')}".rstrip(": ")
+    for detail in details:
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.ErrorInfo") and detail.get("reason"):
+            quota = (detail.get("metadata") or {}).get("quota_limit")
+            text += f" ({detail['reason']}{', quota ' + str(quota) if quota else ''})"
+        elif kind.endswith("GoogleAdsFailure"):
+            codes = [_ads_code(e) for e in detail.get("errors") or [] if isinstance(e, dict)]
+            text += f" ({', '.join(c for c in codes if c)})" if any(codes) else ""
+        if detail.get("requestId"):
+            text += f" [requestId {detail['requestId']}]"
+    return text
+
+
+def errors_by_index(
+    details: Sequence[Any],
+) -> tuple[dict[int, list[tuple[str, str]]], list[tuple[str, str]]]:
+    """(message, code) pairs per event index from BadRequest / GoogleAdsFailure details."""
+    by_index: dict[int, list[tuple[str, str]]] = {}
+    general: list[tuple[str, str]] = []
+    for detail in details:
+        if not isinstance(detail, dict):
+            continue
+        for violation in detail.get("fieldViolations") or []:
+            found = INDEX.search(str(violation.get("field", "")))
+            message = f"{violation.get('field', '')}: {violation.get('description', '')}"
+            entry = (message, str(violation.get("reason") or ""))
+            (by_index.setdefault(int(found.group(1)), []) if found else general).append(entry)
+        for err in detail.get("errors") or []:
+            path = (err.get("location") or {}).get("fieldPathElements") or []
+            index = next(
+                (p["index"] for p in path if p.get("fieldName") in ("conversions", "events")),
+                None,
+            )
+            entry = (str(err.get("message", "")), _ads_code(err))
+            (by_index.setdefault(int(index), []) if index is not None else general).append(entry)
+    return by_index, general
+
+
+def _ads_code(err: Mapping[str, Any]) -> str:
+    # errorCode is a one-key object, e.g. {"conversionUploadError": "UNPARSEABLE_GCLID"}
+    code = err.get("errorCode") or {}
+    return str(next(iter(code.values()), "")) if isinstance(code, dict) else ""
+
+
+def row(results: Sequence[Any], index: int) -> Mapping[str, Any]:
+    row = results[index] if index < len(results) else {}
+    return row if isinstance(row, dict) else {}
+
+
+def json_body(response: base.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def service_account_jwt(creds: Mapping[str, str], scope: str, audience: str) -> str:
+    """An RS256-signed JWT-bearer assertion for a service account (RFC 7523)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(creds["private_key"].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PermanentError("service account private_key is not an RSA key")
+    now = int(time.time())
+    header = {"alg": "RS256", "typ": "JWT", "kid": creds.get("private_key_id", "")}
+    claims: dict[str, str | int] = {"iss": creds["client_email"], "scope": scope}
+    claims["aud"] = audience
+    claims |= {"iat": now, "exp": now + 3600}
+    signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
+    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return signing_input.decode() + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+def _b64(part: Mapping[str, Any]) -> str:
+    raw = json.dumps(part, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
