@@ -170,3 +170,40 @@ def test_first_run_demo_source_serves_the_demo(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        **clean_env(),
+        "FIRSTPARTY_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "FIRSTPARTY_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    subprocess.run([*BIN, "migrate"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*BIN, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert "firstparty worker" in first
+    for line in proc.stdout:  # signals are handled once the worker says it is delivering
+        if "worker: delivering" in line:
+            break
+    proc.terminate()
+    rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, rest
+    assert "Traceback" not in rest
+
+
+def test_replay_command_reports_and_refuses_unknown_destination(tmp_path: Path) -> None:
+    env = {**clean_env(), "FIRSTPARTY_DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
+    subprocess.run([*BIN, "migrate"], env=env, check=True, capture_output=True)
+    done = subprocess.run([*BIN, "replay", "--dry-run"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "matched 0 failed deliveries" in done.stdout
+    bad = subprocess.run(
+        [*BIN, "replay", "--destination", "nope"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "no destination named 'nope'" in bad.stderr
+    when = subprocess.run(
+        [*BIN, "replay", "--since", "last week"], env=env, capture_output=True, text=True
+    )
+    assert when.returncode == 2 and "--since" in when.stderr
