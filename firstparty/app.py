@@ -25,6 +25,7 @@ from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.tracker import serve
+from firstparty.web import admin as admin_ui
 from firstparty.web import demo
 
 log = logging.getLogger("firstparty")
@@ -40,6 +41,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         segment.routes,
         serve.routes,
         demo.routes,
+        admin_ui.routes,
     ]
 
 

@@ -76,6 +76,20 @@ def _simple(summary: str, media: str = "application/json") -> dict[str, Any]:
     }
 
 
+def _page(summary: str, method: str = "get") -> dict[str, Any]:
+    """A page of the admin web UI (HTML, behind the session cookie; POSTs carry a CSRF token)."""
+    return {
+        method: {
+            "summary": summary,
+            "tags": ["admin UI (HTML)"],
+            "responses": {
+                "200": {"description": "HTML page", "content": {"text/html": {}}},
+                "303": {"description": "To /admin/login when not signed in"},
+            },
+        }
+    }
+
+
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [schema.EventIn, schema.Accepted, schema.ErrorBody, schema.BatchItemError, _BatchDoc],
@@ -118,6 +132,17 @@ def document() -> dict[str, Any]:
             ["destination", "since", "until", "event", "dry_run"],
             "post",
         ),
+        "/admin/login": {
+            **_page("Sign-in form of the admin UI"),
+            **_page("Sign in with the admin token; sets the session cookie", "post"),
+        },
+        "/admin/logout": _page("Sign out", "post"),
+        "/admin/": _page("Admin UI: events, newest first"),
+        "/admin/events/{id}": _page("Admin UI: one event with its deliveries and visitor"),
+        "/admin/deliveries": _page("Admin UI: outgoing requests"),
+        "/admin/failures": _page("Admin UI: failed deliveries by destination and reason"),
+        "/admin/replay": _page("Admin UI: re-queue failed deliveries", "post"),
+        "/admin/reports": _page("Admin UI: events per day, conversions, delivery success"),
         "/healthz": _simple("Alive"),
         "/readyz": _simple("Database and queue reachable"),
         "/metrics": _simple("Prometheus metrics", "text/plain"),

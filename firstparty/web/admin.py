@@ -1,0 +1,359 @@
+"""The operator UI at `/admin/`: events, deliveries, failures with replay, reports.
+
+Signing in with FIRSTPARTY_ADMIN_TOKEN sets a session cookie holding only a nonce, an expiry and
+an HMAC (secret key) over both and a digest of the token, so rotating the token ends every
+session. Every POST carries a CSRF token derived from the session (or, on the login form, from a
+short-lived login cookie). Pages are Jinja templates with autoescaping; there is no script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from firstparty.delivery import replay
+from firstparty.reports import browse, summary
+from firstparty.runtime import Runtime
+from firstparty.settings import Settings
+
+SESSION_COOKIE = "fp_admin"
+LOGIN_COOKIE = "fp_admin_login"
+SESSION_SECONDS = 12 * 3600
+LOGIN_SECONDS = 3600
+PAGE_SIZE = 50
+MAX_FORM_BYTES = 16 * 1024
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["pretty"] = _pretty
+    return Jinja2Templates(env=env)
+
+
+TEMPLATES = _templates()
+
+
+# Session and CSRF tokens.
+
+
+def _mac(settings: Settings, *parts: str) -> str:
+    key = settings.secret_key.get_secret_value().encode()
+    digest = hmac.new(key, "\x1f".join(parts).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _token_tag(settings: Settings) -> str:
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_session(settings: Settings, now: float) -> str:
+    """A session cookie value: nonce.expiry.mac — never the admin token."""
+    nonce, expiry = secrets.token_urlsafe(16), str(int(now) + SESSION_SECONDS)
+    return (
+        f"{nonce}.{expiry}.{_mac(settings, 'admin-session', nonce, expiry, _token_tag(settings))}"
+    )
+
+
+def session_valid(settings: Settings, value: str | None, now: float) -> bool:
+    """Whether the cookie value is a session this server issued, unexpired, for today's token."""
+    if settings.admin_token is None or not value or value.count(".") != 2:
+        return False
+    nonce, expiry, mac = value.split(".")
+    if not expiry.isdigit() or int(expiry) <= now:
+        return False
+    expected = _mac(settings, "admin-session", nonce, expiry, _token_tag(settings))
+    return hmac.compare_digest(mac.encode(), expected.encode())
+
+
+def csrf_token(settings: Settings, seed: str) -> str:
+    """The form token bound to a session (or login) cookie value."""
+    return _mac(settings, "admin-csrf", seed)
+
+
+def _csrf_ok(settings: Settings, seed: str | None, given: str | None) -> bool:
+    if not seed or not given:
+        return False
+    return hmac.compare_digest(given.encode(), csrf_token(settings, seed).encode())
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/admin",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+# Plumbing shared by the pages.
+
+
+def _settings(request: Request) -> Settings:
+    runtime: Runtime = request.app.state.runtime
+    return runtime.settings
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A urlencoded form body (the only kind these pages send); the first value of each field."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return {}
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        return {}
+    fields: dict[str, str] = {}
+    for key, value in parse_qsl(body.decode("utf-8", "replace")):
+        fields.setdefault(key, value)
+    return fields
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    session = request.cookies.get(SESSION_COOKIE)
+    settings = _settings(request)
+    base = {
+        "csrf": csrf_token(settings, session) if session else "",
+        "signed_in": session_valid(settings, session, time.time()),
+        "path": request.url.path,
+    }
+    return TEMPLATES.TemplateResponse(
+        request, name, {**base, **context}, status_code=status, headers=HEADERS
+    )
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    return _render(request, "admin_error.html", {"status": status, "message": message}, status)
+
+
+def _to_login() -> Response:
+    return RedirectResponse("/admin/login", 303, headers={"Cache-Control": "no-store"})
+
+
+def _signed_in(handler: Handler) -> Handler:
+    """Refuses without a session (to the login page) and, on POST, without the CSRF token."""
+
+    async def guarded(request: Request) -> Response:
+        settings = _settings(request)
+        session = request.cookies.get(SESSION_COOKIE)
+        if not session_valid(settings, session, time.time()):
+            return _to_login()
+        if request.method == "POST":
+            form = await _form(request)
+            if not _csrf_ok(settings, session, form.get("csrf")):
+                return _error(request, 403, "The form expired or did not come from this page.")
+        return await handler(request)
+
+    return guarded
+
+
+def _filters(request: Request, *names: str) -> dict[str, str]:
+    """The non-empty query parameters among `names`."""
+    return {n: v for n in names if (v := request.query_params.get(n, "").strip())}
+
+
+def _next_link(path: str, filters: dict[str, str], items: list[dict[str, Any]]) -> str | None:
+    if len(items) <= PAGE_SIZE:
+        return None
+    return f"{path}?{urlencode({**filters, 'cursor': items[PAGE_SIZE - 1]['cursor']})}"
+
+
+# Sign in and out.
+
+
+async def login_page(request: Request) -> Response:
+    settings = _settings(request)
+    if settings.admin_token is None:
+        return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
+    if session_valid(settings, request.cookies.get(SESSION_COOKIE), time.time()):
+        return RedirectResponse("/admin/", 303)
+    return _login_form(request, "", 200)
+
+
+def _login_form(request: Request, error: str, status: int) -> Response:
+    seed = request.cookies.get(LOGIN_COOKIE) or ""
+    if len(seed) != 22:
+        seed = secrets.token_urlsafe(16)
+    context = {"login_csrf": csrf_token(_settings(request), seed), "error": error}
+    response = _render(request, "admin_login.html", context, status)
+    _set_cookie(request, response, LOGIN_COOKIE, seed, LOGIN_SECONDS)
+    return response
+
+
+async def login(request: Request) -> Response:
+    settings = _settings(request)
+    if settings.admin_token is None:
+        return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
+    form = await _form(request)
+    if not _csrf_ok(settings, request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
+        return _login_form(request, "The form expired; please sign in again.", 403)
+    given = form.get("token", "").encode()
+    if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+        return _login_form(request, "Wrong admin token.", 401)
+    response = RedirectResponse("/admin/", 303)
+    _set_cookie(
+        request, response, SESSION_COOKIE, issue_session(settings, time.time()), SESSION_SECONDS
+    )
+    response.delete_cookie(LOGIN_COOKIE, path="/admin")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    response = _to_login()
+    response.delete_cookie(SESSION_COOKIE, path="/admin")
+    return response
+
+
+# Pages.
+
+
+async def events_page(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    filters = _filters(request, "name", "source", "visitor_id", "user_id")
+    query = browse.EventFilters(
+        name=filters.get("name"),
+        source=filters.get("source"),
+        visitor_id=filters.get("visitor_id"),
+        user_id=filters.get("user_id"),
+        cursor=request.query_params.get("cursor") or None,
+    )
+    items = await asyncio.to_thread(browse.events, runtime.engine, query, PAGE_SIZE + 1)
+    context = {
+        "filters": filters,
+        "items": items[:PAGE_SIZE],
+        "next": _next_link("/admin/", filters, items),
+    }
+    return _render(request, "admin_events.html", context)
+
+
+async def event_page(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    found = await asyncio.to_thread(browse.event, runtime.engine, request.path_params["id"])
+    if found is None:
+        return _error(request, 404, "No such event.")
+    return _render(request, "admin_event.html", {"event": found})
+
+
+async def deliveries_page(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    filters = _filters(request, "status", "destination", "event_id")
+    context: dict[str, Any] = {
+        "filters": filters,
+        "statuses": browse.TRACK_STATUSES,
+        "destinations": sorted(runtime.adapters),
+        "items": [],
+        "next": None,
+    }
+    if filters.get("status", "delivered") not in browse.TRACK_STATUSES:
+        context["error"] = "Status must be one of " + ", ".join(browse.TRACK_STATUSES) + "."
+        return _render(request, "admin_deliveries.html", context, 422)
+    query = browse.TrackFilters(
+        status=filters.get("status"),
+        destination=filters.get("destination"),
+        event_id=filters.get("event_id"),
+        cursor=request.query_params.get("cursor") or None,
+    )
+    items = await asyncio.to_thread(browse.tracks, runtime.engine, query, PAGE_SIZE + 1)
+    context.update(items=items[:PAGE_SIZE], next=_next_link("/admin/deliveries", filters, items))
+    return _render(request, "admin_deliveries.html", context, 200)
+
+
+async def failures_page(request: Request) -> Response:
+    return await _failures(request, None)
+
+
+async def replay_failed(request: Request) -> Response:
+    """Re-queues failed work of one destination (or all), then wakes the workers."""
+    runtime: Runtime = request.app.state.runtime
+    destination = (await _form(request)).get("destination") or None
+    if destination is not None and destination not in runtime.adapters:
+        return _error(request, 422, "That destination is not configured; it cannot be replayed.")
+    result = await asyncio.to_thread(
+        replay.replay,
+        runtime.engine,
+        settings=runtime.settings,
+        adapters=runtime.adapters,
+        destination=destination,
+    )
+    if result.requeued:
+        await runtime.notifier.notify()
+    return await _failures(request, {"destination": destination, "result": result})
+
+
+async def _failures(request: Request, replayed: dict[str, Any] | None) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    groups = await asyncio.to_thread(summary.failures, runtime.engine)
+    totals: dict[str, int] = {}
+    for group in groups:
+        totals[group.destination] = totals.get(group.destination, 0) + group.count
+    context = {
+        "groups": groups,
+        "totals": totals,
+        "configured": set(runtime.adapters),
+        "replayed": replayed,
+    }
+    return _render(request, "admin_failures.html", context)
+
+
+async def reports_page(request: Request) -> Response:
+    engine = request.app.state.runtime.engine
+
+    def gather() -> dict[str, Any]:
+        return {
+            "days": summary.DAYS,
+            "per_day": summary.events_per_day(engine),
+            "by_source": summary.conversions_by_utm_source(engine),
+            "by_click": summary.conversions_by_click_kind(engine),
+            "rates": summary.delivery_rates(engine),
+        }
+
+    return _render(request, "admin_reports.html", await asyncio.to_thread(gather))
+
+
+routes = [
+    Route("/admin/login", login_page, methods=["GET"]),
+    Route("/admin/login", login, methods=["POST"]),
+    Route("/admin/logout", _signed_in(logout), methods=["POST"]),
+    Route("/admin/", _signed_in(events_page), methods=["GET"]),
+    Route("/admin/events/{id}", _signed_in(event_page), methods=["GET"]),
+    Route("/admin/deliveries", _signed_in(deliveries_page), methods=["GET"]),
+    Route("/admin/failures", _signed_in(failures_page), methods=["GET"]),
+    Route("/admin/replay", _signed_in(replay_failed), methods=["POST"]),
+    Route("/admin/reports", _signed_in(reports_page), methods=["GET"]),
+]
