@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import time
 
-# RFC 4648 base32 letters -> Crockford's, whose order is ASCII order: ids sort as they encode.
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+# Crockford's base32, whose order is ASCII order: ids sort as they encode.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_SHIFTS = tuple(range(125, -1, -5))
 
 
 def new_id() -> str:
     """26 characters: 48 bits of milliseconds then 80 random bits, sortable by time."""
-    raw = int(time.time() * 1000).to_bytes(6, "big") + os.urandom(10)
-    return base64.b32encode(raw).decode()[:26].translate(_CROCKFORD)
+    # The 128 bits read 5 at a time (the last character carries 3 bits and two zeros), as
+    # base32 of the 16 bytes would, without base64's pure-Python encoder.
+    n = ((int(time.time() * 1000) & 0xFFFFFFFFFFFF) << 82) | (
+        int.from_bytes(os.urandom(10), "big") << 2
+    )
+    return "".join([_CROCKFORD[(n >> shift) & 31] for shift in _SHIFTS])
 
 
 def new_visitor_id() -> str:

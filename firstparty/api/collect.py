@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -43,16 +44,17 @@ def _collector(request: Request) -> Collector:
 async def events(request: Request) -> Response:
     collector = _collector(request)
     settings = collector.runtime.settings
-    entry, visitor_id = None, None
+    entry, visitor_id, minted = None, None, False
     try:
         entry = authorise(request, collector.sources)
         if entry.source.kind == "browser":
-            visitor_id, _ = cookie.visitor_for(
+            visitor_id, minted = cookie.visitor_for(
                 settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
             )
         body = await read_body(request, settings.collect.max_event_bytes)
         event = schema.decode_event(body)
         item = prepare_event(request, collector, entry, event, visitor_id)
+        item.new_visitor = minted
         stored = await store(collector, item)
         answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
         response = Response(schema.encode(answer), 202, media_type=JSON)
@@ -203,7 +205,7 @@ async def store(collector: Collector, item: prepare.Prepared) -> Stored:
         stored = await collector.writer.submit(item)
     except StorageUnavailable:
         raise InputError(503, "storage unavailable, retry", headers={"Retry-After": "1"}) from None
-    if not stored.duplicate:
+    if stored.queued:
         await collector.runtime.notifier.notify()
     return stored
 
@@ -246,13 +248,21 @@ def finish(
     return response
 
 
+_counters: dict[tuple[str, str], Counter] = {}
+
+
 def _count(entry: Entry | None, response: Response) -> None:
     source = entry.source.name if entry else "-"
     if response.status_code >= 400:
-        metrics.EVENTS.labels(source, f"rejected_{response.status_code}").inc()
+        outcome = f"rejected_{response.status_code}"
     elif response.status_code == 202:
-        duplicate = b'"duplicate":true' in bytes(response.body)
-        metrics.EVENTS.labels(source, "duplicate" if duplicate else "stored").inc()
+        outcome = "duplicate" if b'"duplicate":true' in response.body else "stored"
+    else:
+        return
+    counter = _counters.get((source, outcome))
+    if counter is None:  # labels() costs more than the increment: keep each child
+        counter = _counters[(source, outcome)] = metrics.EVENTS.labels(source, outcome)
+    counter.inc()
 
 
 routes = [

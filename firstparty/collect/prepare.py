@@ -53,6 +53,7 @@ class Prepared:
     landing_url: str | None = None
     referrer: str | None = None
     phone_e164: str | None = None  # server sources naming a person by phone; never stored
+    new_visitor: bool = False  # visitor_id was minted for this request: not in the database yet
 
 
 def prepare(

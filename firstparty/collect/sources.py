@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -16,9 +15,12 @@ from firstparty.collect.prepare import Source
 from firstparty.settings import Settings, SourceSettings
 from firstparty.store.models import sources as sources_table
 
+# Write keys whose hash is remembered (the HMAC is the costliest step of a lookup).
+DIGEST_CACHE = 1024
+
 
 def key_hash(secret: str, write_key: str) -> str:
-    return hmac.new(secret.encode(), b"write-key:" + write_key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), b"write-key:" + write_key.encode(), "sha256").hex()
 
 
 @dataclass
@@ -58,9 +60,15 @@ class SourceBook:
         for cfg in settings.sources:
             self._by_hash[key_hash(self._secret, cfg.write_key.get_secret_value())] = _entry(cfg)
         self._config_hashes = set(self._by_hash)
+        self._digests: dict[str, str] = {}  # write key -> its hash, for keys already seen
 
     def lookup(self, write_key: str) -> Entry | None:
-        digest = key_hash(self._secret, write_key)
+        digest = self._digests.get(write_key)
+        if digest is None:
+            digest = key_hash(self._secret, write_key)
+            if len(self._digests) >= DIGEST_CACHE:  # bounded: unknown keys cannot grow it
+                self._digests.clear()
+            self._digests[write_key] = digest
         entry = self._by_hash.get(digest)
         if entry is None and time.monotonic() - self._loaded_at > 1.0:
             self.reload()

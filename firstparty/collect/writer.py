@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty import metrics
 from firstparty.collect import touch
 from firstparty.collect.prepare import Prepared
-from firstparty.store.db import insert_ignore, insert_new
+from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, deliveries, events, visitors
 
 # Which destinations want an event: (type, name) -> destination names.
@@ -33,6 +33,11 @@ class Stored:
     pk: str  # the stored row's id (the earlier row's, for a duplicate)
     duplicate: bool
     user_id: str | None
+    queued: int = 0  # outbox rows written for it: workers need waking only when > 0
+
+
+# Groups written at once where the database takes concurrent transactions.
+IN_FLIGHT = 2
 
 
 class StorageUnavailable(Exception):
@@ -57,21 +62,19 @@ def write(
             item.user_id = resolve_phone(conn, item.phone_e164)
         elif item.user_id is None and item.visitor_id:
             item.user_id = users.get(item.visitor_id)
-    landed = insert_new(conn, events, [_event_row(i) for i in items], "id")
+    landed = (
+        bulk_insert(conn, events, [_event_row(i) for i in items], ignore=True, key="id") or set()
+    )
     stored: list[Stored] = []
+    outbox: list[dict[str, Any]] = []
     for item in items:
         if item.pk in landed:
-            stored.append(Stored(item.pk, False, item.user_id))
+            work = [_delivery_row(item, name) for name in route(item.type, item.name)]
+            outbox += work
+            stored.append(Stored(item.pk, False, item.user_id, len(work)))
         else:
             stored.append(Stored(_original_pk(conn, item), True, item.user_id))
-    outbox = [
-        _delivery_row(item, name)
-        for item in items
-        if item.pk in landed
-        for name in route(item.type, item.name)
-    ]
-    if outbox:
-        conn.execute(deliveries.insert(), outbox)
+    bulk_insert(conn, deliveries, outbox)
     return stored
 
 
@@ -85,10 +88,14 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
             latest[item.visitor_id] = item
     if not latest:
         return {}
-    rows = conn.execute(
-        sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.id.in_(list(latest)))
-    )
-    known = {r.id: r.user_id for r in rows}
+    # A visitor id minted for this request (a new cookie) cannot be in the table yet.
+    maybe_known = [v for v, item in latest.items() if not first[v].new_visitor]
+    known: dict[str, str | None] = {}
+    if maybe_known:
+        rows = conn.execute(
+            sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.id.in_(maybe_known))
+        )
+        known = {r.id: r.user_id for r in rows}
     new = [
         {
             "id": visitor_id,
@@ -102,7 +109,7 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
         if visitor_id not in known
     ]
     # The first visit is written once: a row another process created meanwhile is kept.
-    insert_ignore(conn, visitors, new)
+    bulk_insert(conn, visitors, new, ignore=True)
     _move_on(
         conn, [item for visitor_id, item in sorted(latest.items()) if visitor_id in known], items
     )
@@ -119,7 +126,7 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
         for kind, value in item.click_ids.items()
     ]
     # Unique (visitor, kind, value): a click id seen again keeps its first-seen time.
-    insert_ignore(conn, click_ids, seen)
+    bulk_insert(conn, click_ids, seen, ignore=True)
     return {visitor_id: known.get(visitor_id) for visitor_id in latest}
 
 
@@ -225,13 +232,18 @@ class GroupWriter:
         self._max_rows = max_rows
         self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[Stored]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # PostgreSQL/MySQL take concurrent transactions: the next group is written while the
+        # previous one waits for its commit. SQLite has one writer: one group at a time.
+        one_writer = engine.dialect.name == "sqlite"
+        self._slots = asyncio.Semaphore(1 if one_writer else IN_FLIGHT)
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Prepared) -> Stored:
         """Store one event; returns once its transaction has committed."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        self._queue.put_nowait((item, future))
         return await future
 
     async def close(self) -> None:
@@ -239,15 +251,28 @@ class GroupWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             if self._window:
                 await asyncio.sleep(self._window)
+            await self._slots.acquire()
             while len(batch) < self._max_rows and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            task = asyncio.create_task(self._flush_then_release(batch))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _flush_then_release(
+        self, batch: list[tuple[Prepared, asyncio.Future[Stored]]]
+    ) -> None:
+        try:
             await self._flush(batch)
+        finally:
+            self._slots.release()
 
     async def _flush(self, batch: list[tuple[Prepared, asyncio.Future[Stored]]]) -> None:
         items = [item for item, _ in batch]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 from firstparty import ids
@@ -13,7 +12,7 @@ _SIG_CHARS = 22  # 128 bits of the HMAC, base64url
 
 
 def _signature(secret: str, visitor_id: str) -> str:
-    digest = hmac.new(secret.encode(), b"fp_id:" + visitor_id.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(secret.encode(), b"fp_id:" + visitor_id.encode(), "sha256")
     return base64.urlsafe_b64encode(digest).decode()[:_SIG_CHARS]
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -101,6 +105,151 @@ def insert_new(conn: Connection, table: sa.Table, rows: list[dict[str, Any]], ke
     insert_ignore(conn, table, rows)
     wanted = [row[key] for row in rows]
     return {row[0] for row in conn.execute(sa.select(column).where(column.in_(wanted)))}
+
+
+# Hot-path inserts (the ingest writer): SQL compiled once per engine kind, values converted to
+# what the driver takes by a few plain functions, and sent in one driver call, so SQLAlchemy's
+# per-row parameter processing does not run. The stored values are exactly what the typed path
+# stores: UTC datetimes naive (SQLite: SQLAlchemy's text format), JSON encoded with msgspec.
+FAST_DIALECTS = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    columns: tuple[str, ...]
+    convert: tuple[Callable[[Any], Any] | None, ...]
+    by_column: bool  # PostgreSQL: one array per column (INSERT ... SELECT FROM unnest)
+    getter: Callable[[dict[str, Any]], Any]  # row -> its values in column order
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, converter)
+
+
+_plans: dict[tuple[str, str, tuple[str, ...], bool, str | None], _Plan] = {}
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    # The text SQLAlchemy's SQLite DATETIME stores: "YYYY-MM-DD HH:MM:SS.ffffff".
+    v = _naive_utc(value)
+    return None if v is None else v.isoformat(" ", "microseconds")
+
+
+def _plan(
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], ignore: bool, key: str | None
+) -> _Plan:
+    from firstparty.store.models import UTCDateTime  # models imports nothing from here
+
+    cache_key = (dialect.name, table.name, columns, ignore, key)
+    plan = _plans.get(cache_key)
+    if plan is not None:
+        return plan
+    postgres = dialect.name == "postgresql"
+    convert: list[Callable[[Any], Any] | None] = []
+    casts: list[str] = []
+    for name in columns:
+        column_type = table.c[name].type
+        if isinstance(column_type, UTCDateTime):
+            convert.append(_naive_utc if postgres else _sqlite_datetime)
+        elif isinstance(column_type, sa.JSON):
+            convert.append(_json)
+        else:
+            convert.append(None)
+        impl = column_type.dialect_impl(dialect)
+        casts.append(impl.compile(dialect=dialect))
+    names = ", ".join(dialect.identifier_preparer.quote(n) for n in columns)
+    into = f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({names}) "
+    if postgres:
+        arrays = ", ".join(f"%b::{cast}[]" for cast in casts)  # %b: binary, no escaping
+        sql = into + f"SELECT * FROM unnest({arrays})"
+    else:
+        sql = into + f"VALUES ({', '.join('?' for _ in columns)})"
+    if ignore:
+        sql += " ON CONFLICT DO NOTHING"
+    if key is not None:
+        sql += f" RETURNING {dialect.identifier_preparer.quote(key)}"
+    getter = operator.itemgetter(*columns)
+    converted = tuple((i, fn) for i, fn in enumerate(convert) if fn is not None)
+    plan = _Plan(sql, columns, tuple(convert), postgres, getter, converted)
+    _plans[cache_key] = plan
+    return plan
+
+
+def bulk_insert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    ignore: bool = False,
+    key: str | None = None,
+) -> set[Any] | None:
+    """Insert rows (all with the same keys) in one driver call on SQLite and PostgreSQL.
+
+    `ignore`: skip rows that break a unique constraint. `key`: return the set of that column's
+    values for the rows inserted (SQLite answers from the row count, and reads the keys back only
+    when some row was skipped; `key` must then be unique in `rows`). Other engines take the
+    portable SQLAlchemy path.
+    """
+    if not rows:
+        return set() if key is not None else None
+    dialect = conn.dialect
+    if dialect.name not in FAST_DIALECTS:
+        if key is not None:
+            return insert_new(conn, table, list(rows), key)
+        if ignore:
+            insert_ignore(conn, table, list(rows))
+        else:
+            conn.execute(table.insert(), list(rows))
+        return None
+    columns = tuple(rows[0])
+    plan = _plan(dialect, table, columns, ignore, key if plan_returns(dialect) else None)
+    convert = plan.convert
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if plan.by_column:
+            arrays = []
+            for name, fn in zip(columns, convert, strict=True):
+                values = [row[name] for row in rows]
+                arrays.append(values if fn is None else [fn(v) for v in values])
+            cursor.execute(plan.sql, arrays)
+            if key is None:
+                return None
+            return {r[0] for r in cursor.fetchall()}
+        getter, converted = plan.getter, plan.converted
+        tuples: list[Any] = []
+        for row in rows:
+            values = getter(row)
+            if converted:
+                values = list(values) if len(columns) > 1 else [values]
+                for i, fn in converted:
+                    values[i] = fn(values[i])
+            elif len(columns) == 1:
+                values = [values]
+            tuples.append(values)
+        cursor.executemany(plan.sql, tuples)
+        inserted = cursor.rowcount
+    finally:
+        cursor.close()
+    if key is None:
+        return None
+    wanted = [row[key] for row in rows]
+    if inserted == len(rows):
+        return set(wanted)
+    column = table.c[key]
+    return {r[0] for r in conn.execute(sa.select(column).where(column.in_(wanted)))}
+
+
+def plan_returns(dialect: sa.Dialect) -> bool:
+    """Whether bulk_insert gets the inserted keys from RETURNING (PostgreSQL's single statement)."""
+    return dialect.name == "postgresql"
 
 
 def skip_locked(select: sa.Select[Any], conn: Connection) -> sa.Select[Any]:
