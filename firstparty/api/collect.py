@@ -151,6 +151,11 @@ def authorise(request: Request, book: SourceBook) -> Entry:
     key = request.headers.get("x-write-key") or request.query_params.get("key")
     if not key:
         raise InputError(401, "missing write key (X-Write-Key header or ?key=)")
+    return admit(request, book, key)
+
+
+def admit(request: Request, book: SourceBook, key: str) -> Entry:
+    """The source of this key, if it exists, the request's origin is allowed and its rate holds."""
     entry = book.lookup(key)
     if entry is None:
         raise InputError(401, "unknown write key")

@@ -188,9 +188,7 @@ def authorise(request: Request, collector: collect.Collector, body: bytes) -> En
     if not key:
         raise InputError(401, "missing write key (Basic auth, writeKey, X-Write-Key or ?key=)")
     # The origin check and the rate limit are those of /v1/events, with the key found here.
-    headers = [(k, v) for k, v in request.scope["headers"] if k != b"x-write-key"]
-    scope = {**request.scope, "headers": [*headers, (b"x-write-key", key.encode())]}
-    return collect.authorise(Request(scope), collector.sources)
+    return collect.admit(request, collector.sources, key)
 
 
 def basic_user(header: str | None) -> str | None:
