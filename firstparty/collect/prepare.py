@@ -80,6 +80,9 @@ def prepare(
     if is_server and event.user and event.user.phone and not pii.HASHED.match(event.user.phone):
         phone_e164 = pii.normalise_phone(event.user.phone, default_region)
     context = _context(event, is_server=is_server, client_ip=client_ip, user_agent=user_agent)
+    if not is_server and not event.url and referer_header:
+        # The page that sent the event: its URL for platforms that require one (Meta).
+        context["page_url"] = referer_header[:4096]
     landing = event.url or (None if is_server else referer_header)
     clicks, utm = touch.parse(landing)
     return Prepared(

@@ -60,6 +60,7 @@ def to_event(
     """One `events` row as an adapter's `Event`."""
     request = row.request if isinstance(row.request, dict) else {}
     properties = request.get("properties")
+    context = _strings(row.context) if context is None else context
     return Event(
         pk=row.id,
         event_id=row.event_id,
@@ -69,12 +70,12 @@ def to_event(
         source_kind=kind,
         occurred_at=row.occurred_at,
         received_at=row.received_at,
-        url=_text(request.get("url")),
+        url=_text(request.get("url")) or context.get("page_url"),
         referrer=_text(request.get("referrer")),
         title=_text(request.get("title")),
         properties=properties if isinstance(properties, dict) else {},
         user=_strings(row.user) if user is None else user,
-        context=_strings(row.context) if context is None else context,
+        context=context,
         consent=_strings(row.consent),
         visitor_id=row.visitor_id,
         user_id=row.user_id,

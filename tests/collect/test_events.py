@@ -364,3 +364,16 @@ async def test_never_a_500(sqlite_client: AppClient) -> None:
             assert r.status_code < 500, (path, body, r.text)
             if r.status_code >= 400:
                 assert "Traceback" not in r.text and "error" in r.json()
+
+
+async def test_page_url_from_referer_when_the_event_has_none(sqlite_client: AppClient) -> None:
+    headers = {**BROWSER, "Referer": SITE + "/pricing"}
+    await post(sqlite_client, {"type": "track", "name": "Lead"}, headers=headers)
+    [row] = sqlite_client.rows(m.events)
+    assert row["context"]["page_url"] == SITE + "/pricing"
+    assert "url" not in row["request"]  # the request stays as received
+    from firstparty.delivery import load
+
+    with sqlite_client.engine.connect() as conn:
+        [event] = load.load_events(conn, [row["id"]], kinds={"www": "browser"}).values()
+    assert event.url == SITE + "/pricing"
