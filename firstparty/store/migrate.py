@@ -27,6 +27,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision` ("base": no tables)."""
+    config = _config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
 def is_current(engine: Engine) -> bool:
     """Whether the database is at the newest revision (used by /readyz)."""
     heads = set(ScriptDirectory.from_config(_config()).get_heads())

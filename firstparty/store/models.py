@@ -111,7 +111,7 @@ events = sa.Table(
     metadata,
     sa.Column("id", sa.String(26), primary_key=True),
     sa.Column("source", sa.String(64), nullable=False),
-    sa.Column("event_id", CaseSensitive(128), nullable=False),
+    sa.Column("event_id", CaseSensitive(128), nullable=False, index=True),
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("name", sa.String(128), nullable=False, index=True),
     sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),

@@ -1,7 +1,7 @@
 """identity: sent codes, the tries log for OTP limits, the visitor -> user link history
 
-Revision ID: 0003_identity
-Revises: 0001_core (re-chain onto 0002_delivery once it exists)
+Revision ID: 0002_identity
+Revises: 0001_core
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 
 from firstparty.store.models import UTCDateTime
 
-revision = "0003_identity"
+revision = "0002_identity"
 down_revision = "0001_core"
 branch_labels = None
 depends_on = None
