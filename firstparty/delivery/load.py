@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections import namedtuple
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -11,7 +13,8 @@ from sqlalchemy.engine import Connection, Row
 from firstparty.destinations.base import ClickId, Event
 from firstparty.identity import attribution, users
 from firstparty.settings import Settings
-from firstparty.store.models import events, sources
+from firstparty.store import db
+from firstparty.store.models import UTCDateTime, events, sources
 
 SourceKind = Literal["browser", "server"]
 
@@ -31,8 +34,61 @@ def load_events(
     """The events with these row ids, each with the click ids of all the person's devices."""
     if not pks:
         return {}
-    rows = conn.execute(sa.select(events).where(events.c.id.in_(sorted(pks)))).all()
+    wanted = sorted(pks)
+    rows: Any
+    if conn.dialect.name == "sqlite":
+        rows = _sqlite_rows(conn, wanted)
+    else:
+        rows = conn.execute(sa.select(*_COLUMNS).where(events.c.id.in_(wanted))).all()
     return {row.id: _with_person(conn, row, kinds.get(row.source, "server")) for row in rows}
+
+
+# The columns `to_event` and `_with_person` read: not `response`, JSON decoded for nothing.
+_COLUMNS = [c for c in events.c if c.name != "response"]
+_SqliteRow = namedtuple("_SqliteRow", [c.name for c in _COLUMNS])  # type: ignore[misc]
+
+
+def _sqlite_rows(conn: Connection, pks: list[str]) -> list[Any]:
+    """The rows as SQLAlchemy reads them on SQLite, without its per-value processing.
+
+    Each value is converted as the column type does it: UTC datetimes from SQLAlchemy's text
+    format (`datetime.fromisoformat`), JSON with the engine's decoder; rows answer by attribute.
+    """
+    names = ", ".join(f'"{c.name}"' for c in _COLUMNS)
+    sql = f"SELECT {names} FROM events WHERE events.id IN ({', '.join('?' for _ in pks)})"
+    convert = _sqlite_converters()
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, pks)
+        fetched = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [
+        _SqliteRow._make([fn(v) if fn else v for fn, v in zip(convert, row, strict=True)])
+        for row in fetched
+    ]
+
+
+def _sqlite_converters() -> list[Callable[[Any], Any] | None]:
+    converters: list[Callable[[Any], Any] | None] = []
+    for column in _COLUMNS:
+        if isinstance(column.type, UTCDateTime):
+            converters.append(_sqlite_datetime)
+        elif isinstance(column.type, sa.JSON):
+            converters.append(_sqlite_json)
+        else:
+            converters.append(None)
+    return converters
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _sqlite_json(value: Any) -> Any:
+    return db.json_loads(value) if isinstance(value, str | bytes) else value
 
 
 def _with_person(conn: Connection, row: Row[Any], kind: SourceKind) -> Event:

@@ -56,6 +56,7 @@ class _Answer:
     response: Response | None
     error: str | None
     duration_ms: float
+    encoded: bytes | None = None  # the JSON body as sent
 
 
 class Sender:
@@ -139,6 +140,7 @@ class Sender:
             response_body=answer.response.body if answer.response else None,
             duration_ms=answer.duration_ms,
             error=answer.error,
+            encoded=answer.encoded,
         )
         return sent, got
 
@@ -177,9 +179,9 @@ class Sender:
     async def _http(self, adapter: Adapter, request: OutgoingRequest) -> _Answer:
         session = self._session(adapter)
         headers = dict(request.headers)
-        data = request.body
+        data, encoded = request.body, None
         if request.json is not None:
-            data = msgspec.json.encode(request.json)
+            data = encoded = msgspec.json.encode(request.json)
             headers.setdefault("Content-Type", "application/json")
         start = time.perf_counter()
         try:
@@ -190,8 +192,8 @@ class Sender:
                 response = Response(resp.status, dict(resp.headers), body)
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return _Answer(None, error, (time.perf_counter() - start) * 1000)
-        return _Answer(response, None, (time.perf_counter() - start) * 1000)
+            return _Answer(None, error, (time.perf_counter() - start) * 1000, encoded)
+        return _Answer(response, None, (time.perf_counter() - start) * 1000, encoded)
 
     def _session(self, adapter: Adapter) -> aiohttp.ClientSession:
         name = adapter.settings.name

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from firstparty.destinations.base import OutgoingRequest
+from firstparty.store import db
 from firstparty.store.models import track_events, tracks
 
 REDACTED = "[redacted]"
@@ -40,6 +42,8 @@ class Sent:
     duration_ms: float | None = None
     error: str | None = None
     links: Sequence[Link] = field(default_factory=tuple)
+    # `request.json` as encoded for sending, if it was: the log reuses it.
+    encoded: bytes | None = None
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
@@ -60,9 +64,20 @@ def redact_json(value: Any, secrets: Sequence[str]) -> Any:
     return value
 
 
-def request_body(request: OutgoingRequest) -> Any:
-    """What the log keeps of the request body: the JSON, or the raw body as text."""
+def request_body(request: OutgoingRequest, encoded: bytes | None = None) -> Any:
+    """What the log keeps of the request body: the JSON, or the raw body as text.
+
+    `encoded`: `request.json` as msgspec encoded it. When no secret occurs anywhere in that
+    text, redaction would change nothing, and the log takes the encoded JSON as it is (JSON
+    escaping is per character, so a secret inside any string shows in the text escaped).
+    """
     if request.json is not None:
+        try:
+            text = msgspec.json.encode(request.json) if encoded is None else encoded
+        except (TypeError, ValueError, OverflowError):
+            return redact_json(request.json, request.secrets)
+        if not any(msgspec.json.encode(s)[1:-1] in text for s in request.secrets if s):
+            return msgspec.Raw(text)
         return redact_json(request.json, request.secrets)
     if request.body is not None:
         return redact(request.body.decode("utf-8", "replace"), request.secrets)
@@ -81,7 +96,7 @@ def record(conn: Connection, *, destination: str, sent: Sent, now: datetime) -> 
             attempt=sent.attempt,
             method=sent.request.method,
             url=redact(sent.request.url, secrets),
-            request=request_body(sent.request),
+            request=request_body(sent.request, sent.encoded),
             response_status=sent.response_status,
             response_body=None if text is None else text[:MAX_RESPONSE_CHARS],
             duration_ms=sent.duration_ms,
@@ -93,8 +108,9 @@ def record(conn: Connection, *, destination: str, sent: Sent, now: datetime) -> 
     assert key is not None
     track_id = int(key[0])
     if sent.links:
-        conn.execute(
-            sa.insert(track_events),
+        db.bulk_insert(
+            conn,
+            track_events,
             [
                 {
                     "track_id": track_id,

@@ -10,6 +10,7 @@ one with `run_worker`; `firstparty serve` runs an `EmbeddedWorker` inside the se
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -208,6 +209,11 @@ async def _run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker: delivering to %s", ", ".join(adapters) or "no destinations")
+    # Everything built so far (modules, settings, engine, adapters) lives as long as the process:
+    # keep it out of the collector's full passes, which otherwise walk it every few rounds
+    # (measured: ~50 ms per 2,000-event round, a sixth of the worker's CPU when batching).
+    gc.collect()
+    gc.freeze()
     await worker.start()
     try:
         await stop.wait()
