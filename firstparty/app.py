@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +31,7 @@ from firstparty.web import admin as admin_ui
 from firstparty.web import demo
 
 log = logging.getLogger("firstparty")
+CHECKPOINT_SECONDS = 1.0
 
 
 def route_modules() -> list[Sequence[BaseRoute]]:
@@ -47,7 +50,9 @@ def route_modules() -> list[Sequence[BaseRoute]]:
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlette:
     """The whole server. `run_worker`: run the delivery worker in-process (default: embedded)."""
-    engine = db.create_engine(settings.database_url, pool_size=10, max_overflow=20)
+    engine = db.create_engine(
+        settings.database_url, pool_size=10, max_overflow=20, background_checkpoints=True
+    )
     adapters = registry.adapters(settings.destinations)
     runtime = Runtime(settings=settings, engine=engine, adapters=adapters)
 
@@ -71,7 +76,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _delivery(runtime, embedded):
+        async with _delivery(runtime, embedded), _checkpoints(runtime):
             yield
         await writer.close()
         engine.dispose()
@@ -110,6 +115,31 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
         await notifier.close()
 
 
+@contextlib.asynccontextmanager
+async def _checkpoints(runtime: Runtime) -> AsyncIterator[None]:
+    """SQLite: fold the WAL into the database every second, outside any request's commit."""
+    if not runtime.settings.is_sqlite:
+        yield
+        return
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await asyncio.to_thread(db.checkpoint, runtime.engine)
+            except Exception:  # a busy database: the next round will do it
+                log.warning("WAL checkpoint failed; retrying", exc_info=True)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(db.checkpoint, runtime.engine)
+
+
 async def _input_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InputError)
     details = [{"field": d.field, "message": d.message} for d in exc.details]
@@ -127,9 +157,21 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error", "details": []}, 500)
 
 
+def tune_gc() -> None:
+    """Keep garbage-collector pauses off the hot path: measured by bench/ingest (p99 halved)."""
+    # What is loaded at start lives as long as the process: don't walk it on every full pass
+    # (tens of ms each, paid by whichever request is running); and collect young objects less
+    # often, since a request's garbage is mostly freed by reference counting anyway.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` with several worker processes: settings from the env."""
     from firstparty import settings as settings_mod
 
     settings = settings_mod.load(config_path=os.environ.get("FIRSTPARTY_CONFIG"))
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app

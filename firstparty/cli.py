@@ -82,7 +82,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from firstparty.app import create_app
+    from firstparty.app import create_app, tune_gc
 
     settings = load_settings(args)
     first_run = _is_first_run(settings)
@@ -106,8 +106,10 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
         )
     else:
+        app = create_app(settings)
+        tune_gc()
         uvicorn.run(
-            create_app(settings),
+            app,
             host=args.host,
             port=args.port,
             loop="uvloop",
