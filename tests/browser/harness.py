@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -30,6 +31,29 @@ SITE_HOST = "www.example.test"
 TRACKER_HOST = "t.example.test"
 STUB = (Path(__file__).parents[2] / "firstparty/web/demo/index.html").read_text()
 STUB = STUB[STUB.index("<script>!function") : STUB.index("</script>") + len("</script>")]
+
+# Debian's chromium (a test tool's own browser download does not work on these machines).
+CHROMIUM = "/usr/bin/chromium"
+# Headless, and quiet: without the background-networking flags Chromium calls out to Google.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def browser_missing() -> str | None:
+    """Why a real-browser test cannot run here, or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install playwright)"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    return None
 
 
 def certificate(directory: Path) -> tuple[Path, Path]:

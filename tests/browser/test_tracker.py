@@ -24,21 +24,10 @@ from firstparty.store import models as m
 from tests.browser import harness
 from tests.conftest import BROWSER_KEY, SECRET
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).with_name("artifacts")
 
 
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed (pip install playwright)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
-
-
-if (_reason := _missing()) is not None:
+if (_reason := harness.browser_missing()) is not None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"browser tests cannot run: {_reason}", pytrace=False)
     pytest.skip(_reason, allow_module_level=True)
@@ -126,12 +115,7 @@ def pw() -> Iterator[Playwright]:
 
 HOSTS = f"MAP {harness.SITE_HOST} 127.0.0.1, MAP {harness.TRACKER_HOST} 127.0.0.1"
 ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
+    *harness.CHROMIUM_ARGS,
     "--no-proxy-server",
     "--ignore-certificate-errors",
     f"--host-resolver-rules={HOSTS}",
@@ -142,7 +126,7 @@ Launch = Callable[[Path], BrowserContext]
 @pytest.fixture(scope="module")
 def browser(pw: Playwright) -> Iterator[Browser]:
     """One Chromium for the module (Playwright gives it a fresh user-data dir)."""
-    chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    chromium = pw.chromium.launch(executable_path=harness.CHROMIUM, headless=True, args=ARGS)
     yield chromium
     chromium.close()
 
@@ -164,7 +148,7 @@ def launch(pw: Playwright) -> Iterator[Launch]:
     def start(profile: Path) -> BrowserContext:
         context = pw.chromium.launch_persistent_context(
             str(profile),
-            executable_path=CHROMIUM,
+            executable_path=harness.CHROMIUM,
             headless=True,
             ignore_https_errors=True,
             args=ARGS,

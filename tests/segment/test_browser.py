@@ -9,7 +9,6 @@ API host. Skipped when Node/npm, Playwright or /usr/bin/chromium is missing, exc
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,18 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.browser import harness
 from tests.fakes.server import FakeServer, Received, Reply
 from tests.segment import stack
 
-CHROMIUM = "/usr/bin/chromium"
 HOSTS = f"MAP {stack.SITE_HOST} 127.0.0.1, MAP {stack.TRACKER_HOST} 127.0.0.1"
 ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
+    *harness.CHROMIUM_ARGS,
     "--no-proxy-server",
     f"--host-resolver-rules={HOSTS}",
 ]
@@ -46,16 +40,6 @@ PAGE = """<!doctype html>
 </script>
 </head><body><h1>Pricing</h1></body></html>
 """
-
-
-def _missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed (pip install playwright)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
 
 
 class Site(FakeServer):
@@ -77,7 +61,7 @@ class Site(FakeServer):
 
 @pytest.fixture(scope="module")
 def site_and_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Any]]:
-    stack.require("the analytics.js browser test", _missing())
+    stack.require("the analytics.js browser test", harness.browser_missing())
     umd = stack.node_modules() / "@segment" / "analytics-next" / "dist" / "umd"
     with Site(umd) as site:
         port = int(site.url.rsplit(":", 1)[1])
@@ -108,7 +92,7 @@ def test_analytics_js_sends_page_and_track_with_the_first_party_cookie(
     site, running = site_and_stack
     url = f"http://{stack.SITE_HOST}:{site.url.rsplit(':', 1)[1]}/pricing?gclid=G1"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = pw.chromium.launch(executable_path=harness.CHROMIUM, headless=True, args=ARGS)
         try:
             context = browser.new_context()
             context.set_default_timeout(20_000)

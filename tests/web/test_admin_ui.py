@@ -21,6 +21,7 @@ from firstparty.reports import summary
 from firstparty.store import db, migrate
 from firstparty.store import models as m
 from firstparty.web import admin
+from tests.browser import harness
 from tests.conftest import (
     BROWSER_KEY,
     SERVER_KEY,
@@ -401,33 +402,16 @@ async def test_failures_page_and_replay_button_requeue_failed_work(
 
 # ---------------------------------------------------------------- screenshots in Chromium
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parents[1] / "browser" / "artifacts"
 ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
+    *harness.CHROMIUM_ARGS,
 ]
-
-
-def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed (pip install playwright)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     """The app under uvicorn over TLS, its worker failing against a dead platform."""
     from firstparty.app import create_app
-    from tests.browser import harness
 
     url = f"sqlite:///{tmp_path / 'firstparty.db'}"
     engine = db.create_engine(url, poolclass=sa.NullPool)
@@ -475,14 +459,12 @@ def _seed_over_https(base: str) -> None:
 
 
 def test_screenshots_of_events_and_failures(served: tuple[str, sa.Engine]) -> None:
-    reason = _browser_missing()
+    reason = harness.browser_missing()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
-
-    from tests.browser import harness
 
     base, engine = served
     _seed_over_https(base)
@@ -495,7 +477,7 @@ def test_screenshots_of_events_and_failures(served: tuple[str, sa.Engine]) -> No
     harness.wait_until(all_failed, "every delivery to fail against the dead platform")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        chromium = pw.chromium.launch(executable_path=harness.CHROMIUM, headless=True, args=ARGS)
         context = chromium.new_context(
             ignore_https_errors=True, viewport={"width": 1280, "height": 800}
         )
