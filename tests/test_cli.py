@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -74,7 +75,9 @@ def test_serve_with_no_settings_runs_the_embedded_default(
     assert demo, banner
 
 
-def test_first_run_key_works_with_curl(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def first_run(tmp_path: Path, until: str) -> Iterator[tuple[str, str]]:
+    """`firstparty serve` in an empty folder: (its URL, the banner up to the line with `until`)."""
     port = free_port()
     proc = subprocess.Popen(
         [*BIN, "serve", "--port", str(port)],
@@ -89,27 +92,30 @@ def test_first_run_key_works_with_curl(tmp_path: Path) -> None:
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if "X-Write-Key" in line:
+            if until in line:
                 break
-        key = re.search(r"X-Write-Key: (\S+)'", "".join(lines))
-        assert key, "".join(lines)
-        body = {"type": "track", "name": "Lead", "properties": {"value": 49}}
+        url = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
-                r = httpx.post(
-                    f"http://127.0.0.1:{port}/v1/events",
-                    json=body,
-                    headers={"X-Write-Key": key.group(1)},
-                )
+                httpx.get(url + "/healthz")
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        assert r.status_code == 202, r.text
-        with sqlite3.connect(tmp_path / "firstparty.db") as db:
-            assert db.execute("SELECT name FROM events").fetchall() == [("Lead",)]
+        yield url, "".join(lines)
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_first_run_key_works_with_curl(tmp_path: Path) -> None:
+    with first_run(tmp_path, "X-Write-Key") as (url, banner):
+        key = re.search(r"X-Write-Key: (\S+)'", banner)
+        assert key, banner
+        body = {"type": "track", "name": "Lead", "properties": {"value": 49}}
+        r = httpx.post(f"{url}/v1/events", json=body, headers={"X-Write-Key": key.group(1)})
+        assert r.status_code == 202, r.text
+    with sqlite3.connect(tmp_path / "firstparty.db") as db:
+        assert db.execute("SELECT name FROM events").fetchall() == [("Lead",)]
 
 
 def test_sources_create_and_list(tmp_path: Path) -> None:
@@ -139,37 +145,13 @@ def test_migrate_and_bad_config(tmp_path: Path) -> None:
 
 
 def test_first_run_demo_source_serves_the_demo(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*BIN, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if "/demo/?key=" in line:
-                demo_url = line.strip()
-                break
-        for _ in range(100):
-            try:
-                page = httpx.get(demo_url)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with first_run(tmp_path, "/demo/?key=") as (url, banner):
+        demo_url = banner.strip().splitlines()[-1].strip()
         key = demo_url.split("key=")[1]
+        page = httpx.get(demo_url)
         assert page.status_code == 200 and f'data-key="{key}"' in page.text
-        origin = f"http://127.0.0.1:{port}"
-        r = httpx.post(
-            f"{origin}/v1/events?key={key}", json={"type": "page"}, headers={"Origin": origin}
-        )
+        r = httpx.post(f"{url}/v1/events?key={key}", json={"type": "page"}, headers={"Origin": url})
         assert r.status_code == 202 and "fp_id=" in r.headers["set-cookie"]
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=20)
 
 
 def test_worker_command_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
