@@ -14,13 +14,15 @@ A clear phone number is never logged: only `mask(phone)`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from firstparty.errors import ConfigError, FieldError, FirstpartyError, InputError
 from firstparty.settings import OtpSettings
@@ -118,26 +120,28 @@ class _Twilio(Provider):
         account = self.account
         url = account.api_base.rstrip("/") + path
         last = "no answer"
-        async with httpx.AsyncClient(timeout=account.timeout) as client:
+        credentials = f"{account.account_sid}:{account.auth_token}".encode()
+        auth = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
+        timeout = aiohttp.ClientTimeout(total=account.timeout)
+        async with aiohttp.ClientSession(timeout=timeout, headers=auth) as client:
             for delay in (0.0, *account.backoff):
                 if delay:
                     await asyncio.sleep(delay)
                 try:
-                    response = await client.post(
-                        url, data=dict(form), auth=(account.account_sid, account.auth_token)
-                    )
-                except httpx.TransportError as exc:
+                    async with client.post(url, data=dict(form)) as response:
+                        status, raw = response.status, await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     last = f"cannot reach Twilio ({type(exc).__name__})"
                     log.warning("%s for %s: %s", self.name, mask(phone), last)
                     continue
-                body = _json(response)
-                if response.status_code >= 500 or body.get("code") == 20429:
-                    last = f"Twilio answered {response.status_code}"
+                body = _json(raw)
+                if status >= 500 or body.get("code") == 20429:
+                    last = f"Twilio answered {status}"
                     log.warning("%s for %s: %s", self.name, mask(phone), last)
                     continue
-                if response.is_success:
+                if 200 <= status < 300:
                     return body
-                raise self._refusal(response.status_code, body, phone, checking)
+                raise self._refusal(status, body, phone, checking)
         tries = 1 + len(account.backoff)
         raise SmsError(
             f"SMS provider unavailable ({last}, {tries} tries); no code was sent", status=503
@@ -256,9 +260,9 @@ def _required(value: str | None, key: str, provider: str) -> str:
     return value
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(raw: bytes) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json.loads(raw)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
