@@ -47,10 +47,7 @@ async def events(request: Request) -> Response:
     entry, visitor_id, minted = None, None, False
     try:
         entry = authorise(request, collector.sources)
-        if entry.source.kind == "browser":
-            visitor_id, minted = cookie.visitor_for(
-                settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
-            )
+        visitor_id, minted = _visitor(request, collector, entry)
         body = await read_body(request, settings.collect.max_event_bytes)
         event = schema.decode_event(body)
         item = prepare_event(request, collector, entry, event, visitor_id)
@@ -64,6 +61,15 @@ async def events(request: Request) -> Response:
     except InputError as exc:
         response = error_response(exc)
     return finish(request, collector, response, entry, visitor_id)
+
+
+def _visitor(request: Request, collector: Collector, entry: Entry) -> tuple[str | None, bool]:
+    """(visitor id, just minted) for browser sources, from the fp_id cookie; none for servers."""
+    if entry.source.kind != "browser":
+        return None, False
+    settings = collector.runtime.settings
+    value = request.cookies.get(settings.cookie.name)
+    return cookie.visitor_for(settings.secret_key.get_secret_value(), value)
 
 
 def kept_cookies(request: Request, collector: Collector, event: schema.EventIn) -> list[str]:
@@ -85,10 +91,7 @@ async def batch(request: Request) -> Response:
     entry, visitor_id = None, None
     try:
         entry = authorise(request, collector.sources)
-        if entry.source.kind == "browser":
-            visitor_id, _ = cookie.visitor_for(
-                settings.secret_key.get_secret_value(), request.cookies.get(settings.cookie.name)
-            )
+        visitor_id, _ = _visitor(request, collector, entry)
         body = await read_body(request, settings.collect.max_batch_bytes)
         raws = schema.decode_batch(body)
         if len(raws) > settings.collect.max_batch_events:

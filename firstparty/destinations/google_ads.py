@@ -347,9 +347,7 @@ class GoogleAds(base.Adapter):
         if any("userData" in e for e in events):
             body["encoding"] = "HEX"  # our hashes are lowercase hex digests
         body["validateOnly"] = settings.validate_only
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        if settings.quota_project:
-            headers["x-goog-user-project"] = settings.quota_project
+        headers = self._headers(token)
         return base.OutgoingRequest(
             method="POST",
             url=f"{settings.base_url}/events:ingest",
@@ -358,6 +356,13 @@ class GoogleAds(base.Adapter):
             json=body,
             secrets=(token,) if token else (),
         )
+
+    def _headers(self, token: str | None) -> dict[str, str]:
+        """What both APIs take: the OAuth2 bearer and, when set, the quota project."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        if self.settings.quota_project:
+            headers["x-goog-user-project"] = self.settings.quota_project
+        return headers
 
     def _destination(self, action_id: str) -> dict[str, Any]:
         account = {"accountType": "GOOGLE_ADS", "accountId": self.settings.customer_id}
@@ -381,15 +386,13 @@ class GoogleAds(base.Adapter):
         }
         if settings.validate_only:
             body["validateOnly"] = True
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        headers = self._headers(token)
         secrets = [token] if token else []
         if settings.developer_token:
             headers["developer-token"] = settings.developer_token.get_secret_value()
             secrets.append(headers["developer-token"])
         if settings.login_customer_id:
             headers["login-customer-id"] = settings.login_customer_id
-        if settings.quota_project:
-            headers["x-goog-user-project"] = settings.quota_project
         return base.OutgoingRequest(
             method="POST",
             url=f"{settings.base_url}/customers/{cid}:uploadClickConversions",
