@@ -28,6 +28,19 @@ ENGINES = ["sqlite", "postgresql", "mysql"]
 _reachable: dict[str, bool] = {}
 
 
+@pytest.fixture(autouse=True)
+def _no_developer_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests see neither the developer's `FIRSTPARTY_*` variables nor a `./firstparty.toml`.
+
+    The test servers' own overrides (`FIRSTPARTY_TEST_*`) stay; every test runs in its own
+    empty working directory, so the default config file is never found by accident.
+    """
+    for name in list(os.environ):
+        if name.startswith("FIRSTPARTY_") and not name.startswith("FIRSTPARTY_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 def _server_reachable(kind: str) -> bool:
     if kind not in _reachable:
         admin = f"{POSTGRES}/postgres" if kind == "postgresql" else f"{MYSQL}/"

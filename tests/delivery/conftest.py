@@ -8,7 +8,17 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from firstparty.store import db
+from tests.delivery import outbox
 from tests.delivery.receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+async def _stop_workers() -> AsyncIterator[None]:
+    """Stop (and close the HTTP sessions of) every worker the test made, even when it failed."""
+    yield
+    made, outbox.STARTED[:] = list(outbox.STARTED), []
+    for one in made:
+        await one.stop()
 
 
 @pytest.fixture

@@ -123,11 +123,17 @@ def all_settled(engine: Engine, status: str = "delivered") -> Callable[[], Await
     return check
 
 
+# Every worker a test makes, stopped after the test whether it passed or not (conftest.py).
+STARTED: list[worker.Worker] = []
+
+
 def make_worker(settings: Settings, engine: Engine, **kwargs: Any) -> worker.Worker:
-    return worker.Worker(
+    made = worker.Worker(
         settings=settings,
         engine=engine,
         adapters=registry.adapters(settings.destinations),
         queue=queue.EmbeddedQueue(),
         **kwargs,
     )
+    STARTED.append(made)
+    return made

@@ -20,7 +20,9 @@ async def test_replay_resends_failed_work_with_the_original_time(
 ) -> None:
     settings = settings_with(sqlite_url, fake_destination(receiver.url, max_event_age_days=7))
     adapters = registry.adapters(settings.destinations)
-    then = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    # Three days back, whole seconds: old enough to prove the original time is kept, whatever
+    # today's date is, and inside the destination's 7-day window.
+    then = (datetime.now(UTC) - timedelta(days=3)).replace(microsecond=0)
     add_events(sqlite_engine, ["fake"], 2, occurred_at=then)
     add_events(
         sqlite_engine, ["fake"], 1, occurred_at=datetime.now(UTC) - timedelta(days=6, hours=23)
@@ -50,12 +52,12 @@ async def test_replay_resends_failed_work_with_the_original_time(
             {"t": datetime.now(UTC).replace(tzinfo=None)},
         )
     await work.drain()
-    assert [e["occurred_at"] for e in receiver.accepted] == ["2026-11-20T08:30:00Z"] * 2
+    stated = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [e["occurred_at"] for e in receiver.accepted] == [stated] * 2
 
     sent = len(receiver.seen)
     again = replay.replay(sqlite_engine, settings=settings, adapters=adapters, now=later)
     await work.drain()
-    await work.stop()
     assert (again.requeued, len(receiver.seen)) == (0, sent)  # delivered work is never resent
     with sqlite_engine.connect() as conn:
         audit = list(conn.execute(sa.select(replays)))
