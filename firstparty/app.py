@@ -54,7 +54,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         settings.database_url, pool_size=10, max_overflow=20, background_checkpoints=True
     )
     adapters = registry.adapters(settings.destinations)
-    runtime = Runtime(settings=settings, engine=engine, adapters=adapters)
+    runtime = Runtime(
+        settings=settings, engine=engine, adapters=adapters, notifier=queue.make_queue(settings)
+    )
 
     def route(event_type: str, name: str) -> list[str]:
         return [n for n, a in adapters.items() if a.wants(event_type, name)]
@@ -98,8 +100,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
 
 @contextlib.asynccontextmanager
 async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
-    """The notifier, and the in-process worker on the embedded default."""
-    runtime.notifier = queue.make_notifier(runtime.settings)
+    """The in-process worker on the embedded default; the queue closed at shut-down."""
     notifier = runtime.notifier
     try:
         if not embedded:

@@ -227,7 +227,7 @@ def _replay(args: argparse.Namespace) -> int:
 async def _wake(settings: Settings) -> None:
     from firstparty.delivery import queue
 
-    notifier = queue.make_notifier(settings)
+    notifier = queue.make_queue(settings)
     await notifier.notify()
     await notifier.close()
 

@@ -6,6 +6,7 @@ FirstpartyError
 └── DeliveryError          raised while sending to a destination
     ├── RetryableError     transport failure, timeout, 5xx, 429: try again later
     └── PermanentError     the platform refused the work: mark failed, keep for replay
+        └── AdapterError   an adapter raised anything else: failed with the reason, logged
 """
 
 from __future__ import annotations
@@ -54,3 +55,7 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """The destination refused the work; retrying the same request will not help."""
+
+
+class AdapterError(PermanentError):
+    """An adapter raised something unexpected (a bug, a key that cannot sign): fail, log, count."""

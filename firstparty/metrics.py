@@ -31,3 +31,9 @@ DELIVERIES = Counter(
     ["destination", "outcome"],  # delivered | retry | failed | skipped
     registry=REGISTRY,
 )
+ADAPTER_ERRORS = Counter(
+    "firstparty_adapter_errors_total",
+    "Unexpected exceptions raised by an adapter, by destination and step",
+    ["destination", "step"],  # skip | token_request | read_token | build | interpret | deliver
+    registry=REGISTRY,
+)

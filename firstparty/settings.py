@@ -130,7 +130,9 @@ class DeliverySettings(Strict):
     retry_window_seconds: int = Field(default=4 * 3600, ge=60)
     backoff_base_seconds: float = Field(default=30.0, gt=0)
     backoff_max_seconds: float = Field(default=1800.0, gt=0)
-    lease_seconds: int = Field(default=60, ge=5)
+    # How long claimed work stays a worker's without a heartbeat (renewed every third of it):
+    # work held by a worker that died is claimed again within this.
+    lease_seconds: int = Field(default=10, ge=3)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
 

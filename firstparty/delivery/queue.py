@@ -1,7 +1,7 @@
 """The transport of wake-ups: tells workers that new work is committed. It carries no work.
 
 The `deliveries` rows are the queue (a transactional outbox, claimed with a lease, see
-`claim.py`); this module only shortens the time until a worker looks. A lost wake-up costs
+`outbox.py`); this module only shortens the time until a worker looks. A lost wake-up costs
 latency, never work: workers also poll every `sweep_interval_seconds`.
 
 - Embedded (no `redis_url`): an `asyncio.Event` inside the `serve` process.
@@ -27,10 +27,15 @@ log = logging.getLogger(__name__)
 
 # Enough tokens to wake every worker of a large deployment; more would only be noise.
 MAX_TOKENS = 64
+# Sending a wake-up never holds an accepted event up for longer than this.
+NOTIFY_TIMEOUT_SECONDS = 2.0
+# A BLPOP's answer is due when its own timeout ends; past this margin the connection is dead.
+WAIT_MARGIN_SECONDS = 2.0
 
 
 class Queue(Protocol):
-    """Both sides of the wake-up channel: `notify` after a commit, `wait` in the worker."""
+    """The one wake-up protocol: `notify` after a commit (API), `wait` in the worker, `ready`
+    for /readyz, `close` at shut-down. Built once per process, in `runtime.Runtime`."""
 
     async def notify(self) -> None: ...
 
@@ -77,11 +82,22 @@ class EmbeddedQueue:
 
 
 class RedisQueue:
-    """Wake-ups through a Redis list shared by the API processes and every worker."""
+    """Wake-ups through a Redis list shared by the API processes and every worker.
+
+    Two clients: one for short commands with a socket timeout, and one for BLPOP with none,
+    since a socket timeout at or below BLPOP's own (redis-py 8 defaults to 5 s, our idle poll)
+    cuts every idle wait short and leaves the worker deaf until the next poll. The wait is
+    bounded by `asyncio.wait_for` instead, so a connection that died silently is noticed.
+    """
 
     def __init__(self, url: str, key: str) -> None:
         self.key = key
-        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
+        self._redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=NOTIFY_TIMEOUT_SECONDS
+        )
+        self._blocking = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2.0, socket_timeout=None
+        )
 
     async def notify(self) -> None:
         # Never fail an accepted event over a wake-up: the workers' poll finds the work.
@@ -94,9 +110,12 @@ class RedisQueue:
             log.warning("queue: wake-up not sent (%s); workers will poll", exc)
 
     async def wait(self, timeout: float) -> bool:
+        seconds = max(timeout, 0.01)
         try:
-            got = await self._redis.blpop([self.key], timeout=max(timeout, 0.01))
-        except (RedisError, OSError) as exc:
+            got = await asyncio.wait_for(
+                self._blocking.blpop([self.key], timeout=seconds), seconds + WAIT_MARGIN_SECONDS
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
             log.warning("queue: Redis unavailable (%s); polling", exc)
             await asyncio.sleep(timeout)
             return False
@@ -110,6 +129,7 @@ class RedisQueue:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._blocking.aclose()
 
 
 def wake_key(settings: Settings) -> str:
@@ -118,8 +138,8 @@ def wake_key(settings: Settings) -> str:
     return f"firstparty:wake:{digest}"
 
 
-def make_notifier(settings: Settings) -> EmbeddedQueue | RedisQueue:
-    """The wake-up channel these settings ask for (a `runtime.Notifier` and the worker's waiter)."""
+def make_queue(settings: Settings) -> Queue:
+    """The wake-up channel these settings ask for: Redis, or in-process when embedded."""
     if settings.redis_url:
         return RedisQueue(settings.redis_url, wake_key(settings))
     return EmbeddedQueue()

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from firstparty.delivery import load
+from firstparty.delivery import load, outbox
 from firstparty.destinations.base import Adapter, Event
 from firstparty.settings import Settings
 from firstparty.store.models import deliveries, events, replays
@@ -77,7 +77,7 @@ def replay(
                 else:
                     ready.append(row.id)
             if ready and not dry_run:
-                _requeue(conn, ready, now)
+                outbox.requeue(conn, ready, now)
             requeued += len(ready)
         last_id = rows[-1].id
         done += len(rows)
@@ -95,7 +95,7 @@ def _joined() -> sa.Join:
 def _filters(
     destination: str | None, since: datetime | None, until: datetime | None, name: str | None
 ) -> list[sa.ColumnElement[bool]]:
-    where = [deliveries.c.status == "failed"]
+    where = [deliveries.c.status == outbox.DeliveryStatus.FAILED]
     if destination:
         where.append(deliveries.c.destination == destination)
     if since:
@@ -127,20 +127,6 @@ def _refusal(adapter: Adapter | None, row: Any, event: Event | None, now: dateti
     if not adapter.wants(event.type, event.name):
         return f"destination {row.destination} no longer takes {event.name} events"
     return adapter.skip(event, now)
-
-
-def _requeue(conn: Connection, ids: list[int], now: datetime) -> None:
-    conn.execute(
-        sa.update(deliveries)
-        .where(deliveries.c.id.in_(ids), deliveries.c.status == "failed")
-        .values(
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            first_attempt_at=None,  # a fresh retry window
-            updated_at=now,
-        )
-    )
 
 
 def _audit(

@@ -2,7 +2,9 @@
 
 This is the only place that does destination I/O. One aiohttp session per destination keeps
 its connections alive; its timeout is the destination's `timeout_seconds`. Transport errors
-and timeouts are retryable. Nothing here touches the database: the caller saves the result.
+and timeouts are retryable. Every adapter call goes through `boundary.adapter_call`, so what an
+adapter raises becomes an outcome of its own batch. Nothing here touches the database: each
+answer's settlement goes to the caller's `save` the moment it is known (worker.py writes it).
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
 import msgspec
 
-from firstparty.delivery import retry
-from firstparty.delivery.claim import Claim, Finish
+from firstparty.delivery import boundary, retry
+from firstparty.delivery.outbox import Claim, DeliveryStatus, Finish
 from firstparty.delivery.track import Link, Sent
 from firstparty.destinations.base import (
     Adapter,
@@ -31,7 +33,9 @@ from firstparty.destinations.base import (
     Response,
     Retry,
     Skipped,
+    retry_after,
 )
+from firstparty.errors import AdapterError, DeliveryError, PermanentError, RetryableError
 from firstparty.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,16 @@ TOKEN_MARGIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
-class Result:
-    """What one batch did: how each claim ends, and the requests to log."""
+class Settled:
+    """What one answer (or one decision taken without a request) settled: claims and log."""
 
     destination: str
     finishes: list[Finish]
     sent: list[Sent]
+
+
+# Makes a settlement durable; `deliver` awaits it before it counts the claims as settled.
+Save = Callable[[Settled], Awaitable[None]]
 
 
 @dataclass
@@ -57,6 +65,51 @@ class _Answer:
     error: str | None
     duration_ms: float
     encoded: bytes | None = None  # the JSON body as sent
+
+
+class _Batch:
+    """One batch of one destination being delivered: settles each claim as its answer comes."""
+
+    def __init__(
+        self, delivery: DeliverySettings, adapter: Adapter, claims: Sequence[Claim], save: Save
+    ) -> None:
+        self.adapter = adapter
+        self.now = datetime.now(UTC)
+        self.policy = retry.policy_for(delivery, adapter.settings)
+        self.draw = retry.jitter()
+        self.claims = {c.event_pk: c for c in claims}
+        self.open = set(self.claims)  # not settled yet
+        self.alone: list[str] = []  # refused in a batch without a culprit: resend one by one
+        self._save = save
+
+    def attempt(self, request: OutgoingRequest) -> int:
+        first = self.claims.get(request.event_pks[0]) if request.event_pks else None
+        return first.attempt if first else 1
+
+    async def settle(
+        self, got: Mapping[str, Outcome], sent: Sent | None = None, *, split: bool = False
+    ) -> None:
+        """Save what this answer decided, now: a worker killed later will not send it again."""
+        final: dict[str, Outcome] = {}
+        for pk, outcome in got.items():
+            if split and isinstance(outcome, Retry) and outcome.alone:
+                self.alone.append(pk)
+            elif pk in self.open:
+                final[pk] = outcome
+        finishes = [self._finish(self.claims[pk], o) for pk, o in final.items()]
+        logged = [] if sent is None else [self._logged(sent, got, finishes)]
+        if finishes or logged:
+            await self._save(Settled(self.adapter.settings.name, finishes, logged))
+        self.open -= final.keys()
+
+    def _logged(self, sent: Sent, got: Mapping[str, Outcome], finishes: list[Finish]) -> Sent:
+        pks = [pk for pk in sent.request.event_pks if pk in self.claims]
+        links = [_link(self.claims[pk], got[pk]) for pk in pks if pk in got]
+        status = sent.status or _track_status({f.claim.event_pk: f.status for f in finishes}, pks)
+        return dataclasses.replace(sent, status=status, links=links)
+
+    def _finish(self, claim: Claim, outcome: Outcome) -> Finish:
+        return _finish(self.policy, claim, outcome, self.now, self.draw)
 
 
 class Sender:
@@ -74,57 +127,72 @@ class Sender:
         self._sessions.clear()
 
     async def deliver(
-        self, adapter: Adapter, claims: Sequence[Claim], events: Mapping[str, Event]
-    ) -> Result:
-        """Send this batch (all of one destination) and decide the fate of every claim."""
-        now = datetime.now(UTC)
+        self,
+        adapter: Adapter,
+        claims: Sequence[Claim],
+        events: Mapping[str, Event],
+        save: Save,
+    ) -> None:
+        """Send this batch (all of one destination), saving each claim's end as soon as known.
+
+        Raises only what `save` raises (the database): every adapter failure is an outcome.
+        """
+        batch = _Batch(self.delivery, adapter, claims, save)
+        live = await self._unsendable(batch, claims, events)
+        if live:
+            await self._send_all(batch, live, split=len(live) > 1)
+        # The platform refused a batch without naming the culprit: send each event on its own,
+        # so one bad event fails alone and the others go through in this same round.
+        alone = [events[pk] for pk in batch.alone]
+        await asyncio.gather(*(self._send_all(batch, [e], split=False) for e in alone))
+        not_built = Skipped("the adapter built no request for this event")
+        await batch.settle({pk: not_built for pk in batch.open})
+
+    async def _unsendable(
+        self, batch: _Batch, claims: Sequence[Claim], events: Mapping[str, Event]
+    ) -> list[Event]:
+        """Settle the claims that cannot be sent (row gone, adapter skips); return the rest."""
         outcomes: dict[str, Outcome] = {}
         live: list[Event] = []
         for claim in claims:
             event = events.get(claim.event_pk)
             if event is None:
                 outcomes[claim.event_pk] = Rejected("the event row is missing")
-            elif reason := adapter.skip(event, now):
+                continue
+            try:
+                with boundary.adapter_call(batch.adapter, "skip"):
+                    reason = batch.adapter.skip(event, batch.now)
+            except DeliveryError as exc:
+                outcomes[claim.event_pk] = boundary.outcome(exc)
+                continue
+            if reason:
                 outcomes[claim.event_pk] = Skipped(reason)
             else:
                 live.append(event)
-        attempt = {c.event_pk: c.attempt for c in claims}
-        answered = await self._send_all(adapter, live, attempt) if live else []
-        for _sent, got in answered:
-            outcomes.update(got)
-        # The platform refused a batch without naming the culprit: send each event on its own,
-        # so one bad event fails alone and the others go through in this same round.
-        alone = [e for e in live if _alone(outcomes.get(e.pk)) and len(live) > 1]
-        for again in await asyncio.gather(*(self._send_all(adapter, [e], attempt) for e in alone)):
-            for _sent, got in again:
-                outcomes.update(got)
-            answered.extend(again)
-        return _decide(self.delivery, adapter, claims, outcomes, answered, now)
+        await batch.settle(outcomes)
+        return live
 
-    async def _send_all(
-        self, adapter: Adapter, events: list[Event], attempt: Mapping[str, int]
-    ) -> list[tuple[Sent, dict[str, Outcome]]]:
-        token_sent: list[tuple[Sent, dict[str, Outcome]]] = []
+    async def _send_all(self, batch: _Batch, events: list[Event], *, split: bool) -> None:
+        adapter = batch.adapter
+        dry_run = adapter.settings.dry_run
         token: str | None = None
-        if adapter.token_request() is not None and not adapter.settings.dry_run:
-            token, failure = await self._token(adapter, token_sent)
-            if failure is not None:
-                return [*token_sent, (_no_request(), {e.pk: failure for e in events})]
         try:
-            requests = adapter.build(events, token)
-        except Exception as exc:  # an adapter bug must fail this work visibly, not the worker
-            log.exception("adapter %s failed to build", adapter.settings.name)
-            return [(_no_request(), {e.pk: Rejected(f"adapter error: {exc!r}") for e in events})]
-        if adapter.settings.dry_run:
-            return [*token_sent, *(_dry(req, attempt) for req in requests)]
-        sends = [self._one(adapter, req, attempt) for req in requests]
-        return [*token_sent, *await asyncio.gather(*sends)]
+            if adapter.needs_token and not dry_run:
+                token = await self._token(batch)
+            with boundary.adapter_call(adapter, "build"):
+                requests = adapter.build(events, token)
+        except DeliveryError as exc:
+            await batch.settle({e.pk: boundary.outcome(exc) for e in events})
+            return
+        if dry_run:
+            for request in requests:
+                await batch.settle(*_dry(request, batch.attempt(request)))
+            return
+        await asyncio.gather(*(self._one(batch, request, split) for request in requests))
 
-    async def _one(
-        self, adapter: Adapter, request: OutgoingRequest, attempt: Mapping[str, int]
-    ) -> tuple[Sent, dict[str, Outcome]]:
+    async def _one(self, batch: _Batch, request: OutgoingRequest, split: bool) -> None:
+        adapter = batch.adapter
         answer = await self._http(adapter, request)
-        first = attempt.get(request.event_pks[0], 1) if request.event_pks else 1
         if answer.response is None:
             reason = f"transport: {answer.error}"
             got: dict[str, Outcome] = {pk: Retry(reason) for pk in request.event_pks}
@@ -132,49 +200,35 @@ class Sender:
             if answer.response.status == 401:
                 self._tokens.pop(adapter.settings.name, None)  # refresh it on the next try
             got = _interpret(adapter, request, answer.response)
-        sent = Sent(
-            request=request,
-            attempt=first,
-            status="pending",  # settled in _decide, once the retry budget is known
-            response_status=answer.response.status if answer.response else None,
-            response_body=answer.response.body if answer.response else None,
-            duration_ms=answer.duration_ms,
-            error=answer.error,
-            encoded=answer.encoded,
-        )
-        return sent, got
+        sent = _sent_of(request, answer, None, batch.attempt(request))
+        await batch.settle(got, sent, split=split)
 
-    async def _token(
-        self, adapter: Adapter, log_into: list[tuple[Sent, dict[str, Outcome]]]
-    ) -> tuple[str | None, Outcome | None]:
+    async def _token(self, batch: _Batch) -> str:
+        """The destination's access token, from the cache or a token request (logged).
+
+        Raises `DeliveryError` when there is none to be had; the caller fails the batch with it.
+        """
+        adapter = batch.adapter
         name = adapter.settings.name
         async with self._token_locks.setdefault(name, asyncio.Lock()):
             cached = self._tokens.get(name)
             if cached and cached[1] > time.monotonic():
-                return cached[0], None
-            request = adapter.token_request()
-            assert request is not None
+                return cached[0]
+            with boundary.adapter_call(adapter, "token_request"):
+                request = adapter.token_request()
+            if request is None:
+                raise AdapterError("adapter error in token_request: it built no request")
             answer = await self._http(adapter, request)
-            response = answer.response
-            ok = response is not None and 200 <= response.status < 300
-            if not ok:
-                log_into.append((_sent_of(request, answer, "failed"), {}))
-            if response is None:
-                return None, Retry(f"token request: {answer.error}")
-            if not ok:
-                text = response.body[:300].decode("utf-8", "replace")
-                reason = f"token request refused: HTTP {response.status}: {text}"
-                return None, Rejected(reason) if response.status < 500 else Retry(reason)
             try:
-                token, lifetime = adapter.read_token(response)
-            except Exception as exc:  # a malformed answer is the platform's problem: retry
-                log_into.append((_sent_of(request, answer, "failed"), {}))
-                return None, Retry(f"token answer unreadable: {exc!r}")
+                token, lifetime = _read_token(adapter, answer)
+            except DeliveryError:
+                await batch.settle({}, _sent_of(request, answer, DeliveryStatus.FAILED))
+                raise
             # The answer carries the new token: mask it in the log as well.
             masked = dataclasses.replace(request, secrets=(*request.secrets, token))
-            log_into.append((_sent_of(masked, answer, "delivered"), {}))
+            await batch.settle({}, _sent_of(masked, answer, DeliveryStatus.DELIVERED))
             self._tokens[name] = (token, time.monotonic() + lifetime - TOKEN_MARGIN_SECONDS)
-            return token, None
+            return token
 
     async def _http(self, adapter: Adapter, request: OutgoingRequest) -> _Answer:
         session = self._session(adapter)
@@ -205,81 +259,69 @@ class Sender:
         return self._sessions[name]
 
 
-def _alone(outcome: Outcome | None) -> bool:
-    return isinstance(outcome, Retry) and outcome.alone
+def _read_token(adapter: Adapter, answer: _Answer) -> tuple[str, float]:
+    """The token from a token answer, or the `DeliveryError` that says why there is none."""
+    response = answer.response
+    if response is None:
+        raise RetryableError(f"token request: {answer.error}")
+    if not 200 <= response.status < 300:
+        text = response.body[:300].decode("utf-8", "replace")
+        reason = f"token request refused: HTTP {response.status}: {text}"
+        if response.status in (408, 429) or response.status >= 500:
+            raise RetryableError(reason, retry_after(response.headers))
+        raise PermanentError(reason)
+    try:
+        with boundary.adapter_call(adapter, "read_token"):
+            return adapter.read_token(response)
+    except AdapterError as exc:  # a malformed answer on a 2xx is the platform's problem
+        raise RetryableError(f"token answer unreadable: {exc}") from exc
 
 
 def _interpret(
     adapter: Adapter, request: OutgoingRequest, response: Response
 ) -> dict[str, Outcome]:
     try:
-        got = adapter.interpret(request, response)
-    except Exception as exc:  # an adapter bug must fail this work visibly, not the worker
-        log.exception("adapter %s failed to interpret", adapter.settings.name)
-        return {pk: Rejected(f"adapter error: {exc!r}") for pk in request.event_pks}
+        with boundary.adapter_call(adapter, "interpret"):
+            got = adapter.interpret(request, response)
+    except DeliveryError as exc:
+        failed = boundary.outcome(exc)
+        return {pk: failed for pk in request.event_pks}
     missing = Rejected("the adapter gave no outcome for this event")
     return {pk: got.get(pk, missing) for pk in request.event_pks}
 
 
-def _dry(request: OutgoingRequest, attempt: Mapping[str, int]) -> tuple[Sent, dict[str, Outcome]]:
-    first = attempt.get(request.event_pks[0], 1) if request.event_pks else 1
-    sent = Sent(request=request, attempt=first, status="skipped", error="dry_run: not sent")
-    return sent, {pk: Skipped("dry_run") for pk in request.event_pks}
+def _dry(request: OutgoingRequest, attempt: int) -> tuple[dict[str, Outcome], Sent]:
+    sent = Sent(
+        request=request, attempt=attempt, status=DeliveryStatus.SKIPPED, error="dry_run: not sent"
+    )
+    return {pk: Skipped("dry_run") for pk in request.event_pks}, sent
 
 
-def _no_request() -> Sent:
-    """A placeholder for outcomes decided without any request (logged by nobody)."""
-    return Sent(request=OutgoingRequest("POST", "", ()), attempt=0, status="none")
-
-
-def _sent_of(request: OutgoingRequest, answer: _Answer, status: str) -> Sent:
+def _sent_of(
+    request: OutgoingRequest, answer: _Answer, status: DeliveryStatus | None, attempt: int = 1
+) -> Sent:
     response = answer.response
     return Sent(
         request=request,
-        attempt=1,
+        attempt=attempt,
         status=status,
         response_status=response.status if response else None,
         response_body=response.body if response else None,
         duration_ms=answer.duration_ms,
         error=answer.error,
+        encoded=answer.encoded,
     )
-
-
-def _decide(
-    delivery: DeliverySettings,
-    adapter: Adapter,
-    claims: Sequence[Claim],
-    outcomes: Mapping[str, Outcome],
-    answered: Sequence[tuple[Sent, dict[str, Outcome]]],
-    now: datetime,
-) -> Result:
-    policy = retry.policy_for(delivery, adapter.settings)
-    not_built = Skipped("the adapter built no request for this event")
-    draw = retry.jitter()
-    finishes = {
-        c.event_pk: _finish(policy, c, outcomes.get(c.event_pk, not_built), now, draw)
-        for c in claims
-    }
-    by_pk = {c.event_pk: c for c in claims}
-    sent: list[Sent] = []
-    for one, got in answered:
-        if one.status == "none":
-            continue
-        links = [_link(by_pk[pk], got[pk]) for pk in one.request.event_pks]
-        status = one.status if one.status != "pending" else _track_status(finishes, one)
-        sent.append(dataclasses.replace(one, status=status, links=links))
-    return Result(adapter.settings.name, list(finishes.values()), sent)
 
 
 def _finish(
     policy: retry.Policy, claim: Claim, outcome: Outcome, now: datetime, draw: float
 ) -> Finish:
     if isinstance(outcome, Delivered):
-        return Finish(claim, "delivered", now)
+        return Finish(claim, DeliveryStatus.DELIVERED, now)
     if isinstance(outcome, Skipped):
-        return Finish(claim, "skipped", now, outcome.reason)
+        return Finish(claim, DeliveryStatus.SKIPPED, now, outcome.reason)
     if isinstance(outcome, Rejected):
-        return Finish(claim, "failed", now, outcome.reason)
+        return Finish(claim, DeliveryStatus.FAILED, now, outcome.reason)
     when = retry.next_attempt(
         policy,
         attempt=claim.attempt,
@@ -290,8 +332,8 @@ def _finish(
     )
     if when is None:
         reason = retry.give_up_reason(policy, attempt=claim.attempt, reason=outcome.reason)
-        return Finish(claim, "failed", now, reason)
-    return Finish(claim, "pending", when, outcome.reason)
+        return Finish(claim, DeliveryStatus.FAILED, now, reason)
+    return Finish(claim, DeliveryStatus.PENDING, when, outcome.reason)
 
 
 def _link(claim: Claim, outcome: Outcome) -> Link:
@@ -300,9 +342,10 @@ def _link(claim: Claim, outcome: Outcome) -> Link:
     return Link(claim.id, claim.event_pk, kind, reason)
 
 
-def _track_status(finishes: Mapping[str, Finish], sent: Sent) -> str:
-    statuses = {finishes[pk].status for pk in sent.request.event_pks}
-    for status in ("failed", "pending", "delivered"):
+def _track_status(settled: Mapping[str, DeliveryStatus], pks: Sequence[str]) -> DeliveryStatus:
+    """A request's status in the log: the worst of its events' (unsettled ones still wait)."""
+    statuses = {settled.get(pk, DeliveryStatus.PENDING) for pk in pks}
+    for status in (DeliveryStatus.FAILED, DeliveryStatus.PENDING, DeliveryStatus.DELIVERED):
         if status in statuses:
             return status
-    return "skipped"
+    return DeliveryStatus.SKIPPED

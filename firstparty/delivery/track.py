@@ -11,6 +11,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.destinations.base import OutgoingRequest
 from firstparty.store import db
 from firstparty.store.models import track_events, tracks
@@ -36,7 +37,8 @@ class Sent:
 
     request: OutgoingRequest
     attempt: int
-    status: str  # delivered | pending | failed | skipped
+    # The worst status of the work it carried; None until settled (`send._Batch.settle`).
+    status: DeliveryStatus | None
     response_status: int | None = None
     response_body: bytes | None = None
     duration_ms: float | None = None
@@ -92,7 +94,7 @@ def record(conn: Connection, *, destination: str, sent: Sent, now: datetime) -> 
     result = conn.execute(
         sa.insert(tracks).values(
             destination=destination,
-            status=sent.status,
+            status=sent.status or DeliveryStatus.PENDING,
             attempt=sent.attempt,
             method=sent.request.method,
             url=redact(sent.request.url, secrets),

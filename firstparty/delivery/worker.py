@@ -1,6 +1,7 @@
 """The delivery worker: claim due work, deliver it in batches per destination, save the outcome.
 
-A worker runs `concurrency` lanes (asyncio tasks); each loops claim -> load -> send -> save and,
+A worker runs `concurrency` lanes (asyncio tasks); each loops claim -> load -> send (saving each
+answer as it arrives, `Recorder`, while a heartbeat renews the lease of the rest) and,
 when it finds less than a full claim, waits for a wake-up (`queue.py`), the poll interval
 (`sweep_interval_seconds`) or the next retry falling due, whichever comes first. Database calls
 are synchronous SQLAlchemy, run in threads so the loop never blocks. `firstparty worker` runs
@@ -14,14 +15,16 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
+from firstparty import metrics
 from firstparty import settings as settings_mod
-from firstparty.delivery import claim, load, queue, send, track
-from firstparty.delivery.claim import Claim
+from firstparty.delivery import load, outbox, queue, send, track
+from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations import registry
 from firstparty.destinations.base import Adapter, Event
 from firstparty.runtime import Runtime
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 SOURCE_KINDS_TTL = 30.0
 # How long `stop()` lets a lane finish the batch it is sending before cancelling it.
 STOP_GRACE_SECONDS = 15.0
+# A live worker renews its leases this often per lease: two renewals may fail before it lapses.
+HEARTBEATS_PER_LEASE = 3
 
 
 class Worker:
@@ -57,6 +62,7 @@ class Worker:
         biggest = max((a.batch_size for a in adapters.values()), default=1)
         self.claim_limit = claim_limit or min(max(2 * biggest, 64), 2000)
         self.sender = send.Sender(settings.delivery)
+        self.recorder = Recorder(engine)
         self._kinds: dict[str, load.SourceKind] = {}
         self._kinds_at = -SOURCE_KINDS_TTL
         self._lanes: list[asyncio.Task[None]] = []
@@ -77,15 +83,20 @@ class Worker:
         if self._lanes:
             _done, pending = await asyncio.wait(self._lanes, timeout=grace)
             for lane in pending:
-                lane.cancel()  # its claims come back when their lease runs out
+                lane.cancel()  # its round hands back what it still holds
             await asyncio.gather(*self._lanes, return_exceptions=True)
         self._lanes = []
+        await self.recorder.close()
         await self.sender.close()
 
     async def run_once(self) -> int:
-        """Claim one round of due work and deliver it; returns how many deliveries it claimed."""
+        """Claim one round of due work and deliver it; returns how many deliveries it claimed.
+
+        Each answer is saved as it arrives; a heartbeat keeps the lease of the rest alive. If
+        the round fails (the database went away), what it still holds is handed back at once.
+        """
         claims = await asyncio.to_thread(
-            claim.claim,
+            outbox.claim,
             self.engine,
             destinations=self.adapters.keys(),
             now=datetime.now(UTC),
@@ -94,16 +105,74 @@ class Worker:
         )
         if not claims:
             return 0
-        events = await asyncio.to_thread(self._load, [c.event_pk for c in claims])
-        results = await asyncio.gather(
-            *(
-                self.sender.deliver(self.adapters[destination], batch, events)
-                for destination, batch in _batches(claims, self.adapters)
-            )
-        )
-        # One transaction per round: a commit per batch would cap unbatched destinations.
-        await asyncio.to_thread(self._save, results)
+        held = set(claims)
+        heartbeat = asyncio.create_task(self._heartbeat(held))
+        try:
+            events = await asyncio.to_thread(self._load, [c.event_pk for c in claims])
+            await self._deliver(claims, events, held)
+        except BaseException:
+            await self._release(held)
+            raise
+        finally:
+            heartbeat.cancel()
         return len(claims)
+
+    async def _deliver(
+        self, claims: Sequence[Claim], events: Mapping[str, Event], held: set[Claim]
+    ) -> None:
+        async def save(settled: send.Settled) -> None:
+            await self.recorder.save(settled)
+            held.difference_update(f.claim for f in settled.finishes)
+
+        batches = [
+            self._batch(self.adapters[destination], batch, events, save, held)
+            for destination, batch in _batches(claims, self.adapters)
+        ]
+        results = await asyncio.gather(*batches, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _batch(
+        self,
+        adapter: Adapter,
+        claims: list[Claim],
+        events: Mapping[str, Event],
+        save: send.Save,
+        held: set[Claim],
+    ) -> None:
+        """One destination's batch; a bug of ours fails its own work, never another's."""
+        try:
+            await self.sender.deliver(adapter, claims, events, save)
+        except (SQLAlchemyError, OSError):
+            raise  # the database: the round fails and hands back what it holds
+        except Exception as exc:
+            name = adapter.settings.name
+            log.exception("worker: delivering to %s failed", name)
+            metrics.ADAPTER_ERRORS.labels(destination=name, step="deliver").inc()
+            now = datetime.now(UTC)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            finishes = [outbox.Finish(c, DeliveryStatus.FAILED, now, reason) for c in claims]
+            await save(send.Settled(name, [f for f in finishes if f.claim in held], []))
+
+    async def _heartbeat(self, held: set[Claim]) -> None:
+        """While the round runs, keep the lease of what it still holds (the worker is alive)."""
+        lease = self.settings.delivery.lease_seconds
+        while True:
+            await asyncio.sleep(lease / HEARTBEATS_PER_LEASE)
+            until = datetime.now(UTC) + timedelta(seconds=lease)
+            try:
+                await asyncio.to_thread(outbox.extend, self.engine, list(held), until=until)
+            except Exception as exc:
+                log.warning("worker: lease not extended (%s); it may run out", exc)
+
+    async def _release(self, held: set[Claim]) -> None:
+        if not held:
+            return
+        try:
+            await asyncio.to_thread(outbox.release, self.engine, list(held), now=datetime.now(UTC))
+        except Exception as exc:
+            log.warning("worker: claims not handed back (%s); their lease returns them", exc)
 
     async def drain(self) -> None:
         """Deliver until nothing is due now (tests and the benchmark)."""
@@ -114,7 +183,7 @@ class Worker:
         while not self._stopping:
             try:
                 claimed = await self.run_once()
-            except Exception:  # the database went away: the leased rows come back by themselves
+            except Exception:  # the database went away: the claims were handed back
                 log.exception("worker: delivery round failed; retrying after the poll interval")
                 claimed = 0
             if claimed >= self.claim_limit or self._stopping:
@@ -130,7 +199,7 @@ class Worker:
         poll = self.settings.delivery.sweep_interval_seconds
         try:
             due = await asyncio.to_thread(
-                claim.next_due, self.engine, destinations=self.adapters.keys()
+                outbox.next_due, self.engine, destinations=self.adapters.keys()
             )
         except Exception:
             log.exception("worker: cannot read the next due time")
@@ -138,14 +207,6 @@ class Worker:
         if due is None:
             return poll
         return max(min(poll, (due - datetime.now(UTC)).total_seconds()), 0.01)
-
-    def _save(self, results: list[send.Result]) -> None:
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            claim.finish(conn, [f for result in results for f in result.finishes], now)
-            for result in results:
-                for sent in result.sent:
-                    track.record(conn, destination=result.destination, sent=sent, now=now)
 
     def _load(self, pks: list[str]) -> dict[str, Event]:
         with self.engine.connect() as conn:
@@ -169,20 +230,67 @@ def _batches(
     return batches
 
 
+class Recorder:
+    """Makes settlements durable as they come: one write at a time, all that waits in it.
+
+    An answer is saved within about one commit of its arrival, and answers arriving together
+    share a transaction (a commit per request would cap unbatched destinations).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._waiting: list[tuple[send.Settled, asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def save(self, settled: send.Settled) -> None:
+        """Return once `settled` is committed; raise what the database raised."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((settled, future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_waiting())
+        await future
+
+    async def close(self) -> None:
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await asyncio.to_thread(_write, self.engine, [s for s, _ in group])
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+
+
+def _write(engine: Engine, group: list[send.Settled]) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        outbox.finish(conn, [f for settled in group for f in settled.finishes], now)
+        for settled in group:
+            for sent in settled.sent:
+                track.record(conn, destination=settled.destination, sent=sent, now=now)
+    for settled in group:
+        for finish in settled.finishes:
+            outcome = "retry" if finish.status == DeliveryStatus.PENDING else finish.status.value
+            metrics.DELIVERIES.labels(settled.destination, outcome).inc()
+
+
 class EmbeddedWorker:
-    """The worker inside `firstparty serve`, woken by the server's own notifier."""
+    """The worker inside `firstparty serve`, woken through the runtime's queue."""
 
     def __init__(self, runtime: Runtime) -> None:
-        settings = runtime.settings
-        notifier = runtime.notifier
-        self._own_queue = not isinstance(notifier, queue.EmbeddedQueue | queue.RedisQueue)
-        waker = queue.make_notifier(settings) if self._own_queue else notifier
-        assert isinstance(waker, queue.EmbeddedQueue | queue.RedisQueue)
         self.worker = Worker(
-            settings=settings,
+            settings=runtime.settings,
             engine=runtime.engine,
-            adapters=runtime.adapters or registry.adapters(settings.destinations),
-            queue=waker,
+            adapters=runtime.adapters,
+            queue=runtime.notifier,
         )
 
     async def start(self) -> None:
@@ -190,8 +298,6 @@ class EmbeddedWorker:
 
     async def stop(self) -> None:
         await self.worker.stop()
-        if self._own_queue:
-            await self.worker.queue.close()
 
 
 def run_worker(settings: Settings) -> None:
@@ -201,7 +307,7 @@ def run_worker(settings: Settings) -> None:
 
 async def _run(settings: Settings) -> None:
     engine = db.create_engine(settings.database_url)
-    waker = queue.make_notifier(settings)
+    waker = queue.make_queue(settings)
     adapters = registry.adapters(settings.destinations)
     worker = Worker(settings=settings, engine=engine, adapters=adapters, queue=waker)
     stop = asyncio.Event()

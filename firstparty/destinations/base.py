@@ -196,8 +196,13 @@ class Adapter:
             )
         return None
 
+    @property
+    def needs_token(self) -> bool:
+        """Whether `build` needs an access token from `token_request()` first (OAuth2)."""
+        return False
+
     def token_request(self) -> OutgoingRequest | None:
-        """A request that obtains an access token, for adapters that need one (OAuth2)."""
+        """A request that obtains an access token, for adapters whose `needs_token` is true."""
         return None
 
     def read_token(self, response: Response) -> tuple[str, float]:

@@ -43,6 +43,8 @@ class FakeSettings(DestinationSettings):
     api_key: SecretStr | None = None
     token_url: str | None = None
     max_event_age_days: float | None = None  # plays a platform's age window
+    # Plays an adapter bug (a key that cannot sign, a crash) in one step: fault drills.
+    raise_in: Literal["token_request", "build", "interpret"] | None = None
 
 
 @registry.register
@@ -58,10 +60,19 @@ class FakeAdapter(Adapter):
             return f"event is older than {days:g} days; fake accepts up to {days:g} days"
         return None
 
+    def _drill(self, step: str) -> None:
+        if self.settings.raise_in == step:
+            raise RuntimeError(f"fake adapter drill: {step} raised")
+
     def _key(self) -> str | None:
         return self.settings.api_key.get_secret_value() if self.settings.api_key else None
 
+    @property
+    def needs_token(self) -> bool:
+        return bool(self.settings.token_url)
+
     def token_request(self) -> OutgoingRequest | None:
+        self._drill("token_request")
         if not self.settings.token_url:
             return None
         key = self._key() or ""
@@ -74,6 +85,7 @@ class FakeAdapter(Adapter):
         return str(answer["access_token"]), float(answer.get("expires_in", 3600))
 
     def build(self, events: Sequence[Event], token: str | None = None) -> list[OutgoingRequest]:
+        self._drill("build")
         key = self._key()
         url = self.settings.api_base.rstrip("/") + "/events" + (f"?key={key}" if key else "")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -83,6 +95,7 @@ class FakeAdapter(Adapter):
         return [OutgoingRequest("POST", url, pks, headers=headers, json=body, secrets=secrets)]
 
     def interpret(self, request: OutgoingRequest, response: Response) -> dict[str, Outcome]:
+        self._drill("interpret")
         outcome = status_outcome(response)
         if not isinstance(outcome, Delivered):
             return {pk: outcome for pk in request.event_pks}

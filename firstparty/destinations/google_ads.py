@@ -253,6 +253,10 @@ class GoogleAds(base.Adapter):
             )
         return reason
 
+    @property
+    def needs_token(self) -> bool:
+        return True
+
     def token_request(self) -> base.OutgoingRequest:
         """An OAuth2 token request: refresh-token grant, or a service account's signed JWT."""
         creds = credentials(self.settings.oauth)

@@ -9,9 +9,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
+from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
 
-TRACK_STATUSES = ("pending", "delivered", "failed", "skipped")
+# The statuses a logged request can have: those of the work it carried, less `inflight`.
+TRACK_STATUSES = tuple(s.value for s in DeliveryStatus if s != DeliveryStatus.INFLIGHT)
 
 
 @dataclass(frozen=True)

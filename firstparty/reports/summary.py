@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from firstparty.collect import touch
+from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
 
 DAYS = 14
@@ -49,8 +50,9 @@ class DeliveryRate:
 
     @property
     def success_rate(self) -> float | None:
-        done = self.statuses.get("delivered", 0) + self.statuses.get("failed", 0)
-        return self.statuses.get("delivered", 0) / done if done else None
+        delivered = self.statuses.get(DeliveryStatus.DELIVERED, 0)
+        done = delivered + self.statuses.get(DeliveryStatus.FAILED, 0)
+        return delivered / done if done else None
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def failures(engine: Engine) -> list[FailureGroup]:
     d = m.deliveries.c
     query = (
         sa.select(d.destination, d.last_error, sa.func.count().label("n"))
-        .where(d.status == "failed")
+        .where(d.status == DeliveryStatus.FAILED)
         .group_by(d.destination, d.last_error)
     )
     with engine.connect() as conn:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from firstparty.delivery import replay
+from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.reports import browse, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
@@ -280,7 +281,7 @@ async def deliveries_page(request: Request) -> Response:
         "items": [],
         "next": None,
     }
-    if filters.get("status", "delivered") not in browse.TRACK_STATUSES:
+    if filters.get("status", DeliveryStatus.DELIVERED) not in browse.TRACK_STATUSES:
         context["error"] = "Status must be one of " + ", ".join(browse.TRACK_STATUSES) + "."
         return _render(request, "admin_deliveries.html", context, 422)
     query = browse.TrackFilters(

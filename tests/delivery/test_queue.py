@@ -54,7 +54,7 @@ async def test_redis_outage_is_not_an_error() -> None:
 
 
 def test_the_settings_pick_the_channel(sqlite_url: str) -> None:
-    assert isinstance(queue.make_notifier(settings_for(sqlite_url)), queue.EmbeddedQueue)
+    assert isinstance(queue.make_queue(settings_for(sqlite_url)), queue.EmbeddedQueue)
     with_redis = settings_for(sqlite_url, redis_url=REDIS)
-    assert isinstance(queue.make_notifier(with_redis), queue.RedisQueue)
+    assert isinstance(queue.make_queue(with_redis), queue.RedisQueue)
     assert queue.wake_key(with_redis) != queue.wake_key(settings_for("sqlite:///other.db"))

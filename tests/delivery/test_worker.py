@@ -236,7 +236,7 @@ async def test_embedded_worker_wakes_on_notify(
 ) -> None:
     # A minute-long poll: only the wake-up can deliver within the bound below.
     settings = settings_with(sqlite_url, fake_destination(receiver.url), sweep_interval_seconds=60)
-    notifier = queue.make_notifier(settings)
+    notifier = queue.make_queue(settings)
     runtime = Runtime(settings, sqlite_engine, registry.adapters(settings.destinations), notifier)
     embedded = worker.EmbeddedWorker(runtime)
     await embedded.start()

@@ -91,7 +91,7 @@ def fresh_lead(pk: str = "ev-0", **changes: Any) -> base.Event:
 
 
 def build(adapter: base.Adapter, events: list[base.Event]) -> list[base.OutgoingRequest]:
-    token = TOKEN if adapter.token_request() is not None else None
+    token = TOKEN if adapter.needs_token else None
     return adapter.build(events, token)
 
 

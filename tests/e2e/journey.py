@@ -186,7 +186,7 @@ async def serving(settings: Settings) -> AsyncIterator[AppClient]:
         return
     async with running_app(settings, run_worker=False) as app:
         engine = db.create_engine(settings.database_url)
-        waker = queue.make_notifier(settings)
+        waker = queue.make_queue(settings)
         beside = worker.Worker(
             settings=settings,
             engine=engine,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from firstparty.delivery import claim
+from firstparty.delivery import outbox
 from firstparty.store import db
 from tests.delivery.outbox import add_events, delivery_rows
 
@@ -20,7 +20,7 @@ def test_concurrent_claimers_never_get_the_same_row(database_url: str) -> None:
 
     def claimer(index: int) -> None:
         barrier.wait()
-        while got := claim.claim(
+        while got := outbox.claim(
             engine, destinations={"a", "b"}, now=datetime.now(UTC), lease_seconds=60, limit=7
         ):
             taken[index] += [c.id for c in got]
@@ -40,23 +40,23 @@ def test_an_expired_lease_is_claimed_again_and_guards_the_old_claim(database_url
     engine = db.create_engine(database_url)
     add_events(engine, ["a"], 1)
     now = datetime.now(UTC)
-    (first,) = claim.claim(engine, destinations={"a"}, now=now, lease_seconds=30, limit=10)
+    (first,) = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=30, limit=10)
     assert (
-        claim.claim(
+        outbox.claim(
             engine, destinations={"a"}, now=now + timedelta(seconds=29), lease_seconds=30, limit=10
         )
         == []
     )
     # The first worker died (kill -9): after the lease the sweeper claim takes the row again.
     later = now + timedelta(seconds=31)
-    (second,) = claim.claim(engine, destinations={"a"}, now=later, lease_seconds=30, limit=10)
+    (second,) = outbox.claim(engine, destinations={"a"}, now=later, lease_seconds=30, limit=10)
     assert (second.id, second.attempt, first.attempt) == (first.id, 2, 1)
     assert second.first_attempt_at == first.first_attempt_at
     with engine.begin() as conn:  # the late first worker cannot overwrite the newer claim
-        claim.finish(conn, [claim.Finish(first, "failed", later, "stale")], later)
+        outbox.finish(conn, [outbox.Finish(first, "failed", later, "stale")], later)
     assert delivery_rows(engine)[0].status == "inflight"
     with engine.begin() as conn:
-        claim.finish(conn, [claim.Finish(second, "delivered", later)], later)
+        outbox.finish(conn, [outbox.Finish(second, "delivered", later)], later)
     assert delivery_rows(engine)[0].status == "delivered"
     engine.dispose()
 
@@ -70,7 +70,7 @@ def test_only_due_work_of_known_destinations_is_claimed(sqlite_url: str) -> None
             sa.text("UPDATE deliveries SET next_attempt_at = :t WHERE id = 1"),
             {"t": (now + timedelta(hours=1)).replace(tzinfo=None)},
         )
-    got = claim.claim(engine, destinations={"a"}, now=now, lease_seconds=60, limit=10)
+    got = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=60, limit=10)
     assert [c.destination for c in got] == ["a"]
-    assert claim.next_due(engine, destinations={"a"}) is not None
+    assert outbox.next_due(engine, destinations={"a"}) is not None
     engine.dispose()

@@ -1,4 +1,9 @@
-"""Claiming due work from the outbox with a lease, and finishing it with a guard.
+"""The outbox: the one owner of the `deliveries` rows and of their status.
+
+Rows are enqueued in the event's own transaction (`enqueue`), claimed with a lease (`claim`),
+kept alive while their worker sends them (`extend`), finished the moment their answer is known
+(`finish`), handed back when a round is cut short (`release`) and requeued by a replay
+(`requeue`). Nothing else writes `deliveries.status`.
 
 A claim takes `pending` rows that are due and `inflight` rows whose lease ran out (a worker died
 mid-request: this is the sweeper), marks them `inflight` until `now + lease` and counts the
@@ -14,10 +19,11 @@ Times are the workers' clocks (UTC); keep the hosts in NTP sync.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -26,7 +32,19 @@ from sqlalchemy.exc import DBAPIError
 from firstparty.store import db
 from firstparty.store.models import deliveries
 
-ACTIVE = ("pending", "inflight")
+
+class DeliveryStatus(StrEnum):
+    """Where one (event, destination) delivery stands; also the status of a logged request."""
+
+    PENDING = "pending"  # waiting until next_attempt_at
+    INFLIGHT = "inflight"  # claimed by a worker until next_attempt_at (the lease)
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"  # not sent on purpose (consent, age window, dry run), with the reason
+    FAILED = "failed"  # refused or out of tries; kept for replay
+
+
+ACTIVE = (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)
+FINAL = (DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
 # Lock conflicts the engines resolve by aborting one side: try the claim again.
 _RETRYABLE_CODES = {1205, 1213, "40001", "40P01"}
 
@@ -49,9 +67,28 @@ class Finish:
     """How a claimed delivery ends this attempt."""
 
     claim: Claim
-    status: str  # delivered | skipped | failed | pending (retry at next_attempt_at)
+    status: DeliveryStatus  # pending: retry at next_attempt_at
     next_attempt_at: datetime
     last_error: str | None = None
+
+
+def row(*, event_pk: str, destination: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
+    """A new outbox row: due now."""
+    return {
+        "event_pk": event_pk,
+        "destination": destination,
+        "status": DeliveryStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "occurred_at": occurred_at,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Add these rows (from `row`) in the caller's transaction: the event's own."""
+    db.bulk_insert(conn, deliveries, list(rows))
 
 
 def claim(
@@ -87,7 +124,7 @@ def _claim_once(
             sa.update(deliveries)
             .where(d.id.in_([r.id for r in rows]))
             .values(
-                status="inflight",
+                status=DeliveryStatus.INFLIGHT,
                 attempts=d.attempts + 1,
                 next_attempt_at=now + timedelta(seconds=lease),
                 first_attempt_at=sa.func.coalesce(d.first_attempt_at, now),
@@ -124,7 +161,7 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
         sa.update(deliveries)
         .where(
             d.id == sa.bindparam("b_id"),
-            d.status == "inflight",
+            d.status == DeliveryStatus.INFLIGHT,
             d.attempts == sa.bindparam("b_attempt"),
         )
         .values(
@@ -154,6 +191,63 @@ _FINISH_SQL = (
     " updated_at = {p} WHERE deliveries.id = {p} AND deliveries.status = 'inflight'"
     " AND deliveries.attempts = {p}"
 )
+
+
+def extend(engine: Engine, claims: Iterable[Claim], *, until: datetime) -> int:
+    """Move the lease of these claims (those still ours) on to `until`: the worker is alive."""
+    by_attempt: dict[int, list[int]] = {}
+    for one in claims:
+        by_attempt.setdefault(one.attempt, []).append(one.id)
+    if not by_attempt:
+        return 0
+    d = deliveries.c
+    moved = 0
+    with engine.begin() as conn:
+        for attempt, ids in by_attempt.items():
+            result = conn.execute(
+                sa.update(deliveries)
+                .where(d.id.in_(ids), d.status == DeliveryStatus.INFLIGHT, d.attempts == attempt)
+                .values(next_attempt_at=until)
+            )
+            moved += result.rowcount
+    return moved
+
+
+def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
+    """Hand back claims whose round was cut short: due again now, the attempt not counted."""
+    d = deliveries.c
+    with engine.begin() as conn:
+        for one in claims:
+            conn.execute(
+                sa.update(deliveries)
+                .where(
+                    d.id == one.id,
+                    d.status == DeliveryStatus.INFLIGHT,
+                    d.attempts == one.attempt,
+                )
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    attempts=one.attempt - 1,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+
+
+def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """Failed work due again now with a fresh retry window (a replay)."""
+    d = deliveries.c
+    conn.execute(
+        sa.update(deliveries)
+        .where(d.id.in_(ids), d.status == DeliveryStatus.FAILED)
+        .values(
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            first_attempt_at=None,
+            updated_at=now,
+        )
+    )
 
 
 def next_due(engine: Engine, *, destinations: Collection[str]) -> datetime | None:
