@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -40,10 +40,10 @@ def load_events(
         rows = _sqlite_rows(conn, wanted)
     else:
         rows = conn.execute(sa.select(*_COLUMNS).where(events.c.id.in_(wanted))).all()
-    return {row.id: _with_person(conn, row, kinds.get(row.source, "server")) for row in rows}
+    return _with_people(conn, rows, kinds)
 
 
-# The columns `to_event` and `_with_person` read: not `response`, JSON decoded for nothing.
+# The columns `to_event` and `_with_people` read: not `response`, JSON decoded for nothing.
 _COLUMNS = [c for c in events.c if c.name != "response"]
 _SqliteRow = namedtuple("_SqliteRow", [c.name for c in _COLUMNS])  # type: ignore[misc]
 
@@ -91,18 +91,40 @@ def _sqlite_json(value: Any) -> Any:
     return db.json_loads(value) if isinstance(value, str | bytes) else value
 
 
-def _with_person(conn: Connection, row: Row[Any], kind: SourceKind) -> Event:
-    """The event with what the person's devices add: click ids, pixel cookies, phone hashes."""
-    if row.visitor_id is None and row.user_id is None:
-        return to_event(row, kind, [])
-    who = {"visitor_id": row.visitor_id, "user_id": row.user_id, "at": row.occurred_at}
-    clicks = attribution.click_ids_for(conn, **who)
-    # The event's own values win over those gathered from the person's devices.
-    context = {**attribution.context_for(conn, **who), **_strings(row.context)}
-    user = _strings(row.user)
-    if row.user_id and _strings(row.consent).get("ad_user_data") != "denied":
-        user = {**users.phone_hashes_for(conn, row.user_id), **user}
-    return to_event(row, kind, clicks, context=context, user=user)
+def _with_people(
+    conn: Connection, rows: Sequence[Row[Any]], kinds: Mapping[str, SourceKind]
+) -> dict[str, Event]:
+    """The events with what each person's devices add: click ids, pixel cookies, phone hashes.
+
+    One read per table for the whole batch (device graph, click ids, events, users).
+    """
+    people = [attribution.Who(r.visitor_id, r.user_id, r.occurred_at) for r in rows]
+    devices = attribution.devices_of_each(conn, people=people)
+    clicks = attribution.click_ids_of_each(conn, people=people, devices=devices)
+    contexts = attribution.context_of_each(conn, people=people, devices=devices)
+    phones = users.phone_hashes_of(conn, user_ids={r.user_id for r in rows if _shares_phone(r)})
+    return {
+        row.id: to_event(
+            row,
+            kinds.get(row.source, "server"),
+            found,
+            # The event's own values win over those gathered from the person's devices.
+            context={**context, **_strings(row.context)},
+            user=_user(row, phones),
+        )
+        for row, found, context in zip(rows, clicks, contexts, strict=True)
+    }
+
+
+def _user(row: Row[Any], phones: Mapping[str, dict[str, str]]) -> dict[str, str]:
+    """The event's hashed identifiers, over the user's phone hashes when it may share them."""
+    own = _strings(row.user)
+    return {**phones.get(row.user_id, {}), **own} if _shares_phone(row) else own
+
+
+def _shares_phone(row: Row[Any]) -> bool:
+    """Whether the user's phone hashes go with this event (consent: ad_user_data not denied)."""
+    return bool(row.user_id) and _strings(row.consent).get("ad_user_data") != "denied"
 
 
 def to_event(

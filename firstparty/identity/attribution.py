@@ -14,17 +14,24 @@ visitor row for reports (`touches_for`).
 Rule for pixel cookies (`context_for`): the latest known value of each of `PIXEL_KEYS` from the
 devices' events; the event's own visitor wins over other devices, and the event's own context
 wins over both (the worker merges it last).
+
+Each rule has a batch form (`devices_of_each`, `click_ids_of_each`, `context_of_each`) that
+serves many events from one read of each table; the one-person functions are that with one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+import heapq
+import itertools
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from firstparty.destinations.base import ClickId
 from firstparty.store.models import click_ids, events, visitor_users, visitors
@@ -63,6 +70,15 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Who:
+    """Whose devices to gather (an event's visitor and user), and as of when (None: any time)."""
+
+    visitor_id: str | None
+    user_id: str | None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Touch:
     """One device's first and last touch (landing URL, referrer, UTM), for reports."""
 
@@ -72,28 +88,27 @@ class Touch:
     last_touch: Mapping[str, Any]
 
 
+class _Seen(NamedTuple):
+    """One event of a device, reduced to what `context_of_each` reads."""
+
+    visitor_id: str
+    occurred_at: datetime
+    pixels: dict[str, str]
+
+
+# Longest IN list sent in one statement (SQLite takes 32,766 parameters, the others 65,535).
+IN_LIST = 5000
+
+
 def devices_of(conn: Connection, *, visitor_id: str | None, user_id: str | None) -> list[Device]:
     """The event's own visitor (whole) and the user's visitors (each for its span)."""
-    found = [Device(visitor_id)] if visitor_id else []
-    if not user_id:
-        return found
-    theirs = sa.select(visitor_users.c.visitor_id).where(visitor_users.c.user_id == user_id)
-    history = conn.execute(
-        sa.select(visitor_users)
-        .where(visitor_users.c.visitor_id.in_(theirs))
-        .order_by(visitor_users.c.visitor_id, visitor_users.c.linked_at, visitor_users.c.id)
-    ).all()
-    seen: set[str] = set()
-    for row in history:
-        first = row.visitor_id not in seen
-        seen.add(row.visitor_id)
-        if row.user_id == user_id and row.visitor_id != visitor_id:
-            since = None if first else row.linked_at
-            found.append(Device(row.visitor_id, since, row.unlinked_at))
-    # Visitors linked without a history row (older data) count whole.
-    current = conn.execute(sa.select(visitors.c.id).where(visitors.c.user_id == user_id))
-    found.extend(Device(v) for v in current.scalars() if v not in seen and v != visitor_id)
-    return found
+    return devices_of_each(conn, people=[Who(visitor_id, user_id)])[0]
+
+
+def devices_of_each(conn: Connection, *, people: Sequence[Who]) -> list[list[Device]]:
+    """`devices_of` for each of these people, reading the device graph once for them all."""
+    spans = _users_devices(conn, {p.user_id for p in people if p.user_id})
+    return [_devices(who, spans) for who in people]
 
 
 def visitor_ids_of(conn: Connection, *, visitor_id: str | None, user_id: str | None) -> list[str]:
@@ -114,25 +129,27 @@ def click_ids_for(
     at: datetime | None = None,
 ) -> list[ClickId]:
     """Click ids of all the person's devices, oldest first; with `at`, only those in window."""
-    devices = devices_of(conn, visitor_id=visitor_id, user_id=user_id)
-    if not devices:
-        return []
-    rows = conn.execute(
-        sa.select(
-            click_ids.c.visitor_id, click_ids.c.kind, click_ids.c.value, click_ids.c.first_seen_at
-        ).where(click_ids.c.visitor_id.in_({d.visitor_id for d in devices}))
-    )
-    kept: dict[tuple[str, str], ClickId] = {}
-    for row in rows:
-        if not _on_device(devices, row.visitor_id, row.first_seen_at):
-            continue
-        if at is not None and not _in_window(row.kind, row.first_seen_at, at):
-            continue
-        previous = kept.get((row.kind, row.value))
-        # The same click id seen on two devices is one click: keep it once, when first seen.
-        if previous is None or row.first_seen_at < previous.first_seen_at:
-            kept[(row.kind, row.value)] = ClickId(row.kind, row.value, row.first_seen_at)
-    return sorted(kept.values(), key=lambda c: (c.first_seen_at, c.kind, c.value))
+    people = [Who(visitor_id, user_id, at)]
+    return click_ids_of_each(conn, people=people, devices=devices_of_each(conn, people=people))[0]
+
+
+def click_ids_of_each(
+    conn: Connection, *, people: Sequence[Who], devices: Sequence[list[Device]]
+) -> list[list[ClickId]]:
+    """`click_ids_for` each person, given their `devices_of_each`, in one read of the click ids."""
+    seen: dict[str, list[ClickId]] = defaultdict(list)
+    for chunk in _chunks({d.visitor_id for found in devices for d in found}):
+        rows = conn.execute(
+            sa.select(
+                click_ids.c.visitor_id,
+                click_ids.c.kind,
+                click_ids.c.value,
+                click_ids.c.first_seen_at,
+            ).where(click_ids.c.visitor_id.in_(chunk))
+        )
+        for row in rows:
+            seen[row.visitor_id].append(ClickId(row.kind, row.value, row.first_seen_at))
+    return [_clicks(who, found, seen) for who, found in zip(people, devices, strict=True)]
 
 
 def context_for(
@@ -143,29 +160,29 @@ def context_for(
     at: datetime | None = None,
 ) -> dict[str, str]:
     """The latest known fbp/fbc/ttp/ga/gcl_aw across the person's devices (own device first)."""
-    devices = devices_of(conn, visitor_id=visitor_id, user_id=user_id)
-    if not devices:
-        return {}
-    query = sa.select(events.c.visitor_id, events.c.occurred_at, events.c.context).where(
-        events.c.visitor_id.in_({d.visitor_id for d in devices})
-    )
-    if at is not None:
-        query = query.where(
-            events.c.occurred_at <= at + CLOCK_SKEW, events.c.occurred_at >= at - CONTEXT_LOOKBACK
+    people = [Who(visitor_id, user_id, at)]
+    return context_of_each(conn, people=people, devices=devices_of_each(conn, people=people))[0]
+
+
+def context_of_each(
+    conn: Connection, *, people: Sequence[Who], devices: Sequence[list[Device]]
+) -> list[dict[str, str]]:
+    """`context_for` each person, given their `devices_of_each`, in one read of their events."""
+    seen: dict[str, list[_Seen]] = defaultdict(list)
+    span = _lookback(people)
+    for chunk in _chunks({d.visitor_id for found in devices for d in found}):
+        query = sa.select(events.c.visitor_id, events.c.occurred_at, events.c.context).where(
+            events.c.visitor_id.in_(chunk)
         )
-    rows = conn.execute(query.order_by(events.c.occurred_at.desc()).limit(CONTEXT_ROWS))
-    own: dict[str, str] = {}
-    others: dict[str, str] = {}
-    for row in rows:
-        if not _on_device(devices, row.visitor_id, row.occurred_at):
-            continue
-        target = own if row.visitor_id == visitor_id else others
-        context = row.context if isinstance(row.context, dict) else {}
-        for key in PIXEL_KEYS:
-            value = context.get(key)
-            if isinstance(value, str) and value and key not in target:
-                target[key] = value
-    return {**others, **own}
+        if span is not None:
+            query = query.where(events.c.occurred_at.between(*span))
+        for row in conn.execute(query):
+            seen[row.visitor_id].append(
+                _Seen(row.visitor_id, row.occurred_at, _pixels(row.context))
+            )
+    for rows in seen.values():
+        rows.sort(key=_occurred_at)
+    return [_context(who, found, seen) for who, found in zip(people, devices, strict=True)]
 
 
 def touches_for(conn: Connection, *, visitor_id: str | None, user_id: str | None) -> list[Touch]:
@@ -179,6 +196,113 @@ def touches_for(conn: Connection, *, visitor_id: str | None, user_id: str | None
     return [
         Touch(r.id, r.first_seen_at, _mapping(r.first_touch), _mapping(r.last_touch)) for r in rows
     ]
+
+
+def _users_devices(conn: Connection, user_ids: set[str]) -> dict[str, list[Device]]:
+    """Each user's visitors, each for the spans it belonged to them.
+
+    A visitor's first span starts unbounded (its clicks before the first verification count);
+    visitors linked without a history row (older data) count whole.
+    """
+    if not user_ids:
+        return {}
+    found: dict[str, list[Device]] = {u: [] for u in user_ids}
+    linked: set[tuple[str, str]] = set()
+    for visitor_id, history in sorted(_histories(conn, user_ids).items()):
+        for index, row in enumerate(history):
+            if row.user_id in found:
+                since = None if index == 0 else row.linked_at
+                found[row.user_id].append(Device(visitor_id, since, row.unlinked_at))
+                linked.add((row.user_id, visitor_id))
+    for chunk in _chunks(user_ids):
+        current = sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.user_id.in_(chunk))
+        for visitor in conn.execute(current):
+            if visitor.user_id in found and (visitor.user_id, visitor.id) not in linked:
+                found[visitor.user_id].append(Device(visitor.id))
+    return found
+
+
+def _histories(conn: Connection, user_ids: set[str]) -> dict[str, list[Row[Any]]]:
+    """Every link, to any user, of each visitor ever linked to these users; oldest first."""
+    links: dict[int, Row[Any]] = {}
+    for chunk in _chunks(user_ids):
+        theirs = sa.select(visitor_users.c.visitor_id).where(visitor_users.c.user_id.in_(chunk))
+        query = sa.select(visitor_users).where(visitor_users.c.visitor_id.in_(theirs))
+        links.update((row.id, row) for row in conn.execute(query))
+    history: dict[str, list[Row[Any]]] = defaultdict(list)
+    for row in sorted(links.values(), key=lambda r: (r.linked_at, r.id)):
+        history[row.visitor_id].append(row)
+    return history
+
+
+def _devices(who: Who, spans: Mapping[str, list[Device]]) -> list[Device]:
+    own = [Device(who.visitor_id)] if who.visitor_id else []
+    theirs = spans.get(who.user_id, []) if who.user_id else []
+    return own + [d for d in theirs if d.visitor_id != who.visitor_id]
+
+
+def _clicks(who: Who, devices: list[Device], seen: Mapping[str, list[ClickId]]) -> list[ClickId]:
+    kept: dict[tuple[str, str], ClickId] = {}
+    for visitor_id in {d.visitor_id for d in devices}:
+        for click in seen.get(visitor_id, []):
+            if not _on_device(devices, visitor_id, click.first_seen_at):
+                continue
+            if who.at is not None and not _in_window(click.kind, click.first_seen_at, who.at):
+                continue
+            previous = kept.get((click.kind, click.value))
+            # The same click id seen on two devices is one click: keep it once, when first seen.
+            if previous is None or click.first_seen_at < previous.first_seen_at:
+                kept[(click.kind, click.value)] = click
+    return sorted(kept.values(), key=lambda c: (c.first_seen_at, c.kind, c.value))
+
+
+def _context(who: Who, devices: list[Device], seen: Mapping[str, list[_Seen]]) -> dict[str, str]:
+    newest = heapq.merge(
+        *(_newest(seen.get(v, []), who.at) for v in {d.visitor_id for d in devices}),
+        key=_occurred_at,
+        reverse=True,
+    )
+    own: dict[str, str] = {}
+    others: dict[str, str] = {}
+    for row in itertools.islice(newest, CONTEXT_ROWS):
+        if not _on_device(devices, row.visitor_id, row.occurred_at):
+            continue
+        target = own if row.visitor_id == who.visitor_id else others
+        for key, value in row.pixels.items():
+            target.setdefault(key, value)
+    return {**others, **own}
+
+
+def _newest(rows: list[_Seen], at: datetime | None) -> list[_Seen]:
+    """Of a device's events (oldest first), the newest `CONTEXT_ROWS` in the lookback of `at`."""
+    start, stop = 0, len(rows)
+    if at is not None:
+        start = bisect.bisect_left(rows, at - CONTEXT_LOOKBACK, key=_occurred_at)
+        stop = bisect.bisect_right(rows, at + CLOCK_SKEW, key=_occurred_at)
+    return rows[max(start, stop - CONTEXT_ROWS) : stop][::-1]
+
+
+def _lookback(people: Sequence[Who]) -> tuple[datetime, datetime] | None:
+    """The time span holding every person's lookback (None: someone is looked at any time)."""
+    times = [p.at for p in people if p.at is not None]
+    if not times or len(times) < len(people):
+        return None
+    return min(times) - CONTEXT_LOOKBACK, max(times) + CLOCK_SKEW
+
+
+def _pixels(context: object) -> dict[str, str]:
+    found = context if isinstance(context, dict) else {}
+    return {k: v for k in PIXEL_KEYS if isinstance(v := found.get(k), str) and v}
+
+
+def _occurred_at(row: _Seen) -> datetime:
+    return row.occurred_at
+
+
+def _chunks(values: set[str]) -> Iterator[list[str]]:
+    ordered = sorted(values)
+    for start in range(0, len(ordered), IN_LIST):
+        yield ordered[start : start + IN_LIST]
 
 
 def _on_device(devices: list[Device], visitor_id: str, at: datetime) -> bool:

@@ -13,6 +13,7 @@ with the user it had then. Events are never rewritten: each keeps the user_id it
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -74,10 +75,15 @@ def exists(conn: Connection, user_id: str) -> bool:
 
 def phone_hashes_for(conn: Connection, user_id: str) -> dict[str, str]:
     """The user's hashed phone ({"ph", "ph_e164"}), or {} for an unknown user."""
-    value = conn.execute(sa.select(users.c.phone_hashes).where(users.c.id == user_id)).scalar()
-    if not isinstance(value, dict):
+    return phone_hashes_of(conn, user_ids={user_id}).get(user_id, {})
+
+
+def phone_hashes_of(conn: Connection, *, user_ids: Collection[str]) -> dict[str, dict[str, str]]:
+    """The hashed phone of each of these users that is known, in one query."""
+    if not user_ids:
         return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+    query = sa.select(users.c.id, users.c.phone_hashes).where(users.c.id.in_(sorted(user_ids)))
+    return {row.id: _strings(row.phone_hashes) for row in conn.execute(query)}
 
 
 def user_of(conn: Connection, visitor_id: str) -> str | None:
@@ -115,3 +121,9 @@ def link_visitor(conn: Connection, *, visitor_id: str, user_id: str, now: dateti
             visitor_id=visitor_id, user_id=user_id, linked_at=now, unlinked_at=None
         )
     )
+
+
+def _strings(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
