@@ -26,7 +26,6 @@ from firstparty.destinations.base import (
     Adapter,
     Delivered,
     DestinationSettings,
-    Event,
     Outcome,
     OutgoingRequest,
     Rejected,
@@ -35,6 +34,7 @@ from firstparty.destinations.base import (
     event_json,
     status_outcome,
 )
+from firstparty.event import Event
 
 
 class FakeSettings(DestinationSettings):

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from firstparty.destinations import base, registry
+from firstparty.event import Event
 
 MAX_EVENTS = 25
 MAX_PARAMS = 25
@@ -109,7 +110,7 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def client_id(event: base.Event) -> str | None:
+def client_id(event: Event) -> str | None:
     """The GA client id: from the `_ga` cookie, else derived from the visitor (or user) id."""
     found = _GA_COOKIE.match(event.context.get("ga", "").strip())
     if found:
@@ -148,7 +149,7 @@ class GA4MeasurementProtocol(base.Adapter):
 
     settings: GA4Settings
 
-    def skip(self, event: base.Event, now: datetime) -> str | None:
+    def skip(self, event: Event, now: datetime) -> str | None:
         """Older than 72 hours, analytics consent denied, or no id to send it under."""
         age = now - event.occurred_at
         if age > self.max_event_age:
@@ -162,10 +163,10 @@ class GA4MeasurementProtocol(base.Adapter):
         return None
 
     def build(
-        self, events: Sequence[base.Event], token: str | None = None
+        self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
         """One request per client_id (with its user id and consent), ≤ 25 events each."""
-        groups: dict[tuple[Any, ...], list[base.Event]] = {}
+        groups: dict[tuple[Any, ...], list[Event]] = {}
         for event in events:
             groups.setdefault(self._request_key(event), []).append(event)
         requests = []
@@ -192,7 +193,7 @@ class GA4MeasurementProtocol(base.Adapter):
             return dict.fromkeys(pks, base.Delivered())
         return validation_outcomes(pks, response)
 
-    def _request_key(self, event: base.Event) -> tuple[Any, ...]:
+    def _request_key(self, event: Event) -> tuple[Any, ...]:
         user = safe_user_id(event.user_id) if self.settings.send_user_id else None
         consent = tuple(
             (name, event.consent[name].upper())
@@ -201,7 +202,7 @@ class GA4MeasurementProtocol(base.Adapter):
         )
         return client_id(event), user, consent
 
-    def _request(self, key: tuple[Any, ...], events: Sequence[base.Event]) -> base.OutgoingRequest:
+    def _request(self, key: tuple[Any, ...], events: Sequence[Event]) -> base.OutgoingRequest:
         settings = self.settings
         cid, user, consent = key
         body: dict[str, Any] = {"client_id": cid}
@@ -226,12 +227,12 @@ class GA4MeasurementProtocol(base.Adapter):
             secrets=(secret,),
         )
 
-    def _event(self, event: base.Event) -> dict[str, Any]:
+    def _event(self, event: Event) -> dict[str, Any]:
         name = self.settings.mapped_name(event.name) or event.name
         micros = int(event.occurred_at.timestamp()) * 1_000_000 + event.occurred_at.microsecond
         return {"name": name, "timestamp_micros": micros, "params": self._params(event)}
 
-    def _params(self, event: base.Event) -> dict[str, Any]:
+    def _params(self, event: Event) -> dict[str, Any]:
         props = event.properties
         params: dict[str, Any] = {}
         value = props.get("value")

@@ -43,6 +43,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from firstparty.destinations import base, google_rpc, registry
 from firstparty.errors import PermanentError, RetryableError
+from firstparty.event import ClickId, Event
 
 DATA_MANAGER_BASE = "https://datamanager.googleapis.com/v1"
 GOOGLE_ADS_BASE = "https://googleads.googleapis.com/v26"
@@ -150,7 +151,7 @@ class Conversion:
     transaction_id: str
     occurred_at: datetime
     source: str
-    click: base.ClickId | None
+    click: ClickId | None
     email: str | None
     phone: str | None
     value: float | None
@@ -160,7 +161,7 @@ class Conversion:
     user_agent: str | None
 
 
-def usable_click(event: base.Event) -> base.ClickId | None:
+def usable_click(event: Event) -> ClickId | None:
     """The one click id to send: gclid, else wbraid, else gbraid, clicked ≤ 90 days before."""
     clicks = [*event.click_ids, *_gcl_aw(event.context.get("gcl_aw"))]
     for kind in CLICK_KINDS:
@@ -174,22 +175,22 @@ def usable_click(event: base.Event) -> base.ClickId | None:
     return None
 
 
-def _gcl_aw(cookie: str | None) -> list[base.ClickId]:
+def _gcl_aw(cookie: str | None) -> list[ClickId]:
     # The Google tag's cookie: GCL.<unix seconds>.<gclid>
     parts = (cookie or "").split(".", 2)
     if len(parts) != 3 or parts[0] != "GCL" or not parts[1].isdigit() or not parts[2]:
         return []
-    return [base.ClickId("gclid", parts[2], datetime.fromtimestamp(int(parts[1]), UTC))]
+    return [ClickId("gclid", parts[2], datetime.fromtimestamp(int(parts[1]), UTC))]
 
 
-def identifiers(event: base.Event) -> tuple[str | None, str | None]:
+def identifiers(event: Event) -> tuple[str | None, str | None]:
     """Hashed email (gmail rule) and E.164 phone, unless the visitor denied ad_user_data."""
     if not event.identifiers_allowed:
         return None, None
     return event.user.get("em_google") or event.user.get("em"), event.user.get("ph_e164")
 
 
-def conversion(settings: GoogleAdsSettings, event: base.Event) -> Conversion:
+def conversion(settings: GoogleAdsSettings, event: Event) -> Conversion:
     """The canonical conversion for an event this destination wants."""
     email, phone = identifiers(event)
     value = event.properties.get("value")
@@ -243,7 +244,7 @@ class GoogleAds(base.Adapter):
 
     settings: GoogleAdsSettings
 
-    def skip(self, event: base.Event, now: datetime) -> str | None:
+    def skip(self, event: Event, now: datetime) -> str | None:
         """Too old, or nothing Google could match the conversion with."""
         reason = super().skip(event, now)
         if reason is None and usable_click(event) is None and identifiers(event) == (None, None):
@@ -303,7 +304,7 @@ class GoogleAds(base.Adapter):
         raise PermanentError(message)
 
     def build(
-        self, events: Sequence[base.Event], token: str | None = None
+        self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
         """One request for the legacy API; Data Manager: one per ten conversion actions."""
         conversions = [(e.pk, conversion(self.settings, e)) for e in events]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from firstparty.destinations import base, registry
+from firstparty.event import Event
 from firstparty.identity import pii
 
 ActionSource = Literal[
@@ -92,7 +93,7 @@ class MetaCapi(base.Adapter):
 
     # ------------------------------------------------------------ before sending
 
-    def skip(self, event: base.Event, now: datetime) -> str | None:
+    def skip(self, event: Event, now: datetime) -> str | None:
         """Events Meta would refuse, which would make it refuse the whole batch with them."""
         source = self._action_source(event)
         window = timedelta(days=62 if source == "physical_store" else 7)
@@ -109,7 +110,7 @@ class MetaCapi(base.Adapter):
     # ------------------------------------------------------------ building
 
     def build(
-        self, events: Sequence[base.Event], token: str | None = None
+        self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
         access_token = self.settings.access_token.get_secret_value()
         body: dict[str, Any] = {"data": [self._event(e) for e in events]}
@@ -134,10 +135,10 @@ class MetaCapi(base.Adapter):
             )
         ]
 
-    def _action_source(self, event: base.Event) -> str:
+    def _action_source(self, event: Event) -> str:
         return "website" if event.source_kind == "browser" else self.settings.server_action_source
 
-    def _event(self, event: base.Event) -> dict[str, Any]:
+    def _event(self, event: Event) -> dict[str, Any]:
         out: dict[str, Any] = {
             "event_name": self.settings.mapped_name(event.name) or event.name,
             "event_time": (event.occurred_at - EPOCH) // timedelta(seconds=1),
@@ -179,7 +180,7 @@ class MetaCapi(base.Adapter):
         return base.batch_refused(pks, reason, _culprit(error, len(pks)))
 
 
-def user_data(event: base.Event) -> dict[str, Any]:
+def user_data(event: Event) -> dict[str, Any]:
     """Meta's user_data: hashes and pixel cookies only when ad_user_data is not denied."""
     out: dict[str, Any] = {}
     if event.identifiers_allowed:
@@ -199,7 +200,7 @@ def user_data(event: base.Event) -> dict[str, Any]:
     return out
 
 
-def _fbc_from_click(event: base.Event) -> str | None:
+def _fbc_from_click(event: Event) -> str | None:
     # Meta's format for an fbc built on the server: subdomain index 1, the ms the fbclid was
     # first seen, then the fbclid exactly as it arrived (case matters to Meta).
     click = event.click_id("fbclid")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from firstparty.destinations import base, registry
+from firstparty.event import Event
 from firstparty.identity import pii
 
 Treatment = Literal["delivered", "retry", "rejected"]
@@ -87,7 +88,7 @@ class TikTokEvents(base.Adapter):
         "events": {"page": "Pageview", "Lead": "Lead", "Purchase": "Purchase"},
     }
 
-    def skip(self, event: base.Event, now: datetime) -> str | None:
+    def skip(self, event: Event, now: datetime) -> str | None:
         """Events past the configured age window, or from visitors who denied ad_user_data."""
         days = self.settings.max_event_age_days
         age = (now - event.occurred_at) / timedelta(days=1)
@@ -103,13 +104,13 @@ class TikTokEvents(base.Adapter):
     # ------------------------------------------------------------ building
 
     def build(
-        self, events: Sequence[base.Event], token: str | None = None
+        self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
         if self.settings.test_event_code and not self.settings.batch_test_events:
             return [self._request([e]) for e in events]
         return [self._request(events)]
 
-    def _request(self, events: Sequence[base.Event]) -> base.OutgoingRequest:
+    def _request(self, events: Sequence[Event]) -> base.OutgoingRequest:
         access_token = self.settings.access_token.get_secret_value()
         body: dict[str, Any] = {
             "event_source": "web",
@@ -127,7 +128,7 @@ class TikTokEvents(base.Adapter):
             secrets=(access_token,),
         )
 
-    def _event(self, event: base.Event) -> dict[str, Any]:
+    def _event(self, event: Event) -> dict[str, Any]:
         out: dict[str, Any] = {
             "event": self.settings.mapped_name(event.name) or event.name,
             "event_time": (event.occurred_at - EPOCH) // timedelta(seconds=1),
@@ -180,7 +181,7 @@ class TikTokEvents(base.Adapter):
         return "rejected" if 40000 <= code < 50000 else "retry"
 
 
-def user(event: base.Event) -> dict[str, Any]:
+def user(event: Event) -> dict[str, Any]:
     """TikTok's user object: hashes, ttclid and ttp only when ad_user_data is not denied."""
     out: dict[str, Any] = {}
     if event.identifiers_allowed:

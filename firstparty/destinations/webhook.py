@@ -33,13 +33,13 @@ from firstparty.destinations import registry
 from firstparty.destinations.base import (
     Adapter,
     DestinationSettings,
-    Event,
     Outcome,
     OutgoingRequest,
     Response,
     event_json,
     status_outcome,
 )
+from firstparty.event import Event
 
 
 class WebhookSettings(DestinationSettings):

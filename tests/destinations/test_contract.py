@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from firstparty.destinations import base, registry
+from firstparty.event import ClickId, Event
 from firstparty.identity import pii
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -48,11 +49,11 @@ def make(kind: str) -> base.Adapter:
     return registry.adapter_for(registry.parse(settings_entry(kind), 0))
 
 
-def fresh_lead(pk: str = "ev-0", **changes: Any) -> base.Event:
+def fresh_lead(pk: str = "ev-0", **changes: Any) -> Event:
     """A browser Lead from a minute ago with everything a platform could want."""
     at = NOW - timedelta(minutes=1)
     clicks = tuple(
-        base.ClickId(kind, value, at - timedelta(minutes=10))
+        ClickId(kind, value, at - timedelta(minutes=10))
         for kind, value in (
             ("gclid", "Cj0KCQiA-Contract"),
             ("fbclid", "IwAR-Contract"),
@@ -87,10 +88,10 @@ def fresh_lead(pk: str = "ev-0", **changes: Any) -> base.Event:
         "visitor_id": "visitor-contract",
         "click_ids": clicks,
     }
-    return base.Event(**(fields | changes))
+    return Event(**(fields | changes))
 
 
-def build(adapter: base.Adapter, events: list[base.Event]) -> list[base.OutgoingRequest]:
+def build(adapter: base.Adapter, events: list[Event]) -> list[base.OutgoingRequest]:
     token = TOKEN if adapter.needs_token else None
     return adapter.build(events, token)
 

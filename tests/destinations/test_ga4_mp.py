@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from firstparty.destinations import base, ga4_mp, registry
+from firstparty.event import Event
 from tests.fakes import ga4
 from tests.fakes.server import Reply, send
 
 WHEN = datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=UTC)
 
 
-def lead(pk: str = "ev1", **overrides: Any) -> base.Event:
+def lead(pk: str = "ev1", **overrides: Any) -> Event:
     fields: dict[str, Any] = {
         "pk": pk,
         "event_id": f"id-{pk}",
@@ -35,7 +36,7 @@ def lead(pk: str = "ev1", **overrides: Any) -> base.Event:
         "user_id": "u_8f3a2c",
     }
     fields.update(overrides)
-    return base.Event(**fields)
+    return Event(**fields)
 
 
 def adapter(**overrides: Any) -> ga4_mp.GA4MeasurementProtocol:
@@ -208,9 +209,7 @@ def fake() -> Iterator[ga4.FakeGA4]:
         yield server
 
 
-def deliver(
-    ads: ga4_mp.GA4MeasurementProtocol, events: Sequence[base.Event]
-) -> dict[str, base.Outcome]:
+def deliver(ads: ga4_mp.GA4MeasurementProtocol, events: Sequence[Event]) -> dict[str, base.Outcome]:
     outcomes: dict[str, base.Outcome] = {}
     for request in ads.build(events):
         outcomes.update(ads.interpret(request, send(request)))

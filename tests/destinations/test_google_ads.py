@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from firstparty.destinations import base, google_ads, registry
 from firstparty.errors import PermanentError
+from firstparty.event import ClickId, Event
 from tests.fakes import google
 from tests.fakes.server import send
 
@@ -23,11 +24,11 @@ GCLID = "Cj0KCQiA-example"
 CREDENTIALS = {"client_id": "1234.apps", "client_secret": "GOCSPX-x", "refresh_token": "1//0abc"}
 
 
-def click(kind: str, value: str, days_before: float = 1) -> base.ClickId:
-    return base.ClickId(kind, value, WHEN - timedelta(days=days_before))
+def click(kind: str, value: str, days_before: float = 1) -> ClickId:
+    return ClickId(kind, value, WHEN - timedelta(days=days_before))
 
 
-def lead(pk: str = "ev1", **overrides: Any) -> base.Event:
+def lead(pk: str = "ev1", **overrides: Any) -> Event:
     fields: dict[str, Any] = {
         "pk": pk,
         "event_id": "LEAD-1001" if pk == "ev1" else f"LEAD-{pk}",
@@ -44,7 +45,7 @@ def lead(pk: str = "ev1", **overrides: Any) -> base.Event:
         "click_ids": (click("gclid", GCLID),),
     }
     fields.update(overrides)
-    return base.Event(**fields)
+    return Event(**fields)
 
 
 def adapter(**overrides: Any) -> google_ads.GoogleAds:
@@ -287,7 +288,7 @@ def token(ads: google_ads.GoogleAds) -> str:
 
 
 def deliver(
-    ads: google_ads.GoogleAds, events: Sequence[base.Event], bearer: str | None = None
+    ads: google_ads.GoogleAds, events: Sequence[Event], bearer: str | None = None
 ) -> dict[str, base.Outcome]:
     outcomes: dict[str, base.Outcome] = {}
     for request in ads.build(events, bearer or token(ads)):
@@ -307,7 +308,7 @@ def test_an_eight_day_old_server_event_is_accepted(fake: google.FakeGoogle) -> N
     event = lead(
         source_kind="server",
         occurred_at=event.occurred_at,
-        click_ids=(base.ClickId("gclid", GCLID, event.occurred_at - timedelta(days=1)),),
+        click_ids=(ClickId("gclid", GCLID, event.occurred_at - timedelta(days=1)),),
     )
     ads = at(fake)
     assert ads.skip(event, datetime.now(UTC)) is None

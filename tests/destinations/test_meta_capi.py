@@ -13,6 +13,7 @@ import pytest
 
 from firstparty.destinations import base, registry
 from firstparty.destinations.meta_capi import MetaCapi
+from firstparty.event import ClickId, Event
 from firstparty.identity import pii
 from tests.fakes import meta as fake_meta
 from tests.fakes.server import Reply, send
@@ -44,9 +45,9 @@ def adapter(**overrides: Any) -> MetaCapi:
     return made
 
 
-def lead(pk: str = "ev-1", **changes: Any) -> base.Event:
+def lead(pk: str = "ev-1", **changes: Any) -> Event:
     """The spec's example Lead (section 1.12) as firstparty stores it."""
-    event = base.Event(
+    event = Event(
         pk=pk,
         event_id="lead-7f3c2a9e",
         type="track",
@@ -64,7 +65,7 @@ def lead(pk: str = "ev-1", **changes: Any) -> base.Event:
     return dataclasses.replace(event, **changes)
 
 
-def fresh(pk: str, **changes: Any) -> base.Event:
+def fresh(pk: str, **changes: Any) -> Event:
     """A Lead from an hour ago, for the fake (which checks ages against the real clock)."""
     now = datetime.now(UTC)
     return lead(pk, **{"occurred_at": now - timedelta(hours=1), "received_at": now, **changes})
@@ -142,9 +143,9 @@ def test_a_server_event_uses_the_configured_action_source_and_every_field() -> N
 def test_fbc_is_built_from_the_first_seen_time_and_the_byte_exact_fbclid() -> None:
     first_seen = datetime(2026, 1, 1, 0, 0, 0, 123000, tzinfo=UTC)
     clicks = (
-        base.ClickId("fbclid", "OlderClick", first_seen - timedelta(days=3)),
-        base.ClickId("fbclid", FBCLID, first_seen),
-        base.ClickId("gclid", "Cj0KCQ", first_seen + timedelta(days=1)),
+        ClickId("fbclid", "OlderClick", first_seen - timedelta(days=3)),
+        ClickId("fbclid", FBCLID, first_seen),
+        ClickId("gclid", "Cj0KCQ", first_seen + timedelta(days=1)),
     )
     event = lead(context={"user_agent": UA}, click_ids=clicks)
 
@@ -154,7 +155,7 @@ def test_fbc_is_built_from_the_first_seen_time_and_the_byte_exact_fbclid() -> No
 
 
 def test_the_browsers_fbc_cookie_wins_over_a_click_id() -> None:
-    clicks = (base.ClickId("fbclid", "SomethingElse", AT),)
+    clicks = (ClickId("fbclid", "SomethingElse", AT),)
     [request] = adapter().build([lead(click_ids=clicks)])
     assert request.json["data"][0]["user_data"]["fbc"] == FBC
 
@@ -190,7 +191,7 @@ def test_denied_ad_user_data_skips_the_event_by_default() -> None:
 
 
 def test_denied_ad_user_data_never_sends_identifiers() -> None:
-    clicks = (base.ClickId("fbclid", FBCLID, AT),)
+    clicks = (ClickId("fbclid", FBCLID, AT),)
     event = lead(consent={"ad_user_data": "denied"}, click_ids=clicks)
     meta = adapter(consent_denied="send_context_only")
 
@@ -244,7 +245,7 @@ def fake() -> Iterator[fake_meta.FakeMeta]:
         yield server
 
 
-def exchange(meta: MetaCapi, events: list[base.Event]) -> dict[str, base.Outcome]:
+def exchange(meta: MetaCapi, events: list[Event]) -> dict[str, base.Outcome]:
     [request] = meta.build(events)
     return meta.interpret(request, send(request))
 
@@ -253,7 +254,7 @@ def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
     fake: fake_meta.FakeMeta,
 ) -> None:
     meta = adapter(api_base=fake.api_base, test_event_code="TEST12345")
-    clicks = (base.ClickId("fbclid", FBCLID, datetime.now(UTC) - timedelta(days=2)),)
+    clicks = (ClickId("fbclid", FBCLID, datetime.now(UTC) - timedelta(days=2)),)
     events = [fresh("a"), fresh("b", context={"user_agent": UA}, click_ids=clicks)]
 
     outcomes = exchange(meta, events)

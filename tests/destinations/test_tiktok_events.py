@@ -11,6 +11,7 @@ import pytest
 
 from firstparty.destinations import base, registry
 from firstparty.destinations.tiktok_events import TikTokEvents
+from firstparty.event import ClickId, Event
 from firstparty.identity import pii
 from tests.fakes import tiktok as fake_tiktok
 from tests.fakes.server import Reply, send
@@ -38,9 +39,9 @@ def adapter(**overrides: Any) -> TikTokEvents:
     return made
 
 
-def lead(pk: str = "ev-1", **changes: Any) -> base.Event:
+def lead(pk: str = "ev-1", **changes: Any) -> Event:
     """The spec's example Lead (section 2.11) as firstparty stores it."""
-    event = base.Event(
+    event = Event(
         pk=pk,
         event_id="lead-7f3c2a9e",
         type="track",
@@ -55,12 +56,12 @@ def lead(pk: str = "ev-1", **changes: Any) -> base.Event:
         user={"em": JOHN, "ph": PHONE_META, "ph_e164": PHONE_E164},
         context={"ip": "203.0.113.10", "user_agent": UA, "ttp": TTP},
         consent={"ad_user_data": "granted"},
-        click_ids=(base.ClickId("ttclid", TTCLID, AT - timedelta(minutes=5)),),
+        click_ids=(ClickId("ttclid", TTCLID, AT - timedelta(minutes=5)),),
     )
     return dataclasses.replace(event, **changes)
 
 
-def fresh(pk: str, **changes: Any) -> base.Event:
+def fresh(pk: str, **changes: Any) -> Event:
     now = datetime.now(UTC)
     return lead(pk, **{"occurred_at": now - timedelta(hours=1), "received_at": now, **changes})
 
@@ -131,8 +132,8 @@ def test_names_external_id_and_ids_are_mapped() -> None:
 
 def test_the_most_recent_ttclid_is_sent_byte_exact() -> None:
     clicks = (
-        base.ClickId("ttclid", "E.C.P.Older", AT - timedelta(days=2)),
-        base.ClickId("ttclid", "E.C.P.NewerMixedCase", AT - timedelta(days=1)),
+        ClickId("ttclid", "E.C.P.Older", AT - timedelta(days=2)),
+        ClickId("ttclid", "E.C.P.NewerMixedCase", AT - timedelta(days=1)),
     )
     [sent] = adapter().build([lead(click_ids=clicks)])[0].json["data"]
     assert sent["user"]["ttclid"] == "E.C.P.NewerMixedCase"
@@ -203,7 +204,7 @@ def fake() -> Iterator[fake_tiktok.FakeTikTok]:
         yield server
 
 
-def exchange(tiktok: TikTokEvents, events: list[base.Event]) -> dict[str, base.Outcome]:
+def exchange(tiktok: TikTokEvents, events: list[Event]) -> dict[str, base.Outcome]:
     outcomes: dict[str, base.Outcome] = {}
     for request in tiktok.build(events):
         outcomes |= tiktok.interpret(request, send(request))

@@ -201,7 +201,7 @@ def test_the_most_recent_click_in_its_window_is_picked(engine: sa.Engine) -> Non
         found = attribution.click_ids_for(conn, visitor_id="v1", user_id=None, at=at(days=35))
         unbounded = attribution.click_ids_for(conn, visitor_id="v1", user_id=None)
 
-    from firstparty.destinations.base import ClickId, Event
+    from firstparty.event import ClickId, Event
 
     picked = Event(
         pk="p", event_id="e", type="track", name="Purchase", source="www",
