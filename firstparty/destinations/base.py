@@ -16,7 +16,7 @@ Adapters that need an access token first (OAuth2) return a request from `token_r
 the worker sends it, hands the answer to `read_token()`, caches the token until it expires
 and passes it to `build()`.
 
-Register a new adapter in `registry.py`; core code never names a platform.
+List a new adapter in `registry.BUILTINS`; core code never names a platform.
 """
 
 from __future__ import annotations

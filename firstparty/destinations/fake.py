@@ -21,7 +21,6 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from firstparty.destinations import registry
 from firstparty.destinations.base import (
     Adapter,
     Delivered,
@@ -47,7 +46,6 @@ class FakeSettings(DestinationSettings):
     raise_in: Literal["token_request", "build", "interpret"] | None = None
 
 
-@registry.register
 class FakeAdapter(Adapter):
     type = "fake"
     settings_model = FakeSettings

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base
 from firstparty.event import Event
 
 MAX_EVENTS = 25
@@ -306,6 +306,3 @@ def validation_outcomes(pks: Sequence[str], response: base.Response) -> dict[str
             else base.Delivered("valid per /debug/mp/collect (validate mode: not recorded)")
         )
     return outcomes
-
-
-registry.register(GA4MeasurementProtocol)

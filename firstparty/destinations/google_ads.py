@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from firstparty.destinations import base, google_rpc, registry
+from firstparty.destinations import base, google_rpc
 from firstparty.errors import PermanentError, RetryableError
 from firstparty.event import ClickId, Event
 
@@ -492,6 +492,3 @@ def _click_conversion(cid: str, c: Conversion) -> dict[str, Any]:
     if c.ip:
         row["userIpAddress"] = c.ip
     return row
-
-
-registry.register(GoogleAds)

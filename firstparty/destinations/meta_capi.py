@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base
 from firstparty.event import Event
 from firstparty.identity import pii
 
@@ -74,7 +74,6 @@ class MetaCapiSettings(base.DestinationSettings):
         return value or None
 
 
-@registry.register
 class MetaCapi(base.Adapter):
     """Sends events to `{api_base}/{pixel_id}/events`."""
 

@@ -1,35 +1,41 @@
-"""The explicit registry of destination types. Only this module imports concrete adapters."""
+"""The explicit registry of destination types. Only this module imports concrete adapters.
+
+A new adapter is one module beside the others and one entry in `BUILTINS`; the fake is listed
+like every platform, so tests reach it through the same lookup as production.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pydantic import ValidationError
 
+from firstparty.destinations import fake, ga4_mp, google_ads, meta_capi, tiktok_events, webhook
 from firstparty.destinations.base import Adapter, DestinationSettings
 
-ADAPTERS: dict[str, type[Adapter]] = {}
+BUILTINS: tuple[type[Adapter], ...] = (
+    webhook.WebhookAdapter,
+    fake.FakeAdapter,
+    meta_capi.MetaCapi,
+    tiktok_events.TikTokEvents,
+    google_ads.GoogleAds,
+    ga4_mp.GA4MeasurementProtocol,
+)
 
 
-def register(adapter: type[Adapter]) -> type[Adapter]:
-    ADAPTERS[adapter.type] = adapter
-    return adapter
+def by_type(adapters: Iterable[type[Adapter]]) -> dict[str, type[Adapter]]:
+    """Adapter classes keyed by their `type`, the `[[destinations]]` entry's `type` value."""
+    found: dict[str, type[Adapter]] = {}
+    for adapter in adapters:
+        if adapter.type in found:
+            raise ValueError(f"two adapters claim destination type {adapter.type!r}")
+        found[adapter.type] = adapter
+    return found
 
 
-_loaded = False
-
-
-def _load_builtins() -> None:
-    # Every built-in registers through the same function a plug-in would use.
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for module in BUILTINS:
-            __import__(f"firstparty.destinations.{module}")
-
-
-# Modules of the built-in adapters, each calling `register` on import.
-BUILTINS: list[str] = ["webhook", "fake", "meta_capi", "tiktok_events", "google_ads", "ga4_mp"]
+ADAPTERS: Mapping[str, type[Adapter]] = MappingProxyType(by_type(BUILTINS))
 
 
 def parse(raw: Any, index: int) -> DestinationSettings:
@@ -37,13 +43,13 @@ def parse(raw: Any, index: int) -> DestinationSettings:
     where = f"destinations[{index}]"
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: must be a table")
-    _load_builtins()
     kind = raw.get("type")
-    if kind not in ADAPTERS:
-        known = ", ".join(sorted(ADAPTERS)) or "none"
+    adapter = ADAPTERS.get(kind) if isinstance(kind, str) else None
+    if adapter is None:
+        known = ", ".join(sorted(ADAPTERS))
         raise ValueError(f"{where}.type: unknown destination type {kind!r} (known: {known})")
     try:
-        return ADAPTERS[kind].settings_model.model_validate(raw)
+        return adapter.settings_model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -60,7 +66,6 @@ def parse_all(raws: list[Any]) -> list[DestinationSettings]:
 
 
 def adapter_for(settings: DestinationSettings) -> Adapter:
-    _load_builtins()
     return ADAPTERS[settings.type](settings)
 
 

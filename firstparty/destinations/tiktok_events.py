@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base
 from firstparty.event import Event
 from firstparty.identity import pii
 
@@ -71,7 +71,6 @@ class TikTokEventsSettings(base.DestinationSettings):
         return value or None
 
 
-@registry.register
 class TikTokEvents(base.Adapter):
     """Sends events to `{api_base}/event/track/` with the `Access-Token` header."""
 

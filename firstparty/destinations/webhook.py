@@ -29,7 +29,6 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from firstparty.destinations import registry
 from firstparty.destinations.base import (
     Adapter,
     DestinationSettings,
@@ -60,7 +59,6 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-@registry.register
 class WebhookAdapter(Adapter):
     type = "webhook"
     settings_model = WebhookSettings

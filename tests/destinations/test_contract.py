@@ -34,7 +34,6 @@ FORWARDS_EVERYTHING = {"webhook", "fake"}
 TOKEN = "contract-access-token-0123456789"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
-registry._load_builtins()
 KINDS = sorted(registry.ADAPTERS)
 
 

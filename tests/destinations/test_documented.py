@@ -12,7 +12,6 @@ SHARED = {"name", "type", "api_base", "events", "dry_run", "timeout_seconds", "m
 
 
 def test_every_destination_and_setting_is_documented() -> None:
-    registry._load_builtins()
     missing = []
     for kind, adapter in registry.ADAPTERS.items():
         if f"## `{kind}`" not in DOC:
