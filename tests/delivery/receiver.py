@@ -29,6 +29,7 @@ class Receiver:
     failures: deque[tuple[int, dict[str, str]]] = field(default_factory=deque)
     delay: float = 0.0
     hold: asyncio.Event | None = None  # while set to an unset Event, requests wait
+    hold_from: int = 0  # ...those after the first `hold_from` requests (earlier ones answer)
     reject: dict[str, str] = field(default_factory=dict)  # event_id -> reason
     seen: list[Seen] = field(default_factory=list)
     accepted: list[dict[str, Any]] = field(default_factory=list)  # events answered 200
@@ -65,7 +66,7 @@ class Receiver:
     async def _answer_script(self, request: web.Request) -> web.Response | None:
         body = await request.read()
         self.seen.append(Seen(request.path, request.query_string, dict(request.headers), body))
-        if self.hold is not None and not self.hold.is_set():
+        if self.hold is not None and not self.hold.is_set() and len(self.seen) > self.hold_from:
             self.held += 1
             await self.hold.wait()
         if self.delay:

@@ -47,7 +47,6 @@ async def test_postgres_restart_loses_nothing(tmp_path: Path, receiver: Receiver
         config.write_text(
             f"""
 [delivery]
-lease_seconds = 5               # a round cut short by the restart leaves its claims leased
 sweep_interval_seconds = 0.5
 backoff_base_seconds = 0.05
 backoff_max_seconds = 0.5

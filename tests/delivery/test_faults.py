@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,15 +30,14 @@ from tests.delivery.receiver import Receiver
 pytestmark = pytest.mark.slow
 
 
-def _config(tmp_path: Path, receiver: Receiver) -> Path:
+def _config(
+    tmp_path: Path, receiver: Receiver, *, delivery: str | None = None, more: str = ""
+) -> Path:
     path = tmp_path / "firstparty.toml"
     path.write_text(
         f"""
 [delivery]
-lease_seconds = 5
-sweep_interval_seconds = 0.5
-backoff_base_seconds = 0.05
-backoff_max_seconds = 0.2
+{FAST_DELIVERY if delivery is None else delivery}
 
 [[destinations]]
 name = "fake"
@@ -45,9 +46,18 @@ api_base = "{receiver.url}"
 api_key = "{API_KEY}"
 batch_size = 5
 timeout_seconds = 30
+{more}
 """
     )
     return path
+
+
+FAST_DELIVERY = """
+lease_seconds = 5
+sweep_interval_seconds = 0.5
+backoff_base_seconds = 0.05
+backoff_max_seconds = 0.2
+"""
 
 
 class Workers:
@@ -103,9 +113,9 @@ def _check_receiver(receiver: Receiver, expected: set[str], held: set[str]) -> N
     assert {e for e, n in counts.items() if n > 1} <= held  # only the killed request again
 
 
-def _held_ids(receiver: Receiver) -> set[str]:
+def _held_ids(receiver: Receiver, after: int = 0) -> set[str]:
     """Events of every request the receiver holds (all that a killed worker had in flight)."""
-    return {e["event_id"] for seen in receiver.seen for e in seen.json()["events"]}
+    return {e["event_id"] for seen in receiver.seen[after:] for e in seen.json()["events"]}
 
 
 async def test_kill_9_mid_request_on_sqlite_embedded(
@@ -129,6 +139,104 @@ async def test_kill_9_mid_request_on_sqlite_embedded(
         await workers.stop_all()
     _check_receiver(receiver, set(event_ids(engine).values()), held)
     engine.dispose()
+
+
+async def test_answers_that_arrived_before_a_kill_are_not_sent_again(
+    sqlite_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Four requests of five in one round: three answered, the fourth in flight at the kill.
+
+    With the default lease (10 s) and poll, the work the dead worker held is claimed again by
+    the worker still alive within 15 s, and only the in-flight request's events repeat.
+    """
+    engine = db.create_engine(sqlite_url)
+    config = _config(tmp_path, receiver, delivery="backoff_base_seconds = 0.05")
+    workers = Workers(tmp_path, _env(sqlite_url, config))
+    receiver.hold, receiver.hold_from = asyncio.Event(), 3
+    add_events(engine, ["fake"], 20)
+    try:
+        first = workers.start()
+        await eventually(lambda: receiver.held >= 1, timeout=30)
+        await eventually(_delivered_count(engine, 15), timeout=10)  # saved as they came
+        held = _held_ids(receiver, after=receiver.hold_from)
+        workers.start()  # a second worker, idle: it must pick the dead one's work up
+        await asyncio.sleep(1)
+        await workers.kill(first)
+        killed_at = time.monotonic()
+        receiver.hold.set()  # the receiver got it, but the dead worker never heard back
+        await eventually(lambda: Counter(receiver.event_ids()).keys() >= held, timeout=10)
+        await eventually(lambda: min(Counter(receiver.event_ids())[e] for e in held) > 1, 30)
+        reclaimed_after = time.monotonic() - killed_at
+        await eventually(all_settled(engine), timeout=30)
+    finally:
+        await workers.stop_all()
+    counts = Counter(receiver.event_ids())
+    assert set(counts) == set(event_ids(engine).values())
+    assert {e for e, n in counts.items() if n > 1} == held
+    assert len(held) == 5
+    assert reclaimed_after <= 15, f"re-delivered {reclaimed_after:.1f} s after the kill"
+    engine.dispose()
+
+
+async def test_adapter_failures_in_token_and_build_fail_alone(
+    sqlite_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """A token step and a build that raise fail their own work; the other destination
+    delivers every event exactly once, and the worker goes on."""
+    broken = "".join(
+        f"""
+[[destinations]]
+name = "{name}"
+type = "fake"
+api_base = "{receiver.url}"
+api_key = "{API_KEY}"
+token_url = "{receiver.url}/token"
+raise_in = "{step}"
+batch_size = 5
+"""
+        for name, step in (("bad_token", "token_request"), ("bad_build", "build"))
+    )
+    engine = db.create_engine(sqlite_url)
+    workers = Workers(tmp_path, _env(sqlite_url, _config(tmp_path, receiver, more=broken)))
+    add_events(engine, ["fake", "bad_token", "bad_build"], 12)
+    try:
+        workers.start()
+        await eventually(_all_final(engine), timeout=60)
+    finally:
+        await workers.stop_all()
+    counts = Counter(receiver.event_ids())
+    assert set(counts) == set(event_ids(engine).values())
+    assert set(counts.values()) == {1}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT destination, status, last_error FROM deliveries"))
+        ends = {(r.destination, r.status, (r.last_error or "").split(":")[0]) for r in rows}
+    assert ends == {
+        ("fake", "delivered", ""),
+        ("bad_token", "failed", "adapter error in token_request"),
+        ("bad_build", "failed", "adapter error in build"),
+    }
+    log = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+    assert "fake adapter drill: token_request raised" in log  # the traceback, logged
+    assert log.count("Traceback") == log.count("destination bad_")  # each once, with its line
+    engine.dispose()
+
+
+def _delivered_count(engine: sa.Engine, n: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+            return int(conn.execute(sa.text(query)).scalar_one()) >= n
+
+    return check
+
+
+def _all_final(engine: sa.Engine) -> Callable[[], bool]:
+    def check() -> bool:
+        with engine.connect() as conn:
+            query = "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'inflight')"
+            return int(conn.execute(sa.text(query)).scalar_one()) == 0
+
+    return check
 
 
 def _free_port() -> int:

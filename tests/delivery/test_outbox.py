@@ -61,6 +61,28 @@ def test_an_expired_lease_is_claimed_again_and_guards_the_old_claim(database_url
     engine.dispose()
 
 
+def test_a_heartbeat_extends_only_our_claims_and_a_release_hands_them_back(
+    database_url: str,
+) -> None:
+    engine = db.create_engine(database_url)
+    add_events(engine, ["a"], 2)
+    now = datetime.now(UTC)
+    mine = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=10, limit=10)
+    # A newer claim of the second row (its lease ran out): neither call may touch it.
+    later = now + timedelta(seconds=11)
+    (theirs,) = outbox.claim(engine, destinations={"a"}, now=later, lease_seconds=10, limit=1)
+    ours = [c for c in mine if c.id != theirs.id]
+    assert outbox.extend(engine, mine, until=later + timedelta(seconds=10)) == 1
+    assert outbox.claim(engine, destinations={"a"}, now=later, lease_seconds=10, limit=10) == []
+    outbox.release(engine, mine, now=later)
+    rows = {r.id: r for r in delivery_rows(engine)}
+    assert (rows[ours[0].id].status, rows[ours[0].id].attempts) == ("pending", 0)
+    assert (rows[theirs.id].status, rows[theirs.id].attempts) == ("inflight", 2)
+    (again,) = outbox.claim(engine, destinations={"a"}, now=later, lease_seconds=10, limit=10)
+    assert (again.id, again.attempt) == (ours[0].id, 1)  # due at once, the attempt not spent
+    engine.dispose()
+
+
 def test_only_due_work_of_known_destinations_is_claimed(sqlite_url: str) -> None:
     engine = db.create_engine(sqlite_url)
     add_events(engine, ["a", "gone"], 2)

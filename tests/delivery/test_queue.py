@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 
 import pytest
 import redis
+from redis import _defaults as redis_defaults
 
 from firstparty.delivery import queue
 from tests.conftest import settings_for
@@ -41,6 +44,27 @@ async def test_redis_carries_wake_ups_between_clients() -> None:
         assert await worker._redis.llen(key) == queue.MAX_TOKENS - 1  # capped
     finally:
         await worker._redis.delete(key)
+        await api.close()
+        await worker.close()
+
+
+@pytest.mark.skipif(not _redis_up(), reason="Redis on 127.0.0.1:6379 is not running")
+async def test_an_idle_redis_waiter_wakes_within_50_ms_after_a_long_wait() -> None:
+    # Idle past the client library's default socket timeout (redis-py 8: 5 s), which used to
+    # cut the BLPOP and leave the worker deaf until its next poll.
+    idle = float(getattr(redis_defaults, "DEFAULT_SOCKET_TIMEOUT", None) or 5) + 1.5
+    key = f"firstparty:test:{secrets.token_hex(8)}"
+    api, worker = queue.RedisQueue(REDIS, key), queue.RedisQueue(REDIS, key)
+    try:
+        waiting = asyncio.create_task(worker.wait(60))
+        await asyncio.sleep(idle)
+        assert not waiting.done(), "the wait ended by itself: it is no longer listening"
+        start = time.perf_counter()
+        await api.notify()
+        assert await asyncio.wait_for(waiting, 5) is True
+        woke_after = time.perf_counter() - start
+        assert woke_after < 0.05, f"woken after {woke_after * 1000:.0f} ms"
+    finally:
         await api.close()
         await worker.close()
 

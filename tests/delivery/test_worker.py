@@ -9,8 +9,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine
 
+from firstparty import metrics
 from firstparty.delivery import queue, worker
 from firstparty.destinations import registry
 from firstparty.runtime import Runtime
@@ -131,6 +133,28 @@ async def test_rejections_fail_with_the_platform_reason(
     assert [t.status for t in track_rows(sqlite_engine)] == ["failed"]
     reasons = {link.event_pk: link.reason for link in link_rows(sqlite_engine)}
     assert reasons[pks[1]] == "invalid currency" and reasons[pks[0]] is None
+
+
+async def test_an_adapter_that_raises_fails_its_own_work_logged_once_and_counted(
+    sqlite_engine: Engine, sqlite_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = fake_destination(receiver.url, name="broken", raise_in="interpret")
+    settings = settings_with(sqlite_url, fake_destination(receiver.url), broken)
+    pks = add_events(sqlite_engine, ["fake", "broken"], 3)
+    errors = metrics.ADAPTER_ERRORS.labels(destination="broken", step="interpret")
+    before = errors._value.get()
+    work = make_worker(settings, sqlite_engine)
+    await work.drain()
+    ends = {(r.destination, r.status) for r in delivery_rows(sqlite_engine)}
+    assert ends == {("fake", "delivered"), ("broken", "failed")}
+    failed = [r for r in delivery_rows(sqlite_engine) if r.destination == "broken"]
+    assert {r.last_error for r in failed} == {
+        "adapter error in interpret: RuntimeError: fake adapter drill: interpret raised"
+    }
+    assert sorted(e["id"] for e in receiver.accepted) == sorted(pks * 2)  # it was sent, once
+    tracebacks = [r for r in caplog.records if r.exc_info and "broken" in r.getMessage()]
+    assert len(tracebacks) == 1  # one request of three events: one traceback
+    assert errors._value.get() == before + 1
 
 
 async def test_a_whole_request_refused_fails_every_event(
