@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_TOKENS = 64
 # Sending a wake-up never holds an accepted event up for longer than this.
 NOTIFY_TIMEOUT_SECONDS = 2.0
+# After a Redis error the worker polls the database and listens again this soon.
+REDIS_RETRY_SECONDS = 1.0
 # A BLPOP's answer is due when its own timeout ends; past this margin the connection is dead.
 WAIT_MARGIN_SECONDS = 2.0
 
@@ -117,7 +119,7 @@ class RedisQueue:
             )
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("queue: Redis unavailable (%s); polling", exc)
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(min(timeout, REDIS_RETRY_SECONDS))
             return False
         return got is not None
 
