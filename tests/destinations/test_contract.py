@@ -2,9 +2,9 @@
 
 Each adapter runs with the settings of its `example_settings` class attribute (a minimal valid
 `[[destinations]]` entry, which also documents the type); adapters without one take theirs from
-`SETTINGS` below. Either way the entry must map the track event "Lead" and accept `fresh_lead()`.
-Adapters that forward the whole event to the operator's own systems are listed in
-`FORWARDS_EVERYTHING` and exempt from the ad-consent case.
+`factories.FORWARDERS`. Either way the entry must map the track event "Lead" and accept
+`fresh_lead()`. Adapters that forward the whole event to the operator's own systems
+(`factories.FORWARDS_EVERYTHING`) are exempt from the ad-consent case.
 """
 
 from __future__ import annotations
@@ -12,82 +12,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
 
 from firstparty.destinations import base, registry
-from firstparty.event import ClickId, Event
-from firstparty.identity import pii
+from firstparty.event import Event
+from tests import factories
 
-SETTINGS: dict[str, dict[str, Any]] = {
-    "webhook": {
-        "name": "hook",
-        "type": "webhook",
-        "url": "https://hooks.example.com/firstparty",
-        "secret": "contract-webhook-secret-0123",
-    },
-    "fake": {"name": "fake", "type": "fake", "api_key": "contract-fake-api-key"},
-}
-FORWARDS_EVERYTHING = {"webhook", "fake"}
 TOKEN = "contract-access-token-0123456789"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 KINDS = sorted(registry.ADAPTERS)
 
 
-def settings_entry(kind: str) -> dict[str, Any]:
-    adapter = registry.ADAPTERS[kind]
-    entry = dict(adapter.example_settings) or SETTINGS.get(kind)
-    assert entry, f"{kind}: set `example_settings` on the adapter (or add it to SETTINGS here)"
-    return entry
-
-
-def make(kind: str) -> base.Adapter:
-    return registry.adapter_for(registry.parse(settings_entry(kind), 0))
-
-
-def fresh_lead(pk: str = "ev-0", **changes: Any) -> Event:
-    """A browser Lead from a minute ago with everything a platform could want."""
-    at = NOW - timedelta(minutes=1)
-    clicks = tuple(
-        ClickId(kind, value, at - timedelta(minutes=10))
-        for kind, value in (
-            ("gclid", "Cj0KCQiA-Contract"),
-            ("fbclid", "IwAR-Contract"),
-            ("ttclid", "E.C.P.Contract"),
-        )
-    )
-    fields: dict[str, Any] = {
-        "pk": pk,
-        "event_id": f"event-id-{pk}",
-        "type": "track",
-        "name": "Lead",
-        "source": "www",
-        "source_kind": "browser",
-        "occurred_at": at,
-        "received_at": at,
-        "url": "https://www.example.com/apply",
-        "referrer": "https://www.google.com/",
-        "title": "Apply",
-        "properties": {"value": 49.0, "currency": "USD"},
-        "user": pii.hash_user({"email": "Jane.Doe@gmail.com", "phone": "+1 650 555 1212"})
-        | {"external_id": pii.sha256("crm-42")},
-        "context": {
-            "ip": "203.0.113.9",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0 Safari/537.36",
-            "fbp": "fb.1.1767000000000.1116446470",
-            "ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH",
-            "ga": "GA1.1.1234567890.1767000000",
-        },
-        "consent": dict.fromkeys(
-            ("ad_user_data", "ad_personalization", "ad_storage", "analytics_storage"), "granted"
-        ),
-        "visitor_id": "visitor-contract",
-        "click_ids": clicks,
-    }
-    return Event(**(fields | changes))
+# A browser Lead from a minute ago with everything a platform could want.
+fresh_lead = factories.rich_lead(NOW - timedelta(minutes=1))
 
 
 def build(adapter: base.Adapter, events: list[Event]) -> list[base.OutgoingRequest]:
@@ -124,28 +64,28 @@ kinds = pytest.mark.parametrize("kind", KINDS)
 
 @kinds
 def test_the_example_settings_validate_and_unknown_keys_are_refused(kind: str) -> None:
-    assert registry.parse(settings_entry(kind), 0).type == kind
+    assert registry.parse(factories.example_entry(kind), 0).type == kind
     with pytest.raises(ValueError, match="no_such_key: unknown key"):
-        registry.parse(settings_entry(kind) | {"no_such_key": 1}, 0)
+        registry.parse(factories.example_entry(kind) | {"no_such_key": 1}, 0)
 
 
 @kinds
 def test_a_fresh_lead_is_wanted_and_not_skipped(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     assert adapter.wants("track", "Lead")
     assert adapter.skip(fresh_lead(), NOW) is None
 
 
 @kinds
 def test_unmapped_names_are_not_wanted(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     if adapter.settings.events is not None:
         assert not adapter.wants("track", "NoSuchEventAnywhere")
 
 
 @kinds
 def test_events_past_the_platforms_age_window_are_skipped_with_a_reason(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     if adapter.max_event_age is None:
         pytest.skip("no age window")
     old = NOW - adapter.max_event_age - timedelta(days=1)
@@ -156,7 +96,7 @@ def test_events_past_the_platforms_age_window_are_skipped_with_a_reason(kind: st
 @kinds
 @pytest.mark.parametrize("count", [1, 3, "max"])
 def test_requests_carry_every_event_once_within_max_batch(kind: str, count: int | str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     n = adapter.batch_size if count == "max" else min(int(count), adapter.batch_size)
     events = [fresh_lead(f"ev-{i}") for i in range(n)]
 
@@ -169,7 +109,7 @@ def test_requests_carry_every_event_once_within_max_batch(kind: str, count: int 
 
 @kinds
 def test_build_is_pure_and_its_json_encodes(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     events = [fresh_lead("a"), fresh_lead("b")][: adapter.batch_size]
     first, second = build(adapter, events), build(adapter, events)
     assert first == second
@@ -179,7 +119,7 @@ def test_build_is_pure_and_its_json_encodes(kind: str) -> None:
 
 @kinds
 def test_every_secret_that_is_sent_is_listed_for_redaction(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     secrets = [*secret_values(adapter.settings)]
     token_request = adapter.token_request()
     requests = build(adapter, [fresh_lead()]) + ([token_request] if token_request else [])
@@ -200,7 +140,7 @@ def test_every_secret_that_is_sent_is_listed_for_redaction(kind: str) -> None:
 def test_interpret_answers_for_every_event_whatever_comes_back(
     kind: str, status: int, body: bytes
 ) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     for request in build(adapter, [fresh_lead("a"), fresh_lead("b")][: adapter.batch_size]):
         outcomes = adapter.interpret(request, base.Response(status, {}, body))
         assert set(outcomes) == set(request.event_pks)
@@ -215,7 +155,7 @@ def test_interpret_answers_for_every_event_whatever_comes_back(
 def test_server_errors_and_rate_limits_are_retried_honouring_retry_after(
     kind: str, status: int, headers: Mapping[str, str], after: float | None
 ) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     for request in build(adapter, [fresh_lead("a"), fresh_lead("b")][: adapter.batch_size]):
         outcomes = adapter.interpret(request, base.Response(status, headers, b""))
         assert set(outcomes) == set(request.event_pks)
@@ -225,9 +165,9 @@ def test_server_errors_and_rate_limits_are_retried_honouring_retry_after(
                 assert outcome.after == after
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k not in FORWARDS_EVERYTHING])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in factories.FORWARDS_EVERYTHING])
 def test_denied_ad_user_data_sends_no_hashed_personal_data(kind: str) -> None:
-    adapter = make(kind)
+    adapter = factories.example_adapter(kind)
     event = fresh_lead(consent={"ad_user_data": "denied"})
     if adapter.skip(event, NOW) is not None:
         return  # not sent at all

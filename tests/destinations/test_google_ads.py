@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from firstparty.destinations import base, google_ads, registry
 from firstparty.errors import PermanentError
 from firstparty.event import ClickId, Event
+from tests import factories
 from tests.fakes import google
 from tests.fakes.server import send
 
@@ -21,60 +22,40 @@ EMAIL = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"  # jo
 PHONE = "1e231c66011e7a2d867a9cfae267a6aff103cf4913640b6e71a99850fc0ffbc8"  # +16505551212
 GMAIL_DOTLESS = "3586de92bb3636d0885a12eff961429a32e4ebd764b96f50d85d016f9338d586"
 GCLID = "Cj0KCQiA-example"
-CREDENTIALS = {"client_id": "1234.apps", "client_secret": "GOCSPX-x", "refresh_token": "1//0abc"}
 
 
 def click(kind: str, value: str, days_before: float = 1) -> ClickId:
     return ClickId(kind, value, WHEN - timedelta(days=days_before))
 
 
-def lead(pk: str = "ev1", **overrides: Any) -> Event:
-    fields: dict[str, Any] = {
-        "pk": pk,
-        "event_id": "LEAD-1001" if pk == "ev1" else f"LEAD-{pk}",
-        "type": "track",
-        "name": "Lead",
-        "source": "www",
-        "source_kind": "browser",
-        "occurred_at": WHEN,
-        "received_at": WHEN,
-        "properties": {"value": 49.0, "currency": "USD"},
-        "user": {"em": EMAIL, "ph": "e323ec62" + "0" * 56, "ph_e164": PHONE, "fn": "a" * 64},
-        "context": {"ip": "203.0.113.7", "user_agent": "Mozilla/5.0"},
-        "consent": {"ad_user_data": "granted", "ad_personalization": "granted"},
-        "click_ids": (click("gclid", GCLID),),
-    }
-    fields.update(overrides)
-    return Event(**fields)
-
-
-def adapter(**overrides: Any) -> google_ads.GoogleAds:
-    raw: dict[str, Any] = {
-        "name": "google",
-        "type": "google_ads",
-        "customer_id": "123-456-7890",
-        "login_customer_id": "9876543210",
-        "conversion_actions": {"Lead": "987654321", "Purchase": "222222222"},
-        "oauth": json.dumps(CREDENTIALS),
-    }
-    raw.update(overrides)
-    found = registry.adapter_for(registry.parse(raw, 0))
-    assert isinstance(found, google_ads.GoogleAds)
-    return found
+lead = factories.example(
+    occurred_at=WHEN,
+    received_at=WHEN,
+    properties={"value": 49.0, "currency": "USD"},
+    user={"em": EMAIL, "ph": "e323ec62" + "0" * 56, "ph_e164": PHONE, "fn": "a" * 64},
+    context={"ip": "203.0.113.7", "user_agent": "Mozilla/5.0"},
+    consent={"ad_user_data": "granted", "ad_personalization": "granted"},
+    click_ids=(click("gclid", GCLID),),
+)
 
 
 # ---------------------------------------------------------------- golden bodies
 
 
+def built(*events: Event) -> Any:
+    """The JSON body of the Data Manager request for these events (token "t")."""
+    return factories.google().build(list(events), "t")[0].json
+
+
 def test_data_manager_body_is_the_documented_ingest_request() -> None:
-    [request] = adapter().build([lead()], token="ya29.token")
+    [request] = factories.google().build([lead()], token="ya29.token")
     assert request.method == "POST"
     assert request.url == "https://datamanager.googleapis.com/v1/events:ingest"
     assert request.headers == {
         "Authorization": "Bearer ya29.token",
         "Content-Type": "application/json",
     }
-    assert request.event_pks == ("ev1",)
+    assert request.event_pks == ("ev-1",)
     assert request.secrets == ("ya29.token",)
     assert request.json == {
         "destinations": [
@@ -88,7 +69,7 @@ def test_data_manager_body_is_the_documented_ingest_request() -> None:
         "events": [
             {
                 "destinationReferences": ["987654321"],
-                "transactionId": "LEAD-1001",
+                "transactionId": "event-ev-1",
                 "eventTimestamp": "2026-01-15T14:32:18Z",
                 "eventSource": "WEB",
                 "conversionValue": 49.0,
@@ -107,7 +88,7 @@ def test_data_manager_body_is_the_documented_ingest_request() -> None:
 
 
 def test_legacy_body_is_the_documented_upload_request() -> None:
-    ads = adapter(api="google_ads_api", developer_token="ABCdef123")
+    ads = factories.google(api="google_ads_api", developer_token="ABCdef123")
     [request] = ads.build([lead()], token="ya29.token")
     assert request.url == (
         "https://googleads.googleapis.com/v26/customers/1234567890:uploadClickConversions"
@@ -127,7 +108,7 @@ def test_legacy_body_is_the_documented_upload_request() -> None:
                 "gclid": GCLID,
                 "conversionValue": 49.0,
                 "currencyCode": "USD",
-                "orderId": "LEAD-1001",
+                "orderId": "event-ev-1",
                 "userIdentifiers": [{"hashedEmail": EMAIL}, {"hashedPhoneNumber": PHONE}],
                 "consent": {"adUserData": "GRANTED"},
             }
@@ -138,30 +119,30 @@ def test_legacy_body_is_the_documented_upload_request() -> None:
 
 def test_the_gmail_rule_hash_is_preferred_for_google() -> None:
     event = lead(user={"em": EMAIL, "em_google": GMAIL_DOTLESS})
-    body = adapter().build([event], "t")[0].json
+    body = built(event)
     assert body["events"][0]["userData"] == {"userIdentifiers": [{"emailAddress": GMAIL_DOTLESS}]}
 
 
 def test_exactly_one_click_id_gclid_first_then_wbraid() -> None:
     every = (click("gbraid", "gb-1"), click("wbraid", "wb-1"), click("gclid", GCLID, 3))
     braids = (click("gbraid", "gb-1"), click("wbraid", "wb-1"))
-    body = adapter().build([lead(click_ids=every), lead("ev2", click_ids=braids)], "t")[0].json
+    body = built(lead(click_ids=every), lead("ev2", click_ids=braids))
     assert [e["adIdentifiers"] for e in body["events"]] == [{"gclid": GCLID}, {"wbraid": "wb-1"}]
-    only_gbraid = adapter().build([lead(click_ids=(click("gbraid", "gb-1"),))], "t")[0].json
+    only_gbraid = built(lead(click_ids=(click("gbraid", "gb-1"),)))
     assert only_gbraid["events"][0]["adIdentifiers"] == {"gbraid": "gb-1"}
 
 
 def test_the_most_recent_gclid_is_sent() -> None:
     clicks = (click("gclid", "old", 20), click("gclid", "new", 2), click("gclid", "mid", 10))
-    body = adapter().build([lead(click_ids=clicks)], "t")[0].json
+    body = built(lead(click_ids=clicks))
     assert body["events"][0]["adIdentifiers"] == {"gclid": "new"}
 
 
 def test_gclids_clicked_more_than_90_days_before_are_dropped() -> None:
     stale = (click("gclid", "stale", 91), click("wbraid", "wb-1", 89))
-    body = adapter().build([lead(click_ids=stale)], "t")[0].json
+    body = built(lead(click_ids=stale))
     assert body["events"][0]["adIdentifiers"] == {"wbraid": "wb-1"}
-    only_stale = adapter().build([lead(click_ids=(click("gclid", "stale", 91),))], "t")[0].json
+    only_stale = built(lead(click_ids=(click("gclid", "stale", 91),)))
     assert "adIdentifiers" not in only_stale["events"][0]
     assert "userData" in only_stale["events"][0]  # still an enhanced conversion for leads
 
@@ -169,29 +150,29 @@ def test_gclids_clicked_more_than_90_days_before_are_dropped() -> None:
 def test_the_google_tag_cookie_supplies_a_gclid() -> None:
     seen = int((WHEN - timedelta(days=2)).timestamp())
     event = lead(click_ids=(), context={"gcl_aw": f"GCL.{seen}.CjwKCAjw-cookie"})
-    body = adapter().build([event], "t")[0].json
+    body = built(event)
     assert body["events"][0]["adIdentifiers"] == {"gclid": "CjwKCAjw-cookie"}
 
 
 def test_denied_ad_user_data_sends_no_identifiers_but_the_consent() -> None:
     event = lead(consent={"ad_user_data": "denied", "ad_personalization": "denied"})
-    sent = adapter().build([event], "t")[0].json
+    sent = built(event)
     assert "userData" not in sent["events"][0] and "encoding" not in sent
     assert sent["events"][0]["consent"] == {
         "adUserData": "CONSENT_DENIED",
         "adPersonalization": "CONSENT_DENIED",
     }
-    legacy = adapter(api="google_ads_api").build([event], "t")[0].json["conversions"][0]
+    legacy = factories.google(api="google_ads_api").build([event], "t")[0].json["conversions"][0]
     assert legacy["consent"] == {"adUserData": "DENIED"} and "userIdentifiers" not in legacy
 
 
 def test_unstated_consent_is_left_out() -> None:
-    sent = adapter().build([lead(consent={})], "t")[0].json
+    sent = built(lead(consent={}))
     assert "consent" not in sent["events"][0]
 
 
 def test_server_events_use_the_configured_event_source_and_optional_device_info() -> None:
-    ads = adapter(server_event_source="PHONE", send_ip_address=True, send_user_agent=True)
+    ads = factories.google(server_event_source="PHONE", send_ip_address=True, send_user_agent=True)
     event = lead(source_kind="server", properties={"value": 10}, click_ids=())
     sent = ads.build([event], "t")[0].json["events"][0]
     assert sent["eventSource"] == "PHONE"
@@ -202,19 +183,19 @@ def test_server_events_use_the_configured_event_source_and_optional_device_info(
 def test_more_than_ten_conversion_actions_make_more_requests() -> None:
     actions = {f"E{i}": str(100 + i) for i in range(12)}
     events = [lead(f"ev{i}", name=f"E{i}") for i in range(12)]
-    requests = adapter(conversion_actions=actions).build(events, "t")
+    requests = factories.google(conversion_actions=actions).build(events, "t")
     assert [len(r.json["destinations"]) for r in requests] == [10, 2]
     assert [len(r.event_pks) for r in requests] == [10, 2]
 
 
 def test_wants_follows_conversion_actions() -> None:
-    ads = adapter()
+    ads = factories.google()
     assert ads.wants("track", "Lead") and ads.wants("track", "Purchase")
     assert not ads.wants("page", "page") and not ads.wants("track", "Signup")
 
 
 def test_skip_keeps_an_eight_day_old_event_and_drops_unmatchable_ones() -> None:
-    ads = adapter()
+    ads = factories.google()
     now = WHEN + timedelta(days=8)
     assert ads.skip(lead(source_kind="server"), now) is None
     too_old = ads.skip(lead(), WHEN + timedelta(days=91))
@@ -238,7 +219,7 @@ def test_skip_keeps_an_eight_day_old_event_and_drops_unmatchable_ones() -> None:
 )
 def test_settings_refuse_bad_values(override: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        adapter(**override)
+        factories.google(**override)
 
 
 def test_example_settings_validate() -> None:
@@ -249,7 +230,7 @@ def test_example_settings_validate() -> None:
 
 
 def test_token_request_is_a_refresh_token_grant() -> None:
-    request = adapter().token_request()
+    request = factories.google().token_request()
     assert request.url == "https://oauth2.googleapis.com/token"
     assert request.headers == {"Content-Type": "application/x-www-form-urlencoded"}
     assert request.body == (
@@ -274,7 +255,7 @@ def fake() -> Iterator[google.FakeGoogle]:
 
 def at(fake: google.FakeGoogle, **overrides: Any) -> google_ads.GoogleAds:
     legacy = overrides.get("api") == "google_ads_api"
-    return adapter(
+    return factories.google(
         api_base=fake.url + ("/v26" if legacy else "/v1"),
         token_url=fake.url + "/token",
         **overrides,
@@ -297,9 +278,9 @@ def deliver(
 
 
 def test_data_manager_accepts_a_lead(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake), [lead()])["ev1"]
+    outcome = deliver(at(fake), [lead()])["ev-1"]
     assert isinstance(outcome, base.Delivered) and "requestId" in outcome.detail
-    assert fake.ingested[("987654321", "LEAD-1001")]["adIdentifiers"] == {"gclid": GCLID}
+    assert fake.ingested[("987654321", "event-ev-1")]["adIdentifiers"] == {"gclid": GCLID}
     assert fake.requests[-1].headers["authorization"].startswith("Bearer ya29.fake-")
 
 
@@ -312,8 +293,8 @@ def test_an_eight_day_old_server_event_is_accepted(fake: google.FakeGoogle) -> N
     )
     ads = at(fake)
     assert ads.skip(event, datetime.now(UTC)) is None
-    assert isinstance(deliver(ads, [event])["ev1"], base.Delivered)
-    assert ("987654321", "LEAD-1001") in fake.ingested
+    assert isinstance(deliver(ads, [event])["ev-1"], base.Delivered)
+    assert ("987654321", "event-ev-1") in fake.ingested
 
 
 def test_a_resend_is_an_adjustment_not_a_second_conversion(fake: google.FakeGoogle) -> None:
@@ -324,26 +305,27 @@ def test_a_resend_is_an_adjustment_not_a_second_conversion(fake: google.FakeGoog
 
 
 def test_validate_only_stores_nothing(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake, validate_only=True), [lead()])["ev1"]
+    outcome = deliver(at(fake, validate_only=True), [lead()])["ev-1"]
     assert outcome == base.Delivered("validateOnly: passed validation, nothing stored")
     assert fake.ingested == {}
 
 
 def test_a_bad_token_is_rejected_with_googles_message(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake), [lead()], bearer="ya29.revoked")["ev1"]
+    outcome = deliver(at(fake), [lead()], bearer="ya29.revoked")["ev-1"]
     assert isinstance(outcome, base.Rejected)
     assert outcome.reason.startswith("UNAUTHENTICATED: Request had invalid authentication")
     assert "ACCESS_TOKEN_EXPIRED" in outcome.reason
 
 
 def test_a_revoked_refresh_token_fails_permanently(fake: google.FakeGoogle) -> None:
-    ads = at(fake, oauth=json.dumps({**CREDENTIALS, "refresh_token": "1//revoked"}))
+    revoked = factories.GOOGLE_CREDENTIALS | {"refresh_token": "1//revoked"}
+    ads = at(fake, oauth=json.dumps(revoked))
     with pytest.raises(PermanentError, match="invalid_grant: Token has been expired or revoked"):
         token(ads)
 
 
 def test_a_token_without_the_datamanager_scope_is_refused(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake), [lead()], bearer=fake.issue_token(google.ADWORDS))["ev1"]
+    outcome = deliver(at(fake), [lead()], bearer=fake.issue_token(google.ADWORDS))["ev-1"]
     assert isinstance(outcome, base.Rejected)
     assert "PERMISSION_DENIED" in outcome.reason and "SCOPE_INSUFFICIENT" in outcome.reason
 
@@ -353,16 +335,16 @@ def test_server_errors_are_retried(fake: google.FakeGoogle, code: int) -> None:
     ads = at(fake)
     bearer = token(ads)
     fake.script(google.unavailable(code))
-    outcome = deliver(ads, [lead()], bearer)["ev1"]
+    outcome = deliver(ads, [lead()], bearer)["ev-1"]
     assert isinstance(outcome, base.Retry) and outcome.after is None
-    assert isinstance(deliver(ads, [lead()], bearer)["ev1"], base.Delivered)
+    assert isinstance(deliver(ads, [lead()], bearer)["ev-1"], base.Delivered)
 
 
 def test_quota_exhaustion_is_retried_after_retry_after(fake: google.FakeGoogle) -> None:
     ads = at(fake)
     bearer = token(ads)
     fake.script(google.exhausted(retry_after=30))
-    outcome = deliver(ads, [lead()], bearer)["ev1"]
+    outcome = deliver(ads, [lead()], bearer)["ev-1"]
     assert isinstance(outcome, base.Retry) and outcome.after == 30.0
     assert "RESOURCE_EXHAUSTED" in outcome.reason and "quota" in outcome.reason
 
@@ -372,13 +354,13 @@ def test_fail_fast_rejects_the_offending_event_and_retries_the_rest(
 ) -> None:
     ads = at(fake)
     bad = lead("ev2", user={"em": "f" * 63})
-    events = [lead("ev1"), bad, lead("ev3")]
+    events = [lead("ev-1"), bad, lead("ev3")]
     outcomes = deliver(ads, events)
     assert isinstance(outcomes["ev2"], base.Rejected)
     assert "events[1].user_data.user_identifiers[0].emailAddress" in outcomes["ev2"].reason
     assert "INVALID_HEX_ENCODING" in outcomes["ev2"].reason
-    assert outcomes["ev1"] == outcomes["ev3"]
-    assert isinstance(outcomes["ev1"], base.Retry) and outcomes["ev1"].after == 0
+    assert outcomes["ev-1"] == outcomes["ev3"]
+    assert isinstance(outcomes["ev-1"], base.Retry) and outcomes["ev-1"].after == 0
     assert fake.ingested == {}  # fail-fast: nothing of the request was stored
     again = deliver(ads, [e for e in events if e.pk != "ev2"])
     assert all(isinstance(o, base.Delivered) for o in again.values())
@@ -389,7 +371,7 @@ def test_an_unattributed_400_sends_each_event_alone(fake: google.FakeGoogle) -> 
     ads = at(fake)
     bearer = token(ads)
     fake.script(google.invalid_argument([], reason="INVALID_EVENT"))
-    outcomes = deliver(ads, [lead("ev1"), lead("ev2")], bearer)
+    outcomes = deliver(ads, [lead("ev-1"), lead("ev2")], bearer)
     assert all(isinstance(o, base.Retry) and o.alone for o in outcomes.values())
 
 
@@ -398,7 +380,7 @@ def test_account_level_400_rejects_all(fake: google.FakeGoogle) -> None:
     bearer = token(ads)
     violation = ("destinations[0]", "Terms not signed.", "TERMS_AND_CONDITIONS_NOT_SIGNED")
     fake.script(google.invalid_argument([violation]))
-    outcomes = deliver(ads, [lead("ev1"), lead("ev2")], bearer)
+    outcomes = deliver(ads, [lead("ev-1"), lead("ev2")], bearer)
     assert all(isinstance(o, base.Rejected) for o in outcomes.values())
 
 
@@ -416,39 +398,39 @@ def test_a_service_account_gets_a_token(fake: google.FakeGoogle) -> None:
     fake.add_service_account(email, key.public_key())
     creds = {"type": "service_account", "client_email": email, "private_key": pem}
     ads = at(fake, oauth=json.dumps({**creds, "private_key_id": "k1"}))
-    assert isinstance(deliver(ads, [lead()])["ev1"], base.Delivered)
+    assert isinstance(deliver(ads, [lead()])["ev-1"], base.Delivered)
 
 
 # ---------------------------------------------------------------- legacy API through the fake
 
 
 def test_legacy_upload_succeeds(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev1"]
+    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev-1"]
     assert outcome == base.Delivered("uploaded, jobId 3456789012")
-    assert fake.uploaded[0]["orderId"] == "LEAD-1001"
+    assert fake.uploaded[0]["orderId"] == "event-ev-1"
 
 
 def test_legacy_partial_failure_maps_rows_to_events(fake: google.FakeGoogle) -> None:
     fake.row_errors = {"bad-gclid": "UNPARSEABLE_GCLID", "recent": "TOO_RECENT_EVENT"}
     events = [
-        lead("ev1"),
+        lead("ev-1"),
         lead("ev2", click_ids=(click("gclid", "bad-gclid"),)),
         lead("ev3", click_ids=(click("gclid", "recent"),)),
     ]
     outcomes = deliver(at(fake, api="google_ads_api"), events)
-    assert isinstance(outcomes["ev1"], base.Delivered)
+    assert isinstance(outcomes["ev-1"], base.Delivered)
     assert outcomes["ev2"] == base.Rejected("UNPARSEABLE_GCLID: Scripted UNPARSEABLE_GCLID.")
     assert outcomes["ev3"] == base.Retry("TOO_RECENT_EVENT: Scripted TOO_RECENT_EVENT.", 21600)
 
 
 def test_legacy_unmatched_lead_without_click_is_delivered(fake: google.FakeGoogle) -> None:
-    outcome = deliver(at(fake, api="google_ads_api"), [lead(click_ids=(), user={})])["ev1"]
+    outcome = deliver(at(fake, api="google_ads_api"), [lead(click_ids=(), user={})])["ev-1"]
     assert isinstance(outcome, base.Delivered) and "CLICK_NOT_FOUND" in outcome.detail
 
 
 def test_legacy_not_allowlisted_tells_the_operator_to_switch(fake: google.FakeGoogle) -> None:
     fake.allowlisted = False
-    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev1"]
+    outcome = deliver(at(fake, api="google_ads_api"), [lead()])["ev-1"]
     assert isinstance(outcome, base.Rejected)
     assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in outcome.reason
     assert 'api = "data_manager"' in outcome.reason
@@ -456,5 +438,5 @@ def test_legacy_not_allowlisted_tells_the_operator_to_switch(fake: google.FakeGo
 
 def test_legacy_needs_the_adwords_scope(fake: google.FakeGoogle) -> None:
     ads = at(fake, api="google_ads_api")
-    outcome = deliver(ads, [lead()], bearer=fake.issue_token(google.DATAMANAGER))["ev1"]
+    outcome = deliver(ads, [lead()], bearer=fake.issue_token(google.DATAMANAGER))["ev-1"]
     assert isinstance(outcome, base.Rejected) and "SCOPE_INSUFFICIENT" in outcome.reason

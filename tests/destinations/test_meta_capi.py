@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,10 +10,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base
 from firstparty.destinations.meta_capi import MetaCapi
 from firstparty.event import ClickId, Event
 from firstparty.identity import pii
+from tests import factories
 from tests.fakes import meta as fake_meta
 from tests.fakes.server import Reply, send
 
@@ -31,51 +31,24 @@ FBP = "fb.1.1767000000000.1116446470"
 AT = datetime(2026, 1, 1, tzinfo=UTC)  # 1767225600
 
 
-def adapter(**overrides: Any) -> MetaCapi:
-    raw: dict[str, Any] = {
-        "name": "meta",
-        "type": "meta_capi",
-        "pixel_id": fake_meta.PIXEL_ID,
-        "access_token": fake_meta.ACCESS_TOKEN,
-        "events": {"page": "PageView", "Lead": "Lead", "Purchase": "Purchase"},
-        **overrides,
-    }
-    made = registry.adapter_for(registry.parse(raw, 0))
-    assert isinstance(made, MetaCapi)
-    return made
-
-
-def lead(pk: str = "ev-1", **changes: Any) -> Event:
-    """The spec's example Lead (section 1.12) as firstparty stores it."""
-    event = Event(
-        pk=pk,
-        event_id="lead-7f3c2a9e",
-        type="track",
-        name="Lead",
-        source="www",
-        source_kind="browser",
-        occurred_at=AT,
-        received_at=AT,
-        url="https://www.example.com/contact",
-        properties={"currency": "USD", "value": 0},
-        user={"em": JOHN, "ph": PHONE_META, "ph_e164": PHONE_E164},
-        context={"ip": "203.0.113.10", "user_agent": UA, "fbc": FBC, "fbp": FBP},
-        consent={"ad_user_data": "granted"},
-    )
-    return dataclasses.replace(event, **changes)
-
-
-def fresh(pk: str, **changes: Any) -> Event:
-    """A Lead from an hour ago, for the fake (which checks ages against the real clock)."""
-    now = datetime.now(UTC)
-    return lead(pk, **{"occurred_at": now - timedelta(hours=1), "received_at": now, **changes})
+# The spec's example Lead (section 1.12) as firstparty stores it.
+lead = factories.example(
+    event_id="lead-7f3c2a9e",
+    occurred_at=AT,
+    received_at=AT,
+    url="https://www.example.com/contact",
+    properties={"currency": "USD", "value": 0},
+    user={"em": JOHN, "ph": PHONE_META, "ph_e164": PHONE_E164},
+    context={"ip": "203.0.113.10", "user_agent": UA, "fbc": FBC, "fbp": FBP},
+    consent={"ad_user_data": "granted"},
+)
 
 
 # ---------------------------------------------------------------- golden bodies
 
 
 def test_the_spec_example_lead_is_built_exactly() -> None:
-    [request] = adapter(test_event_code="TEST12345").build([lead()])
+    [request] = factories.meta(test_event_code="TEST12345").build([lead()])
 
     assert request.method == "POST"
     assert request.url == f"https://graph.facebook.com/v25.0/{fake_meta.PIXEL_ID}/events"
@@ -117,7 +90,7 @@ def test_a_server_event_uses_the_configured_action_source_and_every_field() -> N
         | {"external_id": pii.sha256("crm-42")},
         context={},
     )
-    [request] = adapter(server_action_source="physical_store").build([event])
+    [request] = factories.meta(server_action_source="physical_store").build([event])
 
     [sent] = request.json["data"]
     assert sent == {
@@ -149,20 +122,20 @@ def test_fbc_is_built_from_the_first_seen_time_and_the_byte_exact_fbclid() -> No
     )
     event = lead(context={"user_agent": UA}, click_ids=clicks)
 
-    [request] = adapter().build([event])
+    [request] = factories.meta().build([event])
 
     assert request.json["data"][0]["user_data"]["fbc"] == f"fb.1.1767225600123.{FBCLID}"
 
 
 def test_the_browsers_fbc_cookie_wins_over_a_click_id() -> None:
     clicks = (ClickId("fbclid", "SomethingElse", AT),)
-    [request] = adapter().build([lead(click_ids=clicks)])
+    [request] = factories.meta().build([lead(click_ids=clicks)])
     assert request.json["data"][0]["user_data"]["fbc"] == FBC
 
 
 def test_values_hashed_before_arrival_are_sent_unchanged() -> None:
     stored = pii.hash_user({"email": JOHN.upper(), "first_name": pii.sha256("mary")})
-    [request] = adapter().build([lead(user=stored)])
+    [request] = factories.meta().build([lead(user=stored)])
 
     user_data = request.json["data"][0]["user_data"]
     assert user_data["em"] == [JOHN]
@@ -170,14 +143,14 @@ def test_values_hashed_before_arrival_are_sent_unchanged() -> None:
 
 
 def test_appsecret_proof_is_sent_and_kept_secret() -> None:
-    [request] = adapter(app_secret="app-secret-1").build([lead()])
+    [request] = factories.meta(app_secret="app-secret-1").build([lead()])
     proof = request.json["appsecret_proof"]
     assert len(proof) == 64
     assert set(request.secrets) == {fake_meta.ACCESS_TOKEN, "app-secret-1", proof}
 
 
 def test_an_empty_test_event_code_is_no_test_event_code() -> None:
-    [request] = adapter(test_event_code="").build([lead()])
+    [request] = factories.meta(test_event_code="").build([lead()])
     assert "test_event_code" not in request.json
 
 
@@ -186,14 +159,14 @@ def test_an_empty_test_event_code_is_no_test_event_code() -> None:
 
 def test_denied_ad_user_data_skips_the_event_by_default() -> None:
     event = lead(consent={"ad_user_data": "denied"})
-    reason = adapter().skip(event, AT)
+    reason = factories.meta().skip(event, AT)
     assert reason is not None and "ad_user_data" in reason
 
 
 def test_denied_ad_user_data_never_sends_identifiers() -> None:
     clicks = (ClickId("fbclid", FBCLID, AT),)
     event = lead(consent={"ad_user_data": "denied"}, click_ids=clicks)
-    meta = adapter(consent_denied="send_context_only")
+    meta = factories.meta(consent_denied="send_context_only")
 
     assert meta.skip(event, AT) is None
     [request] = meta.build([event])
@@ -204,13 +177,13 @@ def test_denied_ad_user_data_never_sends_identifiers() -> None:
 
 
 def test_an_eight_day_old_event_is_skipped_naming_the_seven_day_window() -> None:
-    reason = adapter().skip(lead(), AT + timedelta(days=8))
+    reason = factories.meta().skip(lead(), AT + timedelta(days=8))
     assert reason == "event is 8.0 days old; Meta accepts website events up to 7 days old"
-    assert adapter().skip(lead(), AT + timedelta(days=6)) is None
+    assert factories.meta().skip(lead(), AT + timedelta(days=6)) is None
 
 
 def test_physical_store_events_may_be_62_days_old() -> None:
-    meta = adapter(server_action_source="physical_store")
+    meta = factories.meta(server_action_source="physical_store")
     event = lead(source_kind="server")
     assert meta.skip(event, AT + timedelta(days=30)) is None
     assert "62 days" in (meta.skip(event, AT + timedelta(days=63)) or "")
@@ -228,12 +201,12 @@ def test_physical_store_events_may_be_62_days_old() -> None:
 def test_events_meta_would_refuse_are_skipped_so_they_do_not_sink_a_batch(
     changes: dict[str, Any], words: str
 ) -> None:
-    assert words in (adapter().skip(lead(**changes), AT) or "")
+    assert words in (factories.meta().skip(lead(**changes), AT) or "")
 
 
 def test_unmapped_names_are_not_wanted() -> None:
-    assert adapter().wants("track", "Lead")
-    assert not adapter().wants("track", "ButtonClicked")
+    assert factories.meta().wants("track", "Lead")
+    assert not factories.meta().wants("track", "ButtonClicked")
 
 
 # ---------------------------------------------------------------- against the fake
@@ -253,9 +226,9 @@ def exchange(meta: MetaCapi, events: list[Event]) -> dict[str, base.Outcome]:
 def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
     fake: fake_meta.FakeMeta,
 ) -> None:
-    meta = adapter(api_base=fake.api_base, test_event_code="TEST12345")
+    meta = factories.meta(api_base=fake.api_base, test_event_code="TEST12345")
     clicks = (ClickId("fbclid", FBCLID, datetime.now(UTC) - timedelta(days=2)),)
-    events = [fresh("a"), fresh("b", context={"user_agent": UA}, click_ids=clicks)]
+    events = [lead.fresh("a"), lead.fresh("b", context={"user_agent": UA}, click_ids=clicks)]
 
     outcomes = exchange(meta, events)
 
@@ -266,9 +239,9 @@ def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
 
 
 def test_a_bad_token_is_rejected_with_metas_message(fake: fake_meta.FakeMeta) -> None:
-    meta = adapter(api_base=fake.api_base, access_token="EAAB-revoked")
+    meta = factories.meta(api_base=fake.api_base, access_token="EAAB-revoked")
 
-    outcomes = exchange(meta, [fresh("a"), fresh("b")])
+    outcomes = exchange(meta, [lead.fresh("a"), lead.fresh("b")])
 
     for outcome in outcomes.values():
         assert isinstance(outcome, base.Rejected)
@@ -280,8 +253,8 @@ def test_a_bad_token_is_rejected_with_metas_message(fake: fake_meta.FakeMeta) ->
 def test_an_unknown_pixel_rejects_the_whole_batch_without_splitting(
     fake: fake_meta.FakeMeta,
 ) -> None:
-    meta = adapter(api_base=fake.api_base, pixel_id="999")
-    outcomes = exchange(meta, [fresh("a"), fresh("b")])
+    meta = factories.meta(api_base=fake.api_base, pixel_id="999")
+    outcomes = exchange(meta, [lead.fresh("a"), lead.fresh("b")])
     assert all(isinstance(o, base.Rejected) and "100/33" in o.reason for o in outcomes.values())
 
 
@@ -298,17 +271,17 @@ def test_server_errors_and_throttling_are_retried(
     fake: fake_meta.FakeMeta, reply: Reply, after: float | None
 ) -> None:
     fake.script(reply)
-    outcomes = exchange(adapter(api_base=fake.api_base), [fresh("a"), fresh("b")])
+    outcomes = exchange(factories.meta(api_base=fake.api_base), [lead.fresh("a"), lead.fresh("b")])
     assert [type(o) for o in outcomes.values()] == [base.Retry, base.Retry]
     assert all(isinstance(o, base.Retry) and o.after == after for o in outcomes.values())
 
 
 def test_a_refused_batch_that_names_the_event_rejects_it_and_resends_the_rest() -> None:
-    bad = fresh("bad", name="Purchase", properties={"currency": "USD"})
+    bad = lead.fresh("bad", name="Purchase", properties={"currency": "USD"})
     with fake_meta.FakeMeta(name_event_index=True) as fake:
-        meta = adapter(api_base=fake.api_base)
+        meta = factories.meta(api_base=fake.api_base)
 
-        outcomes = exchange(meta, [fresh("a"), bad, fresh("c")])
+        outcomes = exchange(meta, [lead.fresh("a"), bad, lead.fresh("c")])
 
         rejected = outcomes["bad"]
         assert isinstance(rejected, base.Rejected)
@@ -316,16 +289,16 @@ def test_a_refused_batch_that_names_the_event_rejects_it_and_resends_the_rest() 
         assert outcomes["a"] == outcomes["c"]
         assert isinstance(outcomes["a"], base.Retry) and outcomes["a"].after == 0
         assert not outcomes["a"].alone
-        again = exchange(meta, [fresh("a"), fresh("c")])
+        again = exchange(meta, [lead.fresh("a"), lead.fresh("c")])
         assert all(isinstance(o, base.Delivered) for o in again.values())
 
 
 def test_a_refused_batch_that_names_no_event_is_resent_one_by_one(
     fake: fake_meta.FakeMeta,
 ) -> None:
-    meta = adapter(api_base=fake.api_base)
+    meta = factories.meta(api_base=fake.api_base)
     old = datetime.now(UTC) - timedelta(days=8)
-    events = [fresh("a"), fresh("old", occurred_at=old), fresh("c")]
+    events = [lead.fresh("a"), lead.fresh("old", occurred_at=old), lead.fresh("c")]
 
     outcomes = exchange(meta, events)
 
@@ -338,15 +311,15 @@ def test_a_refused_batch_that_names_no_event_is_resent_one_by_one(
 
 
 def test_a_response_without_a_graph_error_is_judged_by_its_status() -> None:
-    request = adapter().build([lead()])[0]
-    outcome = adapter().interpret(request, base.Response(404, {}, b"Not Found"))
+    request = factories.meta().build([lead()])[0]
+    outcome = factories.meta().interpret(request, base.Response(404, {}, b"Not Found"))
     assert isinstance(outcome["ev-1"], base.Rejected)
 
 
 def test_the_fake_also_takes_a_form_body_with_data_as_a_json_string(
     fake: fake_meta.FakeMeta,
 ) -> None:
-    [built] = adapter().build([fresh("a")])
+    [built] = factories.meta().build([lead.fresh("a")])
     form = {"data": json.dumps(built.json["data"]), "access_token": fake_meta.ACCESS_TOKEN}
     request = base.OutgoingRequest(
         method="POST",

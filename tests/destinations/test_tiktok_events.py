@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from firstparty.destinations import base, registry
+from firstparty.destinations import base
 from firstparty.destinations.tiktok_events import TikTokEvents
 from firstparty.event import ClickId, Event
 from firstparty.identity import pii
+from tests import factories
 from tests.fakes import tiktok as fake_tiktok
 from tests.fakes.server import Reply, send
 
@@ -25,52 +25,26 @@ TTP = "2F7h37YkS1j57AYSKTI7IHhJPYH"
 AT = datetime(2026, 1, 1, tzinfo=UTC)  # 1767225600
 
 
-def adapter(**overrides: Any) -> TikTokEvents:
-    raw: dict[str, Any] = {
-        "name": "tiktok",
-        "type": "tiktok_events",
-        "pixel_code": fake_tiktok.PIXEL_CODE,
-        "access_token": fake_tiktok.ACCESS_TOKEN,
-        "events": {"page": "Pageview", "Lead": "Lead", "Purchase": "Purchase"},
-        **overrides,
-    }
-    made = registry.adapter_for(registry.parse(raw, 0))
-    assert isinstance(made, TikTokEvents)
-    return made
-
-
-def lead(pk: str = "ev-1", **changes: Any) -> Event:
-    """The spec's example Lead (section 2.11) as firstparty stores it."""
-    event = Event(
-        pk=pk,
-        event_id="lead-7f3c2a9e",
-        type="track",
-        name="Lead",
-        source="www",
-        source_kind="browser",
-        occurred_at=AT,
-        received_at=AT,
-        url="https://www.example.com/contact",
-        referrer="https://www.tiktok.com/",
-        properties={"currency": "USD", "value": 0},
-        user={"em": JOHN, "ph": PHONE_META, "ph_e164": PHONE_E164},
-        context={"ip": "203.0.113.10", "user_agent": UA, "ttp": TTP},
-        consent={"ad_user_data": "granted"},
-        click_ids=(ClickId("ttclid", TTCLID, AT - timedelta(minutes=5)),),
-    )
-    return dataclasses.replace(event, **changes)
-
-
-def fresh(pk: str, **changes: Any) -> Event:
-    now = datetime.now(UTC)
-    return lead(pk, **{"occurred_at": now - timedelta(hours=1), "received_at": now, **changes})
+# The spec's example Lead (section 2.11) as firstparty stores it.
+lead = factories.example(
+    event_id="lead-7f3c2a9e",
+    occurred_at=AT,
+    received_at=AT,
+    url="https://www.example.com/contact",
+    referrer="https://www.tiktok.com/",
+    properties={"currency": "USD", "value": 0},
+    user={"em": JOHN, "ph": PHONE_META, "ph_e164": PHONE_E164},
+    context={"ip": "203.0.113.10", "user_agent": UA, "ttp": TTP},
+    consent={"ad_user_data": "granted"},
+    click_ids=(ClickId("ttclid", TTCLID, AT - timedelta(minutes=5)),),
+)
 
 
 # ---------------------------------------------------------------- golden bodies
 
 
 def test_the_spec_example_lead_is_built_exactly() -> None:
-    [request] = adapter(test_event_code="TEST12345").build([lead()])
+    [request] = factories.tiktok(test_event_code="TEST12345").build([lead()])
 
     assert request.method == "POST"
     assert request.url == "https://business-api.tiktok.com/open_api/v1.3/event/track/"
@@ -116,7 +90,7 @@ def test_names_external_id_and_ids_are_mapped() -> None:
         context={},
         referrer=None,
     )
-    [sent] = adapter().build([event])[0].json["data"]
+    [sent] = factories.tiktok().build([event])[0].json["data"]
     assert sent["event"] == "Pageview"
     assert sent["user"] == {
         "external_id": pii.sha256("crm-42"),
@@ -135,28 +109,29 @@ def test_the_most_recent_ttclid_is_sent_byte_exact() -> None:
         ClickId("ttclid", "E.C.P.Older", AT - timedelta(days=2)),
         ClickId("ttclid", "E.C.P.NewerMixedCase", AT - timedelta(days=1)),
     )
-    [sent] = adapter().build([lead(click_ids=clicks)])[0].json["data"]
+    [sent] = factories.tiktok().build([lead(click_ids=clicks)])[0].json["data"]
     assert sent["user"]["ttclid"] == "E.C.P.NewerMixedCase"
 
 
 def test_test_events_go_one_per_request_unless_batching_is_allowed() -> None:
     events = [lead("a"), lead("b")]
-    assert [r.event_pks for r in adapter(test_event_code="T1").build(events)] == [("a",), ("b",)]
-    batched = adapter(test_event_code="T1", batch_test_events=True).build(events)
+    alone = factories.tiktok(test_event_code="T1").build(events)
+    assert [r.event_pks for r in alone] == [("a",), ("b",)]
+    batched = factories.tiktok(test_event_code="T1", batch_test_events=True).build(events)
     assert [r.event_pks for r in batched] == [("a", "b")]
-    assert [r.event_pks for r in adapter().build(events)] == [("a", "b")]
+    assert [r.event_pks for r in factories.tiktok().build(events)] == [("a", "b")]
 
 
 # ---------------------------------------------------------------- consent and skipping
 
 
 def test_denied_ad_user_data_skips_the_event_by_default() -> None:
-    reason = adapter().skip(lead(consent={"ad_user_data": "denied"}), AT)
+    reason = factories.tiktok().skip(lead(consent={"ad_user_data": "denied"}), AT)
     assert reason is not None and "ad_user_data" in reason
 
 
 def test_denied_ad_user_data_never_sends_identifiers() -> None:
-    tiktok = adapter(consent_denied="send_context_only")
+    tiktok = factories.tiktok(consent_denied="send_context_only")
     event = lead(consent={"ad_user_data": "denied"}, user={"em": JOHN, "external_id": JOHN})
     assert tiktok.skip(event, AT) is None
     [sent] = tiktok.build([event])[0].json["data"]
@@ -164,10 +139,10 @@ def test_denied_ad_user_data_never_sends_identifiers() -> None:
 
 
 def test_the_age_window_is_configurable() -> None:
-    reason = adapter().skip(lead(), AT + timedelta(days=29))
+    reason = factories.tiktok().skip(lead(), AT + timedelta(days=29))
     assert reason is not None and "28 days" in reason
-    assert adapter().skip(lead(), AT + timedelta(days=27)) is None
-    assert adapter(max_event_age_days=None).skip(lead(), AT + timedelta(days=400)) is None
+    assert factories.tiktok().skip(lead(), AT + timedelta(days=27)) is None
+    assert factories.tiktok(max_event_age_days=None).skip(lead(), AT + timedelta(days=400)) is None
 
 
 # ---------------------------------------------------------------- answer codes
@@ -188,7 +163,7 @@ def test_the_age_window_is_configurable() -> None:
     ],
 )
 def test_answer_codes_are_classified(code: int, overrides: dict[str, Any], kind: type) -> None:
-    tiktok = adapter(**overrides)
+    tiktok = factories.tiktok(**overrides)
     request = tiktok.build([lead()])[0]
     body = f'{{"code": {code}, "message": "m", "request_id": "r"}}'.encode()
     [outcome] = tiktok.interpret(request, base.Response(200, {}, body)).values()
@@ -214,9 +189,9 @@ def exchange(tiktok: TikTokEvents, events: list[Event]) -> dict[str, base.Outcom
 def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
     fake: fake_tiktok.FakeTikTok,
 ) -> None:
-    tiktok = adapter(api_base=fake.api_base)
+    tiktok = factories.tiktok(api_base=fake.api_base)
 
-    outcomes = exchange(tiktok, [fresh("a"), fresh("b")])
+    outcomes = exchange(tiktok, [lead.fresh("a"), lead.fresh("b")])
 
     assert all(isinstance(o, base.Delivered) for o in outcomes.values())
     assert [e["user"]["phone"] for e in fake.events] == [PHONE_E164, PHONE_E164]
@@ -225,21 +200,23 @@ def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
 
 def test_test_events_reach_a_fake_that_refuses_batched_test_events() -> None:
     with fake_tiktok.FakeTikTok(batch_test_events=False) as fake:
-        tiktok = adapter(api_base=fake.api_base, test_event_code="TEST12345")
-        outcomes = exchange(tiktok, [fresh("a"), fresh("b")])
+        tiktok = factories.tiktok(api_base=fake.api_base, test_event_code="TEST12345")
+        outcomes = exchange(tiktok, [lead.fresh("a"), lead.fresh("b")])
         assert all(isinstance(o, base.Delivered) for o in outcomes.values())
         assert len(fake.requests) == 2
 
 
 def test_a_bad_token_gets_401_and_is_rejected(fake: fake_tiktok.FakeTikTok) -> None:
-    outcomes = exchange(adapter(api_base=fake.api_base, access_token="wrong"), [fresh("a")])
+    tiktok = factories.tiktok(api_base=fake.api_base, access_token="wrong")
+    outcomes = exchange(tiktok, [lead.fresh("a")])
     assert outcomes == {"a": base.Rejected("TikTok refused the Access-Token (HTTP 401)")}
 
 
 def test_a_pixel_without_permission_is_rejected_with_tiktoks_message(
     fake: fake_tiktok.FakeTikTok,
 ) -> None:
-    outcomes = exchange(adapter(api_base=fake.api_base, pixel_code="COTHER"), [fresh("a")])
+    tiktok = factories.tiktok(api_base=fake.api_base, pixel_code="COTHER")
+    outcomes = exchange(tiktok, [lead.fresh("a")])
     [outcome] = outcomes.values()
     assert isinstance(outcome, base.Rejected)
     assert outcome.reason.startswith("No permission to operate pixel code: COTHER.")
@@ -249,10 +226,10 @@ def test_a_pixel_without_permission_is_rejected_with_tiktoks_message(
 def test_a_batch_refused_for_one_event_rejects_it_and_resends_the_rest(
     fake: fake_tiktok.FakeTikTok,
 ) -> None:
-    tiktok = adapter(api_base=fake.api_base)
-    bad = fresh("bad", properties={"value": "forty", "currency": "USD"})
+    tiktok = factories.tiktok(api_base=fake.api_base)
+    bad = lead.fresh("bad", properties={"value": "forty", "currency": "USD"})
 
-    outcomes = exchange(tiktok, [fresh("a"), bad, fresh("c")])
+    outcomes = exchange(tiktok, [lead.fresh("a"), bad, lead.fresh("c")])
 
     assert outcomes["bad"] == base.Rejected(
         "data.1.properties.value: Not a valid number. (code 40002)"
@@ -275,5 +252,6 @@ def test_server_errors_and_throttling_are_retried(
     fake: fake_tiktok.FakeTikTok, reply: Reply, after: float | None
 ) -> None:
     fake.script(reply)
-    outcomes = exchange(adapter(api_base=fake.api_base), [fresh("a"), fresh("b")])
+    tiktok = factories.tiktok(api_base=fake.api_base)
+    outcomes = exchange(tiktok, [lead.fresh("a"), lead.fresh("b")])
     assert all(isinstance(o, base.Retry) and o.after == after for o in outcomes.values())

@@ -28,6 +28,7 @@ from firstparty.destinations import registry
 from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.store.models import click_ids, deliveries, events, visitors
+from tests import factories
 from tests.conftest import BROWSER_KEY, SECRET, SERVER_KEY, AppClient, running_app, settings_for
 from tests.delivery.outbox import eventually
 from tests.fakes import ga4 as fake_ga4
@@ -99,22 +100,8 @@ class Platforms:
     def destinations(self, *, meta_token: str = fake_meta.ACCESS_TOKEN) -> list[dict[str, Any]]:
         """The four destinations on the fakes; page views go to all but Google."""
         return [
-            {
-                "name": "meta",
-                "type": "meta_capi",
-                "pixel_id": fake_meta.PIXEL_ID,
-                "access_token": meta_token,
-                "api_base": self.meta.api_base,
-                "events": {"page": "PageView", "Lead": "Lead", "Purchase": "Purchase"},
-            },
-            {
-                "name": "tiktok",
-                "type": "tiktok_events",
-                "pixel_code": fake_tiktok.PIXEL_CODE,
-                "access_token": fake_tiktok.ACCESS_TOKEN,
-                "api_base": self.tiktok.api_base,
-                "events": {"page": "Pageview", "Lead": "Lead", "Purchase": "Purchase"},
-            },
+            factories.META_CAPI | {"access_token": meta_token, "api_base": self.meta.api_base},
+            factories.TIKTOK_EVENTS | {"api_base": self.tiktok.api_base},
             {
                 "name": "google",
                 "type": "google_ads",
@@ -125,13 +112,11 @@ class Platforms:
                 "api_base": self.google.url + "/v1",
                 "token_url": self.google.url + "/token",
             },
-            {
-                "name": "ga4",
-                "type": "ga4_mp",
+            factories.GA4_MP
+            | {
                 "measurement_id": self.ga4.measurement_id,
                 "api_secret": self.ga4.api_secret,
                 "api_base": self.ga4.url,
-                "events": {"page": "page_view", "Lead": "generate_lead", "Purchase": "purchase"},
             },
         ]
 
