@@ -151,7 +151,7 @@ async def steady_load(
     engine: sa.Engine, settings: Settings, per_second: int, seconds: float
 ) -> None:
     """Insert `per_second` events a second in 20 slices, waking the worker after each."""
-    notifier = queue.make_notifier(settings)
+    notifier = queue.make_queue(settings)
     slice_count, slices = per_second // 20, int(seconds * 20)
     start = time.monotonic()
     for i in range(slices):
@@ -162,7 +162,7 @@ async def steady_load(
 
 
 async def wake(settings: Settings) -> None:
-    notifier = queue.make_notifier(settings)
+    notifier = queue.make_queue(settings)
     await notifier.notify()
     await notifier.close()
 
