@@ -47,6 +47,7 @@ class Context(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     ip: Short | None = None
     user_agent: Text | None = None
+    # The ad pixels' cookies, one field each of `platforms.PIXEL_COOKIES` (tests/test_platforms.py).
     fbp: Short | None = None
     fbc: Short | None = None
     ttp: Short | None = None

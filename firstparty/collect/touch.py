@@ -10,20 +10,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-CLICK_IDS = (
-    "gclid",
-    "gbraid",
-    "wbraid",
-    "fbclid",
-    "ttclid",
-    "msclkid",
-    "li_fat_id",
-    "ScCid",
-    "epik",
-    "rdt_cid",
-)
+from firstparty import platforms
+
 UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
-_CANONICAL = {name.lower(): name for name in CLICK_IDS}
+_CANONICAL = {name.lower(): name for name in platforms.CLICK_IDS}
 MAX_VALUE = 500
 
 

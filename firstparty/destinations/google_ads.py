@@ -36,11 +36,12 @@ import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from firstparty import platforms
 from firstparty.destinations import base, google_rpc
 from firstparty.errors import PermanentError, RetryableError
 from firstparty.event import ClickId, Event
@@ -51,8 +52,9 @@ SCOPES = {
     "data_manager": "https://www.googleapis.com/auth/datamanager",
     "google_ads_api": "https://www.googleapis.com/auth/adwords",
 }
-CLICK_WINDOW = timedelta(days=90)
+# Google's click ids in the order one is chosen (gclid wins, §3.2; wbraid is the web one).
 CLICK_KINDS = ("gclid", "wbraid", "gbraid")
+CLICK_WINDOW = max(platforms.window_of(kind) for kind in CLICK_KINDS)
 MAX_DESTINATIONS = 10  # per events:ingest request (§3b.3)
 EVENT_SOURCES = Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"]
 
@@ -168,7 +170,9 @@ def usable_click(event: Event) -> ClickId | None:
         fresh = [
             c
             for c in clicks
-            if c.kind == kind and c.value and event.occurred_at - c.first_seen_at <= CLICK_WINDOW
+            if c.kind == kind
+            and c.value
+            and event.occurred_at - c.first_seen_at <= platforms.window_of(kind)
         ]
         if fresh:
             return max(fresh, key=lambda c: c.first_seen_at)
@@ -249,8 +253,9 @@ class GoogleAds(base.Adapter):
         reason = super().skip(event, now)
         if reason is None and usable_click(event) is None and identifiers(event) == (None, None):
             reason = (
-                "no gclid, gbraid or wbraid from a click in the 90 days before the event, and no "
-                "hashed email or phone (or ad_user_data denied): Google Ads cannot match it"
+                f"no gclid, gbraid or wbraid from a click in the {CLICK_WINDOW.days} days before "
+                "the event, and no hashed email or phone (or ad_user_data denied): Google Ads "
+                "cannot match it"
             )
         return reason
 

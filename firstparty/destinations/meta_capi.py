@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from firstparty import platforms
 from firstparty.destinations import base
 from firstparty.event import Event
 from firstparty.identity import pii
@@ -203,10 +204,7 @@ def _fbc_from_click(event: Event) -> str | None:
     # Meta's format for an fbc built on the server: subdomain index 1, the ms the fbclid was
     # first seen, then the fbclid exactly as it arrived (case matters to Meta).
     click = event.click_id("fbclid")
-    if click is None:
-        return None
-    millis = (click.first_seen_at - EPOCH) // timedelta(milliseconds=1)
-    return f"fb.1.{millis}.{click.value}"
+    return platforms.fbc(click.value, click.first_seen_at) if click else None
 
 
 def custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:

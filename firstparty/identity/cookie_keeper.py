@@ -18,20 +18,12 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
+from firstparty import platforms
 from firstparty.settings import CookieSettings
 
-# cookie name -> the event's `context` field carrying the same value from the tracker
-KEPT = {"_fbp": "fbp", "_ttp": "ttp", "_ga": "ga", "_gcl_aw": "gcl_aw"}
-FBC = "_fbc"
-# A value is echoed back only if it looks like the platform's own: nothing that could break
-# out of the header or smuggle attributes.
-SHAPES = {
-    "_fbp": re.compile(r"^fb\.\d\.\d{10,16}\.[A-Za-z0-9._\-]{1,200}$"),
-    "_fbc": re.compile(r"^fb\.\d\.\d{10,16}\.[A-Za-z0-9._\-]{1,500}$"),
-    "_ttp": re.compile(r"^[A-Za-z0-9._\-]{8,200}$"),
-    "_ga": re.compile(r"^GA\d\.\d\.[A-Za-z0-9._\-]{1,200}$"),
-    "_gcl_aw": re.compile(r"^GCL\.\d{9,12}\.[A-Za-z0-9._\-]{1,500}$"),
-}
+# Every pixel cookie but `_fbc`, which follows Meta's rule instead (see above).
+FBC = platforms.pixel_cookie("_fbc")
+KEPT = tuple(cookie for cookie in platforms.PIXEL_COOKIES if cookie != FBC)
 CLICK_ID = re.compile(r"^[A-Za-z0-9._\-]{1,500}$")
 
 
@@ -51,14 +43,14 @@ def headers(
     if not settings.keeper or not settings.domain:
         return []
     out = []
-    for name, field in KEPT.items():
-        value = request_cookies.get(name) or context.get(field)
-        if value and SHAPES[name].match(value):
-            out.append(_set_cookie(settings, name, value))
-    current = request_cookies.get(FBC) or context.get("fbc")
+    for cookie in KEPT:
+        value = request_cookies.get(cookie.name) or context.get(cookie.field)
+        if value and cookie.shape.match(value):
+            out.append(_set_cookie(settings, cookie.name, value))
+    current = request_cookies.get(FBC.name) or context.get(FBC.field)
     fbc = fbc_value(new_fbclid, current, now, subdomain_index=settings.domain.strip(".").count("."))
     if fbc is not None:
-        out.append(_set_cookie(settings, FBC, fbc))
+        out.append(_set_cookie(settings, FBC.name, fbc))
     return out
 
 
@@ -73,7 +65,7 @@ def fbc_value(
         return None
     if current and current.split(".", 3)[-1] == fbclid:
         return None  # the same click again: keep the original creation time
-    return f"fb.{subdomain_index}.{int(now.timestamp() * 1000)}.{fbclid}"
+    return platforms.fbc(fbclid, now, subdomain_index=subdomain_index)
 
 
 def _set_cookie(settings: CookieSettings, name: str, value: str) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from firstparty.collect import touch
+from firstparty import platforms
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
 
@@ -124,7 +124,7 @@ def conversions_by_click_kind(
     start = window_start(now or datetime.now(UTC), days)
     converted = _conversions_since(start).subquery()
     ft = m.visitors.c.first_touch
-    has = {kind: ft[("click_ids", kind)].as_string().is_not(None) for kind in touch.CLICK_IDS}
+    has = {kind: ft[("click_ids", kind)].as_string().is_not(None) for kind in platforms.CLICK_IDS}
     columns = [sa.func.sum(sa.case((cond, 1), else_=0)).label(kind) for kind, cond in has.items()]
     without = sa.and_(*(sa.not_(cond) for cond in has.values()))
     none = sa.func.sum(sa.case((without, 1), else_=0))
@@ -133,7 +133,7 @@ def conversions_by_click_kind(
     )
     with engine.connect() as conn:
         row = conn.execute(query).mappings().one()
-    pairs = [(kind, int(row[kind] or 0)) for kind in touch.CLICK_IDS]
+    pairs = [(kind, int(row[kind] or 0)) for kind in platforms.CLICK_IDS]
     return _buckets([*pairs, (NONE, int(row["no_click"] or 0))])
 
 

@@ -1,0 +1,156 @@
+"""Everyone who knows a platform fact agrees with `firstparty.platforms`: the tracker, ingest,
+identity and every adapter."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from firstparty import platforms
+from firstparty.collect import schema, touch
+from firstparty.destinations import google_ads, registry
+from firstparty.event import ClickId, Event
+from firstparty.identity import attribution, cookie_keeper
+from firstparty.settings import CookieSettings
+from firstparty.tracker import serve
+from tests import factories
+
+Platform = platforms.Platform
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+AT = NOW - timedelta(minutes=1)
+# A sample value per pixel cookie, shaped like the platform's own, and what of it a platform
+# adapter sends (the GA client id is the cookie's tail; Google takes the gclid out of _gcl_aw).
+GCL_AW_GCLID = "Cj0KCQiA-gcl-aw-sample"
+COOKIES = {
+    "_fbp": ("fb.1.1767000000000.1116446470", "fb.1.1767000000000.1116446470"),
+    "_fbc": ("fb.1.1767225000000.IwAR-fbc-sample", "fb.1.1767225000000.IwAR-fbc-sample"),
+    "_ttp": ("2F7h37YkS1j57AYSKTI7IHhJPYH", "2F7h37YkS1j57AYSKTI7IHhJPYH"),
+    "_ga": ("GA1.1.1234567890.1767000000", "1234567890.1767000000"),
+    "_gcl_aw": (f"GCL.{int((AT - timedelta(days=1)).timestamp())}.{GCL_AW_GCLID}", GCL_AW_GCLID),
+}
+# The platform each ad-platform adapter speaks for; the others forward the whole event.
+ADAPTER_PLATFORMS = {
+    "meta_capi": Platform.META,
+    "tiktok_events": Platform.TIKTOK,
+    "google_ads": Platform.GOOGLE_ADS,
+    "ga4_mp": Platform.GOOGLE_ANALYTICS,
+}
+
+
+def click_value(kind: str) -> str:
+    return f"{kind}-Sample-Value"
+
+
+def lead(*, clicks: tuple[str, ...] = (), cookies: tuple[str, ...] = ()) -> Event:
+    """A consenting browser Lead carrying only these click ids and pixel cookies."""
+    context = {platforms.pixel_cookie(name).field: COOKIES[name][0] for name in cookies} | {
+        "ip": "203.0.113.9",
+        "user_agent": "Mozilla/5.0",
+    }
+    click_ids = tuple(ClickId(k, click_value(k), AT - timedelta(minutes=10)) for k in clicks)
+    return factories.rich_lead(AT)(context=context, click_ids=click_ids)
+
+
+def sent(kind: str, event: Event) -> str:
+    """Everything the adapter of this type would send for the event, as one text."""
+    adapter = factories.example_adapter(kind)
+    requests = adapter.build([event], "token" if adapter.needs_token else None)
+    return " ".join(r.url + json.dumps(r.json) + (r.body or b"").decode() for r in requests)
+
+
+def sent_by(kind: str) -> list[str]:
+    """The click ids and cookies whose values this type's adapter sends when given every one."""
+    every = lead(clicks=platforms.CLICK_IDS, cookies=tuple(COOKIES))
+    text = sent(kind, every)
+    clicks = [k for k in platforms.CLICK_IDS if click_value(k) in text]
+    return clicks + [name for name, (_, out) in COOKIES.items() if out in text]
+
+
+# ---------------------------------------------------------------- the tracker
+
+
+def test_fp_js_reads_the_pixel_cookies_into_their_context_fields() -> None:
+    source = serve.SOURCE.read_text()
+    found = re.search(r"const PIXELS = \{([^}]*)\}", source)
+    assert found, "fp.js: the PIXELS map of cookie -> context field moved; update this test"
+    pairs = dict(re.findall(r"(\w+): '(\w+)'", found.group(1)))
+    assert pairs == {c.name: c.field for c in platforms.PIXEL_COOKIES}
+
+
+def test_fp_js_keeps_no_click_id_list_of_its_own() -> None:
+    # Click ids are read by the server from the event's url (collect.touch).
+    source = serve.SOURCE.read_text()
+    assert [k for k in platforms.CLICK_IDS if re.search(rf"\b{k}\b", source)] == []
+
+
+# ---------------------------------------------------------------- ingest and identity
+
+
+def test_the_ingest_context_has_a_field_per_pixel_cookie() -> None:
+    fields = set(schema.Context.__struct_fields__) - {"ip", "user_agent"}
+    assert fields == set(platforms.PIXEL_FIELDS)
+
+
+def test_every_click_id_is_read_from_a_landing_url_in_its_stored_case() -> None:
+    query = "&".join(f"{k.upper()}={click_value(k)}" for k in platforms.CLICK_IDS)
+    clicks, _ = touch.parse(f"https://www.example.com/?{query}")
+    assert clicks == {k: click_value(k) for k in platforms.CLICK_IDS}
+
+
+def test_the_sample_cookies_have_their_platforms_shape() -> None:
+    assert set(COOKIES) == {c.name for c in platforms.PIXEL_COOKIES}
+    assert all(platforms.pixel_cookie(n).shape.match(v) for n, (v, _) in COOKIES.items())
+
+
+def test_the_cookie_keeper_resets_every_pixel_cookie_and_fbc_for_a_new_click() -> None:
+    settings = CookieSettings(domain="example.com", keeper=True)
+    context = {platforms.pixel_cookie(n).field: v for n, (v, _) in COOKIES.items()}
+    found = cookie_keeper.headers(
+        settings, context=context, request_cookies={}, new_fbclid="IwAR-new", now=NOW
+    )
+    assert sorted(h.split("=", 1)[0] for h in found) == sorted(COOKIES)
+
+
+def test_attribution_uses_the_same_windows_and_pixel_fields() -> None:
+    # Until identity.attribution reads them from firstparty.platforms itself.
+    kinds = (*platforms.CLICK_IDS, "unknown_kind")
+    assert {k: attribution.window_of(k) for k in kinds} == {
+        k: platforms.window_of(k) for k in kinds
+    }
+    assert tuple(attribution.PIXEL_KEYS) == platforms.PIXEL_FIELDS
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def test_every_adapter_speaks_for_a_known_platform_or_forwards_everything() -> None:
+    assert set(registry.ADAPTERS) == set(ADAPTER_PLATFORMS) | factories.FORWARDS_EVERYTHING
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTER_PLATFORMS))
+def test_an_adapter_sends_each_of_its_platforms_click_ids_and_cookies(kind: str) -> None:
+    platform = ADAPTER_PLATFORMS[kind]
+    for click in platforms.click_ids_of(platform):
+        assert click_value(click) in sent(kind, lead(clicks=(click,))), click
+    for cookie in (c.name for c in platforms.PIXEL_COOKIES if c.platform == platform):
+        assert COOKIES[cookie][1] in sent(kind, lead(cookies=(cookie,))), cookie
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTER_PLATFORMS))
+def test_an_adapter_sends_no_other_platforms_click_ids_or_cookies(kind: str) -> None:
+    platform = ADAPTER_PLATFORMS[kind]
+    theirs = [k.name for k in platforms.CLICK_KINDS if k.platform != platform]
+    theirs += [c.name for c in platforms.PIXEL_COOKIES if c.platform != platform]
+    assert [name for name in sent_by(kind) if name in theirs] == []
+
+
+@pytest.mark.parametrize("kind", sorted(factories.FORWARDS_EVERYTHING))
+def test_a_forwarder_sends_every_click_id_and_cookie(kind: str) -> None:
+    assert sent_by(kind) == [*platforms.CLICK_IDS, *COOKIES]
+
+
+def test_google_ads_chooses_among_exactly_googles_click_ids() -> None:
+    assert sorted(google_ads.CLICK_KINDS) == sorted(platforms.click_ids_of(Platform.GOOGLE_ADS))
