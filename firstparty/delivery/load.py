@@ -10,7 +10,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from firstparty.destinations.base import ClickId, Event
+from firstparty.event import ClickId, Event
 from firstparty.identity import attribution, users
 from firstparty.settings import Settings
 from firstparty.store import db

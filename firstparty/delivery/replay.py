@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty.delivery import load, outbox
-from firstparty.destinations.base import Adapter, Event
+from firstparty.destinations.base import Adapter
+from firstparty.event import Event
 from firstparty.settings import Settings
 from firstparty.store.models import deliveries, events, replays
 

@@ -26,7 +26,6 @@ from firstparty.delivery.track import Link, Sent
 from firstparty.destinations.base import (
     Adapter,
     Delivered,
-    Event,
     Outcome,
     OutgoingRequest,
     Rejected,
@@ -36,6 +35,7 @@ from firstparty.destinations.base import (
     retry_after,
 )
 from firstparty.errors import AdapterError, DeliveryError, PermanentError, RetryableError
+from firstparty.event import Event
 from firstparty.settings import DeliverySettings
 
 log = logging.getLogger(__name__)

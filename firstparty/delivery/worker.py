@@ -26,7 +26,8 @@ from firstparty import settings as settings_mod
 from firstparty.delivery import load, outbox, queue, send, track
 from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations import registry
-from firstparty.destinations.base import Adapter, Event
+from firstparty.destinations.base import Adapter
+from firstparty.event import Event
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from firstparty.destinations.base import ClickId
+from firstparty.event import ClickId
 from firstparty.store.models import click_ids, events, visitor_users, visitors
 
 # How long after the click each platform still credits a conversion to it.

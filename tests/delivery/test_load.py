@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from firstparty import event as core
 from firstparty import ids
 from firstparty.delivery import load
-from firstparty.destinations import base
 from firstparty.identity import attribution, users
 from firstparty.store import db
 from firstparty.store.models import click_ids, events
@@ -176,10 +176,10 @@ class Crowd:
 
     def click(
         self, visitor_id: str, kind: str, seen: datetime, *, value: str = "Cj0K-first"
-    ) -> base.ClickId:
+    ) -> core.ClickId:
         row = {"visitor_id": visitor_id, "kind": kind, "value": value, "first_seen_at": seen}
         self.clicks.append(row)
-        return base.ClickId(kind, value, seen)
+        return core.ClickId(kind, value, seen)
 
     def page(self, visitor_id: str, when: datetime, **context: str) -> None:
         self.rows.append(self.event_row(visitor_id, None, when, "page", context, {}))
