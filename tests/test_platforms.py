@@ -13,7 +13,7 @@ from firstparty import platforms
 from firstparty.collect import schema, touch
 from firstparty.destinations import google_ads, registry
 from firstparty.event import ClickId, Event
-from firstparty.identity import attribution, cookie_keeper
+from firstparty.identity import cookie_keeper
 from firstparty.settings import CookieSettings
 from firstparty.tracker import serve
 from tests import factories
@@ -112,15 +112,6 @@ def test_the_cookie_keeper_resets_every_pixel_cookie_and_fbc_for_a_new_click() -
         settings, context=context, request_cookies={}, new_fbclid="IwAR-new", now=NOW
     )
     assert sorted(h.split("=", 1)[0] for h in found) == sorted(COOKIES)
-
-
-def test_attribution_uses_the_same_windows_and_pixel_fields() -> None:
-    # Until identity.attribution reads them from firstparty.platforms itself.
-    kinds = (*platforms.CLICK_IDS, "unknown_kind")
-    assert {k: attribution.window_of(k) for k in kinds} == {
-        k: platforms.window_of(k) for k in kinds
-    }
-    assert tuple(attribution.PIXEL_KEYS) == platforms.PIXEL_FIELDS
 
 
 # ---------------------------------------------------------------- adapters

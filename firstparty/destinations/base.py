@@ -29,15 +29,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# What an adapter is given. Re-exported until every caller imports it from firstparty.event.
-from firstparty.event import ClickId, Event
+from firstparty.event import Event
 
 __all__ = [
     "Adapter",
-    "ClickId",
     "Delivered",
     "DestinationSettings",
-    "Event",
     "Outcome",
     "OutgoingRequest",
     "Rejected",

@@ -7,13 +7,13 @@ first visit, so the ad click that preceded the first verification counts). The e
 visitor always counts whole, as the platform's browser pixel would see it.
 
 Rule for click ids: every click id seen on those devices, first seen no later than the conversion
-and within its platform's window (`CLICK_WINDOWS`), is handed to the adapter sorted oldest first;
-the adapter takes the most recent of each kind (`Event.click_id`). First touch stays on the
-visitor row for reports (`touches_for`).
+and within its platform's window (`platforms.window_of`), is handed to the adapter sorted oldest
+first; the adapter takes the most recent of each kind (`Event.click_id`). First touch stays on
+the visitor row for reports (`touches_for`).
 
-Rule for pixel cookies (`context_for`): the latest known value of each of `PIXEL_KEYS` from the
-devices' events; the event's own visitor wins over other devices, and the event's own context
-wins over both (the worker merges it last).
+Rule for pixel cookies (`context_for`): the latest known value of each of
+`platforms.PIXEL_FIELDS` from the devices' events; the event's own visitor wins over other
+devices, and the event's own context wins over both (the worker merges it last).
 
 Each rule has a batch form (`devices_of_each`, `click_ids_of_each`, `context_of_each`) that
 serves many events from one read of each table; the one-person functions are that with one.
@@ -33,26 +33,12 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from firstparty import platforms
 from firstparty.event import ClickId
 from firstparty.store.models import click_ids, events, visitor_users, visitors
 
-# How long after the click each platform still credits a conversion to it.
-CLICK_WINDOWS: dict[str, timedelta] = {
-    "gclid": timedelta(days=90),  # Google Ads: click-through window up to 90 days
-    "gbraid": timedelta(days=90),
-    "wbraid": timedelta(days=90),
-    "fbclid": timedelta(days=90),  # Meta: the _fbc cookie lives 90 days
-    "ttclid": timedelta(days=28),  # TikTok: 28-day click-through attribution
-    "msclkid": timedelta(days=90),  # Microsoft Ads: up to 90 days
-    "li_fat_id": timedelta(days=90),  # LinkedIn: up to 90 days
-    "ScCid": timedelta(days=28),  # Snap: 28-day swipe window
-    "epik": timedelta(days=30),  # Pinterest: 30-day click window
-    "rdt_cid": timedelta(days=28),  # Reddit: 28-day click window
-}
-DEFAULT_WINDOW = timedelta(days=90)
 # Browser clocks may run ahead of the server's: a click seen just after the event still counts.
 CLOCK_SKEW = timedelta(minutes=10)
-PIXEL_KEYS = ("fbp", "fbc", "ttp", "ga", "gcl_aw")
 CONTEXT_LOOKBACK = timedelta(days=90)
 CONTEXT_ROWS = 500  # newest events looked at per person: enough to find each cookie
 
@@ -114,11 +100,6 @@ def devices_of_each(conn: Connection, *, people: Sequence[Who]) -> list[list[Dev
 def visitor_ids_of(conn: Connection, *, visitor_id: str | None, user_id: str | None) -> list[str]:
     """The visitor itself plus every visitor ever linked to the same user."""
     return sorted({d.visitor_id for d in devices_of(conn, visitor_id=visitor_id, user_id=user_id)})
-
-
-def window_of(kind: str) -> timedelta:
-    """How long a click id of this kind stays usable."""
-    return CLICK_WINDOWS.get(kind, DEFAULT_WINDOW)
 
 
 def click_ids_for(
@@ -292,7 +273,7 @@ def _lookback(people: Sequence[Who]) -> tuple[datetime, datetime] | None:
 
 def _pixels(context: object) -> dict[str, str]:
     found = context if isinstance(context, dict) else {}
-    return {k: v for k in PIXEL_KEYS if isinstance(v := found.get(k), str) and v}
+    return {k: v for k in platforms.PIXEL_FIELDS if isinstance(v := found.get(k), str) and v}
 
 
 def _occurred_at(row: _Seen) -> datetime:
@@ -310,7 +291,7 @@ def _on_device(devices: list[Device], visitor_id: str, at: datetime) -> bool:
 
 
 def _in_window(kind: str, first_seen_at: datetime, at: datetime) -> bool:
-    return first_seen_at <= at + CLOCK_SKEW and at - first_seen_at <= window_of(kind)
+    return first_seen_at <= at + CLOCK_SKEW and at - first_seen_at <= platforms.window_of(kind)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from firstparty import event as core
-from firstparty import ids
+from firstparty import ids, platforms
 from firstparty.delivery import load
 from firstparty.identity import attribution, users
 from firstparty.store import db
@@ -164,7 +164,7 @@ class Crowd:
         )
 
     def cookies(self) -> list[str]:
-        return [k for k in attribution.PIXEL_KEYS if self.rng.random() < 0.5]
+        return [k for k in platforms.PIXEL_FIELDS if self.rng.random() < 0.5]
 
     def moment(self, first_day: float, last_day: float) -> datetime:
         return T0 + timedelta(days=self.rng.uniform(first_day, last_day))

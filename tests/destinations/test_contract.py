@@ -118,6 +118,13 @@ def test_build_is_pure_and_its_json_encodes(kind: str) -> None:
 
 
 @kinds
+def test_needs_token_declares_exactly_when_a_token_request_is_built(kind: str) -> None:
+    # The worker asks `needs_token` and never calls the token builder to find out.
+    adapter = factories.example_adapter(kind)
+    assert adapter.needs_token == (adapter.token_request() is not None)
+
+
+@kinds
 def test_every_secret_that_is_sent_is_listed_for_redaction(kind: str) -> None:
     adapter = factories.example_adapter(kind)
     secrets = [*secret_values(adapter.settings)]
