@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from firstparty.api import admin, collect, ops, otp, segment
+from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
 from firstparty.delivery import queue, worker
@@ -73,7 +74,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         max_rows=settings.collect.commit_max_rows,
         resolve_phone=resolve_phone,
     )
-    collector = collect.Collector(runtime, SourceBook(settings, engine), writer)
+    collector = service.Collector(runtime, SourceBook(settings, engine), writer)
     embedded = settings.redis_url is None if run_worker is None else run_worker
 
     @contextlib.asynccontextmanager

@@ -3,6 +3,7 @@
 FirstpartyError
 ├── ConfigError            settings or config file invalid: start-up stops, naming the key
 ├── InputError             a request the caller must fix (4xx); carries status and field details
+├── UnexpectedError        ingest met something no one anticipated: logged, counted, answered 500
 └── DeliveryError          raised while sending to a destination
     ├── RetryableError     transport failure, timeout, 5xx, 429: try again later
     └── PermanentError     the platform refused the work: mark failed, keep for replay
@@ -39,6 +40,13 @@ class InputError(FirstpartyError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.error}"
+
+
+class UnexpectedError(FirstpartyError):
+    """An unanticipated failure, already logged with its traceback and counted: a bare 500."""
+
+    status = 500
+    error = "internal error"
 
 
 class DeliveryError(FirstpartyError):

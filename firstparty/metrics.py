@@ -25,6 +25,12 @@ COMMIT_ROWS = Histogram(
     registry=REGISTRY,
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
+INGEST_ERRORS = Counter(
+    "firstparty_ingest_errors_total",
+    "Unexpected exceptions while accepting an event (answered 500), by source and exception",
+    ["source", "error"],  # error: the exception's class name
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "firstparty_deliveries_total",
     "Delivery outcomes, by destination and outcome",

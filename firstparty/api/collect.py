@@ -1,4 +1,4 @@
-"""`POST /v1/events` and `POST /v1/batch`: the hot path. Parse, call the collector, answer.
+"""`POST /v1/events` and `POST /v1/batch`: the hot path. Parse, call collect.service, answer.
 
 Kept lean on purpose (Starlette + msgspec, no per-request dependency tree): see README,
 "Performance".
@@ -6,8 +6,6 @@ Kept lean on purpose (Starlette + msgspec, no per-request dependency tree): see 
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
@@ -17,53 +15,42 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty import metrics
-from firstparty.collect import prepare, schema, touch
+from firstparty.collect import prepare, schema, service, touch
 from firstparty.collect.sources import Entry, SourceBook
-from firstparty.collect.writer import GroupWriter, StorageUnavailable, Stored
-from firstparty.errors import FieldError, InputError
-from firstparty.identity import cookie, cookie_keeper, pii
-from firstparty.runtime import Runtime
+from firstparty.errors import InputError, UnexpectedError
+from firstparty.identity import cookie, cookie_keeper
 
 JSON = "application/json"
 
 
-@dataclass
-class Collector:
-    """What the collection endpoints share: sources, the group writer, the runtime."""
-
-    runtime: Runtime
-    sources: SourceBook
-    writer: GroupWriter
-
-
-def _collector(request: Request) -> Collector:
-    collector: Collector = request.app.state.collector
+def _collector(request: Request) -> service.Collector:
+    collector: service.Collector = request.app.state.collector
     return collector
 
 
 async def events(request: Request) -> Response:
     collector = _collector(request)
     settings = collector.runtime.settings
-    entry, visitor_id, minted = None, None, False
+    entry, visitor_id = None, None
     try:
         entry = authorise(request, collector.sources)
-        visitor_id, minted = _visitor(request, collector, entry)
+        visitor_id, minted = visitor(request, collector, entry)
         body = await read_body(request, settings.collect.max_event_bytes)
-        event = schema.decode_event(body)
-        item = prepare_event(request, collector, entry, event, visitor_id)
-        item.new_visitor = minted
-        stored = await store(collector, item)
-        answer = schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
-        response = Response(schema.encode(answer), 202, media_type=JSON)
+        event = schema.decode_event(schema.without_nul(body))
+        came = arrival(request, collector, entry, visitor_id, minted)
+        accepted = await service.accept(collector=collector, arrival=came, event=event)
+        response = Response(schema.encode(accepted), 202, media_type=JSON)
         if entry.source.kind == "browser" and settings.cookie.keeper:
             for value in kept_cookies(request, collector, event):
                 response.headers.append("set-cookie", value)
-    except InputError as exc:
+    except (InputError, UnexpectedError) as exc:
         response = error_response(exc)
     return finish(request, collector, response, entry, visitor_id)
 
 
-def _visitor(request: Request, collector: Collector, entry: Entry) -> tuple[str | None, bool]:
+def visitor(
+    request: Request, collector: service.Collector, entry: Entry
+) -> tuple[str | None, bool]:
     """(visitor id, just minted) for browser sources, from the fp_id cookie; none for servers."""
     if entry.source.kind != "browser":
         return None, False
@@ -72,7 +59,29 @@ def _visitor(request: Request, collector: Collector, entry: Entry) -> tuple[str 
     return cookie.visitor_for(settings.secret_key.get_secret_value(), value)
 
 
-def kept_cookies(request: Request, collector: Collector, event: schema.EventIn) -> list[str]:
+def arrival(
+    request: Request,
+    collector: service.Collector,
+    entry: Entry,
+    visitor_id: str | None,
+    minted: bool,
+) -> prepare.Arrival:
+    """What this request says about its events beside their bodies."""
+    headers = request.headers
+    return prepare.Arrival(
+        source=entry.source,
+        received_at=datetime.now(UTC),
+        visitor_id=visitor_id,
+        new_visitor=minted,
+        client_ip=_client_ip(request, collector.runtime.settings.collect.trust_forwarded_for),
+        user_agent=headers.get("user-agent"),
+        referer=headers.get("referer"),
+    )
+
+
+def kept_cookies(
+    request: Request, collector: service.Collector, event: schema.EventIn
+) -> list[str]:
     """Cookie keeper: the platform cookies this answer re-sets, when configured."""
     pixels = msgspec.structs.asdict(event.context) if event.context else {}
     clicks, _ = touch.parse(event.url)
@@ -91,41 +100,30 @@ async def batch(request: Request) -> Response:
     entry, visitor_id = None, None
     try:
         entry = authorise(request, collector.sources)
-        visitor_id, _ = _visitor(request, collector, entry)
+        visitor_id, minted = visitor(request, collector, entry)
         body = await read_body(request, settings.collect.max_batch_bytes)
-        raws = schema.decode_batch(body)
+        raws = schema.decode_batch(schema.without_nul(body))
         if len(raws) > settings.collect.max_batch_events:
             limit = settings.collect.max_batch_events
             raise InputError(413, f"a batch holds at most {limit} events")
-        results: list[schema.Accepted | schema.BatchItemError] = []
-        pending = []
-        for raw in raws:
-            try:
-                if len(raw) > settings.collect.max_event_bytes:
-                    raise InputError(413, "event too large")
-                item = prepare_event(
-                    request, collector, entry, schema.decode_event(raw), visitor_id
-                )
-                pending.append((len(results), item))
-                results.append(schema.Accepted(True, item.pk, item.event_id, item.visitor_id))
-            except InputError as exc:
-                results.append(item_error(exc))
-        stored = await asyncio.gather(
-            *(store(collector, item) for _, item in pending), return_exceptions=True
-        )
-        for (index, item), outcome in zip(pending, stored, strict=True):
-            if isinstance(outcome, InputError):
-                results[index] = item_error(outcome)
-            elif isinstance(outcome, Stored):
-                results[index] = schema.Accepted(
-                    True, outcome.pk, item.event_id, item.visitor_id, outcome.duplicate
-                )
-            else:
-                results[index] = item_error(InputError(503, "storage unavailable"))
+        parsed = [_parse(raw, settings.collect.max_event_bytes) for raw in raws]
+        came = arrival(request, collector, entry, visitor_id, minted)
+        outcomes = await service.accept_batch(collector=collector, arrival=came, events=parsed)
+        results = [o if isinstance(o, schema.Accepted) else item_error(o) for o in outcomes]
         response = Response(schema.encode(schema.BatchOut(results)), 200, media_type=JSON)
-    except InputError as exc:
+    except (InputError, UnexpectedError) as exc:
         response = error_response(exc)
     return finish(request, collector, response, entry, visitor_id)
+
+
+def _parse(raw: bytes, limit: int) -> service.Submitted | InputError:
+    """One event of a batch, or why it cannot be one."""
+    if len(raw) > limit:
+        return InputError(413, "event too large")
+    try:
+        return service.Submitted(schema.decode_event(raw))
+    except InputError as exc:
+        return exc
 
 
 async def preflight(request: Request) -> Response:
@@ -184,40 +182,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def prepare_event(
-    request: Request,
-    collector: Collector,
-    entry: Entry,
-    event: schema.EventIn,
-    visitor_id: str | None,
-) -> prepare.Prepared:
-    settings = collector.runtime.settings
-    try:
-        return prepare.prepare(
-            event,
-            source=entry.source,
-            visitor_id=visitor_id,
-            received_at=datetime.now(UTC),
-            client_ip=_client_ip(request, settings.collect.trust_forwarded_for),
-            user_agent=request.headers.get("user-agent"),
-            referer_header=request.headers.get("referer"),
-            limits=settings.collect,
-            default_region=settings.otp.default_region,
-        )
-    except pii.InvalidValue as exc:
-        raise InputError(422, "validation failed", [FieldError("user.phone", str(exc))]) from None
-
-
-async def store(collector: Collector, item: prepare.Prepared) -> Stored:
-    try:
-        stored = await collector.writer.submit(item)
-    except StorageUnavailable:
-        raise InputError(503, "storage unavailable, retry", headers={"Retry-After": "1"}) from None
-    if stored.queued:
-        await collector.runtime.notifier.notify()
-    return stored
-
-
 def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
     if trust_forwarded_for:
         forwarded = request.headers.get("x-forwarded-for")
@@ -226,18 +190,25 @@ def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
     return request.client.host if request.client else None
 
 
-def error_response(exc: InputError) -> Response:
+def error_response(exc: InputError | UnexpectedError) -> Response:
+    if isinstance(exc, UnexpectedError):  # logged where it was caught; no detail for the caller
+        return Response(_INTERNAL, 500, media_type=JSON)
     return Response(schema.error_body(exc), exc.status, headers=exc.headers, media_type=JSON)
 
 
-def item_error(exc: InputError) -> schema.BatchItemError:
+def item_error(exc: InputError | UnexpectedError) -> schema.BatchItemError:
+    if isinstance(exc, UnexpectedError):
+        return schema.BatchItemError(False, exc.error)
     details = [schema.ErrorDetail(d.field, d.message) for d in exc.details]
     return schema.BatchItemError(False, exc.error, details)
 
 
+_INTERNAL = schema.encode(schema.ErrorBody(UnexpectedError.error))
+
+
 def finish(
     request: Request,
-    collector: Collector,
+    collector: service.Collector,
     response: Response,
     entry: Entry | None,
     visitor_id: str | None,

@@ -4,19 +4,19 @@ Answers follow Segment's documented behaviour: `200 {"success": true}` for every
 body too large or not JSON (`400`). A bad message inside a batch is left out and the rest are
 stored, still with a 200 (the SDKs would otherwise retry or drop the whole batch); the answer
 lists what was left out under `rejected`. An unknown key is a 401, a disallowed origin a 403,
-rate limiting a 429 and unavailable storage a 503: the SDKs drop on the first two and retry the
-others, and a retried batch is deduplicated by messageId. Mapping: firstparty.collect.segment.
+rate limiting a 429, unavailable storage a 503 and an unexpected failure (logged) a 500: the SDKs
+drop on the first two and retry the others, and a retried batch is deduplicated by messageId.
+A value the database refuses leaves its message out like any invalid one. Mapping:
+firstparty.collect.segment; storing: firstparty.collect.service.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -26,12 +26,10 @@ from starlette.routing import Route
 
 from firstparty import metrics
 from firstparty.api import collect
-from firstparty.collect import prepare
+from firstparty.collect import prepare, schema, service
 from firstparty.collect import segment as mapping
 from firstparty.collect.sources import Entry
-from firstparty.collect.writer import Stored
-from firstparty.errors import InputError
-from firstparty.identity import cookie
+from firstparty.errors import InputError, UnexpectedError
 
 log = logging.getLogger("firstparty.segment")
 PREFIX = "/segment/v1"
@@ -42,10 +40,10 @@ _HEADERS = "Authorization, Content-Type, Content-Encoding, X-Retry-Count, X-Writ
 
 @dataclass
 class Call:
-    """One request: its source, its browser visitor and its clock."""
+    """One request: its source, what it says beside its body, its clock, the messages left out."""
 
     entry: Entry
-    visitor_id: str | None
+    arrival: prepare.Arrival
     clock: mapping.Clock
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -62,88 +60,82 @@ async def batch(request: Request) -> Response:
 
 
 async def _handle(request: Request, limit: int, segment_type: str | None) -> Response:
-    collector: collect.Collector = request.app.state.collector
+    collector: service.Collector = request.app.state.collector
     call = None
     try:
         body = await read(request, limit)
         call = _call(request, collector, body)
         if segment_type is None:
-            await _batch(request, collector, call, body)
+            await _batch(collector, call, body)
         else:
-            await _single(request, collector, call, body, segment_type)
+            await _single(collector, call, body, segment_type)
         response = _success(call.rejected)
-    except InputError as exc:
+    except (InputError, UnexpectedError) as exc:
         response = error_response(exc)
-    entry, visitor_id = (call.entry, call.visitor_id) if call else (None, None)
+    entry, visitor_id = (call.entry, call.arrival.visitor_id) if call else (None, None)
     return collect.finish(request, collector, response, entry, visitor_id)
 
 
-def _call(request: Request, collector: collect.Collector, body: bytes) -> Call:
+def _call(request: Request, collector: service.Collector, body: bytes) -> Call:
     entry = authorise(request, collector, body)
-    visitor_id = None
-    if entry.source.kind == "browser":
-        settings = collector.runtime.settings
-        signed = request.cookies.get(settings.cookie.name)
-        visitor_id, _ = cookie.visitor_for(settings.secret_key.get_secret_value(), signed)
-    return Call(entry, visitor_id, mapping.Clock(datetime.now(UTC)))
+    visitor_id, minted = collect.visitor(request, collector, entry)
+    came = collect.arrival(request, collector, entry, visitor_id, minted)
+    return Call(entry, came, mapping.Clock(came.received_at))
 
 
-async def _single(
-    request: Request, collector: collect.Collector, call: Call, body: bytes, segment_type: str
-) -> None:
+async def _single(collector: service.Collector, call: Call, body: bytes, segment_type: str) -> None:
     try:
-        message = msgspec.structs.replace(mapping.decode_message(body), type=segment_type)
-        item = _prepare(request, collector, call, message, body)
+        decoded = msgspec.structs.replace(mapping.decode_message(body), type=segment_type)
+        submitted = _submitted(call, decoded, body)
+        accepted = await service.accept(
+            collector=collector,
+            arrival=call.arrival,
+            event=submitted.event,
+            annex=submitted.annex,
+        )
     except InputError as exc:
-        raise InputError(400, exc.error, exc.details) from None
-    _count(call, await collect.store(collector, item))
+        # An invalid message is a 400 at Segment, whatever our reason; storage stays a 503.
+        raise exc if exc.status >= 500 else InputError(400, exc.error, exc.details) from None
+    _count(call, accepted)
 
 
-async def _batch(request: Request, collector: collect.Collector, call: Call, body: bytes) -> None:
+async def _batch(collector: service.Collector, call: Call, body: bytes) -> None:
     parsed = mapping.decode_batch(body)
     if len(parsed.batch) > mapping.MAX_BATCH_EVENTS:
         raise InputError(400, f"a batch holds at most {mapping.MAX_BATCH_EVENTS} messages")
     call.clock = mapping.Clock(call.clock.received_at, parsed.sent_at)
-    pending = []
-    for index, raw in enumerate(parsed.batch):
-        try:
-            pending.append(_batch_item(request, collector, call, parsed.context, bytes(raw)))
-        except InputError as exc:
-            _reject(call, index, bytes(raw), exc)
-    outcomes = await asyncio.gather(
-        *(collect.store(collector, item) for item in pending), return_exceptions=True
+    raws = [bytes(raw) for raw in parsed.batch]
+    submitted = [_batch_item(call, parsed.context, raw) for raw in raws]
+    outcomes = await service.accept_batch(
+        collector=collector, arrival=call.arrival, events=submitted
     )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            # Storage failed: the SDK retries the whole batch, and messageId deduplicates it.
-            raise outcome
-        _count(call, outcome)
+    # Storage unavailable, or a failure nobody expected: the SDK retries the whole batch, and
+    # messageId deduplicates what was stored.
+    failed = [o for o in outcomes if not isinstance(o, schema.Accepted | InputError)]
+    unavailable = [o for o in outcomes if isinstance(o, InputError) and o.status >= 500]
+    if unavailable or failed:
+        raise (unavailable or failed)[0]
+    for index, (raw, outcome) in enumerate(zip(raws, outcomes, strict=True)):
+        if isinstance(outcome, schema.Accepted):
+            _count(call, outcome)
+        elif isinstance(outcome, InputError):
+            _reject(call, index, raw, outcome)
 
 
-def _batch_item(
-    request: Request,
-    collector: collect.Collector,
-    call: Call,
-    context: dict[str, Any],
-    raw: bytes,
-) -> prepare.Prepared:
+def _batch_item(call: Call, context: dict[str, Any], raw: bytes) -> service.Submitted | InputError:
+    """One message of a batch as our event, or why it cannot be one."""
     if len(raw) > mapping.MAX_EVENT_BYTES:
-        raise InputError(400, f"message larger than {mapping.MAX_EVENT_BYTES} bytes")
-    message = mapping.merged_context(context, mapping.decode_message(raw))
-    return _prepare(request, collector, call, message, raw)
+        return InputError(400, f"message larger than {mapping.MAX_EVENT_BYTES} bytes")
+    try:
+        return _submitted(call, mapping.merged_context(context, mapping.decode_message(raw)), raw)
+    except InputError as exc:
+        return exc
 
 
-def _prepare(
-    request: Request,
-    collector: collect.Collector,
-    call: Call,
-    message: mapping.Message,
-    raw: bytes,
-) -> prepare.Prepared:
-    event = mapping.to_event(message, kind=call.entry.source.kind, clock=call.clock)
-    item = collect.prepare_event(request, collector, call.entry, event, call.visitor_id)
-    item.request = {**item.request, "segment": mapping.record(msgspec.json.decode(raw))}
-    return item
+def _submitted(call: Call, decoded: mapping.Message, raw: bytes) -> service.Submitted:
+    """Our event for a message, and the message as kept beside it in the stored request."""
+    event = mapping.to_event(decoded, kind=call.entry.source.kind, clock=call.clock)
+    return service.Submitted(event, {"segment": mapping.record(msgspec.json.decode(raw))})
 
 
 def _reject(call: Call, index: int, raw: bytes, exc: InputError) -> None:
@@ -172,12 +164,12 @@ def _message_id(raw: bytes) -> str | None:
     return None if found is None else str(found)[:128]
 
 
-def _count(call: Call, stored: Stored) -> None:
-    outcome = "duplicate" if stored.duplicate else "stored"
+def _count(call: Call, accepted: schema.Accepted) -> None:
+    outcome = "duplicate" if accepted.duplicate else "stored"
     metrics.EVENTS.labels(call.entry.source.name, outcome).inc()
 
 
-def authorise(request: Request, collector: collect.Collector, body: bytes) -> Entry:
+def authorise(request: Request, collector: service.Collector, body: bytes) -> Entry:
     """The source: Basic auth user name, X-Write-Key, ?key=, or the body's writeKey."""
     key = (
         basic_user(request.headers.get("authorization"))
@@ -211,7 +203,7 @@ async def read(request: Request, limit: int) -> bytes:
             body = gunzip(body, limit)
     except InputError as exc:
         raise InputError(400, exc.error) from None
-    return body
+    return schema.without_nul(body)
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
@@ -233,8 +225,11 @@ def _success(rejected: list[dict[str, Any]]) -> Response:
     return JSONResponse(body)
 
 
-def error_response(exc: InputError) -> Response:
+def error_response(exc: InputError | UnexpectedError) -> Response:
     """Segment's error shape (`code`, `message`), with our field details."""
+    if isinstance(exc, UnexpectedError):  # logged where it was caught; no detail for the caller
+        body = {"success": False, "code": "internal", "message": exc.error, "details": []}
+        return JSONResponse(body, exc.status)
     details = [{"field": d.field, "message": d.message} for d in exc.details]
     code = _CODES.get(exc.status, "unavailable" if exc.status >= 500 else "invalid_request")
     body = {"success": False, "code": code, "message": exc.error, "details": details}
@@ -251,7 +246,7 @@ async def preflight(request: Request) -> Response:
 
 async def project_settings(request: Request) -> Response:
     """What analytics.js loads from its CDN, served here: it then sends only to this host."""
-    collector: collect.Collector = request.app.state.collector
+    collector: service.Collector = request.app.state.collector
     entry = collector.sources.lookup(request.path_params["write_key"])
     if entry is None or entry.source.kind != "browser":
         # Server keys are secrets: this route never confirms one exists.

@@ -10,7 +10,7 @@ Time policy (documented in README, "Timestamps"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,8 +31,21 @@ class Source:
     origins: tuple[str, ...] = ()
 
 
-@dataclass
-class Prepared:
+# Both built once per event on the hot path: msgspec structs build several times faster than
+# frozen dataclasses, and hold no cycles for the garbage collector to walk (gc=False).
+class Arrival(msgspec.Struct, frozen=True, gc=False):
+    """What the request says about an event beside its body: who sent it, from where, when."""
+
+    source: Source
+    received_at: datetime
+    visitor_id: str | None = None  # browser sources: the fp_id cookie's visitor
+    new_visitor: bool = False  # visitor_id was minted for this request: not in the database yet
+    client_ip: str | None = None
+    user_agent: str | None = None
+    referer: str | None = None
+
+
+class Prepared(msgspec.Struct, frozen=True, gc=False):
     """Everything the writer needs to store one event (and nothing in clear that must not be)."""
 
     pk: str
@@ -43,59 +56,57 @@ class Prepared:
     occurred_at: datetime
     received_at: datetime
     visitor_id: str | None
-    user_id: str | None
+    user_id: str | None  # as the request states it; the writer may find the person's own
     request: dict[str, Any]
     user: dict[str, str]
     context: dict[str, str]
     consent: dict[str, str]
-    click_ids: dict[str, str] = field(default_factory=dict)
-    utm: dict[str, str] = field(default_factory=dict)
-    landing_url: str | None = None
-    referrer: str | None = None
-    phone_e164: str | None = None  # server sources naming a person by phone; never stored
-    new_visitor: bool = False  # visitor_id was minted for this request: not in the database yet
+    click_ids: dict[str, str]
+    utm: dict[str, str]
+    landing_url: str | None
+    referrer: str | None
+    phone_e164: str | None  # server sources naming a person by phone; never stored
+    new_visitor: bool
 
 
 def prepare(
     event: EventIn,
     *,
-    source: Source,
-    visitor_id: str | None,
-    received_at: datetime,
-    client_ip: str | None,
-    user_agent: str | None,
-    referer_header: str | None,
+    arrival: Arrival,
     limits: CollectSettings,
     default_region: str,
+    annex: dict[str, Any] | None = None,
 ) -> Prepared:
-    """Validate what msgspec cannot and build the stored form. Raises InputError (422)."""
-    is_server = source.kind == "server"
+    """Validate what msgspec cannot and build the stored form, once. Raises InputError (422).
+
+    `annex`: kept in the stored request beside the event (Segment: the message as sent).
+    """
+    is_server = arrival.source.kind == "server"
+    received_at = arrival.received_at
     occurred_at = settle_time(event.timestamp, received_at, is_server=is_server, limits=limits)
-    try:
-        user = pii.hash_user(_user_dict(event), default_region)
-    except pii.InvalidValue as exc:
-        where, _, message = str(exc).partition(": ")
-        raise InputError(422, "validation failed", [FieldError(where, message)]) from None
-    phone_e164 = None
-    if is_server and event.user and event.user.phone and not pii.HASHED.match(event.user.phone):
-        phone_e164 = pii.normalise_phone(event.user.phone, default_region)
-    context = _context(event, is_server=is_server, client_ip=client_ip, user_agent=user_agent)
-    if not is_server and not event.url and referer_header:
+    user = _hashed_user(event, default_region)
+    phone_e164 = _phone(event, default_region) if is_server else None
+    context = _context(event, arrival, is_server=is_server)
+    referer = arrival.referer
+    if not is_server and not event.url and referer:
         # The page that sent the event: its URL for platforms that require one (Meta).
-        context["page_url"] = referer_header[:4096]
-    landing = event.url or (None if is_server else referer_header)
+        context["page_url"] = referer[:4096]
+    landing = event.url or (None if is_server else referer)
     clicks, utm = touch.parse(landing)
+    request = _redacted_request(event, user)
+    if annex:
+        request.update(annex)
     return Prepared(
         pk=ids.new_id(),
-        source=source,
+        source=arrival.source,
         event_id=event.event_id or ids.new_uuid(),
         type=event.type,
         name=event.name if event.type == "track" and event.name else event.type,
         occurred_at=occurred_at,
         received_at=received_at,
-        visitor_id=(event.visitor_id if is_server else visitor_id),
+        visitor_id=(event.visitor_id if is_server else arrival.visitor_id),
         user_id=event.user_id if is_server else None,
-        request=_redacted_request(event, user),
+        request=request,
         user=user,
         context=context,
         consent=msgspec.to_builtins(event.consent) if event.consent else {},
@@ -104,7 +115,27 @@ def prepare(
         landing_url=landing,
         referrer=event.referrer,
         phone_e164=phone_e164,
+        new_visitor=arrival.new_visitor,
     )
+
+
+def _hashed_user(event: EventIn, default_region: str) -> dict[str, str]:
+    try:
+        return pii.hash_user(_user_dict(event), default_region)
+    except pii.InvalidValue as exc:
+        where, _, message = str(exc).partition(": ")
+        raise InputError(422, "validation failed", [FieldError(where, message)]) from None
+
+
+def _phone(event: EventIn, default_region: str) -> str | None:
+    """A server source's clear phone in E.164, to find the person by; never stored."""
+    phone = event.user.phone if event.user else None
+    if not phone or pii.HASHED.match(phone):
+        return None
+    try:
+        return pii.normalise_phone(phone, default_region)
+    except pii.InvalidValue as exc:
+        raise InputError(422, "validation failed", [FieldError("user.phone", str(exc))]) from None
 
 
 def parse_timestamp(value: str | int | float) -> datetime:
@@ -153,17 +184,15 @@ def _user_dict(event: EventIn) -> dict[str, str]:
     return {k: v for k, v in msgspec.to_builtins(event.user).items() if isinstance(v, str)}
 
 
-def _context(
-    event: EventIn, *, is_server: bool, client_ip: str | None, user_agent: str | None
-) -> dict[str, str]:
+def _context(event: EventIn, arrival: Arrival, *, is_server: bool) -> dict[str, str]:
     given: dict[str, str] = msgspec.to_builtins(event.context) if event.context else {}
     if not is_server:
         given.pop("ip", None)
         given.pop("user_agent", None)
-        if client_ip:
-            given["ip"] = client_ip
-        if user_agent:
-            given["user_agent"] = user_agent[:4096]
+        if arrival.client_ip:
+            given["ip"] = arrival.client_ip
+        if arrival.user_agent:
+            given["user_agent"] = arrival.user_agent[:4096]
     return given
 
 

@@ -106,6 +106,17 @@ class BatchOut(msgspec.Struct):
 _event_decoder = msgspec.json.Decoder(EventIn)
 _batch_decoder = msgspec.json.Decoder(BatchIn)
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+# A JSON escape of NUL, not preceded by an escaped backslash (`\\u0000` is the text "\u0000").
+_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(body: bytes) -> bytes:
+    """The JSON body with every NUL character taken out of its strings, keys and values alike.
+
+    PostgreSQL's text and JSONB cannot hold NUL; it is cleaned at the door on every engine, so
+    an event is stored the same everywhere. (Raw NUL bytes are not JSON: decoding refuses them.)
+    """
+    return _NUL.sub(rb"\1", body) if b"\\u0000" in body else body
 
 
 def decode_event(raw: bytes) -> EventIn:

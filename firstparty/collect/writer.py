@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty import metrics
-from firstparty.collect import touch
+from firstparty.collect import boundary, touch
 from firstparty.collect.prepare import Prepared
 from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, deliveries, events, visitors
 
+log = logging.getLogger("firstparty.collect")
 # Which destinations want an event: (type, name) -> destination names.
 Router = Callable[[str, str], Sequence[str]]
 # Resolves a person named by phone (server sources) to a user id, inside the transaction.
@@ -38,10 +41,7 @@ class Stored:
 
 # Groups written at once where the database takes concurrent transactions.
 IN_FLIGHT = 2
-
-
-class StorageUnavailable(Exception):
-    """The database could not be written; the caller answers 503 and may retry."""
+WARN_EVERY_SECONDS = 10.0
 
 
 def write(
@@ -55,27 +55,36 @@ def write(
     A fixed handful of statements per batch, whatever its size (executemany throughout).
     """
     users = _store_visitors(conn, items)
-    for item in items:
-        if item.source.kind == "browser" and item.visitor_id:
-            item.user_id = users.get(item.visitor_id)
-        elif item.user_id is None and item.phone_e164 and resolve_phone:
-            item.user_id = resolve_phone(conn, item.phone_e164)
-        elif item.user_id is None and item.visitor_id:
-            item.user_id = users.get(item.visitor_id)
-    landed = (
-        bulk_insert(conn, events, [_event_row(i) for i in items], ignore=True, key="id") or set()
-    )
+    people = [_person(conn, item, users, resolve_phone) for item in items]
+    rows = [_event_row(item, user_id) for item, user_id in zip(items, people, strict=True)]
+    landed = bulk_insert(conn, events, rows, ignore=True, key="id") or set()
     stored: list[Stored] = []
     outbox: list[dict[str, Any]] = []
-    for item in items:
+    for item, user_id in zip(items, people, strict=True):
         if item.pk in landed:
             work = [_delivery_row(item, name) for name in route(item.type, item.name)]
             outbox += work
-            stored.append(Stored(item.pk, False, item.user_id, len(work)))
+            stored.append(Stored(item.pk, False, user_id, len(work)))
         else:
-            stored.append(Stored(_original_pk(conn, item), True, item.user_id))
+            stored.append(Stored(_original_pk(conn, item), True, user_id))
     bulk_insert(conn, deliveries, outbox)
     return stored
+
+
+def _person(
+    conn: Connection,
+    item: Prepared,
+    users: dict[str, str | None],
+    resolve_phone: PhoneResolver | None,
+) -> str | None:
+    """The user id stored with the event: a browser's visitor's user; else as stated, by phone."""
+    if item.source.kind == "browser" and item.visitor_id:
+        return users.get(item.visitor_id)
+    if item.user_id is not None:
+        return item.user_id
+    if item.phone_e164 and resolve_phone:
+        return resolve_phone(conn, item.phone_e164)
+    return users.get(item.visitor_id) if item.visitor_id else None
 
 
 def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, str | None]:
@@ -176,7 +185,7 @@ def _original_pk(conn: Connection, item: Prepared) -> str:
     return str(conn.execute(query).scalar_one())
 
 
-def _event_row(item: Prepared) -> dict[str, Any]:
+def _event_row(item: Prepared, user_id: str | None) -> dict[str, Any]:
     return {
         "id": item.pk,
         "source": item.source.name,
@@ -186,7 +195,7 @@ def _event_row(item: Prepared) -> dict[str, Any]:
         "occurred_at": item.occurred_at,
         "received_at": item.received_at,
         "visitor_id": item.visitor_id,
-        "user_id": item.user_id,
+        "user_id": user_id,
         "request": item.request,
         "response": {
             "ok": True,
@@ -237,9 +246,15 @@ class GroupWriter:
         one_writer = engine.dialect.name == "sqlite"
         self._slots = asyncio.Semaphore(1 if one_writer else IN_FLIGHT)
         self._flushing: set[asyncio.Task[None]] = set()
+        self._unavailable, self._next_warning = 0, 0.0
 
     async def submit(self, item: Prepared) -> Stored:
-        """Store one event; returns once its transaction has committed."""
+        """Store one event; returns once its transaction has committed.
+
+        Raises what the database raised, for collect.boundary to sort: when a group fails, an
+        unavailable database fails all of it; anything else is retried one event at a time, so
+        a value the database refuses (or a bug one event triggers) fails that event alone.
+        """
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
@@ -278,24 +293,51 @@ class GroupWriter:
         items = [item for item, _ in batch]
         try:
             results = await asyncio.to_thread(self._commit, items)
-        except Exception:
-            # One bad row must not fail its neighbours: retry each on its own.
-            for item, future in batch:
-                try:
-                    result = (await asyncio.to_thread(self._commit, [item]))[0]
-                except Exception as exc:
-                    if not future.done():
-                        future.set_exception(StorageUnavailable(str(exc)))
-                else:
-                    if not future.done():
-                        future.set_result(result)
+        except Exception as exc:
+            unavailable = boundary.classify(exc) is boundary.Kind.UNAVAILABLE
+            if len(batch) > 1 and not unavailable:
+                # A value refused, or a bug one event triggers: fail that event, not its group.
+                await self._one_by_one(batch)
+                return
+            if unavailable:
+                self._warn_unavailable(len(batch), exc)
+            for _, future in batch:
+                _fail(future, exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            _resolve(future, result)
+
+    async def _one_by_one(self, batch: list[tuple[Prepared, asyncio.Future[Stored]]]) -> None:
+        for item, future in batch:
+            try:
+                [result] = await asyncio.to_thread(self._commit, [item])
+            except Exception as exc:
+                _fail(future, exc)
+            else:
+                _resolve(future, result)
+
+    def _warn_unavailable(self, count: int, exc: Exception) -> None:
+        """One line at most every WARN_EVERY_SECONDS while the database is away, with a count."""
+        self._unavailable += count
+        now = time.monotonic()
+        if now >= self._next_warning:
+            log.warning(
+                "ingest: storage unavailable, %d event(s) answered 503: %s", self._unavailable, exc
+            )
+            self._unavailable, self._next_warning = 0, now + WARN_EVERY_SECONDS
 
     def _commit(self, items: list[Prepared]) -> list[Stored]:
         with metrics.COMMIT_SECONDS.time(), self._engine.begin() as conn:
             stored = write(conn, items, self._route, self._resolve_phone)
         metrics.COMMIT_ROWS.observe(len(items))
         return stored
+
+
+def _resolve(future: asyncio.Future[Stored], result: Stored) -> None:
+    if not future.done():  # the request may have gone (client disconnected)
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Stored], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
