@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -95,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     engine.dispose()
     _banner(settings, args, first_run, keys)
     if args.workers > 1:
+        _name_config_for_children(args)
         uvicorn.run(
             "firstparty.app:app_from_env",
             factory=True,
@@ -117,6 +119,14 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
         )
     return 0
+
+
+def _name_config_for_children(args: argparse.Namespace) -> None:
+    """`--workers N` children are new processes building their app from the environment (and
+    working directory) they inherit: name this process's config file there, so each loads
+    exactly what this one loaded."""
+    if args.config:
+        os.environ["FIRSTPARTY_CONFIG"] = str(Path(args.config).resolve())
 
 
 def _is_first_run(settings: Settings) -> bool:

@@ -189,3 +189,63 @@ def test_replay_command_reports_and_refuses_unknown_destination(tmp_path: Path) 
         [*BIN, "replay", "--since", "last week"], env=env, capture_output=True, text=True
     )
     assert when.returncode == 2 and "--since" in when.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """The server processes uvicorn spawned (not multiprocessing's resource tracker)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            found.append(int(child))
+    return found
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
+
+
+def test_serve_workers_children_use_the_config_file(tmp_path: Path) -> None:
+    """`--config X serve --workers 2`: both children load X, not just the environment."""
+    database = tmp_path / "elsewhere.db"
+    config = tmp_path / "conf" / "custom.toml"
+    config.parent.mkdir()
+    key = "wk_only_in_the_config_file"
+    config.write_text(
+        f'database_url = "sqlite:///{database}"\n\n'
+        f'[[sources]]\nname = "crm-x"\nkind = "server"\nwrite_key = "{key}"\n'
+    )
+    cwd = tmp_path / "run"
+    cwd.mkdir()
+    port = free_port()
+    relative = os.path.relpath(config, cwd)
+    proc = subprocess.Popen(
+        [*BIN, "--config", relative, "serve", "--port", str(port), "--workers", "2"],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            children = _children(proc.pid)
+            if len(children) == 2 and all(_has_open(c, database) for c in children):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"children {_children(proc.pid)} did not open {database}")
+        for i in range(40):  # a new connection each: both children answer some
+            body = {"type": "track", "name": "Lead", "event_id": f"w-{i}"}
+            r = httpx.post(f"{url}/v1/events", json=body, headers={"X-Write-Key": key})
+            assert r.status_code == 202, r.text
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in output, output
+    assert not (cwd / "firstparty.db").exists()  # nobody fell back to the default database
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall()
+    assert rows == [("crm-x", 40)]
