@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty import metrics
-from firstparty.collect import prepare, schema, service, touch
+from firstparty.collect import boundary, prepare, schema, service, touch
 from firstparty.collect.sources import Entry, SourceBook
 from firstparty.errors import InputError, UnexpectedError
 from firstparty.identity import cookie, cookie_keeper
@@ -43,8 +43,8 @@ async def events(request: Request) -> Response:
         if entry.source.kind == "browser" and settings.cookie.keeper:
             for value in kept_cookies(request, collector, event):
                 response.headers.append("set-cookie", value)
-    except (InputError, UnexpectedError) as exc:
-        response = error_response(exc)
+    except Exception as exc:
+        response = error_response(boundary.answer(exc, source=entry.source.name if entry else "-"))
     return finish(request, collector, response, entry, visitor_id)
 
 
@@ -111,8 +111,8 @@ async def batch(request: Request) -> Response:
         outcomes = await service.accept_batch(collector=collector, arrival=came, events=parsed)
         results = [o if isinstance(o, schema.Accepted) else item_error(o) for o in outcomes]
         response = Response(schema.encode(schema.BatchOut(results)), 200, media_type=JSON)
-    except (InputError, UnexpectedError) as exc:
-        response = error_response(exc)
+    except Exception as exc:
+        response = error_response(boundary.answer(exc, source=entry.source.name if entry else "-"))
     return finish(request, collector, response, entry, visitor_id)
 
 

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from firstparty import metrics
 from firstparty.api import collect
-from firstparty.collect import prepare, schema, service
+from firstparty.collect import boundary, prepare, schema, service
 from firstparty.collect import segment as mapping
 from firstparty.collect.sources import Entry
 from firstparty.errors import InputError, UnexpectedError
@@ -70,8 +70,9 @@ async def _handle(request: Request, limit: int, segment_type: str | None) -> Res
         else:
             await _single(collector, call, body, segment_type)
         response = _success(call.rejected)
-    except (InputError, UnexpectedError) as exc:
-        response = error_response(exc)
+    except Exception as exc:
+        source = call.entry.source.name if call else "-"
+        response = error_response(boundary.answer(exc, source=source))
     entry, visitor_id = (call.entry, call.arrival.visitor_id) if call else (None, None)
     return collect.finish(request, collector, response, entry, visitor_id)
 
@@ -109,12 +110,12 @@ async def _batch(collector: service.Collector, call: Call, body: bytes) -> None:
     outcomes = await service.accept_batch(
         collector=collector, arrival=call.arrival, events=submitted
     )
-    # Storage unavailable, or a failure nobody expected: the SDK retries the whole batch, and
-    # messageId deduplicates what was stored.
-    failed = [o for o in outcomes if not isinstance(o, schema.Accepted | InputError)]
+    # Storage unavailable (503 first: it says "retry"), or a failure nobody expected: the SDK
+    # retries the whole batch, and messageId deduplicates what was stored.
     unavailable = [o for o in outcomes if isinstance(o, InputError) and o.status >= 500]
-    if unavailable or failed:
-        raise (unavailable or failed)[0]
+    broken = [o for o in outcomes if isinstance(o, UnexpectedError)]
+    if unavailable or broken:
+        raise (unavailable or broken)[0]
     for index, (raw, outcome) in enumerate(zip(raws, outcomes, strict=True)):
         if isinstance(outcome, schema.Accepted):
             _count(call, outcome)

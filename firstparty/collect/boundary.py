@@ -111,7 +111,7 @@ def _sqlite(exc: sqlite3.Error) -> Kind:
 
 def answer(exc: Exception, *, source: str) -> InputError | UnexpectedError:
     """What to raise to the API for this exception; an unexpected one is logged and counted."""
-    if isinstance(exc, InputError):
+    if isinstance(exc, InputError | UnexpectedError):  # sorted already
         return exc
     kind = classify(exc)
     if kind is Kind.UNAVAILABLE:

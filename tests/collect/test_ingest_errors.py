@@ -232,3 +232,20 @@ async def test_segment_answers_the_same_boundary(
     # An unavailable database fails the whole group; a refused or broken event only itself.
     stored = [] if fault == "Locked" else ["Good"]
     assert [row["name"] for row in faulty.rows(m.events)] == stored
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/batch", "/segment/v1/track"])
+async def test_a_failure_before_the_service_gets_the_same_answer(
+    app_client: AppClient, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unknown key makes the source book read the database: here its table has gone."""
+    with app_client.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE sources RENAME TO sources_gone"))
+    before = unexpected_count("-")
+    body = {"events": [track("Lead")]} if path == "/v1/batch" else track("Lead")
+    with caplog.at_level(logging.WARNING):
+        r = await app_client.http.post(path, json=body, headers={"X-Write-Key": "wk_unknown_key"})
+    assert r.status_code == 500 and "sources_gone" not in r.text
+    [record] = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert record.name == "firstparty.collect" and record.exc_info is not None
+    assert unexpected_count("-") == before + 1
