@@ -21,8 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty import metrics
 from firstparty.collect import boundary, touch
 from firstparty.collect.prepare import Prepared
+from firstparty.delivery import outbox as delivery_outbox
 from firstparty.store.db import bulk_insert
-from firstparty.store.models import click_ids, deliveries, events, visitors
+from firstparty.store.models import click_ids, events, visitors
 
 log = logging.getLogger("firstparty.collect")
 # Which destinations want an event: (type, name) -> destination names.
@@ -62,12 +63,12 @@ def write(
     outbox: list[dict[str, Any]] = []
     for item, user_id in zip(items, people, strict=True):
         if item.pk in landed:
-            work = [_delivery_row(item, name) for name in route(item.type, item.name)]
+            work = [_outbox_row(item, name) for name in route(item.type, item.name)]
             outbox += work
             stored.append(Stored(item.pk, False, user_id, len(work)))
         else:
             stored.append(Stored(_original_pk(conn, item), True, user_id))
-    bulk_insert(conn, deliveries, outbox)
+    delivery_outbox.enqueue(conn, outbox)
     return stored
 
 
@@ -209,17 +210,13 @@ def _event_row(item: Prepared, user_id: str | None) -> dict[str, Any]:
     }
 
 
-def _delivery_row(item: Prepared, destination: str) -> dict[str, Any]:
-    return {
-        "event_pk": item.pk,
-        "destination": destination,
-        "status": "pending",
-        "attempts": 0,
-        "next_attempt_at": item.received_at,
-        "occurred_at": item.occurred_at,
-        "created_at": item.received_at,
-        "updated_at": item.received_at,
-    }
+def _outbox_row(item: Prepared, destination: str) -> dict[str, Any]:
+    return delivery_outbox.row(
+        event_pk=item.pk,
+        destination=destination,
+        occurred_at=item.occurred_at,
+        now=item.received_at,
+    )
 
 
 class GroupWriter:
