@@ -188,8 +188,8 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
 
 _FINISH_SQL = (
     "UPDATE deliveries SET status = {p}, next_attempt_at = {p}, last_error = {p},"
-    " updated_at = {p} WHERE deliveries.id = {p} AND deliveries.status = 'inflight'"
-    " AND deliveries.attempts = {p}"
+    " updated_at = {p} WHERE deliveries.id = {p}"
+    f" AND deliveries.status = '{DeliveryStatus.INFLIGHT}' AND deliveries.attempts = {{p}}"
 )
 
 
