@@ -107,7 +107,12 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
         if not embedded:
             yield
             return
-        embedded_worker = worker.EmbeddedWorker(runtime)
+        embedded_worker = worker.EmbeddedWorker(
+            settings=runtime.settings,
+            engine=runtime.engine,
+            adapters=runtime.adapters,
+            queue=runtime.notifier,
+        )
         await embedded_worker.start()
         try:
             yield

@@ -28,7 +28,6 @@ from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations import registry
 from firstparty.destinations.base import Adapter
 from firstparty.event import Event
-from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
 
@@ -284,15 +283,17 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
 
 
 class EmbeddedWorker:
-    """The worker inside `firstparty serve`, woken through the runtime's queue."""
+    """The worker inside `firstparty serve`, woken through the server's own queue."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.worker = Worker(
-            settings=runtime.settings,
-            engine=runtime.engine,
-            adapters=runtime.adapters,
-            queue=runtime.notifier,
-        )
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        adapters: dict[str, Adapter],
+        queue: queue.Queue,
+    ) -> None:
+        self.worker = Worker(settings=settings, engine=engine, adapters=adapters, queue=queue)
 
     async def start(self) -> None:
         await self.worker.start()

@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from firstparty import metrics
 from firstparty.delivery import queue, worker
 from firstparty.destinations import registry
-from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
 from tests.conftest import settings_for
@@ -261,8 +260,12 @@ async def test_embedded_worker_wakes_on_notify(
     # A minute-long poll: only the wake-up can deliver within the bound below.
     settings = settings_with(sqlite_url, fake_destination(receiver.url), sweep_interval_seconds=60)
     notifier = queue.make_queue(settings)
-    runtime = Runtime(settings, sqlite_engine, registry.adapters(settings.destinations), notifier)
-    embedded = worker.EmbeddedWorker(runtime)
+    embedded = worker.EmbeddedWorker(
+        settings=settings,
+        engine=sqlite_engine,
+        adapters=registry.adapters(settings.destinations),
+        queue=notifier,
+    )
     await embedded.start()
     await asyncio.sleep(0.2)  # let the lanes go idle
     add_events(sqlite_engine, ["fake"], 3)
