@@ -39,12 +39,18 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # waiting until next_attempt_at
     INFLIGHT = "inflight"  # claimed by a worker until next_attempt_at (the lease)
     DELIVERED = "delivered"
+    TEST = "test"  # accepted in the platform's test mode: nothing was counted there
     SKIPPED = "skipped"  # not sent on purpose (consent, age window, dry run), with the reason
     FAILED = "failed"  # refused or out of tries; kept for replay
 
 
 ACTIVE = (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)
-FINAL = (DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
+FINAL = (
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.TEST,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.FAILED,
+)
 # Lock conflicts the engines resolve by aborting one side: try the claim again.
 _RETRYABLE_CODES = {1205, 1213, "40001", "40P01"}
 

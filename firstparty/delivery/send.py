@@ -317,6 +317,8 @@ def _finish(
     policy: retry.Policy, claim: Claim, outcome: Outcome, now: datetime, draw: float
 ) -> Finish:
     if isinstance(outcome, Delivered):
+        if outcome.test:  # the platform's words on the test send, if any, kept for the operator
+            return Finish(claim, DeliveryStatus.TEST, now, outcome.detail or None)
         return Finish(claim, DeliveryStatus.DELIVERED, now)
     if isinstance(outcome, Skipped):
         return Finish(claim, DeliveryStatus.SKIPPED, now, outcome.reason)
@@ -345,7 +347,12 @@ def _link(claim: Claim, outcome: Outcome) -> Link:
 def _track_status(settled: Mapping[str, DeliveryStatus], pks: Sequence[str]) -> DeliveryStatus:
     """A request's status in the log: the worst of its events' (unsettled ones still wait)."""
     statuses = {settled.get(pk, DeliveryStatus.PENDING) for pk in pks}
-    for status in (DeliveryStatus.FAILED, DeliveryStatus.PENDING, DeliveryStatus.DELIVERED):
+    for status in (
+        DeliveryStatus.FAILED,
+        DeliveryStatus.PENDING,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.TEST,
+    ):
         if status in statuses:
             return status
     return DeliveryStatus.SKIPPED

@@ -79,6 +79,9 @@ class Response:
 @dataclass(frozen=True)
 class Delivered:
     detail: str = ""
+    # Accepted in the platform's test mode (test_event_code, validateOnly, GA4's debug
+    # endpoint): recorded as `test`, not `delivered`, since no conversion was counted.
+    test: bool = False
 
 
 @dataclass(frozen=True)

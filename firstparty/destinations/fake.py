@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
@@ -42,6 +42,8 @@ class FakeSettings(DestinationSettings):
     api_key: SecretStr | None = None
     token_url: str | None = None
     max_event_age_days: float | None = None  # plays a platform's age window
+    # Plays a platform's test mode: sent in the body, the answer counts as a test send.
+    test_event_code: str | None = None
     # Plays an adapter bug (a key that cannot sign, a crash) in one step: fault drills.
     raise_in: Literal["token_request", "build", "interpret"] | None = None
 
@@ -87,7 +89,11 @@ class FakeAdapter(Adapter):
         key = self._key()
         url = self.settings.api_base.rstrip("/") + "/events" + (f"?key={key}" if key else "")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        body = {"events": [event_json(e, self.settings.mapped_name(e.name)) for e in events]}
+        body: dict[str, Any] = {
+            "events": [event_json(e, self.settings.mapped_name(e.name)) for e in events]
+        }
+        if self.settings.test_event_code:
+            body["test_event_code"] = self.settings.test_event_code
         secrets = tuple(s for s in (key, token) if s)
         pks = tuple(e.pk for e in events)
         return [OutgoingRequest("POST", url, pks, headers=headers, json=body, secrets=secrets)]
@@ -111,5 +117,5 @@ class FakeAdapter(Adapter):
             elif event_id in retry:
                 outcomes[pk] = Retry(str(retry[event_id]))
             else:
-                outcomes[pk] = Delivered()
+                outcomes[pk] = Delivered(test=bool(self.settings.test_event_code))
         return outcomes

@@ -156,6 +156,18 @@ async def test_an_adapter_that_raises_fails_its_own_work_logged_once_and_counted
     assert errors._value.get() == before + 1
 
 
+async def test_sends_in_a_platforms_test_mode_are_recorded_as_test(
+    sqlite_engine: Engine, sqlite_url: str, receiver: Receiver
+) -> None:
+    testing = fake_destination(receiver.url, test_event_code="TEST123")
+    settings = settings_with(sqlite_url, testing)
+    add_events(sqlite_engine, ["fake"], 2)
+    await make_worker(settings, sqlite_engine).drain()
+    assert {r.status for r in delivery_rows(sqlite_engine)} == {"test"}
+    assert [t.status for t in track_rows(sqlite_engine)] == ["test"]
+    assert json.loads(receiver.seen[0].body)["test_event_code"] == "TEST123"
+
+
 async def test_a_whole_request_refused_fails_every_event(
     sqlite_engine: Engine, sqlite_url: str, receiver: Receiver
 ) -> None:
