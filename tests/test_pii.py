@@ -47,7 +47,7 @@ def test_phone_without_country_code_uses_the_default_region() -> None:
 
 def test_country_date_of_birth_and_first_name() -> None:
     hashed = pii.hash_user({"country": "US", "date_of_birth": "1997-02-16", "first_name": " Mary"})
-    assert hashed == {"country": US, "db": BIRTH, "fn": MARY}
+    assert hashed == {"country": US, "country_code": "US", "db": BIRTH, "fn": MARY}
 
 
 def test_google_gmail_rule_drops_dots_in_the_local_part() -> None:
@@ -78,7 +78,64 @@ def test_a_hash_is_never_hashed_again() -> None:
     ],
 )
 def test_a_value_hashed_by_the_caller_is_kept_under_its_key(field: str, key: str) -> None:
-    assert pii.hash_user({field: MARY}) == {key: MARY}
+    expected = {key: MARY, "ph": MARY} if field == "phone" else {key: MARY}
+    assert pii.hash_user({field: MARY}) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("1997-02-16", "19970216"),
+        ("19970216", "19970216"),
+        ("1997/02/16", "19970216"),
+        ("2/16/1997", "19970216"),  # Meta's own example
+        ("1997-02-16T00:00:00.000Z", "19970216"),  # Segment's birthday
+    ],
+)
+def test_dates_of_birth_are_parsed_strictly(raw: str, normalised: str) -> None:
+    assert pii.hash_user({"date_of_birth": raw}) == {"db": pii.sha256(normalised)}
+
+
+@pytest.mark.parametrize("raw", ["1997-02-30", "16/02/1997", "yesterday", "12345678", "2999-01-01"])
+def test_a_date_of_birth_that_is_not_a_date_is_dropped(raw: str) -> None:
+    assert pii.clean_user({"date_of_birth": raw, "first_name": "Mary"}) == (
+        {"fn": MARY},
+        {"date_of_birth": pii.clean_user({"date_of_birth": raw})[1]["date_of_birth"]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "country", "code"),
+    [
+        ("California", None, "ca"),
+        ("new york", "US", "ny"),
+        ("CA", "US", "ca"),
+        ("Bayern", "DE", "bayern"),
+    ],
+)
+def test_us_state_names_become_their_codes(state: str, country: str | None, code: str) -> None:
+    user = {"state": state} | ({"country": country} if country else {})
+    assert pii.hash_user(user)["st"] == pii.sha256(code)
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "clear"),
+    [("02139-4307", "US", "02139"), (" 02139 ", None, "02139"), ("sw1a  1aa", "GB", "SW1A 1AA")],
+)
+def test_postal_code_and_country_are_kept_in_clear_for_google(
+    raw: str, country: str | None, clear: str
+) -> None:
+    user = pii.hash_user({"zip": raw} | ({"country": country.lower()} if country else {}))
+    assert user["postal_code"] == clear
+    assert user.get("country_code") == country
+
+
+def test_clean_user_drops_what_it_cannot_use_and_says_why() -> None:
+    user, dropped = pii.clean_user(
+        {"email": "a b@example.com", "phone": "call me", "gender": "other", "first_name": "Mary"}
+    )
+    assert user == {"fn": MARY}
+    assert set(dropped) == {"email", "phone", "gender"}
 
 
 def test_an_upper_case_hash_is_kept_lowercased() -> None:
@@ -90,7 +147,7 @@ def test_an_upper_case_hash_is_kept_lowercased() -> None:
     [
         ({"email": "not-an-email"}, "user.email: is not an email address"),
         ({"phone": "12"}, "user.phone:"),
-        ({"gender": "x"}, 'user.gender: must be "f" or "m"'),
+        ({"gender": "other"}, 'user.gender: must be "f" or "m"'),
         ({"shoe_size": MARY}, "user.shoe_size: is not a known user field"),
     ],
 )

@@ -2,10 +2,15 @@
 
 Time policy (documented in README, "Timestamps"):
 - no timestamp: the server's receive time;
+- never later than the receive time: a stated time ahead of it (within the skew) is the receive
+  time, because the platforms refuse events from the future (destinations.md §6);
 - browser sources: the client's clock is trusted within `max_clock_skew_seconds` of the
   server's; outside it the receive time is used (the client value stays in the request);
 - server sources may send past timestamps (offline conversions) up to `max_past_days` old;
   older, or later than the allowed skew into the future, is a 422.
+
+Field tolerance: an identifier, amount or click id that cannot be used is dropped with a
+warning (`Prepared.warnings`, answered in the 202) and the event is kept without it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import msgspec
 
 from firstparty import ids
-from firstparty.collect import touch
+from firstparty.collect import amounts, touch
 from firstparty.collect.schema import EventIn
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
@@ -67,6 +72,10 @@ class Prepared(msgspec.Struct, frozen=True, gc=False):
     referrer: str | None
     phone_e164: str | None  # server sources naming a person by phone; never stored
     new_visitor: bool
+    # When the click ids were first seen: browsers, on arrival; server sources (a CRM's click
+    # ids, offline imports), at `context.click_ids.clicked_at`, else the event's own time.
+    clicked_at: datetime | None = None
+    warnings: tuple[FieldError, ...] = ()
 
 
 def prepare(
@@ -84,8 +93,10 @@ def prepare(
     is_server = arrival.source.kind == "server"
     received_at = arrival.received_at
     occurred_at = settle_time(event.timestamp, received_at, is_server=is_server, limits=limits)
-    user = _hashed_user(event, default_region)
+    warnings: list[FieldError] = []
+    user = _hashed_user(event, default_region, warnings)
     phone_e164 = _phone(event, default_region) if is_server else None
+    properties = amounts.clean(event.properties, warnings)
     context = _context(event, arrival, is_server=is_server)
     referer = arrival.referer
     if not is_server and not event.url and referer:
@@ -93,7 +104,15 @@ def prepare(
         context["page_url"] = referer[:4096]
     landing = event.url or (None if is_server else referer)
     clicks, utm = touch.parse(landing)
-    request = _redacted_request(event, user)
+    clicked_at = received_at
+    given = event.context.click_ids if event.context else None
+    if given and not is_server:
+        warnings.append(FieldError("context.click_ids", "honoured from server sources only"))
+    elif given:
+        clicked_at = _stated_clicks(given, clicks, occurred_at, warnings)
+    elif is_server:
+        clicked_at = occurred_at
+    request = _redacted_request(event, user, properties)
     if annex:
         request.update(annex)
     return Prepared(
@@ -116,26 +135,58 @@ def prepare(
         referrer=event.referrer,
         phone_e164=phone_e164,
         new_visitor=arrival.new_visitor,
+        clicked_at=clicked_at,
+        warnings=tuple(warnings),
     )
 
 
-def _hashed_user(event: EventIn, default_region: str) -> dict[str, str]:
-    try:
-        return pii.hash_user(_user_dict(event), default_region)
-    except pii.InvalidValue as exc:
-        where, _, message = str(exc).partition(": ")
-        raise InputError(422, "validation failed", [FieldError(where, message)]) from None
+def _hashed_user(event: EventIn, default_region: str, warnings: list[FieldError]) -> dict[str, str]:
+    """The stored `user`; each value that cannot be normalised is dropped with a warning."""
+    user, dropped = pii.clean_user(_user_dict(event), default_region)
+    warnings += [FieldError(f"user.{field}", message) for field, message in dropped.items()]
+    return user
 
 
 def _phone(event: EventIn, default_region: str) -> str | None:
-    """A server source's clear phone in E.164, to find the person by; never stored."""
+    """A server source's clear phone in E.164, to find the person by; never stored.
+
+    None when there is none usable (an unusable one is already warned of by `_hashed_user`).
+    """
     phone = event.user.phone if event.user else None
-    if not phone or pii.HASHED.match(phone):
+    if not phone or pii.HASHED.match(phone.strip().lower()):
         return None
     try:
         return pii.normalise_phone(phone, default_region)
-    except pii.InvalidValue as exc:
-        raise InputError(422, "validation failed", [FieldError("user.phone", str(exc))]) from None
+    except pii.InvalidValue:
+        return None
+
+
+def _stated_clicks(
+    given: dict[str, str],
+    clicks: dict[str, str],
+    occurred_at: datetime,
+    warnings: list[FieldError],
+) -> datetime:
+    """Add a server source's `context.click_ids` to `clicks`; returns when they were first seen.
+
+    That is `clicked_at` when given (it applies to the url's click ids too), else the event's
+    own time. An unknown key or an unusable time is dropped with a warning.
+    """
+    clicked_at = occurred_at
+    for key, value in given.items():
+        where = f"context.click_ids.{key}"
+        if key == "clicked_at":
+            try:
+                clicked_at = parse_timestamp(value).astimezone(UTC)
+            except (ValueError, OverflowError, OSError):
+                warnings.append(FieldError(where, "must be ISO 8601 or epoch seconds"))
+        elif (kind := touch.kind_of(key)) is None:
+            warnings.append(FieldError(where, "is not a known click id"))
+        elif not value or len(value) > touch.MAX_VALUE:
+            warnings.append(FieldError(where, f"must be 1 to {touch.MAX_VALUE} characters"))
+        else:
+            clicks[kind] = value
+    return clicked_at
 
 
 def parse_timestamp(value: str | int | float) -> datetime:
@@ -169,13 +220,13 @@ def settle_time(
         ) from None
     skew = timedelta(seconds=limits.max_clock_skew_seconds)
     if not is_server:
-        return stated if abs(stated - received_at) <= skew else received_at
+        return min(stated, received_at) if abs(stated - received_at) <= skew else received_at
     if stated > received_at + skew:
         raise InputError(422, "validation failed", [FieldError("timestamp", "is in the future")])
     if stated < received_at - timedelta(days=limits.max_past_days):
         message = f"is older than {limits.max_past_days} days"
         raise InputError(422, "validation failed", [FieldError("timestamp", message)])
-    return stated
+    return min(stated, received_at)
 
 
 def _user_dict(event: EventIn) -> dict[str, str]:
@@ -186,6 +237,7 @@ def _user_dict(event: EventIn) -> dict[str, str]:
 
 def _context(event: EventIn, arrival: Arrival, *, is_server: bool) -> dict[str, str]:
     given: dict[str, str] = msgspec.to_builtins(event.context) if event.context else {}
+    given.pop("click_ids", None)  # kept as the event's click ids (click_ids table), not context
     if not is_server:
         given.pop("ip", None)
         given.pop("user_agent", None)
@@ -196,9 +248,14 @@ def _context(event: EventIn, arrival: Arrival, *, is_server: bool) -> dict[str, 
     return given
 
 
-def _redacted_request(event: EventIn, hashed_user: dict[str, str]) -> dict[str, Any]:
-    """The request as received, with the clear personal data replaced by its hashes."""
+def _redacted_request(
+    event: EventIn, hashed_user: dict[str, str], properties: dict[str, Any]
+) -> dict[str, Any]:
+    """The request as received, with the clear personal data replaced by its hashes and the
+    properties as corrected at the door (numbers as numbers)."""
     body: dict[str, Any] = msgspec.to_builtins(event)
     if "user" in body:
         body["user"] = {"hashed": hashed_user}
+    if "properties" in body:
+        body["properties"] = properties
     return body

@@ -53,6 +53,10 @@ class Context(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     ttp: Short | None = None
     ga: Short | None = None
     gcl_aw: Short | None = None
+    # Server sources: click ids a CRM captured earlier, e.g. {"gclid": "...", "clicked_at": "..."}.
+    click_ids: dict[str, Short] | None = None
+    # GA4 sessions from the `_ga_<container>` cookies (`platforms.GA_SESSION`), read by fp.js.
+    ga_session: Short | None = None
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -75,17 +79,20 @@ class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
 
 
+class ErrorDetail(msgspec.Struct):
+    field: str
+    message: str
+
+
 class Accepted(msgspec.Struct, omit_defaults=True):
+    """Stored; `warnings` names each field dropped because it could not be used."""
+
     ok: bool
     id: str
     event_id: str
     visitor_id: str | None
     duplicate: bool = False
-
-
-class ErrorDetail(msgspec.Struct):
-    field: str
-    message: str
+    warnings: list[ErrorDetail] = []
 
 
 class ErrorBody(msgspec.Struct):

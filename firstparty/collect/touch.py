@@ -36,6 +36,11 @@ def parse(url: str | None) -> tuple[dict[str, str], dict[str, str]]:
     return clicks, utm
 
 
+def kind_of(key: str) -> str | None:
+    """The canonical name of a click id parameter ("GCLID" -> "gclid"), if it is one."""
+    return _CANONICAL.get(key.lower())
+
+
 def touch(
     *,
     url: str | None,

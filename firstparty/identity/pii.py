@@ -16,7 +16,15 @@ the hashes the platforms need, and only those are stored. The keys:
     ge          gender: "f" or "m"
     external_id the caller's id for the person, trimmed
 
-A value that already is a SHA-256 hex digest is kept as is (never hashed twice).
+Two keys hold clear values, because Google's enhanced conversions take them only in clear
+(destinations.md §3b.4) and neither names a person on its own:
+
+    postal_code postal code as Google wants it: trimmed, upper case; US: the first 5 digits
+    country_code ISO 3166-1 alpha-2, upper case
+
+A value that already is a SHA-256 hex digest is kept as is (never hashed twice); a phone hashed
+by the caller is kept under both phone keys (its normalisation cannot be known).
+`clean_user` drops a value it cannot normalise and says why; `hash_user` refuses it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 
 import phonenumbers
 
@@ -101,17 +110,73 @@ def _zip(raw: str) -> str:
     return value[:5] if re.fullmatch(r"\d{9}", value) else value
 
 
+# Dates of birth: ISO (YYYY-MM-DD, also with a time after it, as Segment's `birthday`),
+# YYYYMMDD, YYYY/MM/DD, and the US MM/DD/YYYY of Meta's own example ("2/16/1997").
+_ISO_DATE = re.compile(r"(\d{4})[-/]?(\d{2})[-/]?(\d{2})(?:[T ][\d:.]+(?:Z|[+-][\d:]+)?)?")
+_US_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
+
+
 def _date_of_birth(raw: str) -> str:
-    digits = re.sub(r"\D", "", raw)
-    if len(digits) != 8:
+    text = raw.strip()
+    if iso := _ISO_DATE.fullmatch(text):
+        year, month, day = iso.groups()
+    elif us := _US_DATE.fullmatch(text):
+        month, day, year = us.groups()
+    else:
         raise InvalidValue("must be a date, YYYY-MM-DD")
-    return digits
+    try:
+        born = date(int(year), int(month), int(day))
+    except ValueError:
+        raise InvalidValue("is not a real date") from None
+    if born.year < 1900 or born > datetime.now(UTC).date():
+        raise InvalidValue("is not a plausible date of birth")
+    return born.strftime("%Y%m%d")
+
+
+_GENDERS = {"f": "f", "female": "f", "woman": "f", "m": "m", "male": "m", "man": "m"}
 
 
 def _gender(raw: str) -> str:
-    value = raw.strip().lower()[:1]
-    if value not in ("f", "m"):
-        raise InvalidValue('must be "f" or "m"')
+    value = _GENDERS.get(raw.strip().lower())
+    if value is None:
+        raise InvalidValue('must be "f" or "m" (or female/male)')
+    return value
+
+
+# US states, DC and territories by name: Meta wants the two-letter ANSI code (section 1.3).
+US_STATES = {
+    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
+    "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
+    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il",
+    "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la",
+    "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi", "minnesota": "mn",
+    "mississippi": "ms", "missouri": "mo", "montana": "mt", "nebraska": "ne", "nevada": "nv",
+    "newhampshire": "nh", "newjersey": "nj", "newmexico": "nm", "newyork": "ny",
+    "northcarolina": "nc", "northdakota": "nd", "ohio": "oh", "oklahoma": "ok", "oregon": "or",
+    "pennsylvania": "pa", "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd",
+    "tennessee": "tn", "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va",
+    "washington": "wa", "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy",
+    "puertorico": "pr", "guam": "gu", "usvirginislands": "vi", "americansamoa": "as",
+    "northernmarianaislands": "mp",
+}  # fmt: skip
+
+
+def _state(raw: str, country: str | None) -> str:
+    """Lowercase letters and digits; a US state's name becomes its two-letter code."""
+    value = _alnum(raw)
+    if country in (None, "us"):
+        return US_STATES.get(value, value)
+    return value
+
+
+def postal_code(raw: str, country: str | None) -> str:
+    """The postal code in clear as Google wants it: trimmed; US: 5 digits; else upper case."""
+    value = " ".join(raw.split()).upper()
+    us = re.fullmatch(r"(\d{5})(?:-?\d{4})?", value)
+    if us and country in (None, "us"):
+        return us.group(1)
+    if not value or len(value) > 16 or not re.fullmatch(r"[A-Z0-9 -]+", value):
+        raise InvalidValue("is not a postal code")
     return value
 
 
@@ -122,17 +187,44 @@ def _country(raw: str) -> str:
     return value
 
 
-def hash_user(user: Mapping[str, str], default_region: str = "US") -> dict[str, str]:
-    """The stored form of an event's `user`: hashes only. Raises InvalidValue(field: message)."""
+def clean_user(
+    user: Mapping[str, str], default_region: str = "US"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(the stored form of an event's `user`, {field: why it was dropped}).
+
+    Hashes, plus `postal_code` and `country_code` in clear; a value that cannot be normalised
+    is left out and named in the second dict.
+    """
     out: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    country = _clear_country(user.get("country"))
     for field, raw in user.items():
         if not raw:
             continue
         try:
-            _hash_field(out, field, raw, default_region)
+            _hash_field(out, field, raw, default_region, country)
         except InvalidValue as exc:
-            raise InvalidValue(f"user.{field}: {exc}") from None
+            dropped[field] = str(exc)
+    return out, dropped
+
+
+def hash_user(user: Mapping[str, str], default_region: str = "US") -> dict[str, str]:
+    """`clean_user`, refusing instead of dropping: raises InvalidValue("field: message")."""
+    out, dropped = clean_user(user, default_region)
+    if dropped:
+        field, message = next(iter(dropped.items()))
+        raise InvalidValue(f"user.{field}: {message}")
     return out
+
+
+def _clear_country(raw: str | None) -> str | None:
+    """The stated country, lowercase alpha-2, when it is one (it steers state and postal code)."""
+    if not raw:
+        return None
+    try:
+        return _country(raw)
+    except InvalidValue:
+        return None
 
 
 # The stored key of each user field (phone: a caller's own hash is taken to be of E.164 with "+").
@@ -151,10 +243,14 @@ KEYS = {
 }
 
 
-def _hash_field(out: dict[str, str], field: str, raw: str, region: str) -> None:
+def _hash_field(
+    out: dict[str, str], field: str, raw: str, region: str, country: str | None
+) -> None:
     digest = raw.strip().lower()
     if HASHED.match(digest) and field in KEYS:  # hashed by the caller already: never hash twice
         out[KEYS[field]] = digest
+        if field == "phone":  # which normalisation the caller hashed is unknown: send it to all
+            out["ph"] = digest
         return
     if field == "email":
         email = normalise_email(raw)
@@ -169,11 +265,14 @@ def _hash_field(out: dict[str, str], field: str, raw: str, region: str) -> None:
         key = {"first_name": "fn", "last_name": "ln", "city": "ct"}[field]
         out[key] = sha256(_letters(raw))
     elif field == "state":
-        out["st"] = sha256(_alnum(raw))
+        out["st"] = sha256(_state(raw, country))
     elif field == "zip":
+        out["postal_code"] = postal_code(raw, country)
         out["zp"] = sha256(_zip(raw))
     elif field == "country":
-        out["country"] = sha256(_country(raw))
+        code = _country(raw)
+        out["country"] = sha256(code)
+        out["country_code"] = code.upper()
     elif field == "date_of_birth":
         out["db"] = sha256(_date_of_birth(raw))
     elif field == "gender":

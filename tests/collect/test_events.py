@@ -54,8 +54,6 @@ async def test_page_events_are_named_page(sqlite_client: AppClient) -> None:
         ({"name": "x"}, "type"),
         ({"type": "click"}, "type"),
         ({"type": "track", "name": "x", "user": {"email": 5}}, "user.email"),
-        ({"type": "track", "name": "x", "user": {"email": "not-an-email"}}, "user.email"),
-        ({"type": "track", "name": "x", "user": {"phone": "12"}}, "user.phone"),
         ({"type": "track", "name": "x", "consent": {"ad_storage": "maybe"}}, "consent.ad_storage"),
         ({"type": "track", "name": "x", "surprise": 1}, "surprise"),
         ({"type": "track", "name": "x", "timestamp": "yesterday"}, "timestamp"),

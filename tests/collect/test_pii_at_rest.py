@@ -8,6 +8,7 @@ import logging
 import pytest
 import sqlalchemy as sa
 
+from firstparty.identity import pii
 from firstparty.store import models as m
 from tests.conftest import BROWSER_KEY, SERVER_KEY, AppClient
 
@@ -61,5 +62,10 @@ async def test_no_clear_personal_data_in_any_table_or_log(
     assert hashed["ph_e164"] == hashlib.sha256(b"+16175550100").hexdigest()
     assert hashed["ge"] == hashlib.sha256(b"f").hexdigest()
     assert set(hashed) == {
-        "em", "ph", "ph_e164", "fn", "ln", "ct", "st", "zp", "country", "db", "ge", "external_id"
+        "em", "ph", "ph_e164", "fn", "ln", "ct", "st", "zp", "country", "db", "ge", "external_id",
+        "postal_code", "country_code",
     }  # fmt: skip
+    # The two values kept in clear, and only these: Google's enhanced conversions take postal
+    # code and country only in clear (destinations.md §3b.4), and neither names a person alone.
+    clear_kept = {k: v for k, v in hashed.items() if not pii.HASHED.match(v)}
+    assert clear_kept == {"postal_code": "02139", "country_code": "US"}
