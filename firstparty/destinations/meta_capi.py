@@ -1,7 +1,8 @@
 """Meta Conversions API: server events to a pixel (dataset), up to 1,000 per request.
 
-Reference: destinations.md section 1. The access token travels in the JSON body (Meta accepts it
-as a body parameter) so that no URL, and no HTTP library error quoting one, ever carries it.
+Reference: destinations.md sections 1 and 6. The access token travels in the JSON body (Meta
+accepts it as a body parameter) so that no URL, and no HTTP library error quoting one, ever
+carries it.
 """
 
 from __future__ import annotations
@@ -40,9 +41,27 @@ THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003, 80004})
 # Codes about the token, the app's permissions or the pixel: no event of the batch can pass.
 CONFIG_CODES = frozenset({3, 10, 102, 190, *range(200, 300)})
 OBJECT_MISSING = 33  # code 100 subcode 33: the pixel id does not exist or is not reachable
-# Where an error may name the event at fault: "data[3]" in a message, or an "event_index" key
-# (seen in Meta's offline-conversions errors; its place in CAPI errors is unconfirmed).
-CULPRIT = (re.compile(r"\bdata\[(\d+)\]"), re.compile(r"event_index\W{0,6}(\d+)"))
+# Where an error names the event at fault: Graph's own path syntax `$['data'][2]` in
+# error_user_msg, message or error_data (spec section 6), a bare "data[2]", or an "event_index"
+# key (seen in Meta's offline-conversions errors).
+CULPRIT = (
+    re.compile(r"""\$\[\\?['"]data\\?['"]\]\[(\d+)\]"""),
+    re.compile(r"\bdata\[(\d+)\]"),
+    re.compile(r"event_index\W{0,6}(\d+)"),
+)
+# `fb.<subdomain index>.<ms created>.<fbclid or random>`, and the fifth segment Meta's Parameter
+# Builder appends (base64url: a 2-character legacy language token or 8 characters).
+FB_COOKIE = re.compile(
+    r"^fb\.(?P<index>\d)\.(?P<ms>\d{13})\.(?P<value>[A-Za-z0-9_\-]+)"
+    r"(?:\.(?P<appendix>[A-Za-z0-9_\-]{2}|[A-Za-z0-9_\-]{8}))?$"
+)
+# Limited Data Use (section 1.2 and developers.facebook.com/docs/marketing-apis/
+# data-processing-options): country 1 = USA, state 1000 = California, 0 = let Meta geolocate.
+LDU_KEYS = (
+    "data_processing_options",
+    "data_processing_options_country",
+    "data_processing_options_state",
+)
 # Meta's baseline rule: customer information made only of one of these sets is invalid.
 BASELINE_INVALID = (
     {"ct", "country", "st", "zp", "ge", "client_user_agent"},
@@ -63,8 +82,14 @@ class MetaCapiSettings(base.DestinationSettings):
     app_secret: SecretStr | None = None
     test_event_code: str | None = None
     api_base: str = "https://graph.facebook.com/v25.0"
-    # action_source for events from server sources; browser events are always "website".
+    # action_source for events from server sources; browser events are always "website", and so
+    # are server-relayed events that carry a page URL and a user agent.
     server_action_source: ActionSource = "system_generated"
+    # Limited Data Use for every event (an event's own `properties.data_processing_options`
+    # wins): [] sends nothing, ["LDU"] sends LDU with this country and state (0: geolocate).
+    data_processing_options: list[Literal["LDU"]] = []
+    data_processing_options_country: Literal[0, 1] = 0
+    data_processing_options_state: int = Field(default=0, ge=0, le=9999)
     # Visitors who denied ad_user_data: "skip" sends nothing; "send_context_only" sends the
     # event with IP and user agent only (no hashes, external id, fbc or fbp).
     consent_denied: Literal["skip", "send_context_only"] = "skip"
@@ -136,7 +161,11 @@ class MetaCapi(base.Adapter):
         ]
 
     def _action_source(self, event: Event) -> str:
-        return "website" if event.source_kind == "browser" else self.settings.server_action_source
+        """Browser events, and server-relayed ones with a page URL and user agent: website."""
+        relayed = _page_url(event.url) is not None and bool(event.context.get("user_agent"))
+        if event.source_kind == "browser" or relayed:
+            return "website"
+        return self.settings.server_action_source
 
     def _event(self, event: Event) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -145,15 +174,37 @@ class MetaCapi(base.Adapter):
             "event_id": event.event_id,
             "action_source": self._action_source(event),
         }
-        if event.url:
-            out["event_source_url"] = event.url
+        url = _page_url(event.url)
+        if url:
+            out["event_source_url"] = url
         if event.referrer:
             out["referrer_url"] = event.referrer
         out["user_data"] = user_data(event)
         custom = custom_data(event.properties)
         if custom:
             out["custom_data"] = custom
+        out.update(self._data_processing(event.properties))
         return out
+
+    def _data_processing(self, properties: Mapping[str, Any]) -> dict[str, Any]:
+        """LDU fields: the event's own `data_processing_options` if it states any, else ours."""
+        stated = properties.get("data_processing_options")
+        if isinstance(stated, list) and all(o == "LDU" for o in stated):
+            if not stated:
+                return {"data_processing_options": []}
+            country = properties.get("data_processing_options_country")
+            state = properties.get("data_processing_options_state")
+            if country not in (0, 1) or not _code(state):
+                country, state = 0, 0  # unreadable place: Meta geolocates
+            return dict(zip(LDU_KEYS, (["LDU"], country, state), strict=True))
+        if not self.settings.data_processing_options:
+            return {}
+        values = (
+            ["LDU"],
+            self.settings.data_processing_options_country,
+            self.settings.data_processing_options_state,
+        )
+        return dict(zip(LDU_KEYS, values, strict=True))
 
     # ------------------------------------------------------------ reading the answer
 
@@ -163,7 +214,8 @@ class MetaCapi(base.Adapter):
         pks = request.event_pks
         error = _graph_error(response)
         if 200 <= response.status < 300 and error is None:
-            return dict.fromkeys(pks, base.Delivered(_received(response)))
+            test = isinstance(request.json, dict) and "test_event_code" in request.json
+            return dict.fromkeys(pks, base.Delivered(_received(response), test=test))
         if error is None:
             reason = f"HTTP {response.status} from Meta without a Graph error body"
             if response.status in (408, 429) or response.status >= 500:
@@ -176,7 +228,9 @@ class MetaCapi(base.Adapter):
             return dict.fromkeys(pks, base.Retry(reason, base.retry_after(response.headers)))
         if code in CONFIG_CODES or (code == 100 and subcode == OBJECT_MISSING):
             return dict.fromkeys(pks, base.Rejected(reason))
-        # Anything else is about an event's content, and one bad event sinks the batch.
+        # Anything else is about an event's content, and one bad event sinks the batch. When
+        # Meta names it, it alone fails and the rest go again at once as one batch (a second bad
+        # event is then named in turn); otherwise each is sent again alone.
         return base.batch_refused(pks, reason, _culprit(error, len(pks)))
 
 
@@ -192,24 +246,49 @@ def user_data(event: Event) -> dict[str, Any]:
         if event.context.get(context_key):
             out[key] = event.context[context_key]
     if event.identifiers_allowed:
-        fbc = event.context.get("fbc") or _fbc_from_click(event)
+        fbc = freshest_fbc(event)
         if fbc:
             out["fbc"] = fbc
-        if event.context.get("fbp"):
-            out["fbp"] = event.context["fbp"]
+        fbp = event.context.get("fbp")
+        if fbp and FB_COOKIE.match(fbp):
+            out["fbp"] = fbp  # byte-exact, Parameter Builder appendix included
     return out
 
 
-def _fbc_from_click(event: Event) -> str | None:
-    # Meta's format for an fbc built on the server: subdomain index 1, the ms the fbclid was
-    # first seen, then the fbclid exactly as it arrived (case matters to Meta).
+def freshest_fbc(event: Event) -> str | None:
+    """The `_fbc` cookie or one built from the newest fbclid seen, whichever is newer.
+
+    The cookie's creation time is the milliseconds inside it. It is sent byte-exact (a Parameter
+    Builder appendix included) when it carries the newest click, or a click at least as recent
+    as any the server saw; an unreadable cookie is not sent (Meta would refuse the event).
+    """
+    cookie = event.context.get("fbc")
+    parsed = FB_COOKIE.match(cookie) if cookie else None
     click = event.click_id("fbclid")
-    return platforms.fbc(click.value, click.first_seen_at) if click else None
+    if click is None:
+        return cookie if parsed else None
+    if parsed is None or (
+        click.value != parsed["value"]
+        and click.first_seen_at > EPOCH + timedelta(milliseconds=int(parsed["ms"]))
+    ):
+        # Meta's format for an fbc built on the server: subdomain index 1, the ms the fbclid was
+        # first seen, then the fbclid exactly as it arrived (case matters to Meta).
+        return platforms.fbc(click.value, click.first_seen_at)
+    return cookie
+
+
+def _page_url(url: str | None) -> str | None:
+    """A page URL Meta takes as event_source_url: http or https only (section 6)."""
+    return url if url and url.lower().startswith(("http://", "https://")) else None
+
+
+def _code(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9999
 
 
 def custom_data(properties: Mapping[str, Any]) -> dict[str, Any]:
     """The event's properties as custom_data; ids coerced to strings as Meta expects."""
-    out = {k: v for k, v in properties.items() if v is not None}
+    out = {k: v for k, v in properties.items() if v is not None and k not in LDU_KEYS}
     if isinstance(out.get("content_ids"), list):
         out["content_ids"] = [str(i) for i in out["content_ids"]]
     if isinstance(out.get("contents"), list):

@@ -1,8 +1,10 @@
 """TikTok Events API 2.0: web events to a pixel, up to 1,000 per request.
 
-Reference: destinations.md section 2. TikTok answers HTTP 200 even when it refuses the work, so
-the outcome is read from the body's `code`; the treatment of codes TikTok does not document is
-configurable (`code_treatment`).
+Reference: destinations.md sections 2 and 6. TikTok answers HTTP 200 even when it refuses the
+work, so the outcome is read from the body's `code`: only authentication and permission codes
+fail the whole request; any other refusal is about an event, which fails alone while the rest
+are delivered. The treatment of codes TikTok does not document is configurable
+(`code_treatment`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ HASHED_KEYS = {
     "ln": "last_name",
     "zp": "zip_code",
 }
-# Section 2.9. 20001 ("partial success") counts as delivered, as RudderStack does; 40104/40105
+# Sections 2.9 and 6. 20001 is a partial success, read per event (`_partial`); 40104/40105
 # (token problems) are unconfirmed and taken as permanent; see `treatment` for the rest.
 CODES: dict[int, Treatment] = {
     0: "delivered",
@@ -40,10 +42,18 @@ CODES: dict[int, Treatment] = {
     40104: "rejected",
     40105: "rejected",
 }
-# Codes about one event's content (the message names it, e.g. "data.3.properties..."); the
-# other refusals are about the token, pixel or account and hold for the whole request.
-EVENT_CODES = frozenset({40002})
-CULPRIT = re.compile(r"\b(?:data|Batch)\.(\d+)\.")
+PARTIAL = 20001
+# Authentication and permission: no event of the request can pass. Every other refusal is about
+# an event's content (40000 "Invalid Price Field", 40002 "data.3.properties...") and isolated.
+REQUEST_CODES = frozenset({40001, 40101, 40104, 40105})
+# TikTok names an event by its path in the request: "data.3.properties.value: ...".
+CULPRIT = re.compile(r"\b(?:data|Batch)\.(\d+)[.:]")
+# Meta-style Limited Data Use stated on an event (see meta_capi): TikTok's flag is per event.
+LDU_KEYS = (
+    "data_processing_options",
+    "data_processing_options_country",
+    "data_processing_options_state",
+)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -140,6 +150,9 @@ class TikTokEvents(base.Adapter):
         props = properties(event.properties)
         if props:
             out["properties"] = props
+        stated = event.properties.get("data_processing_options")
+        if isinstance(stated, list) and "LDU" in stated:
+            out["limited_data_use"] = True
         return out
 
     # ------------------------------------------------------------ reading the answer
@@ -160,14 +173,17 @@ class TikTokEvents(base.Adapter):
             return dict.fromkeys(pks, base.Retry("HTTP 200 from TikTok without a code", after))
         reason = f"{body.get('message') or 'TikTok error'} (code {code})"
         treatment = self.treatment(code)
+        test = "test_event_code" in (request.json or {})
         if treatment == "delivered":
             detail = f"request_id={body.get('request_id')}" + (f" {reason}" if code else "")
-            return dict.fromkeys(pks, base.Delivered(detail))
+            if code == PARTIAL and code not in self.settings.code_treatment:
+                return _partial(pks, body, reason, base.Delivered(detail, test=test))
+            return dict.fromkeys(pks, base.Delivered(detail, test=test))
         if treatment == "retry":
             return dict.fromkeys(pks, base.Retry(reason, after))
-        if code in EVENT_CODES:
-            return base.batch_refused(pks, reason, _culprit(str(body.get("message")), len(pks)))
-        return dict.fromkeys(pks, base.Rejected(reason))
+        if code in REQUEST_CODES or code in self.settings.code_treatment:
+            return dict.fromkeys(pks, base.Rejected(reason))
+        return base.batch_refused(pks, reason, _culprit(str(body.get("message")), len(pks)))
 
     def treatment(self, code: int) -> Treatment:
         """What an answer code means: the settings' override, the table, else by its range."""
@@ -200,7 +216,7 @@ def user(event: Event) -> dict[str, Any]:
 
 def properties(props: Mapping[str, Any]) -> dict[str, Any]:
     """The event's properties; ids coerced to strings (TikTok refuses a numeric content_id)."""
-    out = {k: v for k, v in props.items() if v is not None}
+    out = {k: v for k, v in props.items() if v is not None and k not in LDU_KEYS}
     for key in ("order_id", "shop_id"):
         if key in out:
             out[key] = str(out[key])
@@ -230,6 +246,24 @@ def _http_reason(response: base.Response, body: Mapping[str, Any]) -> str:
         return "TikTok refused the Access-Token (HTTP 401)"
     message = body.get("message") or response.body[:200].decode("utf-8", "replace").strip()
     return f"HTTP {response.status} from TikTok" + (f": {message}" if message else "")
+
+
+def _partial(
+    pks: Sequence[str], body: Mapping[str, Any], reason: str, delivered: base.Delivered
+) -> dict[str, base.Outcome]:
+    """20001: the events TikTok names as failed are rejected, the others delivered.
+
+    TikTok names them by path (`data.<i>.`) in `message` or in `data` (exact layout
+    unconfirmed, section 2.9). When it names none, a lone event was delivered; a larger batch
+    is sent again one event per request, which TikTok's event_id deduplication (48 h, section
+    2.6) makes safe for the events it already took.
+    """
+    text = f"{body.get('message')} {body.get('data')}"
+    failed = {int(i) for i in CULPRIT.findall(text) if int(i) < len(pks)}
+    if not failed and len(pks) > 1:
+        alone = f"partial success without the failed events named ({reason}); sent again alone"
+        return dict.fromkeys(pks, base.Retry(alone, 0, True))
+    return {pk: base.Rejected(reason) if i in failed else delivered for i, pk in enumerate(pks)}
 
 
 def _culprit(message: str, count: int) -> int | None:

@@ -9,7 +9,10 @@ Not HttpOnly: the platforms' own scripts must keep reading them. Only with `cook
 a host-only copy on the tracker host would be a second cookie the pixels never see.
 
 `_fbc` follows Meta's rule: written only when a new `fbclid` arrives, as `fb.1.<ms>.<fbclid>`
-(1: the cookie sits on example.com), never re-dated or rebuilt from an old one.
+(1: the cookie sits on example.com), never re-dated or rebuilt from an old one. A value written
+by Meta's Parameter Builder (`fb.1.<ms>.<fbclid>.<appendix>`) is compared on its fbclid part and
+re-set byte-exact. `_fbp` is only ever re-set with the browser's own value, never minted: the
+pixel (or Parameter Builder) owns it, and a second one would split the browser in two for Meta.
 """
 
 from __future__ import annotations
@@ -63,8 +66,8 @@ def fbc_value(
     """
     if not fbclid or not CLICK_ID.match(fbclid):
         return None
-    if current and current.split(".", 3)[-1] == fbclid:
-        return None  # the same click again: keep the original creation time
+    if current and current.split(".")[3:4] == [fbclid]:
+        return None  # the same click again: keep the original creation time (and any appendix)
     return platforms.fbc(fbclid, now, subdomain_index=subdomain_index)
 
 

@@ -127,10 +127,51 @@ def test_fbc_is_built_from_the_first_seen_time_and_the_byte_exact_fbclid() -> No
     assert request.json["data"][0]["user_data"]["fbc"] == f"fb.1.1767225600123.{FBCLID}"
 
 
-def test_the_browsers_fbc_cookie_wins_over_a_click_id() -> None:
-    clicks = (ClickId("fbclid", "SomethingElse", AT),)
-    [request] = factories.meta().build([lead(click_ids=clicks)])
-    assert request.json["data"][0]["user_data"]["fbc"] == FBC
+# Meta's Parameter Builder appends a fifth base64url segment (facebook/capi-param-builder).
+FBC_BUILDER = f"{FBC}.AQIDAQEC"
+FBP_BUILDER = "fb.1.1767000000000.1116446470.Ag"
+
+
+def sent_user_data(event: Event, **settings: Any) -> dict[str, Any]:
+    [request] = factories.meta(**settings).build([event])
+    user_data: dict[str, Any] = request.json["data"][0]["user_data"]
+    return user_data
+
+
+def test_a_newer_fbclid_seen_by_the_server_beats_an_older_fbc_cookie() -> None:
+    seen = datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)  # after the cookie's 1767225000000 ms
+    clicks = (ClickId("fbclid", "NewerClick_Xy", seen),)
+    user_data = sent_user_data(lead(click_ids=clicks))
+    assert user_data["fbc"] == "fb.1.1767225605000.NewerClick_Xy"
+
+
+def test_an_fbc_cookie_newer_than_the_servers_fbclid_wins() -> None:
+    clicks = (ClickId("fbclid", "OlderClick", datetime(2025, 12, 31, tzinfo=UTC)),)
+    assert sent_user_data(lead(click_ids=clicks))["fbc"] == FBC
+
+
+def test_the_same_click_keeps_the_cookie_byte_exact_appendix_included() -> None:
+    clicks = (ClickId("fbclid", FBCLID, AT + timedelta(minutes=1)),)
+    context = {"user_agent": UA, "fbc": FBC_BUILDER, "fbp": FBP_BUILDER}
+    user_data = sent_user_data(lead(context=context, click_ids=clicks))
+    assert (user_data["fbc"], user_data["fbp"]) == (FBC_BUILDER, FBP_BUILDER)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "fb.1.1767225000.IwAR",  # seconds, not milliseconds
+        "fb.1.1767225000000",  # no value
+        f"{FBC}.toolongappendix",  # neither a 2- nor an 8-character appendix
+        "IwAR2F4-dbP0l7Mn1IawQQ",  # a bare fbclid
+    ],
+)
+def test_an_unreadable_fbc_or_fbp_is_dropped_not_sent_to_be_refused(bad: str) -> None:
+    user_data = sent_user_data(lead(context={"user_agent": UA, "fbc": bad, "fbp": bad}))
+    assert "fbc" not in user_data and "fbp" not in user_data
+    clicks = (ClickId("fbclid", FBCLID, AT),)
+    rebuilt = sent_user_data(lead(context={"user_agent": UA, "fbc": bad}, click_ids=clicks))
+    assert rebuilt["fbc"] == f"fb.1.1767225600000.{FBCLID}"
 
 
 def test_values_hashed_before_arrival_are_sent_unchanged() -> None:
@@ -184,7 +225,7 @@ def test_an_eight_day_old_event_is_skipped_naming_the_seven_day_window() -> None
 
 def test_physical_store_events_may_be_62_days_old() -> None:
     meta = factories.meta(server_action_source="physical_store")
-    event = lead(source_kind="server")
+    event = lead(source_kind="server", url=None)  # a store sale: no page
     assert meta.skip(event, AT + timedelta(days=30)) is None
     assert "62 days" in (meta.skip(event, AT + timedelta(days=63)) or "")
 
@@ -202,6 +243,92 @@ def test_events_meta_would_refuse_are_skipped_so_they_do_not_sink_a_batch(
     changes: dict[str, Any], words: str
 ) -> None:
     assert words in (factories.meta().skip(lead(**changes), AT) or "")
+
+
+# ---------------------------------------------------------------- action_source
+
+
+def test_a_server_relayed_browser_event_with_url_and_user_agent_is_a_website_event() -> None:
+    relayed = lead(source_kind="server")
+    [sent] = factories.meta(server_action_source="physical_store").build([relayed])[0].json["data"]
+    assert sent["action_source"] == "website"
+    assert sent["event_source_url"] == "https://www.example.com/contact"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"context": {"ip": "203.0.113.10"}},  # no user agent
+        {"url": None},  # no page URL
+        {"url": "android-app://com.example/contact"},  # not a web page
+    ],
+)
+def test_other_server_events_keep_the_configured_action_source(changes: dict[str, Any]) -> None:
+    event = lead(source_kind="server", **changes)
+    [sent] = factories.meta(server_action_source="physical_store").build([event])[0].json["data"]
+    assert sent["action_source"] == "physical_store"
+    assert sent.get("event_source_url") in (None, "https://www.example.com/contact")
+
+
+# ---------------------------------------------------------------- Limited Data Use
+
+LDU_CA = {
+    "data_processing_options": ["LDU"],
+    "data_processing_options_country": 1,
+    "data_processing_options_state": 1000,
+}
+LDU_GEO = {
+    "data_processing_options": ["LDU"],
+    "data_processing_options_country": 0,
+    "data_processing_options_state": 0,
+}
+
+
+def sent_event(event: Event, **settings: Any) -> dict[str, Any]:
+    [request] = factories.meta(**settings).build([event])
+    sent: dict[str, Any] = request.json["data"][0]
+    return sent
+
+
+def test_no_data_processing_options_unless_asked() -> None:
+    assert not set(sent_event(lead())) & set(LDU_CA)
+
+
+def test_the_destination_setting_sends_ldu_on_every_event() -> None:
+    sent = sent_event(lead(), data_processing_options=["LDU"])
+    assert {k: sent[k] for k in LDU_GEO} == LDU_GEO
+    settings = {
+        "data_processing_options": ["LDU"],
+        "data_processing_options_country": 1,
+        "data_processing_options_state": 1000,
+    }
+    sent = sent_event(lead(), **settings)
+    assert {k: sent[k] for k in LDU_CA} == LDU_CA
+
+
+def test_an_events_own_options_win_and_never_reach_custom_data() -> None:
+    event = lead(properties={"currency": "USD", "value": 0} | LDU_CA)
+    sent = sent_event(event)
+    assert {k: sent[k] for k in LDU_CA} == LDU_CA
+    assert sent["custom_data"] == {"currency": "USD", "value": 0}
+    opted_out = sent_event(
+        lead(properties={"data_processing_options": []}), **{"data_processing_options": ["LDU"]}
+    )
+    assert opted_out["data_processing_options"] == []
+    assert "data_processing_options_country" not in opted_out
+
+
+def test_an_unreadable_ldu_place_lets_meta_geolocate() -> None:
+    props = {"data_processing_options": ["LDU"], "data_processing_options_country": "US"}
+    sent = sent_event(lead(properties=props))
+    assert {k: sent[k] for k in LDU_GEO} == LDU_GEO
+
+
+def test_ldu_settings_are_validated_at_start() -> None:
+    with pytest.raises(ValueError):
+        factories.meta(data_processing_options=["CCPA"])
+    with pytest.raises(ValueError):
+        factories.meta(data_processing_options_country=2)
 
 
 def test_unmapped_names_are_not_wanted() -> None:
@@ -227,15 +354,26 @@ def test_the_fake_accepts_a_batch_and_the_adapter_marks_it_delivered(
     fake: fake_meta.FakeMeta,
 ) -> None:
     meta = factories.meta(api_base=fake.api_base, test_event_code="TEST12345")
-    clicks = (ClickId("fbclid", FBCLID, datetime.now(UTC) - timedelta(days=2)),)
-    events = [lead.fresh("a"), lead.fresh("b", context={"user_agent": UA}, click_ids=clicks)]
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    cookie = {"user_agent": UA, "fbc": f"fb.1.{int(two_days_ago.timestamp() * 1000)}.{FBCLID}"}
+    clicks = (ClickId("fbclid", FBCLID, two_days_ago),)
+    events = [
+        lead.fresh("a", context=cookie),
+        lead.fresh("b", context={"user_agent": UA}, click_ids=clicks),
+    ]
 
     outcomes = exchange(meta, events)
 
     assert set(outcomes) == {"a", "b"}
-    assert all(isinstance(o, base.Delivered) for o in outcomes.values())
+    assert all(isinstance(o, base.Delivered) and o.test for o in outcomes.values())
     assert [e["user_data"]["fbc"].split(".")[-1] for e in fake.events] == [FBCLID, FBCLID]
     assert fake.test_event_codes == ["TEST12345"]
+
+
+def test_without_a_test_event_code_a_send_is_delivered_for_real(fake: fake_meta.FakeMeta) -> None:
+    outcomes = exchange(factories.meta(api_base=fake.api_base), [lead.fresh("a")])
+    assert outcomes == {"a": base.Delivered(outcomes["a"].detail)}  # type: ignore[union-attr]
+    assert fake.test_event_codes == [None]
 
 
 def test_a_bad_token_is_rejected_with_metas_message(fake: fake_meta.FakeMeta) -> None:
@@ -329,3 +467,107 @@ def test_the_fake_also_takes_a_form_body_with_data_as_a_json_string(
         body=urlencode(form).encode(),
     )
     assert send(request).json()["events_received"] == 1
+
+
+# ---------------------------------------------------------------- the corners, against the fake
+
+
+def raw_send(fake: fake_meta.FakeMeta, events: list[dict[str, Any]]) -> base.Response:
+    """Events as given (not built by the adapter), to see what the fake itself refuses."""
+    body = {"data": events, "access_token": fake_meta.ACCESS_TOKEN}
+    request = base.OutgoingRequest(
+        method="POST",
+        url=f"{fake.api_base}/{fake_meta.PIXEL_ID}/events",
+        event_pks=tuple(str(i) for i in range(len(events))),
+        headers={"Content-Type": "application/json"},
+        json=body,
+    )
+    return send(request)
+
+
+def built(event: Event, **settings: Any) -> dict[str, Any]:
+    return sent_event(event, **settings)
+
+
+def test_the_fake_takes_parameter_builder_values_byte_exact(fake: fake_meta.FakeMeta) -> None:
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    fbc, fbp = f"fb.1.{now_ms}.{FBCLID}.AQIDAQEC", f"fb.2.{now_ms}.75452712527328085.Ag"
+    meta = factories.meta(api_base=fake.api_base)
+    outcomes = exchange(meta, [lead.fresh("a", context={"user_agent": UA, "fbc": fbc, "fbp": fbp})])
+    assert isinstance(outcomes["a"], base.Delivered)
+    [got] = fake.events
+    assert (got["user_data"]["fbc"], got["user_data"]["fbp"]) == (fbc, fbp)
+
+
+@pytest.mark.parametrize(
+    "value", ["fb.1.1767225000.IwAR", "IwAR-bare", f"{FBC}.toolongappendix", f"{FBC}.A.B"]
+)
+def test_the_fake_refuses_an_fbc_meta_would_refuse_naming_the_event(
+    fake: fake_meta.FakeMeta, value: str
+) -> None:
+    good = built(lead.fresh("a"))
+    bad = built(lead.fresh("b")) | {"user_data": good["user_data"] | {"fbc": value}}
+    answer = raw_send(fake, [good, good, bad])
+    assert answer.status == 400
+    assert "$['data'][2]" in answer.json()["error"]["error_user_msg"]
+    assert fake.events == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"data_processing_options": "LDU"},
+        {"data_processing_options": ["CCPA"]},
+        {"data_processing_options": ["LDU"], "data_processing_options_country": 2},
+        {"data_processing_options": ["LDU"], "data_processing_options_country": "1"},
+        {"data_processing_options_country": 1, "data_processing_options_state": 1000},
+    ],
+)
+def test_the_fake_refuses_ldu_of_a_bad_shape(
+    fake: fake_meta.FakeMeta, options: dict[str, Any]
+) -> None:
+    answer = raw_send(fake, [built(lead.fresh("a")) | options])
+    assert answer.status == 400 and answer.json()["error"]["code"] == 100
+    assert "$['data'][0]" in answer.json()["error"]["error_user_msg"]
+
+
+def test_the_fake_takes_ldu_as_the_adapter_sends_it(fake: fake_meta.FakeMeta) -> None:
+    settings = {"api_base": fake.api_base, "data_processing_options": ["LDU"]}
+    events = [lead.fresh("a"), lead.fresh("b", properties=LDU_CA)]
+    outcomes = exchange(factories.meta(**settings), events)
+    assert all(isinstance(o, base.Delivered) for o in outcomes.values())
+    assert [{k: e[k] for k in LDU_GEO} for e in fake.events] == [LDU_GEO, LDU_CA]
+
+
+@pytest.mark.parametrize("where", ["error_user_msg", "message", "error_data"])
+def test_the_culprit_is_read_in_graphs_own_path_syntax(where: str) -> None:
+    meta = factories.meta()
+    [request] = meta.build([lead("a"), lead("b"), lead("c")])
+    error: dict[str, Any] = {"message": "Invalid parameter", "code": 100, "type": "OAuthException"}
+    error[where] = "Invalid parameter $['data'][2]['custom_data']['value']: must be a number"
+    if where == "error_data":
+        error[where] = json.dumps({"blame_field_specs": [error[where]]})
+    outcomes = meta.interpret(
+        request, base.Response(400, {}, json.dumps({"error": error}).encode())
+    )
+    assert isinstance(outcomes["c"], base.Rejected)
+    again = base.Retry("batch refused because of event c; sent again without it", after=0)
+    assert outcomes["a"] == outcomes["b"] == again
+
+
+def test_one_bad_event_fails_alone_and_the_rest_go_again_as_one_batch(
+    fake: fake_meta.FakeMeta,
+) -> None:
+    meta = factories.meta(api_base=fake.api_base)
+    bad = lead.fresh("bad", properties={"contents": [{"id": "sku-1"}]})  # no quantity
+    events = [lead.fresh("a"), lead.fresh("b"), bad, lead.fresh("d")]
+
+    outcomes = exchange(meta, events)
+
+    refused = outcomes["bad"]
+    assert isinstance(refused, base.Rejected) and "$['data'][2]" in refused.reason
+    rest = [outcomes[pk] for pk in ("a", "b", "d")]
+    assert all(isinstance(o, base.Retry) and not o.alone and o.after == 0 for o in rest)
+    again = exchange(meta, [e for e in events if e.pk != "bad"])
+    assert all(isinstance(o, base.Delivered) for o in again.values())
+    assert len(fake.requests) == 2 and len(fake.events) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -255,3 +256,97 @@ def test_server_errors_and_throttling_are_retried(
     tiktok = factories.tiktok(api_base=fake.api_base)
     outcomes = exchange(tiktok, [lead.fresh("a"), lead.fresh("b")])
     assert all(isinstance(o, base.Retry) and o.after == after for o in outcomes.values())
+
+
+# ---------------------------------------------------------------- what TikTok really did
+
+
+def test_test_events_are_recorded_as_test(fake: fake_tiktok.FakeTikTok) -> None:
+    tiktok = factories.tiktok(api_base=fake.api_base, test_event_code="TEST12345")
+    outcomes = exchange(tiktok, [lead.fresh("a"), lead.fresh("b")])
+    assert all(isinstance(o, base.Delivered) and o.test for o in outcomes.values())
+    assert fake.test_event_codes == ["TEST12345", "TEST12345"]
+    real = exchange(factories.tiktok(api_base=fake.api_base), [lead.fresh("c")])
+    assert isinstance(real["c"], base.Delivered) and not real["c"].test
+
+
+def test_an_invalid_price_on_one_event_fails_it_alone(fake: fake_tiktok.FakeTikTok) -> None:
+    tiktok = factories.tiktok(api_base=fake.api_base)
+    bad = lead.fresh("bad", properties={"contents": [{"content_id": "1", "price": "49.90"}]})
+    events = [lead.fresh("a"), bad, lead.fresh("c")]
+
+    outcomes = exchange(tiktok, events)
+
+    # TikTok's 40000 names no event: each goes again alone, which finds it.
+    assert all(isinstance(o, base.Retry) and o.alone for o in outcomes.values())
+    alone = {e.pk: exchange(tiktok, [e])[e.pk] for e in events}
+    assert alone["bad"] == base.Rejected("Invalid Price Field (code 40000)")
+    assert isinstance(alone["a"], base.Delivered) and isinstance(alone["c"], base.Delivered)
+    assert len(fake.events) == 2
+
+
+@pytest.mark.parametrize("code", [40001, 40101, 40104, 40105])
+def test_only_authentication_and_permission_codes_fail_the_whole_request(code: int) -> None:
+    tiktok = factories.tiktok()
+    request = tiktok.build([lead("a"), lead("b")])[0]
+    body = json.dumps({"code": code, "message": "data.1.x: no", "request_id": "r"}).encode()
+    outcomes = tiktok.interpret(request, base.Response(200, {}, body))
+    assert all(isinstance(o, base.Rejected) for o in outcomes.values())
+
+
+@pytest.mark.parametrize("code", [40000, 40002, 40199])
+def test_other_codes_isolate_the_named_event(code: int) -> None:
+    tiktok = factories.tiktok()
+    request = tiktok.build([lead("a"), lead("b"), lead("c")])[0]
+    message = "data.1.properties.value: Not a valid number."
+    body = json.dumps({"code": code, "message": message, "request_id": "r"}).encode()
+    outcomes = tiktok.interpret(request, base.Response(200, {}, body))
+    assert outcomes["b"] == base.Rejected(f"{message} (code {code})")
+    assert isinstance(outcomes["a"], base.Retry) and not outcomes["a"].alone
+
+
+def test_an_operators_rejected_override_fails_the_whole_request() -> None:
+    tiktok = factories.tiktok(code_treatment={"40000": "rejected"})
+    request = tiktok.build([lead("a"), lead("b")])[0]
+    body = b'{"code": 40000, "message": "Invalid Price Field", "request_id": "r"}'
+    outcomes = tiktok.interpret(request, base.Response(200, {}, body))
+    assert all(isinstance(o, base.Rejected) for o in outcomes.values())
+
+
+def test_a_partial_success_is_read_per_event() -> None:
+    with fake_tiktok.FakeTikTok(partial_success=True) as fake:
+        tiktok = factories.tiktok(api_base=fake.api_base)
+        bad = lead.fresh("bad", properties={"value": "forty", "currency": "USD"})
+        outcomes = exchange(tiktok, [lead.fresh("a"), bad, lead.fresh("c")])
+
+        assert isinstance(outcomes["a"], base.Delivered) and isinstance(
+            outcomes["c"], base.Delivered
+        )
+        refused = outcomes["bad"]
+        assert isinstance(refused, base.Rejected)
+        assert "data.1.properties.value: Not a valid number." in refused.reason
+        assert "(code 20001)" in refused.reason
+        assert [e["event_id"] for e in fake.events] == ["lead-7f3c2a9e"] * 2
+
+
+def test_a_partial_success_naming_no_event_sends_each_again_alone() -> None:
+    tiktok = factories.tiktok()
+    body = b'{"code": 20001, "message": "Partial success", "request_id": "r", "data": {}}'
+    batch = tiktok.build([lead("a"), lead("b")])[0]
+    outcomes = tiktok.interpret(batch, base.Response(200, {}, body))
+    assert all(isinstance(o, base.Retry) and o.alone for o in outcomes.values())
+    single = tiktok.build([lead("a")])[0]
+    assert isinstance(tiktok.interpret(single, base.Response(200, {}, body))["a"], base.Delivered)
+
+
+def test_limited_data_use_stated_on_the_event_reaches_tiktok(
+    fake: fake_tiktok.FakeTikTok,
+) -> None:
+    ldu = {"data_processing_options": ["LDU"], "data_processing_options_country": 1}
+    event = lead.fresh("a", properties={"value": 5, "currency": "USD"} | ldu)
+    [sent] = factories.tiktok().build([event])[0].json["data"]
+    assert sent["limited_data_use"] is True
+    assert sent["properties"] == {"value": 5, "currency": "USD"}
+    outcomes = exchange(factories.tiktok(api_base=fake.api_base), [event])
+    assert isinstance(outcomes["a"], base.Delivered)
+    assert fake.events[0]["limited_data_use"] is True

@@ -1,12 +1,20 @@
-"""A fake Meta Graph API serving `POST /{version}/{pixel_id}/events` (destinations.md 1.14).
+"""A fake Meta Graph API serving `POST /{version}/{pixel_id}/events` (destinations.md 1.14, 6).
 
 It accepts the token as a query, JSON-body or form parameter and `data` as a JSON array or a
 JSON string (form and multipart bodies), checks every event against the checklist and answers
 with Graph's success and error bodies. The bodies of sections 1.9 and 1.13 are Meta's; for the
 other checklist refusals the codes are Meta's and the wording of `error_user_msg` is the fake's.
-A refusal names no event, as in the spec's examples, unless `name_event_index` is set: then it
-carries `error_data` with an `event_index` (a shape seen in Meta's offline-conversions errors,
-unconfirmed for CAPI).
+
+A refusal of one parameter names the event in Graph's own path syntax, `$['data'][2]['...']`,
+in `error_user_msg` (section 6). The refusals with Meta's published bodies (timestamp too old,
+Purchase without value) name no event, as in the spec's examples, unless `name_event_index` is
+set: then they carry `error_data` with an `event_index` (a shape seen in Meta's
+offline-conversions errors, unconfirmed for CAPI).
+
+`fbc`/`fbp` must be `fb.<index>.<13-digit ms>.<value>`, optionally with the fifth segment Meta's
+Parameter Builder appends (2 or 8 base64url characters); Limited Data Use must be
+`data_processing_options: [] | ["LDU"]`, LDU with integer `_country` (0 or 1) and `_state` (the
+state may be left out only when the event has an IP address to geolocate).
 """
 
 from __future__ import annotations
@@ -81,8 +89,9 @@ BASELINE_INVALID = (
     {"ln", "ge"},
 )
 SHA256 = re.compile(r"^[a-f0-9]{64}$")
-# fb.{subdomain index}.{ms}.{value}, maybe followed by a Parameter Builder appendix.
-COOKIE = re.compile(r"^fb\.[0-2]\.\d{13}\.[^.\s]+(\..+)?$")
+# fb.{subdomain index}.{ms}.{value}, maybe followed by a Parameter Builder appendix
+# (facebook/capi-param-builder: 2-character legacy language token or 8 base64url characters).
+COOKIE = re.compile(r"^fb\.\d\.\d{13}\.[A-Za-z0-9_\-]+(\.([A-Za-z0-9_\-]{2}|[A-Za-z0-9_\-]{8}))?$")
 DAY = 86_400
 
 
@@ -215,7 +224,9 @@ class FakeMeta(FakeServer):
 
     def _check_event(self, index: int, event: Any) -> None:
         def refuse(what: str) -> MetaError:
-            return MetaError(100, title="Invalid event", user_msg=what, index=index)
+            path = f"$['data'][{index}]"
+            user_msg = f"Invalid parameter {path}: {what}"
+            return MetaError(100, title="Invalid parameter", user_msg=user_msg, index=index)
 
         if not isinstance(event, dict):
             raise refuse("each event must be an object")
@@ -244,14 +255,25 @@ class FakeMeta(FakeServer):
         if not isinstance(user_data, dict):
             raise refuse("user_data is required")
         self._check_user_data(user_data, refuse)
+        url = event.get("event_source_url")
+        if url is not None and not (
+            isinstance(url, str) and url.lower().startswith(("http://", "https://"))
+        ):
+            raise refuse("event_source_url must begin with http:// or https://")
         if source == "website":
-            if not isinstance(event.get("event_source_url"), str):
+            if not isinstance(url, str):
                 raise refuse("website events need event_source_url")
             if "client_user_agent" not in user_data:
                 raise refuse("website events need user_data.client_user_agent")
         custom = event.get("custom_data", {})
         if not isinstance(custom, dict):
             raise refuse("custom_data must be an object")
+        value = custom.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise refuse("custom_data.value must be a number")
+        for j, item in enumerate(custom.get("contents") or []):
+            if not isinstance(item, dict) or "id" not in item or "quantity" not in item:
+                raise refuse(f"custom_data.contents[{j}] needs id and quantity")
         if event["event_name"] == "Purchase" and custom.get("value") is None:
             raise MetaError(
                 100,
@@ -263,6 +285,28 @@ class FakeMeta(FakeServer):
             )
         if event["event_name"] == "Purchase" and not custom.get("currency"):
             raise refuse("Purchase events need custom_data.currency")
+        self._check_ldu(event, user_data, refuse)
+
+    def _check_ldu(
+        self, event: dict[str, Any], user_data: dict[str, Any], refuse: Callable[[str], Any]
+    ) -> None:
+        options = event.get("data_processing_options")
+        country = event.get("data_processing_options_country")
+        state = event.get("data_processing_options_state")
+        if options is None:
+            if country is not None or state is not None:
+                raise refuse("data_processing_options_country/_state need data_processing_options")
+            return
+        if not isinstance(options, list) or any(o != "LDU" for o in options):
+            raise refuse('data_processing_options must be [] or ["LDU"]')
+        if not options:
+            return
+        if country not in (0, 1) or isinstance(country, bool):
+            raise refuse("data_processing_options_country must be 0 (geolocate) or 1 (USA)")
+        if state is None and "client_ip_address" not in user_data:
+            raise refuse("data_processing_options_state is required without client_ip_address")
+        if state is not None and (not isinstance(state, int) or isinstance(state, bool)):
+            raise refuse("data_processing_options_state must be an integer, e.g. 1000")
 
     def _check_user_data(self, user_data: dict[str, Any], refuse: Callable[[str], Any]) -> None:
         for key, value in user_data.items():

@@ -3,8 +3,13 @@
 A bad `Access-Token` gets HTTP 401 with an empty body; every other refusal is HTTP 200 with a
 non-zero `code`, as TikTok does (section 2.9). The success body and the 40001/40002 messages are
 TikTok's (40002 names the event as `data.<index>.`, an adapted path, unconfirmed); the wording of
-the fake's other 40002 checks is its own. Options for what TikTok leaves unconfirmed:
-`batch_test_events` (False: test events must come one per request) and `max_age_days`.
+the fake's other 40002 checks is its own. A `price` in `contents` that is not a number fails the
+request with TikTok's `40000 "Invalid Price Field"`, which names no event (section 6).
+
+Options for what TikTok leaves unconfirmed: `batch_test_events` (False: test events must come
+one per request), `max_age_days`, and `partial_success`: events that fail a check are then left
+out and the others taken, answered `20001` with the failed events' paths in `message` and in
+`data.failed_events` (TikTok documents 20001 as partial success; the layout is the fake's).
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ SHA256 = re.compile(r"^[a-f0-9]{64}$")
 DAY = 86_400
 
 
+def _named(index: int, message: str) -> str:
+    """The message with the event's path in front, unless it already starts with it."""
+    return message if message.startswith(f"data.{index}.") else f"data.{index}: {message}"
+
+
 class TikTokError(Exception):
     """A business error to answer with HTTP 200 and this code."""
 
@@ -48,8 +58,11 @@ class FakeTikTok(FakeServer):
         batch_test_events: bool = True,
         max_age_days: float | None = None,
         now: Callable[[], float] = time.time,
+        partial_success: bool = False,
     ) -> None:
         super().__init__()
+        self.partial_success = partial_success
+        self.test_event_codes: list[str | None] = []  # per accepted request
         self.pixel_code, self.access_token, self.base_path = pixel_code, access_token, base_path
         self.batch_test_events, self.max_age_days, self.now = batch_test_events, max_age_days, now
         self.events: list[dict[str, Any]] = []  # every event accepted, in order
@@ -65,10 +78,26 @@ class FakeTikTok(FakeServer):
         if request.headers.get("access-token") != self.access_token:
             return Reply(401, b"")
         try:
-            body = self._accept(request)
+            body, failed = self._accept(request)
         except TikTokError as error:
             return self.business_error(error.code, error.message)
-        self.events.extend(body["data"])
+        self.events.extend(e for i, e in enumerate(body["data"]) if i not in failed)
+        self.test_event_codes.append(body.get("test_event_code"))
+        if failed:
+            paths = "; ".join(failed.values())
+            return Reply(
+                200,
+                {
+                    "code": 20001,
+                    "message": f"Partial success. Failed events: {paths}",
+                    "request_id": next(self._ids),
+                    "data": {
+                        "failed_events": [
+                            {"index": i, "message": m} for i, m in sorted(failed.items())
+                        ]
+                    },
+                },
+            )
         return Reply(200, {"code": 0, "message": "OK", "request_id": next(self._ids), "data": {}})
 
     def business_error(self, code: int, message: str) -> Reply:
@@ -77,7 +106,8 @@ class FakeTikTok(FakeServer):
 
     # ------------------------------------------------------------ the checks
 
-    def _accept(self, request: Received) -> dict[str, Any]:
+    def _accept(self, request: Received) -> tuple[dict[str, Any], dict[int, str]]:
+        """The body and, with `partial_success`, the events left out (index -> message)."""
         try:
             body = json.loads(request.body)
         except ValueError:
@@ -95,9 +125,17 @@ class FakeTikTok(FakeServer):
             raise TikTokError(40002, "data: Length must be between 1 and 1000.")
         if body.get("test_event_code") and len(data) > 1 and not self.batch_test_events:
             raise TikTokError(40002, "test_event_code: test events cannot be batched.")
+        failed: dict[int, TikTokError] = {}
         for index, event in enumerate(data):
-            self._check_event(f"data.{index}", event)
-        return body
+            try:
+                self._check_event(f"data.{index}", event)
+            except TikTokError as error:
+                if not self.partial_success:
+                    raise
+                failed[index] = error
+        if failed and len(failed) == len(data):
+            raise next(iter(failed.values()))
+        return body, {i: _named(i, e.message) for i, e in failed.items()}
 
     def _check_event(self, where: str, event: Any) -> None:
         if not isinstance(event, dict):
@@ -119,6 +157,8 @@ class FakeTikTok(FakeServer):
         if not isinstance(page, dict) or not all(isinstance(v, str) for v in page.values()):
             raise TikTokError(40002, f"{where}.page: url and referrer must be strings.")
         self._check_properties(f"{where}.properties", event.get("properties", {}))
+        if "limited_data_use" in event and not isinstance(event["limited_data_use"], bool):
+            raise TikTokError(40002, f"{where}.limited_data_use: Not a valid boolean.")
 
     def _check_user(self, where: str, user: Any) -> None:
         if not isinstance(user, dict):
@@ -146,6 +186,11 @@ class FakeTikTok(FakeServer):
         for j, item in enumerate(props.get("contents") or []):
             if "content_id" in item and not isinstance(item["content_id"], str):
                 raise TikTokError(40002, f"{where}.contents.{j}.content_id: Not a valid string")
+            price = item.get("price")
+            if price is not None and (
+                isinstance(price, bool) or not isinstance(price, int | float)
+            ):
+                raise TikTokError(40000, "Invalid Price Field")
         ids = props.get("content_ids")
         if ids is not None and not all(isinstance(i, str) for i in ids):
             raise TikTokError(40002, f"{where}.content_ids: Not a valid list of strings.")

@@ -99,3 +99,16 @@ def test_fbc_subdomain_index_follows_the_cookie_domain() -> None:
 def test_a_malformed_fbclid_is_ignored() -> None:
     assert _headers(fbclid="abc;def") == []
     assert _headers(fbclid="") == []
+
+
+def test_a_parameter_builder_fbc_for_the_same_click_is_kept_byte_exact() -> None:
+    builder = "fb.1.1700000000000.IwAR0same.AQIDAQEC"  # Meta's Parameter Builder appendix
+    assert cookie_keeper.fbc_value("IwAR0same", builder, NOW) is None
+    assert cookie_keeper.fbc_value("IwAR0new", builder, NOW) == f"fb.1.{NOW_MS}.IwAR0new"
+
+
+def test_fbp_is_re_set_byte_exact_and_never_minted() -> None:
+    builder = "fb.1.1700000000000.1234567890.Ag"
+    out = _by_name(_headers(cookies={"_fbp": builder}, fbclid="IwAR0new"))
+    assert out["_fbp"].startswith(f"_fbp={builder};")
+    assert "_fbp" not in _by_name(_headers(fbclid="IwAR0new"))  # none yet: the pixel's to set
