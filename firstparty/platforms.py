@@ -110,3 +110,135 @@ def fbc(fbclid: str, first_seen_at: datetime, *, subdomain_index: int = 1) -> st
     """
     millis = (first_seen_at - EPOCH) // timedelta(milliseconds=1)  # exact, unlike a float
     return f"fb.{subdomain_index}.{millis}.{fbclid}"
+
+
+# ---------------------------------------------------------------- GA4 sessions
+
+# gtag keeps the session in a `_ga_<container>` cookie per GA4 stream (container = the
+# measurement id without "G-"): `GS1.1.<session_id>.<session_number>.…` (older) or
+# `GS2.1.s<session_id>$o<session_number>$g…$t…` (current). fp.js parses them and sends
+# `context.ga_session` = "<container>:<session_id>[:<session_number>]", joined by "," when the
+# site has several streams.
+GA_SESSION_COOKIE_PREFIX = "_ga_"
+GA_SESSION_FIELD = "ga_session"
+GA_SESSION = re.compile(
+    r"^[A-Z0-9]{1,20}:\d{1,12}(?::\d{1,6})?(?:,[A-Z0-9]{1,20}:\d{1,12}(?::\d{1,6})?)*$"
+)
+
+
+@dataclass(frozen=True)
+class GaSession:
+    session_id: str
+    session_number: int | None
+
+
+def ga_sessions(value: str) -> dict[str, GaSession]:
+    """The `ga_session` context value read per container; {} when it is not in that shape."""
+    if not GA_SESSION.match(value or ""):
+        return {}
+    found: dict[str, GaSession] = {}
+    for part in value.split(","):
+        container, session_id, *number = part.split(":")
+        found[container] = GaSession(session_id, int(number[0]) if number else None)
+    return found
+
+
+# ---------------------------------------------------------------- standard event names
+
+
+@dataclass(frozen=True)
+class StandardEvent:
+    """One kind of event as each ad platform names it (None: the platform has no such event).
+
+    `ours` is the name firstparty's docs and examples use (Meta's, and `page` for page views);
+    `segment` are Segment's spec names for it (segment.com/docs/connections/spec/ecommerce/v2,
+    …/spec/b2b-saas), so Segment-shaped traffic maps without configuration.
+    """
+
+    ours: str
+    segment: tuple[str, ...]
+    meta: str | None  # Meta standard events (destinations.md §1.11)
+    tiktok: str | None  # TikTok standard events (§2.10)
+    ga4: str | None  # GA4 recommended events (§4.8)
+
+
+STANDARD_EVENTS: tuple[StandardEvent, ...] = (
+    # GA4 gets no page_view by default: gtag on the page already sends one (§4.5).
+    StandardEvent("page", (), "PageView", "Pageview", None),
+    StandardEvent("ViewContent", ("Product Viewed",), "ViewContent", "ViewContent", "view_item"),
+    StandardEvent("ViewItemList", ("Product List Viewed",), None, None, "view_item_list"),
+    StandardEvent("Search", ("Products Searched",), "Search", "Search", "search"),
+    StandardEvent("AddToCart", ("Product Added",), "AddToCart", "AddToCart", "add_to_cart"),
+    StandardEvent("RemoveFromCart", ("Product Removed",), None, None, "remove_from_cart"),
+    StandardEvent("ViewCart", ("Cart Viewed",), None, None, "view_cart"),
+    StandardEvent(
+        "AddToWishlist",
+        ("Product Added to Wishlist",),
+        "AddToWishlist",
+        "AddToWishlist",
+        "add_to_wishlist",
+    ),
+    StandardEvent(
+        "InitiateCheckout",
+        ("Checkout Started",),
+        "InitiateCheckout",
+        "InitiateCheckout",
+        "begin_checkout",
+    ),
+    StandardEvent(
+        "AddPaymentInfo",
+        ("Payment Info Entered",),
+        "AddPaymentInfo",
+        "AddPaymentInfo",
+        "add_payment_info",
+    ),
+    StandardEvent("Purchase", ("Order Completed",), "Purchase", "Purchase", "purchase"),
+    StandardEvent("Refund", ("Order Refunded",), None, None, "refund"),
+    StandardEvent("Lead", (), "Lead", "Lead", "generate_lead"),
+    StandardEvent(
+        "CompleteRegistration",
+        ("Signed Up", "Account Created"),
+        "CompleteRegistration",
+        "CompleteRegistration",
+        "sign_up",
+    ),
+    StandardEvent("Login", ("Signed In",), None, None, "login"),
+    StandardEvent("StartTrial", ("Trial Started",), "StartTrial", "StartTrial", None),
+    StandardEvent("Subscribe", (), "Subscribe", "Subscribe", None),
+    StandardEvent("Contact", (), "Contact", "Contact", None),
+    StandardEvent("Schedule", (), "Schedule", "Schedule", None),
+    StandardEvent("SubmitApplication", (), "SubmitApplication", "SubmitApplication", None),
+    StandardEvent("Share", ("Product Shared",), None, None, "share"),
+)
+
+
+def _default_names(platform_name: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for kind in STANDARD_EVENTS:
+        target = getattr(kind, platform_name)
+        if target:
+            names.update(dict.fromkeys((kind.ours, *kind.segment), target))
+    return names
+
+
+# The `events` mapping a destination of each ad-platform type uses when its config gives none:
+# our names and Segment's to the platform's standard events; other names are not sent.
+# google_ads maps to our names, which its `conversion_actions` then turn into actions.
+DEFAULT_EVENTS: dict[str, dict[str, str]] = {
+    "meta_capi": _default_names("meta"),
+    "tiktok_events": _default_names("tiktok"),
+    "ga4_mp": _default_names("ga4"),
+    "google_ads": {n: k.ours for k in STANDARD_EVENTS for n in (k.ours, *k.segment)},
+}
+# Never sent to an ad platform as an event, whatever its mapping says.
+NEVER_SENT = frozenset({"identify"})
+
+
+def default_events(destination_type: str) -> dict[str, str] | None:
+    """The default name mapping of a destination type; None: it forwards every event."""
+    return DEFAULT_EVENTS.get(destination_type)
+
+
+def standard_name(event_name: str) -> str | None:
+    """Our name for an incoming name (Segment's `Order Completed` → `Purchase`), or None."""
+    return DEFAULT_EVENTS["google_ads"].get(event_name)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from firstparty import platforms
 from firstparty.collect import schema, touch
-from firstparty.destinations import google_ads, registry
+from firstparty.destinations import ga4_mp, google_ads, registry
 from firstparty.event import ClickId, Event
 from firstparty.identity import cookie_keeper
 from firstparty.settings import CookieSettings
@@ -89,9 +90,36 @@ def test_fp_js_keeps_no_click_id_list_of_its_own() -> None:
 # ---------------------------------------------------------------- ingest and identity
 
 
-def test_the_ingest_context_has_a_field_per_pixel_cookie() -> None:
-    fields = set(schema.Context.__struct_fields__) - {"ip", "user_agent"}
-    assert fields == set(platforms.PIXEL_FIELDS)
+def test_the_ingest_context_has_a_field_per_pixel_cookie_and_the_ga4_sessions() -> None:
+    fields = set(schema.Context.__struct_fields__) - {"ip", "user_agent", "click_ids"}
+    assert fields == {*platforms.PIXEL_FIELDS, platforms.GA_SESSION_FIELD}
+
+
+def test_fp_js_sends_the_ga4_sessions_in_their_context_field() -> None:
+    source = serve.SOURCE.read_text()
+    assert f"'{platforms.GA_SESSION_COOKIE_PREFIX}" in source
+    assert f"{platforms.GA_SESSION_FIELD}:" in source or f"{platforms.GA_SESSION_FIELD} =" in source
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ABC123:1767225000:3", {"ABC123": platforms.GaSession("1767225000", 3)}),
+        (
+            "ABC123:1767225000,XYZ9:1767000000:12",
+            {
+                "ABC123": platforms.GaSession("1767225000", None),
+                "XYZ9": platforms.GaSession("1767000000", 12),
+            },
+        ),
+        ("GS2.1.s1767225000$o3", {}),
+        ("", {}),
+    ],
+)
+def test_ga_session_values_are_read_per_container(
+    value: str, expected: dict[str, platforms.GaSession]
+) -> None:
+    assert platforms.ga_sessions(value) == expected
 
 
 def test_every_click_id_is_read_from_a_landing_url_in_its_stored_case() -> None:
@@ -141,6 +169,64 @@ def test_an_adapter_sends_no_other_platforms_click_ids_or_cookies(kind: str) -> 
 @pytest.mark.parametrize("kind", sorted(factories.FORWARDS_EVERYTHING))
 def test_a_forwarder_sends_every_click_id_and_cookie(kind: str) -> None:
     assert sent_by(kind) == [*platforms.CLICK_IDS, *COOKIES]
+
+
+# ---------------------------------------------------------------- standard event names
+
+SPEC = (Path(__file__).parents[2] / "shared/specs/destinations.md").read_text()
+STANDARD_LISTS = {  # the spec section listing each platform's standard names
+    "meta_capi": "### 1.11",
+    "tiktok_events": "### 2.10",
+    "ga4_mp": "### 4.8",
+}
+
+
+def test_every_ad_platform_type_has_a_default_mapping_and_forwarders_none() -> None:
+    assert set(platforms.DEFAULT_EVENTS) == set(ADAPTER_PLATFORMS)
+    assert all(platforms.default_events(k) is None for k in factories.FORWARDS_EVERYTHING)
+
+
+@pytest.mark.parametrize("kind", sorted(STANDARD_LISTS))
+def test_default_names_are_the_platforms_standard_events(kind: str) -> None:
+    section = SPEC.split(STANDARD_LISTS[kind], 1)[1].split("\n### ", 1)[0]
+    names = set(platforms.DEFAULT_EVENTS[kind].values())
+    if kind == "tiktok_events":
+        names -= {"Pageview"}  # a page view, as stape sends it (§2.10)
+    assert [n for n in names if f"`{n}`" not in section] == []
+    if kind == "ga4_mp":
+        assert [n for n in names if ga4_mp.name_problem(n)] == []
+
+
+def test_segment_standard_names_map_to_the_platforms_events() -> None:
+    expected = {
+        "Order Completed": ("Purchase", "Purchase", "purchase", "Purchase"),
+        "Signed Up": ("CompleteRegistration", "CompleteRegistration", "sign_up", None),
+        "Product Added": ("AddToCart", "AddToCart", "add_to_cart", "AddToCart"),
+        "Lead": ("Lead", "Lead", "generate_lead", "Lead"),
+        "page": ("PageView", "Pageview", None, "page"),
+    }
+    for name, (meta, tiktok, ga4, google) in expected.items():
+        names = tuple(
+            platforms.DEFAULT_EVENTS[k].get(name)
+            for k in ("meta_capi", "tiktok_events", "ga4_mp", "google_ads")
+        )
+        assert names == (meta, tiktok, ga4, google or names[3]), name
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTER_PLATFORMS))
+def test_without_a_mapping_raw_names_and_identify_are_not_sent(kind: str) -> None:
+    entry = {k: v for k, v in factories.example_entry(kind).items() if k != "events"}
+    adapter = registry.adapter_for(registry.parse(entry, 0))
+    assert not adapter.wants("identify", "identify")
+    assert not adapter.wants("track", "Some Custom Thing")
+    if kind != "google_ads":  # its conversion_actions decide which of ours it takes
+        assert adapter.wants("track", "Order Completed")
+
+
+@pytest.mark.parametrize("kind", sorted(factories.FORWARDS_EVERYTHING))
+def test_a_forwarder_without_a_mapping_takes_every_name(kind: str) -> None:
+    adapter = factories.example_adapter(kind)
+    assert adapter.wants("identify", "identify") and adapter.wants("track", "Anything")
 
 
 def test_google_ads_chooses_among_exactly_googles_click_ids() -> None:

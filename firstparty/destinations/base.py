@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from firstparty import platforms
 from firstparty.event import Event
 
 __all__ = [
@@ -118,7 +119,7 @@ class DestinationSettings(BaseModel):
     type: str
     api_base: str | None = None
     # incoming event name ("page" for page events) -> the platform's name; others are not sent.
-    # None means "every event" (webhook); an adapter may require a mapping.
+    # None: the type's default (`platforms.DEFAULT_EVENTS`), or every event (webhook, fake).
     events: dict[str, str] | None = None
     dry_run: bool = False
     timeout_seconds: float = Field(default=10.0, gt=0)
@@ -128,9 +129,12 @@ class DestinationSettings(BaseModel):
 
     def mapped_name(self, event_name: str) -> str | None:
         """The platform's name for this event, or None when the destination does not want it."""
-        if self.events is None:
-            return event_name
-        return self.events.get(event_name)
+        default = platforms.default_events(self.type)
+        if default is None:  # a forwarder: every event, or those its mapping names
+            return event_name if self.events is None else self.events.get(event_name)
+        if event_name in platforms.NEVER_SENT:
+            return None
+        return (self.events if self.events is not None else default).get(event_name)
 
 
 class Adapter:
@@ -164,6 +168,11 @@ class Adapter:
                 f"event is {_age(now - event.occurred_at)} old; {self.type} accepts events "
                 f"up to {_age(self.max_event_age)} old"
             )
+        return None
+
+    @property
+    def test_mode(self) -> str | None:
+        """How this destination is in its platform's test mode (`test_event_code=…`), or None."""
         return None
 
     @property

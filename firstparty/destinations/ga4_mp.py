@@ -9,9 +9,19 @@
   `<n>.<m>`, two numbers taken from SHA-256("firstparty:" + id) — stable, shaped like Google's,
   and not reversible to the cookie value.
 * `user_id`: our opaque user id, never a value that looks like an email, a phone or a hash.
+* `user_data`: the hashed email (Google's gmail rule) and E.164 phone, unless `ad_user_data`
+  is denied (developers.google.com/analytics/devguides/collection/ga4/uid-data).
+* `session_id` and `engagement_time_msec` on every event, without which GA4 shows the event as
+  "Unassigned" and does not apply `user_id` (§6): the session of this stream's `_ga_<container>`
+  cookie as fp.js read it (`context.ga_session`), else the server-side session of the visitor
+  (`context.session_id`).
+* `purchase` and `refund` carry `transaction_id` (the order's, else our event id): GA4 counts
+  a transaction once.
 * `timestamp_micros` per event; GA4 accepts up to 72 hours back, older events are skipped.
-* `validate = true` posts to `/debug/mp/collect` instead; nothing is recorded in GA4 and the
-  `validationMessages` become the events' outcomes.
+* A request body stays under 130 kB (GA4 answers 2xx to a larger one and drops it): a batch is
+  split by size too, and an event too large alone is skipped with the reason.
+* `validate = true` posts to `/debug/mp/collect` instead; nothing is recorded in GA4, the
+  `validationMessages` become the events' outcomes and a valid event is recorded `test`.
 
 Events whose `analytics_storage` consent is denied are skipped (`respect_analytics_storage`).
 """
@@ -25,13 +35,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
+import msgspec
 from pydantic import Field, SecretStr, field_validator
 
+from firstparty import platforms
 from firstparty.destinations import base
 from firstparty.event import Event
 
 MAX_EVENTS = 25
 MAX_PARAMS = 25
+MAX_BODY_BYTES = 130_000  # "POST body must be smaller than 130kB" (§4.3)
+TRANSACTIONS = frozenset({"purchase", "refund"})
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 RESERVED_EVENTS = frozenset(
     {
@@ -80,16 +94,19 @@ class GA4Settings(base.DestinationSettings):
     validate_only: bool = Field(default=False, alias="validate")
     validation_behavior: Literal["RELAXED", "ENFORCE_RECOMMENDATIONS"] | None = None
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")  # when `value` has none
-    # Needed for Realtime and session reports (§4.2); None leaves it out.
-    engagement_time_msec: int | None = Field(default=1, ge=1)
+    # Needed for Realtime and session reports (§4.2): on every event.
+    engagement_time_msec: int = Field(default=1, ge=1)
     send_user_id: bool = True
+    send_user_data: bool = True
     respect_analytics_storage: bool = True
 
     @field_validator("events")
     @classmethod
-    def _ga4_names(cls, value: dict[str, str] | None) -> dict[str, str]:
+    def _ga4_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None  # the default mapping (platforms.DEFAULT_EVENTS)
         if not value:
-            raise ValueError('ga4_mp needs an events mapping, e.g. { Lead = "generate_lead" }')
+            raise ValueError("an empty events mapping sends nothing; leave it out for the default")
         for incoming, name in value.items():
             problem = name_problem(name)
             if problem:
@@ -99,6 +116,11 @@ class GA4Settings(base.DestinationSettings):
     @property
     def base_url(self) -> str:
         return (self.api_base or "https://www.google-analytics.com").rstrip("/")
+
+    @property
+    def container(self) -> str:
+        """The `_ga_<container>` cookie's suffix for this stream: the id without "G-"."""
+        return self.measurement_id.removeprefix("G-")
 
 
 def name_problem(name: str) -> str | None:
@@ -132,6 +154,28 @@ def safe_user_id(user_id: str | None) -> str | None:
     return user_id
 
 
+def session(event: Event, container: str) -> tuple[str, int | None] | None:
+    """(session_id, session_number): this stream's gtag session, else the server-side one."""
+    found = platforms.ga_sessions(event.context.get(platforms.GA_SESSION_FIELD, ""))
+    if container in found:
+        return found[container].session_id, found[container].session_number
+    session_id = event.context.get("session_id", "")
+    if not session_id.isdigit():
+        return None
+    number = event.context.get("session_number", "")
+    return session_id, int(number) if number.isdigit() else None
+
+
+def user_data(event: Event) -> dict[str, list[str]]:
+    """Hashed email and phone as the Measurement Protocol takes them (uid-data guide)."""
+    if event.consent.get("ad_user_data") == "denied":
+        return {}
+    email = event.user.get("em_google") or event.user.get("em")
+    phone = event.user.get("ph_e164")
+    found = {"sha256_email_address": email, "sha256_phone_number": phone}
+    return {key: [value] for key, value in found.items() if value and _HASH.match(value)}
+
+
 class GA4MeasurementProtocol(base.Adapter):
     """GA4 Measurement Protocol for web streams."""
 
@@ -149,8 +193,12 @@ class GA4MeasurementProtocol(base.Adapter):
 
     settings: GA4Settings
 
+    @property
+    def test_mode(self) -> str | None:
+        return "validate (GA4 debug endpoint)" if self.settings.validate_only else None
+
     def skip(self, event: Event, now: datetime) -> str | None:
-        """Older than 72 hours, analytics consent denied, or no id to send it under."""
+        """Older than 72 hours, analytics consent denied, no id to send it under, too large."""
         age = now - event.occurred_at
         if age > self.max_event_age:
             hours = age.total_seconds() / 3600
@@ -160,19 +208,30 @@ class GA4MeasurementProtocol(base.Adapter):
             return "analytics_storage consent denied"
         if client_id(event) is None:
             return "no _ga cookie, visitor id or user id to derive a GA4 client_id from"
+        size = self._size(self._request_key(event), [event])
+        if size > MAX_BODY_BYTES:
+            return f"the event alone makes a {size}-byte body; GA4 drops bodies over 130 kB"
         return None
 
     def build(
         self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
-        """One request per client_id (with its user id and consent), ≤ 25 events each."""
+        """One request per client_id (with its user id, data and consent), ≤ 25 events and
+        < 130 kB each."""
         groups: dict[tuple[Any, ...], list[Event]] = {}
         for event in events:
             groups.setdefault(self._request_key(event), []).append(event)
         requests = []
         for key, members in groups.items():
-            for start in range(0, len(members), MAX_EVENTS):
-                requests.append(self._request(key, members[start : start + MAX_EVENTS]))
+            chunk: list[Event] = []
+            for event in members:
+                full = len(chunk) == MAX_EVENTS
+                if chunk and (full or self._size(key, [*chunk, event]) > MAX_BODY_BYTES):
+                    requests.append(self._request(key, chunk))
+                    chunk = []
+                chunk.append(event)
+            if chunk:
+                requests.append(self._request(key, chunk))
         return requests
 
     def interpret(
@@ -200,19 +259,30 @@ class GA4MeasurementProtocol(base.Adapter):
             for name in ("ad_user_data", "ad_personalization")
             if event.consent.get(name) in ("granted", "denied")
         )
-        return client_id(event), user, consent
+        data = user_data(event) if self.settings.send_user_data else {}
+        return client_id(event), user, tuple((k, tuple(v)) for k, v in data.items()), consent
 
-    def _request(self, key: tuple[Any, ...], events: Sequence[Event]) -> base.OutgoingRequest:
-        settings = self.settings
-        cid, user, consent = key
+    def _body(self, key: tuple[Any, ...], events: Sequence[Event]) -> dict[str, Any]:
+        cid, user, data, consent = key
         body: dict[str, Any] = {"client_id": cid}
         if user:
             body["user_id"] = user
+        if data:
+            body["user_data"] = {k: list(v) for k, v in data}
         if consent:
             body["consent"] = dict(consent)
-        if settings.validation_behavior:
-            body["validation_behavior"] = settings.validation_behavior
+        if self.settings.validation_behavior:
+            body["validation_behavior"] = self.settings.validation_behavior
         body["events"] = [self._event(e) for e in events]
+        return body
+
+    def _size(self, key: tuple[Any, ...], events: Sequence[Event]) -> int:
+        """The body's size as the worker encodes it."""
+        return len(msgspec.json.encode(self._body(key, events)))
+
+    def _request(self, key: tuple[Any, ...], events: Sequence[Event]) -> base.OutgoingRequest:
+        settings = self.settings
+        body = self._body(key, events)
         secret = settings.api_secret.get_secret_value()
         query = urllib.parse.urlencode(
             {"measurement_id": settings.measurement_id, "api_secret": secret}
@@ -248,8 +318,13 @@ class GA4MeasurementProtocol(base.Adapter):
             ("page_title", event.title),
         ]
         params.update({k: v for k, v in page if v})
-        if self.settings.engagement_time_msec:
-            params["engagement_time_msec"] = self.settings.engagement_time_msec
+        found = session(event, self.settings.container)
+        if found:
+            params["session_id"] = found[0]
+        params["engagement_time_msec"] = self.settings.engagement_time_msec
+        if self.settings.mapped_name(event.name) in TRANSACTIONS:
+            order = props.get("transaction_id") or props.get("order_id") or event.event_id
+            params["transaction_id"] = str(order)
         for key, raw in props.items():
             if key in params or key in ("value", "currency") or len(params) >= MAX_PARAMS:
                 continue
@@ -303,6 +378,6 @@ def validation_outcomes(pks: Sequence[str], response: base.Response) -> dict[str
         outcomes[pk] = (
             base.Rejected("; ".join(found_messages))
             if found_messages
-            else base.Delivered("valid per /debug/mp/collect (validate mode: not recorded)")
+            else base.Delivered("valid per /debug/mp/collect (validate mode: not recorded)", True)
         )
     return outcomes

@@ -12,6 +12,9 @@
  * Script attributes: data-key (write key), data-host (collector base URL; default: where this
  * script came from, so /fp/fp.js behind the site's proxy posts to /fp/v1/events),
  * data-auto="false" (no automatic page events).
+ *
+ * Each page event's id is firstparty.pageEventId and the detail of a `fp:page` window event,
+ * so a pixel's PageView can share it (docs/tracker.md).
  */
 (() => {
   try {
@@ -27,6 +30,12 @@
     const CONSENT = ['ad_user_data', 'ad_personalization', 'ad_storage', 'analytics_storage'];
     const USER = 'email phone first_name last_name city state zip country date_of_birth gender external_id'.split(' ');
     const PIXELS = { _fbp: 'fbp', _fbc: 'fbc', _ttp: 'ttp', _ga: 'ga', _gcl_aw: 'gcl_aw' };
+    // Values the server would refuse for certain (it judges the rest and names them back).
+    const VALID = {
+      email: /^[^\s@]+@[^\s@]+$/,
+      phone: /^\+?[\d\s().-]{6,}$/,
+      gender: /^(f|m|female|male|woman|man)$/i,
+    };
     let endpoint = '';
     let consent = {};
     let user;
@@ -59,37 +68,67 @@
       for (const k of keys) {
         let v = from && from[k];
         if (map) v = map(v);
-        if (v != null && v !== '') out[k] = String(v).slice(0, 256);
+        if (v != null && v !== '' && !(VALID[k] && !VALID[k].test(String(v).trim()))) out[k] = String(v).slice(0, 256);
       }
       return out;
     };
 
     const pixels = () => {
       const out = {};
+      const ga = [];
       for (const [name, field] of Object.entries(PIXELS)) {
         const m = d.cookie.match('(?:^|; )' + name + '=([^;]{1,256})');
         if (m) out[field] = m[1];
       }
+      // gtag's session per GA4 stream: _ga_<container>=GS1.1.<id>.<n>… or GS2.1.s<id>$o<n>…
+      d.cookie.replace(/(?:^|; )_ga_(\w+)=GS\d\.\d\.s?(\d+)[.$]o?(\d+)/g, (m, c, id, n) => ga.push(c + ':' + id + ':' + n));
+      if (ga.length) out.ga_session = ga.join().slice(0, 256);
       return out;
     };
 
-    const send = (body) => {
+    // A first visit has no visitor cookie yet: its first request goes alone and the others wait
+    // for the answer (which sets the cookie), so the server mints one visitor, not several.
+    let wait;
+    let gate;
+    try {
+      gate = !localStorage.fp_seen;
+    } catch (e) {}
+    const flush = () => {
+      const q = wait || [];
+      wait = 0;
+      q.map((e) => send(e));
+    };
+
+    // The answer names fields the server dropped (202 `warnings`) or refused (4xx `details`):
+    // they leave the remembered user, and a refused event goes once more without them.
+    const read = (e, status, a, again) => {
+      let bad = 0;
+      for (const x of (a && (a.warnings || a.details)) || []) {
+        const k = (/^user\.(\w+)/.exec(x.field) || [])[1];
+        if (k && e.user) bad = delete e.user[k];
+        if (k && user) delete user[k];
+      }
+      if (status < 300) localStorage.fp_seen = 1;
+      if (status > 399 && bad && !again) send(e, 1);
+    };
+
+    const send = (e, again) => {
       if (!endpoint) return;
-      const data = JSON.stringify(body);
+      if (wait) return wait.push(e);
+      if (gate) wait = [];
+      gate = 0;
+      const data = JSON.stringify(e);
       try {
-        // text/plain is a CORS-safelisted type: a "simple" request with no preflight, which
-        // matters while the page unloads. keepalive lets the request outlive the page.
-        fetch(endpoint, {
-          method: 'POST',
-          body: data,
-          keepalive: true,
-          credentials: 'include',
-          headers: { 'Content-Type': 'text/plain' },
-        }).catch(() => {});
-      } catch (e) {
+        // A string body goes as text/plain, a CORS-safelisted type: a "simple" request with no
+        // preflight, which matters while the page unloads. keepalive lets it outlive the page.
+        fetch(endpoint, { method: 'POST', body: data, keepalive: true, credentials: 'include' })
+          .then((r) => r.json().then((a) => read(e, r.status, a, again)))
+          .then(flush, flush);
+      } catch (x) {
         try {
           navigator.sendBeacon(endpoint, data);
-        } catch (e) {}
+        } catch (x) {}
+        flush();
       }
     };
 
@@ -111,6 +150,10 @@
       if (u) e.user = u;
       if (Object.keys(consent).length) e.consent = consent;
       send(e);
+      if (type == 'page') {
+        fp.pageEventId = id;
+        w.dispatchEvent(new CustomEvent('fp:page', { detail: id }));
+      }
       return id;
     };
 
@@ -148,6 +191,7 @@
     } catch (e) {}
     for (const call of fp.q || []) safe(() => fp[call[0]](...call[1]))();
     fp.q = [];
+    w.addEventListener('pagehide', flush);
     last = path();
     if (String(attr('auto')) == 'false') return;
     safe(() => {

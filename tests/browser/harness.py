@@ -163,6 +163,15 @@ PIXEL_COOKIES = """
   document.cookie = '_ga=GA1.1.123456789.1700000000' + far;
 """
 
+# gtag's session cookies of two GA4 streams, in the current (GS2) and the older (GS1) format.
+GA_SESSIONS = """
+  var far = '; domain=example.test; path=/; max-age=3600; samesite=lax; secure';
+  document.cookie = '_ga_ABC123XYZ=GS2.1.s1767225000$o3$g1$t1767225100$j60$l0$h0' + far;
+  document.cookie = '_ga_OLD1=GS1.1.1767000000.9.1.1767000100.0.0.0' + far;
+"""
+# Every page records the `fp:page` events it hears, from before fp.js loads.
+LISTEN = "window.heard = []; addEventListener('fp:page', function (e) { heard.push(e.detail); });"
+
 
 def site_app(tracker: str, dead: str, key: str) -> Starlette:
     """The marketing site: every path is one page, shaped by its query string.
@@ -170,12 +179,14 @@ def site_app(tracker: str, dead: str, key: str) -> Starlette:
     stub=1 queues calls before fp.js loads; tracker=dead loads fp.js from a dead host;
     collector=dead loads it but posts to a dead host; nofetch=1 removes fetch (sendBeacon path);
     unload=ID tracks an event with that id on pagehide; pixels=1 sets pixel cookies first;
-    early=ID calls track() through the stub before fp.js loads.
+    ga=1 sets GA4 session cookies; early=ID calls track() through the stub before fp.js loads.
     """
 
     async def page(request: Request) -> HTMLResponse:
         q = request.query_params
-        setup, after = [], []
+        setup, after = [LISTEN], []
+        if q.get("ga"):
+            setup.append(GA_SESSIONS)
         if q.get("nofetch"):
             setup.append("window.fetch = undefined;")
         if q.get("pixels"):

@@ -330,3 +330,79 @@ def test_demo_page_shows_the_whole_flow(stack: Stack, page: Page) -> None:
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
     row = stack.event("the demo Lead", event_id=lead_id)
     assert row["name"] == "Lead" and row["user"]
+
+
+def _requests_to_collector(page: Page) -> list[str]:
+    """The order in which requests to the collector start ('sent') and are answered."""
+    log: list[str] = []
+    page.on("request", lambda r: "/v1/events" in r.url and log.append("sent"))
+    page.on("response", lambda r: "/v1/events" in r.url and log.append("answered"))
+    return log
+
+
+def test_a_first_visit_sends_its_first_request_alone_and_mints_one_visitor(
+    stack: Stack, page: Page
+) -> None:
+    event_id = f"first-{uuid.uuid4()}"
+    log = _requests_to_collector(page)
+    page.goto(f"{stack.site}/first-visit?early={event_id}")  # a queued Lead, then the page view
+    early = stack.event("the queued event", event_id=event_id)
+    viewed = stack.event(
+        "the page view", url=f"{stack.site}/first-visit?early={event_id}", type="page"
+    )
+    assert early["visitor_id"] == viewed["visitor_id"] is not None
+    # Playwright hands its events over while it waits, not while Python sleeps.
+    harness.wait_until(lambda: page.wait_for_timeout(50) or log.count("answered") == 2, "answers")
+    assert log[:2] == ["sent", "answered"]  # the second waited for the first answer
+    # Later pages know the visitor exists and send at once.
+    assert page.evaluate("localStorage.fp_seen") == "1"
+
+
+def test_invalid_user_values_are_dropped_and_later_events_still_arrive(
+    stack: Stack, page: Page
+) -> None:
+    page.goto(f"{stack.site}/identify-bad")
+    _loaded(page)
+    ids = page.evaluate(
+        """() => [
+          firstparty.identify({phone: 'call me maybe', email: 'nobody', first_name: 'Ann'}),
+          firstparty.track('AfterBadIdentify'),
+        ]"""
+    )
+    identify = stack.event("the identify event", event_id=ids[0])
+    assert set(identify["request"]["user"]["hashed"]) == {"fn"}
+    assert stack.event("the next event", event_id=ids[1])["name"] == "AfterBadIdentify"
+
+
+def test_a_value_the_server_drops_leaves_the_remembered_user(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/identify-refused")
+    _loaded(page)
+    # Shaped like a phone, but no real number: only the server can tell.
+    first = page.evaluate("firstparty.identify({phone: '+1 000 000', email: 'a@example.com'})")
+    identify = stack.event("the identify event", event_id=first)
+    assert "ph" not in identify["user"] and "em" in identify["user"]
+    later = [page.evaluate(f"firstparty.track('Later{i}')") for i in range(3)]
+    for event_id in later:
+        row = stack.event("a later event", event_id=event_id)
+        assert "ph" not in row["user"] and "em" in row["user"]
+        assert "phone" not in row["request"].get("user", {}).get("hashed", {})
+
+
+def test_the_page_event_id_is_given_to_the_page(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/pixel")
+    _loaded(page)
+    page.wait_for_function("window.heard.length === 1")
+    page_id = page.evaluate("firstparty.pageEventId")
+    assert page.evaluate("window.heard") == [page_id]
+    assert stack.event("the page event", event_id=page_id)["type"] == "page"
+    page.evaluate("history.pushState({}, '', '/pixel/2')")  # an SPA page view: a new id
+    page.wait_for_function("window.heard.length === 2")
+    assert page.evaluate("window.heard[1] === firstparty.pageEventId && heard[0] !== heard[1]")
+
+
+def test_ga4_session_cookies_are_sent_per_container(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/ga-session?ga=1")
+    _loaded(page)
+    event_id = page.evaluate("firstparty.track('WithSession')")
+    row = stack.event("the event", event_id=event_id)
+    assert row["context"]["ga_session"] == "ABC123XYZ:1767225000:3,OLD1:1767000000:9"

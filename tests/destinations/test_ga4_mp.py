@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from firstparty.destinations import base, ga4_mp, registry
@@ -23,8 +24,12 @@ lead = factories.example(
     received_at=WHEN,
     url="https://www.example.com/contact",
     properties={"value": 0, "currency": "usd", "form": "contact"},
-    user={"em": "a" * 64},
-    context={"ga": "GA1.1.1234567890.1767225600", "ip": "203.0.113.7"},
+    user={"em": "a" * 64, "ph_e164": "b" * 64, "ph": "c" * 64},
+    context={
+        "ga": "GA1.1.1234567890.1767225600",
+        "ga_session": "OTHER1:1767000000:9,ABC123XYZ:1767225000:3",
+        "ip": "203.0.113.7",
+    },
     consent={"ad_user_data": "granted", "ad_personalization": "denied"},
     visitor_id="v-1",
     user_id="u_8f3a2c",
@@ -45,6 +50,7 @@ def test_body_is_the_documented_collect_request() -> None:
     assert request.json == {
         "client_id": "1234567890.1767225600",
         "user_id": "u_8f3a2c",
+        "user_data": {"sha256_email_address": ["a" * 64], "sha256_phone_number": ["b" * 64]},
         "consent": {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"},
         "events": [
             {
@@ -54,6 +60,7 @@ def test_body_is_the_documented_collect_request() -> None:
                     "value": 0,
                     "currency": "USD",
                     "page_location": "https://www.example.com/contact",
+                    "session_id": "1767225000",
                     "engagement_time_msec": 1,
                     "form": "contact",
                 },
@@ -81,6 +88,7 @@ def test_purchase_params_and_page_view() -> None:
             "page_location": "https://www.example.com/contact",
             "page_referrer": "https://www.google.com/",
             "page_title": "Thanks",
+            "session_id": "1767225000",
             "engagement_time_msec": 1,
             "transaction_id": "T-1",
             "items": items,
@@ -88,6 +96,60 @@ def test_purchase_params_and_page_view() -> None:
         },
     }
     assert body["events"][1]["name"] == "page_view"
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [({"order_id": "O-7"}, "O-7"), ({"transaction_id": 42}, "42"), ({}, "event-ev-1")],
+)
+def test_a_purchase_always_carries_a_transaction_id(properties: Any, expected: str) -> None:
+    event = lead(name="Order Completed", properties=properties)
+    [sent] = factories.ga4(events=None).build([event])[0].json["events"]
+    assert (sent["name"], sent["params"]["transaction_id"]) == ("purchase", expected)
+
+
+@pytest.mark.parametrize(
+    ("context", "session_id"),
+    [
+        ({"ga_session": "ABC123XYZ:1767225000"}, "1767225000"),
+        # another stream's cookie only: the server-side session of the visitor
+        ({"ga_session": "OTHER1:1767000000:9", "session_id": "1767224000"}, "1767224000"),
+        ({"session_id": "1767224000", "session_number": "2"}, "1767224000"),
+        ({"ga_session": "not a session", "session_id": "1767224000"}, "1767224000"),
+    ],
+)
+def test_session_id_from_this_streams_cookie_else_the_server_session(
+    context: dict[str, str], session_id: str
+) -> None:
+    params = factories.ga4().build([lead(context=context)])[0].json["events"][0]["params"]
+    assert params["session_id"] == session_id
+    assert params["engagement_time_msec"] == 1
+
+
+def test_without_any_session_the_event_still_carries_engagement_time() -> None:
+    params = factories.ga4().build([lead(context={})])[0].json["events"][0]["params"]
+    assert "session_id" not in params and params["engagement_time_msec"] == 1
+
+
+def test_user_data_is_left_out_when_ad_user_data_is_denied_or_turned_off() -> None:
+    denied = lead(consent={"ad_user_data": "denied"})
+    assert "user_data" not in factories.ga4().build([denied])[0].json
+    assert "user_data" not in factories.ga4(send_user_data=False).build([lead()])[0].json
+
+
+def test_a_batch_is_split_to_keep_each_body_under_130_kb() -> None:
+    big = {f"p{i}": "x" * 100 for i in range(20)}  # ~2.3 kB of params per event
+    events = [lead(f"e{i}", properties={**big, "items": [big] * 3}) for i in range(25)]
+    requests = factories.ga4().build(events)
+    sizes = [len(msgspec.json.encode(r.json)) for r in requests]
+    assert len(requests) > 1 and max(sizes) <= ga4_mp.MAX_BODY_BYTES
+    assert [pk for r in requests for pk in r.event_pks] == [e.pk for e in events]
+
+
+def test_an_event_too_large_alone_is_skipped_with_the_reason() -> None:
+    huge = lead(properties={"items": [{"item_id": "x" * 1000, "n": i} for i in range(200)]})
+    reason = factories.ga4().skip(huge, WHEN)
+    assert reason is not None and "GA4 drops bodies over 130 kB" in reason
 
 
 def test_pii_looking_properties_are_not_sent() -> None:
@@ -160,7 +222,7 @@ def test_skip_honours_analytics_storage_and_needs_an_id() -> None:
 @pytest.mark.parametrize(
     ("events", "message"),
     [
-        (None, "needs an events mapping"),
+        ({}, "empty events mapping"),
         ({"Lead": "_lead"}, "not a GA4 event name"),
         ({"Lead": "session_start"}, "reserved"),
         ({"Lead": "firebase_lead"}, "reserved"),
@@ -228,7 +290,7 @@ def test_validate_mode_records_validation_messages(fake: ga4.FakeGA4) -> None:
     ads = factories.ga4(api_base=fake.url, validate=True, validation_behavior=enforce)
     outcomes = deliver(ads, [stale, fresh])
     assert outcomes["new"] == base.Delivered(
-        "valid per /debug/mp/collect (validate mode: not recorded)"
+        "valid per /debug/mp/collect (validate mode: not recorded)", test=True
     )
     assert isinstance(outcomes["old"], base.Rejected)
     assert outcomes["old"].reason.startswith("VALUE_OUT_OF_BOUNDS at events[0].timestamp_micros")
