@@ -53,8 +53,6 @@ class Context(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     ttp: Short | None = None
     ga: Short | None = None
     gcl_aw: Short | None = None
-    # GA4 sessions from the `_ga_<container>` cookies (`platforms.GA_SESSION`), read by fp.js.
-    ga_session: Short | None = None
     # Server sources: click ids a CRM captured earlier, e.g. {"gclid": "...", "clicked_at": "..."}.
     click_ids: dict[str, Short] | None = None
     # GA4 sessions from the `_ga_<container>` cookies (`platforms.GA_SESSION`), read by fp.js.
