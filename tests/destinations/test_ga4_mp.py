@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from firstparty import platforms
 from firstparty.destinations import base, ga4_mp, registry
 from firstparty.event import Event
 from tests import factories
@@ -311,3 +312,91 @@ def test_validate_mode_reads_googles_own_messages(fake: ga4.FakeGA4) -> None:
         "NAME_INVALID at events: Event at index: [1] has invalid name [_lead]. "
         "Names must start with an alphabetic character."
     )
+
+
+def session_now(now: datetime) -> dict[str, str]:
+    return {"ga": "GA1.1.1234567890.1767225600", "ga_session": f"ABC123XYZ:{int(now.timestamp())}"}
+
+
+def test_events_in_a_session_are_assigned_with_their_user_id(fake: ga4.FakeGA4) -> None:
+    now = datetime.now(UTC)
+    in_session = lead("in", occurred_at=now, context=session_now(now))
+    server_session = lead("srv", occurred_at=now, context={"session_id": str(int(now.timestamp()))})
+    deliver(factories.ga4(api_base=fake.url), [in_session, server_session])
+    assert [a["assigned"] for a in fake.accepted] == [True, True]
+    assert fake.accepted[0]["user_id"] == "u_8f3a2c"
+    assert fake.accepted[0]["user_data"] == {
+        "sha256_email_address": ["a" * 64],
+        "sha256_phone_number": ["b" * 64],
+    }
+
+
+def test_the_fake_counts_a_sessionless_or_stale_session_event_as_unassigned(
+    fake: ga4.FakeGA4,
+) -> None:
+    now = datetime.now(UTC)
+    stale = {"ga_session": f"ABC123XYZ:{int(now.timestamp()) - 25 * 3600}"}
+    events = [
+        lead("none", occurred_at=now, context={}),
+        lead("old", occurred_at=now, context=stale),
+    ]
+    deliver(factories.ga4(api_base=fake.url), events)
+    assert [(a["assigned"], a["user_id"]) for a in fake.accepted] == [(False, None)] * 2
+    assert len(fake.unassigned) == 2
+
+
+def test_a_large_batch_reaches_ga4_whole_in_bodies_under_130_kb(fake: ga4.FakeGA4) -> None:
+    now = datetime.now(UTC)
+    big = {f"p{i}": "x" * 100 for i in range(20)}
+    events = [
+        lead(f"e{i}", occurred_at=now, properties={**big, "items": [big] * 3}) for i in range(25)
+    ]
+    outcomes = deliver(factories.ga4(api_base=fake.url), events)
+    assert all(o == base.Delivered() for o in outcomes.values())
+    assert len(fake.requests) > 1 and fake.dropped == 0
+    assert len(fake.accepted) == 25
+
+
+def test_the_fake_drops_a_body_of_130_kb_or_more_as_ga4_does(fake: ga4.FakeGA4) -> None:
+    body = {"client_id": "1.2", "events": [{"name": "x", "params": {"p": "y" * 131_000}}]}
+    request = base.OutgoingRequest(
+        "POST", f"{fake.url}/mp/collect?measurement_id=G-ABC123XYZ&api_secret=s3cr3t", (), json=body
+    )
+    assert send(request).status == 204
+    assert fake.dropped == 1 and fake.accepted == []
+    debug = base.OutgoingRequest("POST", f"{fake.url}/debug/mp/collect", (), json=body)
+    [message] = send(debug).json()["validationMessages"]
+    assert message["validationCode"] == "VALUE_OUT_OF_BOUNDS"
+
+
+@pytest.mark.parametrize(
+    "user_data",
+    [
+        {"sha256_email_address": "a" * 64},
+        {"sha256_email_address": ["jane@example.com"]},
+        {"email": ["a" * 64]},
+        {"address": [{"first_name": "jane"}]},
+    ],
+)
+def test_the_fake_refuses_user_data_ga4_would_not_take(
+    fake: ga4.FakeGA4, user_data: dict[str, Any]
+) -> None:
+    body = {"client_id": "1.2", "user_data": user_data, "events": [{"name": "purchase"}]}
+    debug = base.OutgoingRequest("POST", f"{fake.url}/debug/mp/collect", (), json=body)
+    [message] = send(debug).json()["validationMessages"]
+    assert (
+        message["fieldPath"].startswith("user_data")
+        and message["validationCode"] == "VALUE_INVALID"
+    )
+
+
+def test_the_default_names_pass_the_debug_endpoint(fake: ga4.FakeGA4) -> None:
+    now = datetime.now(UTC)
+    names = sorted(platforms.DEFAULT_EVENTS["ga4_mp"])
+    events = [lead(f"e{i}", name=n, occurred_at=now) for i, n in enumerate(names)]
+    ads = factories.ga4(api_base=fake.url, validate=True, events=None)
+    outcomes = deliver(ads, [e for e in events if ads.wants(e.type, e.name)])
+    assert len(outcomes) == len(names)
+    assert all(isinstance(o, base.Delivered) and o.test for o in outcomes.values())
+    assert ads.test_mode == "validate (GA4 debug endpoint)"
+    assert factories.ga4().test_mode is None

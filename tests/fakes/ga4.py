@@ -7,6 +7,16 @@ Both endpoints run the same checks (§4.2 to §4.4). The production one answers 
 Google does, but keeps the events that passed them (with the right measurement id and secret)
 in `fake.accepted` and the messages in `fake.messages`, so tests can assert what GA4 would
 have counted. Failures: `fake.script(Reply(503))`, `fake.script(Reply(429, headers=...))`.
+
+What GA4 does that a lenient fake would miss:
+* a body of 130 kB or more is answered 204 and dropped whole (§6): counted in `fake.dropped`;
+  the debug endpoint names it (its wording there is the fake's own: unconfirmed);
+* more than 25 events, or any other validation message: the whole request counts for nothing;
+* `user_data` takes only SHA-256 hex lists under `sha256_email_address`,
+  `sha256_phone_number` and `address` (…/ga4/uid-data);
+* an event without `session_id` and `engagement_time_msec`, or whose session started more than
+  24 hours before it, is counted but *Unassigned*, without its `user_id` (§4.3, §6):
+  `fake.unassigned` lists those.
 """
 
 from __future__ import annotations
@@ -60,6 +70,19 @@ TOP_KEYS = {
     "user_data",
 }
 MAX_AGE_MICROS = 72 * 3600 * 1_000_000
+MAX_BODY_BYTES = 130_000
+SESSION_WINDOW_SECONDS = 24 * 3600
+USER_DATA_KEYS = {"sha256_email_address", "sha256_phone_number", "address"}
+ADDRESS_KEYS = {
+    "sha256_first_name",
+    "sha256_last_name",
+    "sha256_street",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+}
+HEX64 = re.compile(r"^[a-f0-9]{64}$")
 
 
 class FakeGA4(FakeServer):
@@ -69,12 +92,26 @@ class FakeGA4(FakeServer):
         super().__init__()
         self.measurement_id = measurement_id
         self.api_secret = api_secret
-        self.accepted: list[dict[str, Any]] = []  # {"client_id", "user_id", "event"} per event
+        # {"client_id", "user_id", "user_data", "event", "assigned"} per counted event
+        self.accepted: list[dict[str, Any]] = []
         self.messages: list[dict[str, str]] = []
+        self.dropped = 0  # requests answered 204 and thrown away for their size
+
+    @property
+    def unassigned(self) -> list[dict[str, Any]]:
+        """Counted events GA4 cannot put in a session (reports show them as Unassigned)."""
+        return [a for a in self.accepted if not a["assigned"]]
 
     def handle(self, request: Received) -> Reply:
         if request.method != "POST" or request.path not in ("/mp/collect", "/debug/mp/collect"):
             return Reply(404, b"Not Found")
+        debug = request.path == "/debug/mp/collect"
+        if len(request.body) >= MAX_BODY_BYTES:
+            if debug:
+                size = f"The request body is {len(request.body)} bytes; the limit is 130 kB."
+                return Reply(200, {"validationMessages": [_msg("", size, "VALUE_OUT_OF_BOUNDS")]})
+            self.dropped += 1
+            return Reply(204)
         try:
             body = json.loads(request.body)
         except ValueError:
@@ -84,17 +121,36 @@ class FakeGA4(FakeServer):
             if isinstance(body, dict)
             else [_msg("", "Invalid JSON.", "VALUE_INVALID")]
         )
-        if request.path == "/debug/mp/collect":
+        if debug:
             return Reply(200, {"validationMessages": messages})
         self.messages += messages
         ids_ok = request.query.get("measurement_id") == [self.measurement_id]
         if not messages and ids_ok and request.query.get("api_secret") == [self.api_secret]:
             assert isinstance(body, dict)
             for event in body["events"]:
+                assigned = in_session(event)
                 self.accepted.append(
-                    {"client_id": body["client_id"], "user_id": body.get("user_id"), "event": event}
+                    {
+                        "client_id": body["client_id"],
+                        "user_id": body.get("user_id") if assigned else None,
+                        "user_data": body.get("user_data"),
+                        "event": event,
+                        "assigned": assigned,
+                    }
                 )
         return Reply(204)
+
+
+def in_session(event: dict[str, Any]) -> bool:
+    """Whether GA4 can attribute the event to a session: session_id and engagement time given,
+    and the hit no later than the session's start + 24 hours."""
+    params = event.get("params") or {}
+    session_id = str(params.get("session_id", ""))
+    if not session_id.isdigit() or not params.get("engagement_time_msec"):
+        return False
+    micros = event.get("timestamp_micros")
+    at = int(micros) / 1_000_000 if micros is not None else time.time()
+    return 0 <= at - int(session_id) <= SESSION_WINDOW_SECONDS
 
 
 def validate(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -111,6 +167,7 @@ def validate(body: dict[str, Any]) -> list[dict[str, str]]:
         out.append(
             _msg("user_id", "user_id must not carry PII (an email address).", "VALUE_INVALID")
         )
+    out += _user_data_messages(body.get("user_data"))
     for key, value in (body.get("consent") or {}).items():
         if key not in ("ad_user_data", "ad_personalization") or value not in ("GRANTED", "DENIED"):
             out.append(_msg(f"consent.{key}", f"Invalid consent [{key}={value}].", "VALUE_INVALID"))
@@ -160,6 +217,29 @@ def _event_messages(index: int, event: dict[str, Any], enforce: bool) -> list[di
             out.append(_msg(where, description, "VALUE_OUT_OF_BOUNDS"))
         if isinstance(value, dict) or (isinstance(value, list) and key != "items"):
             description = f"Event at index: [{index}] has param [{key}] of an invalid type."
+            out.append(_msg(where, description, "VALUE_INVALID"))
+    return out
+
+
+def _user_data_messages(data: Any) -> list[dict[str, str]]:
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        return [_msg("user_data", "user_data must be an object.", "VALUE_INVALID")]
+    out = []
+    for key, values in data.items():
+        where = f"user_data.{key}"
+        if key not in USER_DATA_KEYS:
+            out.append(_msg(where, f"Unknown field [{key}].", "VALUE_INVALID"))
+        elif not isinstance(values, list):
+            out.append(_msg(where, f"[{key}] must be a list.", "VALUE_INVALID"))
+        elif key == "address":
+            for address in values:
+                unknown = set(address) - ADDRESS_KEYS if isinstance(address, dict) else {"?"}
+                if unknown:
+                    out.append(_msg(where, f"Unknown address fields {unknown}.", "VALUE_INVALID"))
+        elif not all(isinstance(v, str) and HEX64.match(v) for v in values):
+            description = f"[{key}] must hold SHA-256 hex digests."
             out.append(_msg(where, description, "VALUE_INVALID"))
     return out
 
