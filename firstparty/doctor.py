@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from firstparty import settings as settings_mod
+from firstparty.destinations import registry
+from firstparty.errors import ConfigError
+
 Level = Literal["ok", "warn", "fail"]
 MULTI_LABEL_SUFFIXES = {
     "co.uk", "org.uk", "ac.uk", "gov.uk", "com.au", "net.au", "org.au", "co.nz", "co.jp",
@@ -180,6 +184,27 @@ def _addresses(site_host: str, tracker_host: str, resolver: Resolver) -> list[Fi
     return [Finding("ok", f"{tracker_host} shares the first half of {site_host}'s addresses")]
 
 
+def test_modes(config_path: str | None) -> list[Finding]:
+    """A warning per destination left in its platform's test mode: nothing it sends counts."""
+    try:
+        settings = settings_mod.load(config_path=config_path)
+    except ConfigError as exc:
+        return [Finding("warn", f"cannot read the config to check the destinations: {exc}")]
+    adapters = registry.adapters(settings.destinations)
+    testing = [(name, a) for name, a in sorted(adapters.items()) if a.test_mode]
+    found = [
+        Finding(
+            "warn",
+            f"destination {name} ({adapter.type}) is in test mode ({adapter.test_mode}): "
+            "its sends are recorded `test` and the platform counts no conversion",
+        )
+        for name, adapter in testing
+    ]
+    if adapters and not testing:
+        found.append(Finding("ok", f"{len(adapters)} destination(s), none in test mode"))
+    return found
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The doctor's options, for `firstparty doctor` in cli.py and for `main`."""
     parser.add_argument("--site", required=True, help="the website, e.g. https://www.example.com")
@@ -189,6 +214,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, resolver: Resolver | None = None) -> int:
     """Print the findings; 0 when all are OK, else 1."""
     findings = check(args.site, args.tracker, resolver or SystemResolver())
+    findings += test_modes(getattr(args, "config", None))
     for finding in findings:
         print(finding)
     return 0 if all(f.level == "ok" for f in findings) else 1

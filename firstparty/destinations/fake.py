@@ -54,6 +54,11 @@ class FakeAdapter(Adapter):
     max_batch = 1000
     settings: FakeSettings
 
+    @property
+    def test_mode(self) -> str | None:
+        code = self.settings.test_event_code
+        return f"test_event_code={code}" if code else None
+
     def skip(self, event: Event, now: datetime) -> str | None:
         days = self.settings.max_event_age_days
         if days is not None and now - event.occurred_at > timedelta(days=days):

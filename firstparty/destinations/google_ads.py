@@ -119,8 +119,13 @@ class GoogleAdsSettings(base.DestinationSettings):
         return (self.api_base or default).rstrip("/")
 
     def mapped_name(self, event_name: str) -> str | None:
-        """The conversion action id this event is sent to, or None."""
-        return self.conversion_actions.get(event_name)
+        """The conversion action id this event is sent to, or None; Segment's standard names
+        count as ours (`Order Completed` is `Purchase`, platforms.STANDARD_EVENTS)."""
+        if event_name in platforms.NEVER_SENT:
+            return None
+        ours = platforms.standard_name(event_name)
+        found = self.conversion_actions.get(event_name)
+        return found or (self.conversion_actions.get(ours) if ours else None)
 
 
 def credentials(oauth: SecretStr) -> dict[str, str]:
@@ -208,7 +213,7 @@ def conversion(settings: GoogleAdsSettings, event: Event) -> Conversion:
         if event.consent.get(name) in ("granted", "denied")
     }
     return Conversion(
-        action_id=settings.conversion_actions[event.name],
+        action_id=settings.mapped_name(event.name) or "",
         transaction_id=event.event_id,
         occurred_at=event.occurred_at,
         source="WEB" if event.source_kind == "browser" else settings.server_event_source,
@@ -247,6 +252,10 @@ class GoogleAds(base.Adapter):
     }
 
     settings: GoogleAdsSettings
+
+    @property
+    def test_mode(self) -> str | None:
+        return "validate_only" if self.settings.validate_only else None
 
     def skip(self, event: Event, now: datetime) -> str | None:
         """Too old, or nothing Google could match the conversion with."""

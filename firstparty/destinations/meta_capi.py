@@ -118,6 +118,11 @@ class MetaCapi(base.Adapter):
 
     # ------------------------------------------------------------ before sending
 
+    @property
+    def test_mode(self) -> str | None:
+        code = self.settings.test_event_code
+        return f"test_event_code={code}" if code else None
+
     def skip(self, event: Event, now: datetime) -> str | None:
         """Events Meta would refuse, which would make it refuse the whole batch with them."""
         source = self._action_source(event)

@@ -97,6 +97,11 @@ class TikTokEvents(base.Adapter):
         "events": {"page": "Pageview", "Lead": "Lead", "Purchase": "Purchase"},
     }
 
+    @property
+    def test_mode(self) -> str | None:
+        code = self.settings.test_event_code
+        return f"test_event_code={code}" if code else None
+
     def skip(self, event: Event, now: datetime) -> str | None:
         """Events past the configured age window, or from visitors who denied ad_user_data."""
         days = self.settings.max_event_age_days

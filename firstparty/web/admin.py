@@ -278,6 +278,7 @@ async def deliveries_page(request: Request) -> Response:
         "filters": filters,
         "statuses": browse.TRACK_STATUSES,
         "destinations": sorted(runtime.adapters),
+        "modes": _modes(runtime),
         "items": [],
         "next": None,
     }
@@ -293,6 +294,14 @@ async def deliveries_page(request: Request) -> Response:
     items = await asyncio.to_thread(browse.tracks, runtime.engine, query, PAGE_SIZE + 1)
     context.update(items=items[:PAGE_SIZE], next=_next_link("/admin/deliveries", filters, items))
     return _render(request, "admin_deliveries.html", context, 200)
+
+
+def _modes(runtime: Runtime) -> list[dict[str, str | None]]:
+    """Each destination's type and, when it is in its platform's test mode, how."""
+    return [
+        {"name": name, "type": adapter.type, "test_mode": adapter.test_mode}
+        for name, adapter in sorted(runtime.adapters.items())
+    ]
 
 
 async def failures_page(request: Request) -> Response:

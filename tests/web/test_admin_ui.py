@@ -219,6 +219,29 @@ async def seed_journeys(app: AppClient) -> None:
     )
 
 
+async def test_deliveries_page_says_which_destinations_are_in_test_mode(sqlite_url: str) -> None:
+    destinations = [
+        fake_destination("http://127.0.0.1:9", name="live"),
+        fake_destination("http://127.0.0.1:9", name="trial", test_event_code="TEST123"),
+    ]
+    async with running_app(settings_for(sqlite_url, destinations=destinations)) as client:
+        async with browser(client) as http:
+            page = await signed_in_page(http, "/admin/deliveries")
+    notice = re.search(r'<p class="notice warn" id="test-mode">(.*?)</p>', page, re.S)
+    assert notice and "<b>trial</b> (test_event_code=TEST123)" in notice.group(1)
+    assert "live" not in notice.group(1)
+    rows = re.findall(r"<tr><td>(\w+)</td>.*?</tr>", page.split('id="destination-modes"')[1], re.S)
+    assert rows == ["live", "trial"]
+
+
+async def test_no_test_mode_notice_when_every_destination_is_live(sqlite_url: str) -> None:
+    destinations = [fake_destination("http://127.0.0.1:9", name="live")]
+    async with running_app(settings_for(sqlite_url, destinations=destinations)) as client:
+        async with browser(client) as http:
+            page = await signed_in_page(http, "/admin/deliveries")
+    assert 'id="test-mode"' not in page and "live" in page
+
+
 def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
     """Marks the destination's outbox rows (oldest first) as a worker would have left them."""
     d = m.deliveries.c
@@ -420,7 +443,13 @@ def served(tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
     platform = f"http://127.0.0.1:{dead.getsockname()[1]}"
     destinations = [
         fake_destination(platform, name="meta", max_attempts=1),
-        fake_destination(platform, name="tiktok", max_attempts=1, events={"Purchase": "Purchase"}),
+        fake_destination(
+            platform,
+            name="tiktok",
+            max_attempts=1,
+            events={"Purchase": "Purchase"},
+            test_event_code="TEST4821",
+        ),
     ]
     settings = settings_for(url, destinations=destinations, delivery=FAST)
     server = harness.ServerThread(
@@ -497,6 +526,10 @@ def test_screenshots_of_events_and_failures(served: tuple[str, sa.Engine]) -> No
         page.click("#replay-all")
         page.wait_for_selector("#replayed")
         assert "re-queued" in page.inner_text("#replayed")
+
+        page.goto(f"{base}/admin/deliveries")
+        assert "tiktok (test_event_code=TEST4821)" in page.inner_text("#test-mode")
+        page.screenshot(path=str(ARTIFACTS / "admin-deliveries.png"), full_page=True)
         chromium.close()
     assert (ARTIFACTS / "admin-events.png").stat().st_size > 0
     assert (ARTIFACTS / "admin-failures.png").stat().st_size > 0
