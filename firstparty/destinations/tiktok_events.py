@@ -263,12 +263,22 @@ def _partial(
     is sent again one event per request, which TikTok's event_id deduplication (48 h, section
     2.6) makes safe for the events it already took.
     """
-    text = f"{body.get('message')} {body.get('data')}"
+    text = " ; ".join(str(body[k]) for k in ("message", "data") if body.get(k))
     failed = {int(i) for i in CULPRIT.findall(text) if int(i) < len(pks)}
     if not failed and len(pks) > 1:
         alone = f"partial success without the failed events named ({reason}); sent again alone"
         return dict.fromkeys(pks, base.Retry(alone, 0, True))
-    return {pk: base.Rejected(reason) if i in failed else delivered for i, pk in enumerate(pks)}
+    return {
+        pk: base.Rejected(_own_words(text, i, reason)) if i in failed else delivered
+        for i, pk in enumerate(pks)
+    }
+
+
+def _own_words(text: str, index: int, reason: str) -> str:
+    """What the answer says about the event at `index` ("data.1.properties.value: ..."), or all."""
+    match = re.search(rf"\b(?:data|Batch)\.{index}[.:][^;'\"{{}}\[\]]*", text)
+    code = reason[reason.rfind(" (code ") :]
+    return match.group(0).strip() + code if match else reason
 
 
 def _culprit(message: str, count: int) -> int | None:

@@ -190,6 +190,44 @@ def test_appsecret_proof_is_sent_and_kept_secret() -> None:
     assert set(request.secrets) == {fake_meta.ACCESS_TOKEN, "app-secret-1", proof}
 
 
+def test_a_relayed_ldu_event_with_parameter_builder_values_is_built_exactly() -> None:
+    fbc, fbp = f"{FBC}.AQIDAQEC", f"{FBP}.Ag"
+    event = lead(
+        source_kind="server",
+        properties={
+            "currency": "USD",
+            "value": 0,
+            "data_processing_options": ["LDU"],
+            "data_processing_options_country": 1,
+            "data_processing_options_state": 1000,
+        },
+        context={"ip": "203.0.113.10", "user_agent": UA, "fbc": fbc, "fbp": fbp},
+        click_ids=(ClickId("fbclid", FBCLID, AT),),  # the cookie's own click, seen later
+    )
+    [request] = factories.meta().build([event])
+    assert request.json["data"] == [
+        {
+            "event_name": "Lead",
+            "event_time": 1767225600,
+            "event_id": "lead-7f3c2a9e",
+            "action_source": "website",
+            "event_source_url": "https://www.example.com/contact",
+            "user_data": {
+                "em": [JOHN],
+                "ph": [PHONE_META],
+                "client_ip_address": "203.0.113.10",
+                "client_user_agent": UA,
+                "fbc": fbc,
+                "fbp": fbp,
+            },
+            "custom_data": {"currency": "USD", "value": 0},
+            "data_processing_options": ["LDU"],
+            "data_processing_options_country": 1,
+            "data_processing_options_state": 1000,
+        }
+    ]
+
+
 def test_an_empty_test_event_code_is_no_test_event_code() -> None:
     [request] = factories.meta(test_event_code="").build([lead()])
     assert "test_event_code" not in request.json

@@ -350,3 +350,14 @@ def test_limited_data_use_stated_on_the_event_reaches_tiktok(
     outcomes = exchange(factories.tiktok(api_base=fake.api_base), [event])
     assert isinstance(outcomes["a"], base.Delivered)
     assert fake.events[0]["limited_data_use"] is True
+
+
+def test_each_failed_event_of_a_partial_success_gets_its_own_words() -> None:
+    tiktok = factories.tiktok()
+    request = tiktok.build([lead("a"), lead("b"), lead("c")])[0]
+    message = "Partial success. data.0.event_time: too old; data.2.user.email: Must be hashed."
+    body = json.dumps({"code": 20001, "message": message, "request_id": "r"}).encode()
+    outcomes = tiktok.interpret(request, base.Response(200, {}, body))
+    assert outcomes["a"] == base.Rejected("data.0.event_time: too old (code 20001)")
+    assert outcomes["c"] == base.Rejected("data.2.user.email: Must be hashed. (code 20001)")
+    assert isinstance(outcomes["b"], base.Delivered)
