@@ -1,4 +1,5 @@
 """`firstparty doctor`: will Safari keep the cookies the tracker host sets? (browsers.md, ITP).
+And does the tracker see visitors' addresses, or a proxy's?
 
 Safari 14+ caps cookies set by a host that CNAMEs to another domain to 7 days; Safari 16.4+ does
 the same when the host's IP differs from the site's in its first half (IPv4: first two octets,
@@ -6,6 +7,13 @@ IPv6: upper 64 bits). A same-origin path (`www.example.com/fp/`) is safe from bo
 
 Public suffixes are approximated (last two labels, three under a few known ones like co.uk), not
 the full Public Suffix List; CNAME chains need dnspython, else only the final name is seen.
+
+Behind a proxy the tracker must take the visitor's address from X-Forwarded-For
+(`[collect] trust_forwarded_for`), else Meta and TikTok get the proxy's. The doctor cannot see
+the server's traffic, so it probes: it sends a CORS preflight to the tracker through whatever
+sits in front of it, and the tracker answers what it did with that request's X-Forwarded-For
+(`X-Firstparty-Forwarded-For: used | ignored`; no header when none arrived). The server also
+logs a warning once per process when real traffic brings one it ignores.
 """
 
 from __future__ import annotations
@@ -97,6 +105,50 @@ class SystemResolver:
         return sorted({str(info[4][0]) for info in infos})
 
 
+class Prober(Protocol):
+    """The tracker over HTTP as the doctor needs it (real: `HttpProber`; tests: any)."""
+
+    def forwarded_for(self, tracker: str) -> str | None:
+        """The tracker's `X-Firstparty-Forwarded-For` answer to a preflight; OSError if down."""
+        ...
+
+
+class HttpProber:
+    """A CORS preflight to `<tracker>/v1/events`, through the proxy in front if there is one."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+
+    def forwarded_for(self, tracker: str) -> str | None:
+        import httpx
+
+        try:
+            answer = httpx.options(tracker.rstrip("/") + "/v1/events", timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise OSError(str(exc) or type(exc).__name__) from None
+        seen: str | None = answer.headers.get("x-firstparty-forwarded-for")
+        return seen
+
+
+def _proxy(tracker: str, prober: Prober) -> list[Finding]:
+    try:
+        seen = prober.forwarded_for(tracker)
+    except OSError as exc:
+        return [Finding("warn", f"cannot probe {tracker} for a proxy: {exc}")]
+    if seen == "ignored":
+        return [
+            Finding(
+                "warn",
+                f"a proxy in front of {tracker} sends X-Forwarded-For but trust_forwarded_for is "
+                "off: Meta and TikTok get the proxy's IP address as the visitor's; set "
+                "[collect] trust_forwarded_for = true",
+            )
+        ]
+    if seen == "used":
+        return [Finding("ok", f"{tracker} takes the visitor's address from X-Forwarded-For")]
+    return [Finding("ok", f"no X-Forwarded-For reaches {tracker}: it sees visitors directly")]
+
+
 def _norm(host: str) -> str:
     return host.lower().rstrip(".")
 
@@ -114,8 +166,10 @@ def first_half(address: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(f"{ip}/{16 if ip.version == 4 else 64}", strict=False)
 
 
-def check(site: str, tracker: str, resolver: Resolver) -> list[Finding]:
-    """Every finding about this deployment, worst first."""
+def check(
+    site: str, tracker: str, resolver: Resolver, prober: Prober | None = None
+) -> list[Finding]:
+    """Every finding about this deployment, worst first (the proxy probe only with `prober`)."""
     site_host, tracker_host = urlsplit(site).hostname, urlsplit(tracker).hostname
     if not site_host or not tracker_host:
         return [Finding("fail", "give both as URLs, e.g. https://www.example.com")]
@@ -130,6 +184,8 @@ def check(site: str, tracker: str, resolver: Resolver) -> list[Finding]:
     else:
         findings += _cnames(site_host, tracker_host, resolver)
         findings += _addresses(site_host, tracker_host, resolver)
+    if prober is not None:
+        findings += _proxy(tracker, prober)
     order: dict[Level, int] = {"fail": 0, "warn": 1, "ok": 2}
     return sorted(findings, key=lambda f: order[f.level])
 
@@ -211,19 +267,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracker", required=True, help="the tracker, e.g. https://t.example.com")
 
 
-def run(args: argparse.Namespace, resolver: Resolver | None = None) -> int:
+def run(
+    args: argparse.Namespace, resolver: Resolver | None = None, prober: Prober | None = None
+) -> int:
     """Print the findings; 0 when all are OK, else 1."""
-    findings = check(args.site, args.tracker, resolver or SystemResolver())
+    findings = check(args.site, args.tracker, resolver or SystemResolver(), prober or HttpProber())
     findings += test_modes(getattr(args, "config", None))
     for finding in findings:
         print(finding)
     return 0 if all(f.level == "ok" for f in findings) else 1
 
 
-def main(argv: Sequence[str] | None = None, resolver: Resolver | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    resolver: Resolver | None = None,
+    prober: Prober | None = None,
+) -> int:
     """`firstparty doctor --site URL --tracker URL` on its own."""
     parser = argparse.ArgumentParser(
-        prog="firstparty doctor", description="Check the tracker host against Safari's ITP rules."
+        prog="firstparty doctor",
+        description="Check the tracker host against Safari's ITP rules and for a proxy.",
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv), resolver)
+    return run(parser.parse_args(argv), resolver, prober)

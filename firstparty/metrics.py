@@ -31,6 +31,12 @@ INGEST_ERRORS = Counter(
     ["source", "error"],  # error: the exception's class name
     registry=REGISTRY,
 )
+INGEST_WARNINGS = Counter(
+    "firstparty_ingest_warnings_total",
+    "Fields dropped from events that were kept (answered as warnings), by source and field",
+    ["source", "field"],  # field: its first two parts, e.g. user.phone, properties.value
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "firstparty_deliveries_total",
     "Delivery outcomes, by destination and outcome",

@@ -120,10 +120,24 @@ def test_main_prints_findings_and_exits_non_zero_on_a_warning(
     dns = doctor.StaticResolver(
         records={"www.example.com": ["203.52.1.2"], "t.example.com": ["201.55.1.2"]}
     )
-    assert doctor.main(["--site", SITE, "--tracker", TRACKER], resolver=dns) == 1
+    direct = StaticProber(None)
+    assert doctor.main(["--site", SITE, "--tracker", TRACKER], resolver=dns, prober=direct) == 1
     out = capsys.readouterr().out
     assert out.startswith("WARN ")
     good = doctor.StaticResolver(
         records={"www.example.com": ["203.52.1.2"], "t.example.com": ["203.52.56.22"]}
     )
-    assert doctor.main(["--site", SITE, "--tracker", TRACKER], resolver=good) == 0
+    assert doctor.main(["--site", SITE, "--tracker", TRACKER], resolver=good, prober=direct) == 0
+    behind = StaticProber("ignored")
+    assert doctor.main(["--site", SITE, "--tracker", TRACKER], resolver=good, prober=behind) == 1
+    assert "trust_forwarded_for" in capsys.readouterr().out
+
+
+class StaticProber:
+    """The tracker's answer to the proxy probe, given."""
+
+    def __init__(self, seen: str | None) -> None:
+        self.seen = seen
+
+    def forwarded_for(self, tracker: str) -> str | None:
+        return self.seen

@@ -6,6 +6,7 @@ Kept lean on purpose (Starlette + msgspec, no per-request dependency tree): see 
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import msgspec
@@ -21,6 +22,7 @@ from firstparty.errors import InputError, UnexpectedError
 from firstparty.identity import cookie, cookie_keeper
 
 JSON = "application/json"
+log = logging.getLogger("firstparty.collect")
 
 
 def _collector(request: Request) -> service.Collector:
@@ -133,8 +135,10 @@ async def preflight(request: Request) -> Response:
     key = request.query_params.get("key")
     entry = collector.sources.lookup(key) if key else None
     allowed = set(entry.source.origins) if entry else collector.sources.origins()
+    seen = forwarded_for(request, collector)
+    probe = {FORWARDED_HEADER: seen} if seen else {}
     if not origin or origin not in allowed:
-        return Response(status_code=403)
+        return Response(status_code=403, headers=probe)
     return Response(
         status_code=204,
         headers={
@@ -144,6 +148,7 @@ async def preflight(request: Request) -> Response:
             "Access-Control-Allow-Headers": "Content-Type, X-Write-Key",
             "Access-Control-Max-Age": "86400",
             "Vary": "Origin",
+            **probe,
         },
     )
 
@@ -183,11 +188,42 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and trust_forwarded_for:
+        return forwarded.split(",")[0].strip()
+    if forwarded:
+        _warn_untrusted_proxy(request.client.host if request.client else None)
     return request.client.host if request.client else None
+
+
+# Once per process: X-Forwarded-For arrived while `trust_forwarded_for` is off.
+_proxy_warned: list[bool] = []
+
+
+def _warn_untrusted_proxy(peer: str | None) -> None:
+    """Behind a proxy the platforms would get its address as the visitor's (Meta, TikTok)."""
+    if _proxy_warned:
+        return
+    _proxy_warned.append(True)
+    log.warning(
+        "collect: X-Forwarded-For arrived from %s but [collect] trust_forwarded_for is off: the "
+        "proxy's address is taken as the visitor's and forwarded to the platforms; set "
+        "trust_forwarded_for = true when firstparty runs behind your own proxy",
+        peer,
+    )
+
+
+FORWARDED_HEADER = "X-Firstparty-Forwarded-For"
+
+
+def forwarded_for(request: Request, collector: service.Collector) -> str | None:
+    """What became of this request's X-Forwarded-For: "used", "ignored", or None (none came).
+
+    Answered in a preflight's `X-Firstparty-Forwarded-For` header, for `firstparty doctor`.
+    """
+    if not request.headers.get("x-forwarded-for"):
+        return None
+    return "used" if collector.runtime.settings.collect.trust_forwarded_for else "ignored"
 
 
 def error_response(exc: InputError | UnexpectedError) -> Response:

@@ -3,11 +3,12 @@
 Answers follow Segment's documented behaviour: `200 {"success": true}` for everything except a
 body too large or not JSON (`400`). A bad message inside a batch is left out and the rest are
 stored, still with a 200 (the SDKs would otherwise retry or drop the whole batch); the answer
-lists what was left out under `rejected`. An unknown key is a 401, a disallowed origin a 403,
-rate limiting a 429, unavailable storage a 503 and an unexpected failure (logged) a 500: the SDKs
-drop on the first two and retry the others, and a retried batch is deduplicated by messageId.
-A value the database refuses leaves its message out like any invalid one. Mapping:
-firstparty.collect.segment; storing: firstparty.collect.service.
+lists what was left out under `rejected`, and a field dropped from a stored message (a phone
+that is not a number...) under `warnings` (also logged and counted). An unknown key is a 401,
+a disallowed origin a 403, rate limiting a 429, unavailable storage a 503 and an unexpected
+failure (logged) a 500: the SDKs drop on the first two and retry the others, and a retried
+batch is deduplicated by messageId. A value the database refuses leaves its message out like
+any invalid one. Mapping: firstparty.collect.segment; storing: firstparty.collect.service.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Call:
     arrival: prepare.Arrival
     clock: mapping.Clock
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def message(request: Request) -> Response:
@@ -69,7 +71,7 @@ async def _handle(request: Request, limit: int, segment_type: str | None) -> Res
             await _batch(collector, call, body)
         else:
             await _single(collector, call, body, segment_type)
-        response = _success(call.rejected)
+        response = _success(call.rejected, call.warnings)
     except Exception as exc:
         source = call.entry.source.name if call else "-"
         response = error_response(boundary.answer(exc, source=source))
@@ -98,6 +100,7 @@ async def _single(collector: service.Collector, call: Call, body: bytes, segment
         # An invalid message is a 400 at Segment, whatever our reason; storage stays a 503.
         raise exc if exc.status >= 500 else InputError(400, exc.error, exc.details) from None
     _count(call, accepted)
+    _warn(call, None, decoded.message_id, accepted)
 
 
 async def _batch(collector: service.Collector, call: Call, body: bytes) -> None:
@@ -119,6 +122,7 @@ async def _batch(collector: service.Collector, call: Call, body: bytes) -> None:
     for index, (raw, outcome) in enumerate(zip(raws, outcomes, strict=True)):
         if isinstance(outcome, schema.Accepted):
             _count(call, outcome)
+            _warn(call, index, _message_id(raw), outcome)
         elif isinstance(outcome, InputError):
             _reject(call, index, raw, outcome)
 
@@ -154,6 +158,24 @@ def _reject(call: Call, index: int, raw: bytes, exc: InputError) -> None:
         exc.error,
         details,
     )
+
+
+def _warn(call: Call, index: int | None, message_id: Any, accepted: schema.Accepted) -> None:
+    """Fields dropped from a stored message: listed in the answer (Segment's SDKs ignore what
+    they do not know) and logged; counted by collect.service."""
+    for warning in accepted.warnings:
+        where = {} if index is None else {"index": index}
+        message_id = None if message_id is None else str(message_id)[:128]
+        call.warnings.append(
+            {**where, "messageId": message_id, "field": warning.field, "message": warning.message}
+        )
+        log.info(
+            "segment: message %s of source %s stored without %s: %s",
+            message_id,
+            call.entry.source.name,
+            warning.field,
+            warning.message,
+        )
 
 
 def _message_id(raw: bytes) -> str | None:
@@ -219,10 +241,12 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _success(rejected: list[dict[str, Any]]) -> Response:
+def _success(rejected: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> Response:
     body: dict[str, Any] = {"success": True}
     if rejected:
         body["rejected"] = rejected
+    if warnings:
+        body["warnings"] = warnings
     return JSONResponse(body)
 
 
@@ -307,7 +331,10 @@ routes = _routes()
 def openapi_paths() -> dict[str, Any]:
     """The OpenAPI entries of these routes (firstparty.api.openapi lists them)."""
     answers = {
-        "200": {"description": '`{"success": true}`; `rejected` lists messages left out'},
+        "200": {
+            "description": '`{"success": true}`; `rejected` lists messages left out, '
+            "`warnings` the fields dropped from messages stored"
+        },
         "400": {"description": "Malformed JSON, invalid message, or body too large"},
         "401": {"description": "Missing or unknown write key"},
         "403": {"description": "Origin not allowed for this source"},

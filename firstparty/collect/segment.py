@@ -10,7 +10,8 @@ The mapping (documented in docs/segment.md):
     anonymousId          server sources: visitor_id (hashed when longer than our ids)
     userId               server sources: user_id when it is a firstparty user id (u_...);
                          always user.external_id (hashed at the door like all personal data)
-    traits               email, phone, names, address, birthday, gender -> user (hashed)
+    traits               email, phone, names, address, birthday, gender -> user (hashed; one
+                         that cannot be normalised is dropped with a warning)
     context.page         url, referrer, title (click ids and UTM come from the url)
     context.campaign     utm_* added to the url when the url lacks them
     context.ip/userAgent context.ip / context.user_agent (honoured from server sources only)
@@ -290,17 +291,9 @@ def personal(traits: dict[str, Any]) -> dict[str, str]:
         "gender": _text(traits.get("gender")),
         **{ours: _text(address.get(theirs)) for theirs, ours in _ADDRESS.items()},
     }
-    return {k: v for k, v in candidates.items() if v and _valid(k, v)}
-
-
-def _valid(field: str, value: str) -> bool:
-    if len(value) > 256:
-        return False
-    try:
-        pii.hash_user({field: value})
-    except pii.InvalidValue:
-        return False
-    return True
+    # A value too long for our schema is left out here; one that cannot be normalised is
+    # dropped at the door with a warning (collect.prepare), like any event's.
+    return {k: v for k, v in candidates.items() if v and len(v) <= 256}
 
 
 def _impersonal(traits: dict[str, Any]) -> dict[str, Any]:

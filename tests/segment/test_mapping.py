@@ -57,10 +57,14 @@ def test_traits_become_the_user_and_the_rest_stays() -> None:
     assert event.user_id is None  # not a firstparty user id: only hashed, as external_id
 
 
-def test_a_trait_we_cannot_normalise_is_left_out_not_fatal() -> None:
-    event = _event(context={"traits": {"email": "ada@example.com", "phone": "12", "country": "X"}})
+def test_a_trait_we_cannot_normalise_is_passed_on_to_be_dropped_with_a_warning() -> None:
+    # collect.prepare drops it and says so (tests/collect/test_tolerance.py); too long for our
+    # schema, it is left out here.
+    address = {"country": "X", "city": "c" * 300}
+    traits = {"email": "ada@example.com", "phone": "12", "address": address}
+    event = _event(context={"traits": traits})
     assert event.user is not None and event.user.email == "ada@example.com"
-    assert event.user.phone is None and event.user.country is None
+    assert event.user.phone == "12" and event.user.country == "X" and event.user.city is None
 
 
 def test_server_identity_fields() -> None:
