@@ -20,7 +20,9 @@ from firstparty.errors import AdapterError, DeliveryError, RetryableError
 
 log = logging.getLogger(__name__)
 
-Step = Literal["skip", "token_request", "read_token", "build", "interpret"]
+Step = Literal[
+    "skip", "token_request", "read_token", "build", "interpret", "follow_up", "interpret_follow_up"
+]
 
 
 @contextmanager

@@ -5,6 +5,13 @@ kept alive while their worker sends them (`extend`), finished the moment their a
 (`finish`), handed back when a round is cut short (`release`) and requeued by a replay
 (`requeue`). Nothing else writes `deliveries.status`.
 
+Some platforms accept a request and decide later (Google Data Manager answers a request id).
+Such work finishes `confirming` with the platform's `request_id` and a `confirm_until`
+deadline; `next_attempt_at` is then the time of the next follow-up. A claim takes due
+`confirming` rows as well: a claim whose row has `confirm_until` set is a follow-up (it asks
+what became of the request, it does not send the event again), also when a dead worker's lease
+returns it.
+
 A claim takes `pending` rows that are due and `inflight` rows whose lease ran out (a worker died
 mid-request: this is the sweeper), marks them `inflight` until `now + lease` and counts the
 attempt. PostgreSQL and MariaDB lock the chosen rows with `FOR UPDATE SKIP LOCKED`, so
@@ -38,13 +45,14 @@ class DeliveryStatus(StrEnum):
 
     PENDING = "pending"  # waiting until next_attempt_at
     INFLIGHT = "inflight"  # claimed by a worker until next_attempt_at (the lease)
+    CONFIRMING = "confirming"  # accepted; the platform's final word is asked at next_attempt_at
     DELIVERED = "delivered"
     TEST = "test"  # accepted in the platform's test mode: nothing was counted there
     SKIPPED = "skipped"  # not sent on purpose (consent, age window, dry run), with the reason
     FAILED = "failed"  # refused or out of tries; kept for replay
 
 
-ACTIVE = (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)
+ACTIVE = (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT, DeliveryStatus.CONFIRMING)
 FINAL = (
     DeliveryStatus.DELIVERED,
     DeliveryStatus.TEST,
@@ -66,6 +74,13 @@ class Claim:
     destination: str
     attempt: int
     first_attempt_at: datetime
+    # Set on a follow-up: the platform's id of the accepted request, and when to stop asking.
+    request_id: str | None = None
+    confirm_until: datetime | None = None
+
+    @property
+    def follow_up(self) -> bool:
+        return self.confirm_until is not None and self.request_id is not None
 
 
 @dataclass(frozen=True)
@@ -73,9 +88,11 @@ class Finish:
     """How a claimed delivery ends this attempt."""
 
     claim: Claim
-    status: DeliveryStatus  # pending: retry at next_attempt_at
+    status: DeliveryStatus  # pending: retry at next_attempt_at; confirming: ask then
     next_attempt_at: datetime
     last_error: str | None = None
+    request_id: str | None = None  # the platform's id of the accepted request, kept
+    confirm_until: datetime | None = None  # while confirming: when to stop asking
 
 
 def row(*, event_pk: str, destination: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
@@ -117,7 +134,15 @@ def _claim_once(
     d = deliveries.c
     with engine.begin() as conn:
         due = (
-            sa.select(d.id, d.event_pk, d.destination, d.attempts, d.first_attempt_at)
+            sa.select(
+                d.id,
+                d.event_pk,
+                d.destination,
+                d.attempts,
+                d.first_attempt_at,
+                d.request_id,
+                d.confirm_until,
+            )
             .where(d.status.in_(ACTIVE), d.next_attempt_at <= now)
             .where(d.destination.in_(sorted(destinations)))
             .order_by(d.next_attempt_at)
@@ -138,7 +163,15 @@ def _claim_once(
             )
         )
     return [
-        Claim(r.id, r.event_pk, r.destination, r.attempts + 1, r.first_attempt_at or now)
+        Claim(
+            r.id,
+            r.event_pk,
+            r.destination,
+            r.attempts + 1,
+            r.first_attempt_at or now,
+            r.request_id,
+            r.confirm_until,
+        )
         for r in rows
     ]
 
@@ -157,7 +190,16 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
             conn,
             _FINISH_SQL.format(p=db.placeholder(dialect)),
             [
-                (f.status, when(f.next_attempt_at), f.last_error, at, f.claim.id, f.claim.attempt)
+                (
+                    f.status,
+                    when(f.next_attempt_at),
+                    f.last_error,
+                    f.request_id,
+                    None if f.confirm_until is None else when(f.confirm_until),
+                    at,
+                    f.claim.id,
+                    f.claim.attempt,
+                )
                 for f in finishes
             ],
         )
@@ -174,6 +216,8 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
             status=sa.bindparam("b_status"),
             next_attempt_at=sa.bindparam("b_next"),
             last_error=sa.bindparam("b_error"),
+            request_id=sa.bindparam("b_request"),
+            confirm_until=sa.bindparam("b_until"),
             updated_at=now,
         )
     )
@@ -186,6 +230,8 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
                 "b_status": f.status,
                 "b_next": f.next_attempt_at,
                 "b_error": f.last_error,
+                "b_request": f.request_id,
+                "b_until": f.confirm_until,
             }
             for f in finishes
         ],
@@ -194,7 +240,7 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
 
 _FINISH_SQL = (
     "UPDATE deliveries SET status = {p}, next_attempt_at = {p}, last_error = {p},"
-    " updated_at = {p} WHERE deliveries.id = {p}"
+    " request_id = {p}, confirm_until = {p}, updated_at = {p} WHERE deliveries.id = {p}"
     f" AND deliveries.status = '{DeliveryStatus.INFLIGHT}' AND deliveries.attempts = {{p}}"
 )
 
@@ -222,6 +268,10 @@ def extend(engine: Engine, claims: Iterable[Claim], *, until: datetime) -> int:
 def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
     """Hand back claims whose round was cut short: due again now, the attempt not counted."""
     d = deliveries.c
+    waiting = sa.case(
+        (d.confirm_until.is_(None), DeliveryStatus.PENDING.value),
+        else_=DeliveryStatus.CONFIRMING.value,
+    )
     with engine.begin() as conn:
         for one in claims:
             conn.execute(
@@ -232,7 +282,7 @@ def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
                     d.attempts == one.attempt,
                 )
                 .values(
-                    status=DeliveryStatus.PENDING,
+                    status=waiting,
                     attempts=one.attempt - 1,
                     next_attempt_at=now,
                     updated_at=now,
@@ -251,6 +301,8 @@ def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
             attempts=0,
             next_attempt_at=now,
             first_attempt_at=None,
+            request_id=None,
+            confirm_until=None,
             updated_at=now,
         )
     )

@@ -5,8 +5,11 @@ Our policy: exponential backoff with jitter, ``base * 2**(attempt-1) * random(0.
 first attempt. Defaults (``DeliverySettings``): 10 attempts within 4 hours (Segment's window;
 more tries than RudderStack's 3), 30 s doubling to a 30 min cap, so the tries spread over about
 1.5-2 hours: an ad platform's outage is usually short, and a missed conversion costs more than a
-late one. A ``Retry-After`` from the platform replaces the
-computed delay (it knows its own rate limits). Each destination may override the attempt count
+late one. A wait the platform asks for (``Retry-After``, Google's "retry after 6 hours" for
+``TOO_RECENT_EVENT``, a daily quota's reset: ``Retry.after``) replaces the computed delay (it knows
+its own limits) and may extend the window: that try is made even past it, the attempt count
+still bounds it, and no asked wait is longer than ``MAX_REQUESTED_WAIT``. Each destination may
+override the attempt count
 and the window (``max_attempts``, ``retry_window_seconds`` in its config table).
 When the budget runs out the work is marked ``failed`` with the last reason; ``replay`` resends it.
 """
@@ -19,6 +22,10 @@ from datetime import datetime, timedelta
 
 from firstparty.destinations.base import DestinationSettings
 from firstparty.settings import DeliverySettings
+
+# The longest wait a platform may ask for: a daily quota resets within 24 h (Google: midnight
+# Pacific), Google's TOO_RECENT_EVENT asks for 6 h; anything longer is treated as this.
+MAX_REQUESTED_WAIT = timedelta(hours=25)
 
 
 @dataclass(frozen=True)
@@ -63,11 +70,15 @@ def next_attempt(
     after: float | None = None,
     draw: float | None = None,
 ) -> datetime | None:
-    """When to try again after failed attempt `attempt`, or None when the budget is spent."""
+    """When to try again after failed attempt `attempt`, or None when the budget is spent.
+
+    `after`: the wait the platform asked for; it may take the next try past the window.
+    """
     if attempt >= policy.max_attempts:
         return None
-    delay = after if after is not None else backoff(policy, attempt, draw)
-    when = now + timedelta(seconds=delay)
+    if after is not None:
+        return now + min(timedelta(seconds=max(after, 0.0)), MAX_REQUESTED_WAIT)
+    when = now + timedelta(seconds=backoff(policy, attempt, draw))
     if when > first_attempt_at + policy.window:
         return None
     return when

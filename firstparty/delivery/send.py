@@ -1,5 +1,12 @@
 """Deliver one batch to one destination: skip, get a token, build, send, interpret, decide.
 
+Every event time handed to an adapter is at most the send time (`clamp`: a platform refuses an
+event from the future). Work a platform accepted but decides later (`Delivered(follow_up=...)`)
+stays `confirming`; its follow-up claims ask the platform (`Adapter.follow_up`) instead of
+sending the event again, until the platform's final word or the adapter's deadline. An access
+token refused with HTTP 401 is dropped and the work retried promptly with a new one, once: a
+401 to a token fetched for that very request is the platform's final answer.
+
 This is the only place that does destination I/O. One aiohttp session per destination keeps
 its connections alive; its timeout is the destination's `timeout_seconds`. Transport errors
 and timeouts are retryable. Every adapter call goes through `boundary.adapter_call`, so what an
@@ -15,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import msgspec
@@ -44,6 +51,11 @@ log = logging.getLogger(__name__)
 CONNECTIONS_PER_DESTINATION = 32
 # Renew a token this long before the platform says it expires.
 TOKEN_MARGIN_SECONDS = 60.0
+# After a 401 to a cached token: try again this soon, with a new token.
+TOKEN_RETRY_SECONDS = 1.0
+# Follow-ups wait as long again as the platform has been working, at least the adapter's
+# `follow_up_delay` and at most this (Google: "poll with exponential backoff", up to 24 h).
+FOLLOW_UP_MAX_WAIT = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,10 @@ class _Batch:
         return dataclasses.replace(sent, status=status, links=links)
 
     def _finish(self, claim: Claim, outcome: Outcome) -> Finish:
+        if claim.follow_up:
+            return _follow_up_finish(self.adapter, claim, outcome, self.now)
+        if isinstance(outcome, Delivered) and outcome.follow_up and not outcome.test:
+            return _confirming(self.adapter, claim, outcome, self.now)
         return _finish(self.policy, claim, outcome, self.now, self.draw)
 
 
@@ -138,7 +154,12 @@ class Sender:
         Raises only what `save` raises (the database): every adapter failure is an outcome.
         """
         batch = _Batch(self.delivery, adapter, claims, save)
-        live = await self._unsendable(batch, claims, events)
+        events = {pk: clamp(event, batch.now) for pk, event in events.items()}
+        follow_ups = [c for c in claims if c.follow_up]
+        if follow_ups:
+            await self._follow_up(batch, follow_ups, events)
+        sends = [c for c in claims if not c.follow_up]
+        live = await self._unsendable(batch, sends, events)
         if live:
             await self._send_all(batch, live, split=len(live) > 1)
         # The platform refused a batch without naming the culprit: send each event on its own,
@@ -176,9 +197,10 @@ class Sender:
         adapter = batch.adapter
         dry_run = adapter.settings.dry_run
         token: str | None = None
+        fresh = False
         try:
             if adapter.needs_token and not dry_run:
-                token = await self._token(batch)
+                token, fresh = await self._token(batch)
             with boundary.adapter_call(adapter, "build"):
                 requests = adapter.build(events, token)
         except DeliveryError as exc:
@@ -188,23 +210,70 @@ class Sender:
             for request in requests:
                 await batch.settle(*_dry(request, batch.attempt(request)))
             return
-        await asyncio.gather(*(self._one(batch, request, split) for request in requests))
+        await asyncio.gather(
+            *(self._one(batch, request, split=split, fresh=fresh) for request in requests)
+        )
 
-    async def _one(self, batch: _Batch, request: OutgoingRequest, split: bool) -> None:
+    async def _one(
+        self,
+        batch: _Batch,
+        request: OutgoingRequest,
+        *,
+        split: bool,
+        fresh: bool,
+        asked: Sequence[Event] | None = None,
+    ) -> None:
+        """Send one request and settle what its answer decided (`asked`: a follow-up's events)."""
         adapter = batch.adapter
         answer = await self._http(adapter, request)
         if answer.response is None:
             reason = f"transport: {answer.error}"
             got: dict[str, Outcome] = {pk: Retry(reason) for pk in request.event_pks}
         else:
-            if answer.response.status == 401:
-                self._tokens.pop(adapter.settings.name, None)  # refresh it on the next try
-            got = _interpret(adapter, request, answer.response)
+            got = _interpret(adapter, request, answer.response, asked)
+            if answer.response.status == 401 and adapter.needs_token:
+                self._tokens.pop(adapter.settings.name, None)  # a new one for the next try
+                if not fresh:  # the cached token went stale: retry promptly, once
+                    got = {pk: _stale_token(o) for pk, o in got.items()}
         sent = _sent_of(request, answer, None, batch.attempt(request))
         await batch.settle(got, sent, split=split)
 
-    async def _token(self, batch: _Batch) -> str:
-        """The destination's access token, from the cache or a token request (logged).
+    async def _follow_up(
+        self, batch: _Batch, claims: Sequence[Claim], events: Mapping[str, Event]
+    ) -> None:
+        """Ask the platform what became of the requests it accepted, one call per request id."""
+        adapter = batch.adapter
+        missing = Rejected("the event row is missing")
+        await batch.settle({c.event_pk: missing for c in claims if c.event_pk not in events})
+        groups: dict[str, list[Event]] = {}
+        for claim in claims:
+            if claim.event_pk in events and claim.request_id:
+                groups.setdefault(claim.request_id, []).append(events[claim.event_pk])
+        token: str | None = None
+        fresh = False
+        requests: list[tuple[OutgoingRequest, list[Event]]] = []
+        try:
+            if adapter.needs_token:
+                token, fresh = await self._token(batch)
+        except DeliveryError as exc:
+            failed = boundary.outcome(exc)
+            await batch.settle({e.pk: failed for group in groups.values() for e in group})
+            return
+        for request_id, group in groups.items():
+            try:
+                with boundary.adapter_call(adapter, "follow_up"):
+                    requests.append((adapter.follow_up(request_id, group, token), group))
+            except DeliveryError as exc:
+                await batch.settle({e.pk: boundary.outcome(exc) for e in group})
+        await asyncio.gather(
+            *(
+                self._one(batch, request, split=False, fresh=fresh, asked=group)
+                for request, group in requests
+            )
+        )
+
+    async def _token(self, batch: _Batch) -> tuple[str, bool]:
+        """The destination's access token, and whether it was fetched just now (logged).
 
         Raises `DeliveryError` when there is none to be had; the caller fails the batch with it.
         """
@@ -213,7 +282,7 @@ class Sender:
         async with self._token_locks.setdefault(name, asyncio.Lock()):
             cached = self._tokens.get(name)
             if cached and cached[1] > time.monotonic():
-                return cached[0]
+                return cached[0], False
             with boundary.adapter_call(adapter, "token_request"):
                 request = adapter.token_request()
             if request is None:
@@ -228,7 +297,7 @@ class Sender:
             masked = dataclasses.replace(request, secrets=(*request.secrets, token))
             await batch.settle({}, _sent_of(masked, answer, DeliveryStatus.DELIVERED))
             self._tokens[name] = (token, time.monotonic() + lifetime - TOKEN_MARGIN_SECONDS)
-            return token
+            return token, True
 
     async def _http(self, adapter: Adapter, request: OutgoingRequest) -> _Answer:
         session = self._session(adapter)
@@ -277,12 +346,33 @@ def _read_token(adapter: Adapter, answer: _Answer) -> tuple[str, float]:
         raise RetryableError(f"token answer unreadable: {exc}") from exc
 
 
+def clamp(event: Event, now: datetime) -> Event:
+    """The event as sent at `now`: never dated later than the send (platforms refuse that)."""
+    if event.occurred_at <= now:
+        return event
+    return dataclasses.replace(event, occurred_at=now)
+
+
+def _stale_token(outcome: Outcome) -> Outcome:
+    if isinstance(outcome, Rejected):
+        reason = f"access token refused (HTTP 401), retrying with a new one: {outcome.reason}"
+        return Retry(reason, TOKEN_RETRY_SECONDS)
+    return outcome
+
+
 def _interpret(
-    adapter: Adapter, request: OutgoingRequest, response: Response
+    adapter: Adapter,
+    request: OutgoingRequest,
+    response: Response,
+    asked: Sequence[Event] | None = None,
 ) -> dict[str, Outcome]:
     try:
-        with boundary.adapter_call(adapter, "interpret"):
-            got = adapter.interpret(request, response)
+        if asked is None:
+            with boundary.adapter_call(adapter, "interpret"):
+                got = adapter.interpret(request, response)
+        else:
+            with boundary.adapter_call(adapter, "interpret_follow_up"):
+                got = adapter.interpret_follow_up(request, response, asked)
     except DeliveryError as exc:
         failed = boundary.outcome(exc)
         return {pk: failed for pk in request.event_pks}
@@ -338,9 +428,43 @@ def _finish(
     return Finish(claim, DeliveryStatus.PENDING, when, outcome.reason)
 
 
+def _confirming(adapter: Adapter, claim: Claim, outcome: Delivered, now: datetime) -> Finish:
+    """Accepted; the platform's final word is asked for after the adapter's delay."""
+    ask_at = now + timedelta(seconds=adapter.follow_up_delay)
+    until = now + timedelta(seconds=max(adapter.follow_up_deadline, adapter.follow_up_delay))
+    detail = outcome.detail or None
+    return Finish(claim, DeliveryStatus.CONFIRMING, ask_at, detail, outcome.follow_up, until)
+
+
+def _follow_up_finish(adapter: Adapter, claim: Claim, outcome: Outcome, now: datetime) -> Finish:
+    """The platform's final word, or when to ask again (never past `confirm_until`)."""
+    request_id, until = claim.request_id, claim.confirm_until
+    assert until is not None
+    if isinstance(outcome, Delivered):
+        status = DeliveryStatus.TEST if outcome.test else DeliveryStatus.DELIVERED
+        return Finish(claim, status, now, outcome.detail or None, request_id)
+    if isinstance(outcome, Skipped):
+        return Finish(claim, DeliveryStatus.SKIPPED, now, outcome.reason, request_id)
+    if isinstance(outcome, Rejected):
+        return Finish(claim, DeliveryStatus.FAILED, now, outcome.reason, request_id)
+    if now >= until:
+        reason = f"no final answer by the follow-up deadline ({until:%Y-%m-%d %H:%M} UTC): "
+        return Finish(claim, DeliveryStatus.FAILED, now, reason + outcome.reason, request_id)
+    accepted_at = until - timedelta(seconds=max(adapter.follow_up_deadline, 0.0))
+    wait = max(now - accepted_at, timedelta(seconds=adapter.follow_up_delay))
+    if outcome.after is not None:
+        wait = timedelta(seconds=outcome.after)
+    ask_at = min(now + min(wait, FOLLOW_UP_MAX_WAIT), until)
+    return Finish(claim, DeliveryStatus.CONFIRMING, ask_at, outcome.reason, request_id, until)
+
+
 def _link(claim: Claim, outcome: Outcome) -> Link:
     kind = type(outcome).__name__.lower()
-    reason = None if isinstance(outcome, Delivered) else getattr(outcome, "reason", None)
+    reason = getattr(outcome, "reason", None)
+    if isinstance(outcome, Delivered):
+        kind = "confirming" if outcome.follow_up and not claim.follow_up else kind
+        # Kept when the platform's word is the point: an accepted request id, a final status.
+        reason = outcome.detail or None if outcome.follow_up or claim.follow_up else None
     return Link(claim.id, claim.event_pk, kind, reason)
 
 
@@ -350,6 +474,7 @@ def _track_status(settled: Mapping[str, DeliveryStatus], pks: Sequence[str]) -> 
     for status in (
         DeliveryStatus.FAILED,
         DeliveryStatus.PENDING,
+        DeliveryStatus.CONFIRMING,
         DeliveryStatus.DELIVERED,
         DeliveryStatus.TEST,
     ):

@@ -11,6 +11,8 @@ outgoing-request log (the way httpx keeps I/O out of `Auth.auth_flow`).
                                         build(events, token)   -> [OutgoingRequest]
     send each request        ────────▶  interpret(req, resp)   -> {event pk: Outcome}
     record track, finish work
+    later, if it asked: poll    ────────▶  follow_up(request_id, events, token) -> OutgoingRequest
+                                        interpret_follow_up(req, resp, events) -> {pk: Outcome}
 
 Adapters that need an access token first (OAuth2) return a request from `token_request()`;
 the worker sends it, hands the answer to `read_token()`, caches the token until it expires
@@ -24,7 +26,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +86,10 @@ class Delivered:
     # Accepted in the platform's test mode (test_event_code, validateOnly, GA4's debug
     # endpoint): recorded as `test`, not `delivered`, since no conversion was counted.
     test: bool = False
+    # The platform accepted the request but decides later (Google Data Manager's requestId):
+    # the delivery stays `confirming` and the worker asks with `Adapter.follow_up` until the
+    # platform's final word, or until the adapter's `follow_up_deadline` passes.
+    follow_up: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,21 +203,56 @@ class Adapter:
         """An outcome for every event pk in `request.event_pks`."""
         raise NotImplementedError
 
+    # ------------------------------------------------------- follow-up (asynchronous platforms)
+
+    @property
+    def follow_up_delay(self) -> float:
+        """Seconds from acceptance (`Delivered(follow_up=...)`) to the first follow-up."""
+        return 0.0
+
+    @property
+    def follow_up_deadline(self) -> float:
+        """Seconds from acceptance after which the worker stops asking and fails the work."""
+        return 0.0
+
+    def follow_up(
+        self, request_id: str, events: Sequence[Event], token: str | None
+    ) -> OutgoingRequest:
+        """The request asking the platform what became of an accepted request (its events)."""
+        raise NotImplementedError
+
+    def interpret_follow_up(
+        self, request: OutgoingRequest, response: Response, events: Sequence[Event]
+    ) -> dict[str, Outcome]:
+        """Per event asked about: Delivered or Rejected once the platform is done, else Retry."""
+        raise NotImplementedError
+
 
 def _age(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form), if present and sane."""
+def retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header, delta-seconds or HTTP-date (RFC 9110 §10.2.3)."""
     for key, value in headers.items():
         if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
+            return _retry_after_value(value.strip(), now or datetime.now(UTC))
     return None
+
+
+def _retry_after_value(value: str, now: datetime) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def status_outcome(response: Response) -> Outcome:

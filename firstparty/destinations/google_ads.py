@@ -2,18 +2,24 @@
 
 `api = "data_manager"` sends `POST {api_base}/events:ingest` (destinations.md §3b): fail-fast
 validation, so one bad event rejects the whole request; the offending events are found from
-`BadRequest.fieldViolations` (`events[<n>]`), rejected, and the rest retried at once.
+`BadRequest.fieldViolations` (`events[<n>]`), rejected, and the rest retried at once. An
+accepted request is only queued: its `requestId` is followed up with `GET
+{api_base}/requestStatus:retrieve` (§3b.9) until Google's final status per destination, which
+decides `delivered` or `failed` and is recorded with its error counts and match-rate range.
 `api = "google_ads_api"` sends `POST {api_base}/customers/{cid}:uploadClickConversions` (§3) with
 `partialFailure: true`; per-row errors arrive in an HTTP 200 and map to events by index.
 
 Both build one canonical conversion per event, then serialise it for the chosen API:
 
-* the click id: exactly one of gclid, wbraid, gbraid, in that order (gclid wins per §3.2; wbraid
-  is the web id, our events are web), the most recently seen one of that kind whose click is at
-  most 90 days before the event. The Google tag's `_gcl_aw` cookie counts as a gclid seen then;
+* the click id: exactly one of gclid, gbraid, wbraid: the most recently first seen click that
+  was seen at or before the conversion (Google refuses a conversion dated before its click,
+  CONVERSION_PRECEDES_EVENT) and at most `click_window_days` before the upload (EXPIRED_EVENT);
+  on a tie gclid, then wbraid (the web id), then gbraid. The Google tag's `_gcl_aw` cookie
+  (`GCL.<unix seconds>.<gclid>`) counts as a gclid first seen at its own timestamp;
 * user identifiers (unless `ad_user_data` is denied): the hashed email with Google's gmail rule
-  (`em_google`, else `em`) and the hashed E.164 phone with "+" (`ph_e164`). Addresses are not
-  sent: Google needs the region and postal code in clear text and we keep only hashes;
+  (`em_google`, else `em`), the hashed E.164 phone with "+" (`ph_e164`) and, for Data Manager,
+  the address: hashed first and last name (`fn`, `ln`) with the postal code and country code
+  in clear (`postal_code`, `country_code`), as Google requires (§3b.4), when all four are known;
 * consent: `ad_user_data` / `ad_personalization` from the event, when stated
   (the legacy API takes `adUserData` only, §3.4);
 * `transactionId` / `orderId` is our event id, so retries become no-op adjustments (§3b.6).
@@ -34,9 +40,10 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -52,7 +59,7 @@ SCOPES = {
     "data_manager": "https://www.googleapis.com/auth/datamanager",
     "google_ads_api": "https://www.googleapis.com/auth/adwords",
 }
-# Google's click ids in the order one is chosen (gclid wins, §3.2; wbraid is the web one).
+# Google's click ids; on a tie of first-seen times the earlier one here is sent (wbraid is web).
 CLICK_KINDS = ("gclid", "wbraid", "gbraid")
 CLICK_WINDOW = max(platforms.window_of(kind) for kind in CLICK_KINDS)
 MAX_DESTINATIONS = 10  # per events:ingest request (§3b.3)
@@ -82,6 +89,13 @@ class GoogleAdsSettings(base.DestinationSettings):
     send_user_agent: bool = False
     # Legacy TOO_RECENT_EVENT: "retry after 6 hours" (the figure is unconfirmed).
     too_recent_retry_seconds: float = Field(default=6 * 3600, ge=0)
+    # The conversion actions' click-through window (Google's maximum is 90 days): a click first
+    # seen longer ago than this at upload time is not sent (Google: EXPIRED_EVENT).
+    click_window_days: int = Field(default=90, ge=1, le=90)
+    # Data Manager: ask requestStatus:retrieve this long after Google accepted a request
+    # ("wait about 30 minutes"), then with growing waits until this deadline (up to 24 h).
+    request_status_delay_seconds: float = Field(default=1800, ge=0)
+    request_status_deadline_seconds: float = Field(default=25 * 3600, gt=0)
 
     @field_validator("customer_id", "login_customer_id")
     @classmethod
@@ -166,22 +180,23 @@ class Conversion:
     consent: Mapping[str, bool]  # adUserData / adPersonalization -> granted
     ip: str | None
     user_agent: str | None
+    address: Mapping[str, str] | None = None  # Data Manager's AddressInfo
 
 
-def usable_click(event: Event) -> ClickId | None:
-    """The one click id to send: gclid, else wbraid, else gbraid, clicked ≤ 90 days before."""
-    clicks = [*event.click_ids, *_gcl_aw(event.context.get("gcl_aw"))]
-    for kind in CLICK_KINDS:
-        fresh = [
-            c
-            for c in clicks
-            if c.kind == kind
-            and c.value
-            and event.occurred_at - c.first_seen_at <= platforms.window_of(kind)
-        ]
-        if fresh:
-            return max(fresh, key=lambda c: c.first_seen_at)
-    return None
+def usable_click(event: Event, now: datetime, window: timedelta = CLICK_WINDOW) -> ClickId | None:
+    """The click to credit, uploading at `now`: the most recent first seen at or before the
+    conversion and at most `window` before `now`; on a tie gclid, then wbraid, then gbraid."""
+    clicks = [
+        c
+        for c in (*event.click_ids, *_gcl_aw(event.context.get("gcl_aw")))
+        if c.kind in CLICK_KINDS
+        and c.value
+        and c.first_seen_at <= event.occurred_at
+        and now - c.first_seen_at <= window
+    ]
+    if not clicks:
+        return None
+    return max(clicks, key=lambda c: (c.first_seen_at, -CLICK_KINDS.index(c.kind)))
 
 
 def _gcl_aw(cookie: str | None) -> list[ClickId]:
@@ -199,8 +214,24 @@ def identifiers(event: Event) -> tuple[str | None, str | None]:
     return event.user.get("em_google") or event.user.get("em"), event.user.get("ph_e164")
 
 
-def conversion(settings: GoogleAdsSettings, event: Event) -> Conversion:
-    """The canonical conversion for an event this destination wants."""
+def address(event: Event) -> dict[str, str] | None:
+    """Google's address identifier: hashed first and last name, postal and region code in clear.
+
+    All four are required inside an address (§3b.3); without consent for ad_user_data, none.
+    """
+    user = event.user
+    given, family = user.get("fn"), user.get("ln")
+    postal = (user.get("postal_code") or "").strip()
+    region = (user.get("country_code") or "").strip().upper()
+    if not (event.identifiers_allowed and given and family and postal):
+        return None
+    if not re.fullmatch(r"[A-Z]{2}", region):
+        return None
+    return {"givenName": given, "familyName": family, "regionCode": region, "postalCode": postal}
+
+
+def conversion(settings: GoogleAdsSettings, event: Event, now: datetime) -> Conversion:
+    """The canonical conversion for an event this destination wants, uploaded at `now`."""
     email, phone = identifiers(event)
     value = event.properties.get("value")
     currency = event.properties.get("currency")
@@ -217,7 +248,7 @@ def conversion(settings: GoogleAdsSettings, event: Event) -> Conversion:
         transaction_id=event.event_id,
         occurred_at=event.occurred_at,
         source="WEB" if event.source_kind == "browser" else settings.server_event_source,
-        click=usable_click(event),
+        click=usable_click(event, now, timedelta(days=settings.click_window_days)),
         email=email,
         phone=phone,
         value=float(value)
@@ -227,7 +258,12 @@ def conversion(settings: GoogleAdsSettings, event: Event) -> Conversion:
         consent=consent,
         ip=event.context.get("ip") if settings.send_ip_address else None,
         user_agent=event.context.get("user_agent") if settings.send_user_agent else None,
+        address=address(event) if settings.api == "data_manager" else None,
     )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- the adapter
@@ -257,16 +293,35 @@ class GoogleAds(base.Adapter):
     def test_mode(self) -> str | None:
         return "validate_only" if self.settings.validate_only else None
 
+    def __init__(self, settings: GoogleAdsSettings) -> None:
+        super().__init__(settings)
+        # The upload time, for the click window (tests set a fixed one).
+        self.clock: Callable[[], datetime] = _utc_now
+
     def skip(self, event: Event, now: datetime) -> str | None:
         """Too old, or nothing Google could match the conversion with."""
         reason = super().skip(event, now)
-        if reason is None and usable_click(event) is None and identifiers(event) == (None, None):
+        window = timedelta(days=self.settings.click_window_days)
+        if (
+            reason is None
+            and usable_click(event, now, window) is None
+            and identifiers(event) == (None, None)
+            and (self.settings.api != "data_manager" or address(event) is None)
+        ):
             reason = (
-                f"no gclid, gbraid or wbraid from a click in the {CLICK_WINDOW.days} days before "
-                "the event, and no hashed email or phone (or ad_user_data denied): Google Ads "
-                "cannot match it"
+                f"no gclid, gbraid or wbraid from a click seen before the event and in the last "
+                f"{window.days} days, and no hashed email, phone or address (or ad_user_data "
+                "denied): Google Ads cannot match it"
             )
         return reason
+
+    @property
+    def follow_up_delay(self) -> float:
+        return self.settings.request_status_delay_seconds
+
+    @property
+    def follow_up_deadline(self) -> float:
+        return self.settings.request_status_deadline_seconds
 
     @property
     def needs_token(self) -> bool:
@@ -321,7 +376,8 @@ class GoogleAds(base.Adapter):
         self, events: Sequence[Event], token: str | None = None
     ) -> list[base.OutgoingRequest]:
         """One request for the legacy API; Data Manager: one per ten conversion actions."""
-        conversions = [(e.pk, conversion(self.settings, e)) for e in events]
+        now = self.clock()
+        conversions = [(e.pk, conversion(self.settings, e, now)) for e in events]
         if self.settings.api == "google_ads_api":
             return [self._upload_request(conversions, token)]
         actions = list(dict.fromkeys(c.action_id for _, c in conversions))
@@ -344,12 +400,51 @@ class GoogleAds(base.Adapter):
             rows = (request.json or {}).get("conversions") or []
             return self._partial_failure(pks, rows, body)
         if self.settings.validate_only:
-            outcome = base.Delivered("validateOnly: passed validation, nothing stored")
+            outcome = base.Delivered("validateOnly: passed validation, nothing stored", test=True)
+        elif body.get("requestId"):
+            request_id = str(body["requestId"])
+            outcome = base.Delivered(f"queued by Google, requestId {request_id}", False, request_id)
         else:
-            outcome = base.Delivered(
-                f"queued by Google, requestId {body.get('requestId', '(none)')}"
-            )
+            outcome = base.Delivered("queued by Google, no requestId to follow up")
         return dict.fromkeys(pks, outcome)
+
+    def follow_up(
+        self, request_id: str, events: Sequence[Event], token: str | None
+    ) -> base.OutgoingRequest:
+        """`GET requestStatus:retrieve?requestId=…` for an accepted ingest (§3b.9)."""
+        query = urllib.parse.urlencode({"requestId": request_id})
+        headers = self._headers(token)
+        headers.pop("Content-Type")
+        return base.OutgoingRequest(
+            method="GET",
+            url=f"{self.settings.base_url}/requestStatus:retrieve?{query}",
+            event_pks=tuple(e.pk for e in events),
+            headers=headers,
+            secrets=(token,) if token else (),
+        )
+
+    def interpret_follow_up(
+        self, request: base.OutgoingRequest, response: base.Response, events: Sequence[Event]
+    ) -> dict[str, base.Outcome]:
+        """Google's status for each event's destination: done (delivered/failed) or not yet."""
+        pks = request.event_pks
+        status = response.status
+        if status != 200:
+            refused = google_rpc.rpc_error(pks, response)
+            if status in (401, 408, 429) or status >= 500:
+                return refused
+            # INVALID_REQUEST_ID and the like: Google will never say; nothing to split or resend.
+            return {pk: _final_refusal(o) for pk, o in refused.items()}
+        entries = google_rpc.json_body(response).get("requestStatusPerDestination") or []
+        entries = [e for e in entries if isinstance(e, dict)]
+        actions = {e.pk: self.settings.conversion_actions.get(e.name, "") for e in events}
+        ours = Counter(actions.values())
+        outcomes: dict[str, base.Outcome] = {}
+        for pk in pks:
+            action = actions.get(pk, "")
+            entry = _entry_for(entries, action)
+            outcomes[pk] = _request_status(entry, action, ours[action])
+        return outcomes
 
     # ------------------------------------------------------------ Data Manager (§3b)
 
@@ -440,9 +535,9 @@ class GoogleAds(base.Adapter):
         self, errors: list[tuple[str, str]], had_click: bool, job: Any
     ) -> base.Outcome:
         if not errors:
-            return base.Delivered(
-                f"uploaded, jobId {job}" if job else "validateOnly: passed validation"
-            )
+            if self.settings.validate_only:
+                return base.Delivered("validateOnly: passed validation", test=True)
+            return base.Delivered(f"uploaded, jobId {job}" if job else "uploaded")
         codes = {code for _, code in errors}
         reason = "; ".join(f"{code}: {message}" if code else message for message, code in errors)
         if codes == {"CLICK_NOT_FOUND"} and not had_click:
@@ -470,8 +565,9 @@ def _ingest_event(c: Conversion) -> dict[str, Any]:
         event["currency"] = c.currency
     if c.click:
         event["adIdentifiers"] = {c.click.kind: c.click.value}
-    ids = [{"emailAddress": c.email}] if c.email else []
+    ids: list[dict[str, Any]] = [{"emailAddress": c.email}] if c.email else []
     ids += [{"phoneNumber": c.phone}] if c.phone else []
+    ids += [{"address": dict(c.address)}] if c.address else []
     if ids:
         event["userData"] = {"userIdentifiers": ids}
     if c.consent:
@@ -506,3 +602,93 @@ def _click_conversion(cid: str, c: Conversion) -> dict[str, Any]:
     if c.ip:
         row["userIpAddress"] = c.ip
     return row
+
+
+# ---------------------------------------------------------------- requestStatus (§3b.9)
+
+FINISHED_WELL = "SUCCESS"
+STILL_WORKING = ("PROCESSING", "REQUEST_STATUS_UNKNOWN", "")
+FAILED = ("FAILED", "FAILURE")  # the guide's prose says FAILURE, the enum FAILED
+
+
+def _final_refusal(outcome: base.Outcome) -> base.Outcome:
+    if isinstance(outcome, base.Retry):
+        return base.Rejected(f"requestStatus:retrieve refused: {outcome.reason}")
+    return outcome
+
+
+def _entry_for(entries: Sequence[Mapping[str, Any]], action: str) -> Mapping[str, Any] | None:
+    for entry in entries:
+        destination = entry.get("destination") or {}
+        if action and action in (
+            str(destination.get("productDestinationId", "")),
+            str(destination.get("reference", "")),
+        ):
+            return entry
+    return entries[0] if len(entries) == 1 else None
+
+
+def _request_status(entry: Mapping[str, Any] | None, action: str, ours: int) -> base.Outcome:
+    """One destination's status as an outcome for each of our `ours` events sent to it."""
+    if entry is None:
+        return base.Retry(f"requestStatus names no destination for conversion action {action}")
+    state = str(entry.get("requestStatus") or "")
+    errors = _counts(entry.get("errorInfo"), "errorCounts")
+    summary = _summary(entry, state or "REQUEST_STATUS_UNKNOWN", action, errors)
+    if state in STILL_WORKING:
+        return base.Retry(summary)
+    if state == FINISHED_WELL:
+        # Kept (in the delivery's last_error) only when Google said more than "done".
+        said_more = (
+            errors or _match_rate(entry) or _counts(entry.get("warningInfo"), "warningCounts")
+        )
+        return base.Delivered(summary if said_more else "")
+    if state in FAILED:
+        return base.Rejected(summary)
+    if state == "PARTIAL_SUCCESS":
+        failed = sum(n for _, n in errors)
+        if failed >= ours:
+            return base.Rejected(summary)
+        return base.Delivered(f"{summary}; Google does not say which of our {ours} failed")
+    return base.Retry(f"unknown requestStatus: {summary}")
+
+
+def _summary(
+    entry: Mapping[str, Any], state: str, action: str, errors: list[tuple[str, int]]
+) -> str:
+    text = f"Google {state} (conversion action {action})"
+    records = (entry.get("eventsIngestionStatus") or {}).get("recordCount")
+    if records is not None:
+        text += f": {records} record(s)"
+    match = _match_rate(entry)
+    if match:
+        text += f"; match rate {match}"
+    if errors:
+        text += "; errors: " + ", ".join(f"{reason} x{n}" for reason, n in errors)
+    warnings = _counts(entry.get("warningInfo"), "warningCounts")
+    if warnings:
+        text += "; warnings: " + ", ".join(f"{reason} x{n}" for reason, n in warnings)
+    return text
+
+
+def _match_rate(entry: Mapping[str, Any]) -> str | None:
+    # uploadMatchRateRange (MATCH_RATE_RANGE_41_TO_50, ...) sits in the user-data status.
+    for status in (
+        entry.get("eventsIngestionStatus") or {},
+        (entry.get("audienceMembersIngestionStatus") or {}).get("userDataIngestionStatus") or {},
+    ):
+        if isinstance(status, dict) and status.get("uploadMatchRateRange"):
+            return str(status["uploadMatchRateRange"]).removeprefix("MATCH_RATE_RANGE_")
+    return None
+
+
+def _counts(info: Any, key: str) -> list[tuple[str, int]]:
+    found = []
+    for item in (info or {}).get(key) or [] if isinstance(info, dict) else []:
+        if isinstance(item, dict):
+            try:
+                count = int(item.get("recordCount", 0))
+            except (TypeError, ValueError):
+                count = 0
+            found.append((str(item.get("reason", "UNSPECIFIED")), count))
+    return found

@@ -11,7 +11,9 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from firstparty.destinations import base
 from firstparty.errors import PermanentError
@@ -34,6 +36,10 @@ CONFIG_REASONS = frozenset(
 )
 
 INDEX = re.compile(r"(?:events|conversions)\[(\d+)\]")
+# Google's quota day ends at midnight Pacific time (Google Ads API "Quotas" / "Rate Sheet";
+# the same day as Search Ads 360 and Google Play quotas): a spent daily quota waits for it.
+QUOTA_DAY = ZoneInfo("America/Los_Angeles")
+DAILY_QUOTA = re.compile(r"per ?day|daily", re.IGNORECASE)
 
 
 def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Outcome]:
@@ -44,7 +50,13 @@ def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Out
     reason = _describe(response.status, error, details)
     status = response.status
     if status in (408, 429) or status >= 500:
-        return dict.fromkeys(pks, base.Retry(reason, after=base.retry_after(response.headers)))
+        after = base.retry_after(response.headers)
+        if status == 429 and daily_quota(details):
+            after = max(after or 0.0, until_quota_reset(datetime.now(UTC)))
+            reason = f"daily quota spent, parked until it resets (midnight Pacific): {reason}"
+        elif after is None:
+            after = _retry_delay(details)
+        return dict.fromkeys(pks, base.Retry(reason, after=after))
     by_index, _ = errors_by_index(details)
     offending = {i for i in by_index if i < len(pks)}
     if status != 400 or _reasons(details) & CONFIG_REASONS:
@@ -61,6 +73,43 @@ def rpc_error(pks: Sequence[str], response: base.Response) -> dict[str, base.Out
         else:
             outcomes[pk] = others
     return outcomes
+
+
+def daily_quota(details: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a RESOURCE_EXHAUSTED answer says a per-day quota is spent (not a rate limit).
+
+    Data Manager names the quota in `ErrorInfo.metadata.quota_limit` (§3b.10); the Google Ads
+    API answers `quotaError: RESOURCE_EXHAUSTED` for its daily operations limit and
+    `RESOURCE_TEMPORARILY_EXHAUSTED` for short-term throttling (§3.9).
+    """
+    for detail in details:
+        quota = str((detail.get("metadata") or {}).get("quota_limit", ""))
+        if DAILY_QUOTA.search(quota):
+            return True
+        for err in detail.get("errors") or []:
+            if isinstance(err, dict) and (err.get("errorCode") or {}).get("quotaError") == (
+                "RESOURCE_EXHAUSTED"
+            ):
+                return True
+    return False
+
+
+def until_quota_reset(now: datetime) -> float:
+    """Seconds from `now` to the next midnight of Google's quota day, plus a minute's margin."""
+    local = now.astimezone(QUOTA_DAY)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), QUOTA_DAY)
+    return (midnight - now).total_seconds() + 60
+
+
+def _retry_delay(details: Sequence[Mapping[str, Any]]) -> float | None:
+    # GoogleAdsFailure errors[].details.quotaErrorDetails.retryDelay, a Duration ("30s").
+    for detail in details:
+        for err in detail.get("errors") or []:
+            delay = ((err.get("details") or {}).get("quotaErrorDetails") or {}).get("retryDelay")
+            found = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(delay or ""))
+            if found:
+                return float(found.group(1))
+    return None
 
 
 def _reasons(details: list[dict[str, Any]]) -> set[str]:

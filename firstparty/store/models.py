@@ -134,7 +134,7 @@ deliveries = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
     sa.Column("event_pk", sa.String(26), sa.ForeignKey("events.id"), nullable=False, index=True),
     sa.Column("destination", sa.String(64), nullable=False),
-    # pending | inflight | delivered | failed | skipped
+    # pending | inflight | confirming | delivered | test | failed | skipped (outbox.DeliveryStatus)
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=False),  # also the lease end when inflight
@@ -143,6 +143,10 @@ deliveries = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
+    # Added by 0004_delivery_follow_up: the platform's id of the accepted request, kept while
+    # its outcome is followed up (status `confirming`) and after, and when to stop asking.
+    sa.Column("request_id", sa.String(255), nullable=True),
+    sa.Column("confirm_until", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("event_pk", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_destination_status", "destination", "status"),

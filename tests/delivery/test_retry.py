@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from firstparty.delivery import retry
+from firstparty.destinations import base
 from firstparty.destinations.base import DestinationSettings
 from firstparty.settings import DeliverySettings
 
@@ -28,11 +29,24 @@ def test_attempts_bound_the_retries() -> None:
 
 
 def test_the_window_bounds_the_retries_and_retry_after_is_honoured() -> None:
-    late = START + timedelta(hours=3, minutes=59)
-    assert retry.next_attempt(POLICY, attempt=2, first_attempt_at=START, now=late, after=90) is None
+    late = START + timedelta(hours=4, seconds=-1)
+    assert retry.next_attempt(POLICY, attempt=2, first_attempt_at=START, now=late, draw=1) is None
     soon = retry.next_attempt(POLICY, attempt=2, first_attempt_at=START, now=START, after=120)
     assert soon == START + timedelta(seconds=120)
     assert "retry window 4 h" in retry.give_up_reason(POLICY, attempt=3, reason="HTTP 429")
+
+
+def test_a_wait_the_platform_asks_for_may_extend_the_window() -> None:
+    late = START + timedelta(hours=3, minutes=59)
+    asked = retry.next_attempt(POLICY, attempt=2, first_attempt_at=START, now=late, after=90)
+    assert asked == late + timedelta(seconds=90)
+    six_hours = retry.next_attempt(
+        POLICY, attempt=1, first_attempt_at=START, now=START, after=6 * 3600
+    )
+    assert six_hours == START + timedelta(hours=6)  # Google's TOO_RECENT_EVENT, past 4 h
+    capped = retry.next_attempt(POLICY, attempt=1, first_attempt_at=START, now=START, after=9e9)
+    assert capped == START + retry.MAX_REQUESTED_WAIT
+    assert retry.next_attempt(POLICY, attempt=8, first_attempt_at=START, now=START, after=1) is None
 
 
 def test_destinations_override_the_defaults() -> None:
@@ -41,3 +55,13 @@ def test_destinations_override_the_defaults() -> None:
     assert (policy.max_attempts, policy.window) == (3, timedelta(minutes=10))
     default = retry.policy_for(DeliverySettings(), DestinationSettings(name="y", type="fake"))
     assert (default.max_attempts, default.window) == (10, timedelta(hours=4))
+
+
+def test_retry_after_takes_delta_seconds_and_http_dates() -> None:
+    now = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+    assert base.retry_after({"Retry-After": "120"}, now) == 120.0
+    date = {"retry-after": "Thu, 26 Nov 2026 09:05:30 GMT"}
+    assert base.retry_after(date, now) == 330.0
+    assert base.retry_after({"Retry-After": "Thu, 26 Nov 2026 08:00:00 GMT"}, now) == 0.0
+    assert base.retry_after({"Retry-After": "soon"}, now) is None
+    assert base.retry_after({}, now) is None

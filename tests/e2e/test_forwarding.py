@@ -26,6 +26,7 @@ from tests.e2e.journey import (
     Platforms,
     admin,
     all_settled,
+    backdate_clicks,
     cli,
     epoch,
     iso,
@@ -49,6 +50,9 @@ EMAIL, EMAIL_NORMAL = "  John.Doe@Example.COM ", "john.doe@example.com"
 PHONE, PHONE_DIGITS, PHONE_E164 = "+1 (617) 555-0100", "16175550100", "+16175550100"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BROWSER_IP = "198.51.100.7"
+# The visitor clicked the ad this long before its Lead: Google credits no click first seen
+# after the conversion.
+CLICKED_BEFORE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ async def land_and_lead(app: AppClient, *, lead_at: datetime) -> Journey:
             }
         )
         after = datetime.now(UTC)
+        await asyncio.to_thread(backdate_clicks, app.engine, page["visitor_id"], CLICKED_BEFORE)
         lead = await laptop.send(
             {
                 "type": "track",
@@ -86,7 +91,8 @@ async def land_and_lead(app: AppClient, *, lead_at: datetime) -> Journey:
             }
         )
     assert lead["event_id"] == lead_id and lead["visitor_id"] == page["visitor_id"]
-    return Journey(lead_id, lead["id"], lead_at, (before, after))
+    landed = (before - CLICKED_BEFORE, after - CLICKED_BEFORE)
+    return Journey(lead_id, lead["id"], lead_at, landed)
 
 
 def millis(when: datetime) -> int:

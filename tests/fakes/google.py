@@ -3,12 +3,28 @@
 
     POST /token                                      refresh-token and JWT-bearer grants
     POST /v1/events:ingest                           fail-fast validation, adjust-on-transactionId
-    GET  /v1/requestStatus:retrieve?requestId=…      PROCESSING for the first calls, then SUCCESS
+    GET  /v1/requestStatus:retrieve?requestId=…      PROCESSING for the first calls, then the
+                                                     outcome per destination (error counts)
     POST /v26/customers/{cid}:uploadClickConversions partial failure per row
 
 Point the adapter at it with `api_base = fake.url + "/v1"` (or `+ "/v26"`) and
 `token_url = fake.url + "/token"`. Canned failures: `fake.script(google.unauthenticated())`,
-`google.unavailable()`, `google.exhausted(retry_after=30)`, ...
+`google.unavailable()`, `google.exhausted(retry_after=30)`, `google.daily_quota_spent()`, ...
+
+Google's rules on time, enforced as Google does (destinations.md §3.7, §3b.6, §6), for the
+clicks the test declares with `fake.click(value, at)` (when the ad was clicked; undeclared click
+ids are taken as valid clicks of unknown time):
+
+* a conversion dated before its click: legacy `CONVERSION_PRECEDES_EVENT`, Data Manager
+  `PROCESSING_ERROR_REASON_INVALID_EVENT` in the request status;
+* a click older than the click window (90 days) at upload: `EXPIRED_EVENT` /
+  `PROCESSING_ERROR_REASON_EVENT_TOO_OLD`;
+* a click less than 6 hours old (legacy): `TOO_RECENT_EVENT`;
+* an event time later than now: Data Manager `EVENT_TIME_INVALID` (fail-fast), legacy
+  `CONVERSION_DATE_TIME_IN_FUTURE` (unconfirmed name; the rule is confirmed, §6);
+* `daily_requests`: ingest/upload requests allowed per quota day (midnight Pacific), then
+  429 `RESOURCE_EXHAUSTED` until the day changes on `fake.clock`;
+* `expire_tokens()`: every access token issued so far answers 401 `UNAUTHENTICATED`.
 """
 
 from __future__ import annotations
@@ -18,10 +34,11 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 from tests.fakes.server import FakeServer, Received, Reply
 
@@ -83,6 +100,20 @@ UNAUTHENTICATED_MESSAGE = (
     "or other valid authentication credential. See "
     "https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
+CLICK_WINDOW = timedelta(days=90)
+TOO_RECENT = timedelta(hours=6)
+QUOTA_DAY = ZoneInfo("America/Los_Angeles")
+MATCH_RATE_RANGES = (
+    "MATCH_RATE_RANGE_LESS_THAN_20",
+    "MATCH_RATE_RANGE_20_TO_30",
+    "MATCH_RATE_RANGE_31_TO_40",
+    "MATCH_RATE_RANGE_41_TO_50",
+    "MATCH_RATE_RANGE_51_TO_60",
+    "MATCH_RATE_RANGE_61_TO_70",
+    "MATCH_RATE_RANGE_71_TO_80",
+    "MATCH_RATE_RANGE_81_TO_90",
+    "MATCH_RATE_RANGE_91_TO_100",
+)
 NOT_ALLOWLISTED_MESSAGE = (
     "New integrations for uploading click conversions should use the Data Manager API. Usage of "
     "ConversionUploadService.UploadClickConversions is limited to existing users."
@@ -141,6 +172,29 @@ def exhausted(
     return status_error(429, "RESOURCE_EXHAUSTED", message, info, headers=headers)
 
 
+def daily_quota_spent(legacy: bool = False) -> Reply:
+    """429 RESOURCE_EXHAUSTED for a spent per-day quota (it resets at midnight Pacific).
+
+    Data Manager names the quota; the Google Ads API answers quotaError RESOURCE_EXHAUSTED.
+    """
+    if legacy:
+        failure = {
+            "@type": ADS_FAILURE,
+            "errors": [
+                {
+                    "errorCode": {"quotaError": "RESOURCE_EXHAUSTED"},
+                    "message": "Too many requests. Retry in 43200 seconds.",
+                }
+            ],
+            "requestId": uuid.uuid4().hex,
+        }
+        return status_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted.", failure)
+    quota = "IngestRequestsPerDayPerProject"
+    message = f"Quota exceeded for quota metric '{quota}'."
+    info = error_info("RATE_LIMIT_EXCEEDED", quota_limit=quota)
+    return status_error(429, "RESOURCE_EXHAUSTED", message, info)
+
+
 def permission_denied(reason: str = "NOT_ALLOWLISTED") -> Reply:
     message = "The caller does not have permission"
     return status_error(403, "PERMISSION_DENIED", message, error_info(reason), request_info())
@@ -182,6 +236,13 @@ class FakeGoogle(FakeServer):
         self.processing_calls = 1
         self.allowlisted = True  # legacy: whether the customer may still upload click conversions
         self.row_errors: dict[str, str] = {}  # gclid -> conversionUploadError to answer with
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self.clicks: dict[str, datetime] = {}  # click id -> when the ad was clicked
+        self.daily_requests: int | None = None  # ingest/upload requests per quota day
+        self.used: dict[str, int] = {}  # quota day -> requests counted
+        self.match_rate: str | None = None  # uploadMatchRateRange to report for user data
+        # requestId -> one status per destination of the request, in its order
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
         self._issued = 0
 
     # ------------------------------------------------------------ set-up helpers
@@ -207,6 +268,17 @@ class FakeGoogle(FakeServer):
         self.tokens[token] = set(scopes)
         return token
 
+    def expire_tokens(self) -> None:
+        """Every access token issued so far has expired: each answers 401 from now on."""
+        self.tokens.clear()
+
+    def click(self, value: str, at: datetime) -> None:
+        """Declare an ad click (gclid, gbraid or wbraid) and when it happened."""
+        self.clicks[value] = at
+
+    def status_bodies(self) -> list[dict[str, Any]]:
+        return [r.json() for r in self.requests if r.path.endswith("requestStatus:retrieve")]
+
     def ingest_bodies(self) -> list[dict[str, Any]]:
         return [r.json() for r in self.requests if r.path.endswith("events:ingest")]
 
@@ -217,12 +289,20 @@ class FakeGoogle(FakeServer):
         if request.method == "POST" and path == "/token":
             return self._token(request)
         if request.method == "POST" and path == "/v1/events:ingest":
-            return self._authorised(request, DATAMANAGER) or self._ingest(request.json())
+            return (
+                self._authorised(request, DATAMANAGER)
+                or self._quota(legacy=False)
+                or self._ingest(request.json())
+            )
         if request.method == "GET" and path == "/v1/requestStatus:retrieve":
             return self._authorised(request, DATAMANAGER) or self._status(request)
         found = re.fullmatch(r"/v2\d/customers/(\d+):uploadClickConversions", path)
         if request.method == "POST" and found:
-            return self._authorised(request, ADWORDS) or self._upload(found.group(1), request)
+            return (
+                self._authorised(request, ADWORDS)
+                or self._quota(legacy=True)
+                or self._upload(found.group(1), request)
+            )
         return status_error(404, "NOT_FOUND", f"Method not found: {request.method} {path}")
 
     def _authorised(self, request: Received, scope: str) -> Reply | None:
@@ -237,6 +317,15 @@ class FakeGoogle(FakeServer):
             return status_error(
                 403, "PERMISSION_DENIED", message, error_info("ACCESS_TOKEN_SCOPE_INSUFFICIENT")
             )
+        return None
+
+    def _quota(self, *, legacy: bool) -> Reply | None:
+        if self.daily_requests is None:
+            return None
+        day = self.clock().astimezone(QUOTA_DAY).date().isoformat()
+        self.used[day] = self.used.get(day, 0) + 1
+        if self.used[day] > self.daily_requests:
+            return daily_quota_spent(legacy)
         return None
 
     # ------------------------------------------------------------ OAuth2
@@ -300,15 +389,23 @@ class FakeGoogle(FakeServer):
     # ------------------------------------------------------------ Data Manager (§3b)
 
     def _ingest(self, body: dict[str, Any]) -> Reply:
-        violations = ingest_violations(body)
+        violations = ingest_violations(body) + self._future_violations(body)
         if violations:
             return invalid_argument(violations)
         if body.get("validateOnly"):
             return Reply(200, {})
         actions = {d.get("reference"): d["productDestinationId"] for d in body["destinations"]}
+        statuses = {d.get("reference"): _destination_status(d) for d in body["destinations"]}
         for event in body["events"]:
             refs = event.get("destinationReferences") or list(actions)
+            problem = self._click_problem(event)
             for ref in refs:
+                status = statuses[ref]
+                status["records"] += 1
+                status["user_data"] = status["user_data"] or "userData" in event
+                if problem:
+                    status["errors"][problem] = status["errors"].get(problem, 0) + 1
+                    continue
                 key = (actions[ref], event.get("transactionId", uuid.uuid4().hex))
                 if key in self.ingested:
                     self.adjustments += 1  # same transactionId: an adjustment, not a 2nd conversion
@@ -320,7 +417,28 @@ class FakeGoogle(FakeServer):
                     self.ingested[key] = dict(event)
         request_id = str(uuid.uuid4())
         self.status_calls[request_id] = 0
+        self.statuses[request_id] = list(statuses.values())
         return Reply(200, {"requestId": request_id})
+
+    def _future_violations(self, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+        now = self.clock()
+        return [
+            (f"events[{n}].event_timestamp", "Event time is in the future.", "EVENT_TIME_INVALID")
+            for n, event in enumerate(body.get("events") or [])
+            if _instant(str(event.get("eventTimestamp", ""))) > now
+        ]
+
+    def _click_problem(self, event: dict[str, Any]) -> str | None:
+        """The asynchronous processing error a declared click gives this event, if any."""
+        ad_ids = event.get("adIdentifiers") or {}
+        clicked = next((self.clicks[v] for k, v in ad_ids.items() if v in self.clicks), None)
+        if clicked is None:
+            return None
+        if _instant(event["eventTimestamp"]) < clicked:
+            return "PROCESSING_ERROR_REASON_INVALID_EVENT"  # Data Manager has no PRECEDES
+        if self.clock() - clicked > CLICK_WINDOW:
+            return "PROCESSING_ERROR_REASON_EVENT_TOO_OLD"
+        return None
 
     def _status(self, request: Received) -> Reply:
         request_id = (request.query.get("requestId") or [""])[0]
@@ -328,10 +446,36 @@ class FakeGoogle(FakeServer):
             message = "The request ID is invalid."
             return status_error(400, "INVALID_ARGUMENT", message, error_info("INVALID_REQUEST_ID"))
         self.status_calls[request_id] += 1
+        processing = self.status_calls[request_id] <= self.processing_calls
+        entries = [
+            {"destination": s["destination"], "requestStatus": "PROCESSING"}
+            if processing
+            else self._final(s)
+            for s in self.statuses[request_id]
+        ]
+        return Reply(200, {"requestStatusPerDestination": entries})
+
+    def _final(self, status: dict[str, Any]) -> dict[str, Any]:
+        failed = sum(status["errors"].values())
         state = (
-            "PROCESSING" if self.status_calls[request_id] <= self.processing_calls else "SUCCESS"
+            "SUCCESS"
+            if not failed
+            else "FAILED"
+            if failed >= status["records"]
+            else "PARTIAL_SUCCESS"
         )
-        return Reply(200, {"requestStatusPerDestination": [{"requestStatus": state}]})
+        ingestion: dict[str, Any] = {"recordCount": str(status["records"])}
+        if self.match_rate and status["user_data"]:
+            ingestion["uploadMatchRateRange"] = self.match_rate
+        entry: dict[str, Any] = {
+            "destination": status["destination"],
+            "requestStatus": state,
+            "eventsIngestionStatus": ingestion,
+        }
+        if failed:
+            counts = [{"recordCount": str(n), "reason": r} for r, n in status["errors"].items()]
+            entry["errorInfo"] = {"errorCounts": counts}
+        return entry
 
     # ------------------------------------------------------------ legacy upload (§3)
 
@@ -444,6 +588,9 @@ class FakeGoogle(FakeServer):
         code = self.row_errors.get(str(row.get("gclid")))
         if code:
             return ("conversionUploadError", code, f"Scripted {code}.")
+        timing = self._row_timing(row)
+        if timing:
+            return ("conversionUploadError", *timing)
         if any(
             u.get("gclid") == row.get("gclid")
             and u["conversionDateTime"] == row["conversionDateTime"]
@@ -456,6 +603,43 @@ class FakeGoogle(FakeServer):
                 "This click conversion already exists.",
             )
         return None
+
+    def _row_timing(self, row: dict[str, Any]) -> tuple[str, str] | None:
+        """(code, message) of Google's time rules for this row (§3.7, ConversionUploadError)."""
+        now = self.clock()
+        converted = datetime.strptime(row["conversionDateTime"], "%Y-%m-%d %H:%M:%S%z")
+        if converted > now:
+            return ("CONVERSION_DATE_TIME_IN_FUTURE", "The conversion date time is in the future.")
+        value = next((row[k] for k in ("gclid", "gbraid", "wbraid") if row.get(k)), None)
+        clicked = self.clicks.get(str(value)) if value else None
+        if clicked is None:
+            return None
+        if converted < clicked:
+            return (
+                "CONVERSION_PRECEDES_EVENT",
+                "The conversion date time precedes the click.",
+            )
+        if now - clicked > CLICK_WINDOW:
+            return (
+                "EXPIRED_EVENT",
+                "The click associated with the given identifier is older than the conversion "
+                "action's click-through window.",
+            )
+        if now - clicked < TOO_RECENT:
+            return (
+                "TOO_RECENT_EVENT",
+                "The click associated with the given identifier or iOS URL parameter occurred "
+                "less than 6 hours ago, please retry after 6 hours have passed.",
+            )
+        return None
+
+
+def _destination_status(destination: dict[str, Any]) -> dict[str, Any]:
+    return {"destination": destination, "records": 0, "errors": {}, "user_data": False}
+
+
+def _instant(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def ingest_violations(body: dict[str, Any]) -> list[tuple[str, str, str]]:
