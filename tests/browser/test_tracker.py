@@ -351,8 +351,7 @@ def test_a_first_visit_sends_its_first_request_alone_and_mints_one_visitor(
         "the page view", url=f"{stack.site}/first-visit?early={event_id}", type="page"
     )
     assert early["visitor_id"] == viewed["visitor_id"] is not None
-    # Playwright hands its events over while it waits, not while Python sleeps.
-    harness.wait_until(lambda: page.wait_for_timeout(50) or log.count("answered") == 2, "answers")
+    _pumped(page, lambda: log.count("answered") == 2, "both answers")
     assert log[:2] == ["sent", "answered"]  # the second waited for the first answer
     # Later pages know the visitor exists and send at once.
     assert page.evaluate("localStorage.fp_seen") == "1"
@@ -406,3 +405,42 @@ def test_ga4_session_cookies_are_sent_per_container(stack: Stack, page: Page) ->
     event_id = page.evaluate("firstparty.track('WithSession')")
     row = stack.event("the event", event_id=event_id)
     assert row["context"]["ga_session"] == "ABC123XYZ:1767225000:3,OLD1:1767000000:9"
+
+
+def _pumped(page: Page, found: Callable[[], Any], what: str) -> Any:
+    """wait_until for code that needs Playwright's handlers: they run while it waits."""
+    return harness.wait_until(lambda: page.wait_for_timeout(50) or found(), what)
+
+
+def test_an_event_refused_for_a_user_field_goes_again_without_it(stack: Stack, page: Page) -> None:
+    refused: list[str] = []
+
+    def collector(route: Any) -> None:
+        body = route.request.post_data_json or {}
+        if "phone" in (body.get("user") or {}):  # an older server: 422 for the whole event
+            refused.append(body["event_id"])
+            route.fulfill(
+                status=422,
+                json={
+                    "error": "validation failed",
+                    "details": [{"field": "user.phone", "message": "is not a phone number"}],
+                },
+                headers={
+                    "Access-Control-Allow-Origin": stack.site,
+                    "Access-Control-Allow-Credentials": "true",
+                },
+            )
+        else:
+            route.continue_()
+
+    page.goto(f"{stack.site}/refused")
+    _loaded(page)
+    page.route("**/v1/events*", collector)
+    first = page.evaluate("firstparty.identify({phone: '+1 617 555 0100', email: 'a@b.example'})")
+    [row] = _pumped(page, lambda: stack.events(event_id=first), "the event sent again")
+    assert refused == [first]
+    assert "em" in row["user"] and "ph" not in row["user"]
+    later = page.evaluate("firstparty.track('AfterRefusal')")
+    [after] = _pumped(page, lambda: stack.events(event_id=later), "the next event")
+    assert "ph" not in after["user"]
+    assert refused == [first]  # the phone was forgotten: not sent again
