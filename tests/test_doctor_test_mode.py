@@ -43,6 +43,13 @@ def test_all_live_is_ok(tmp_path: Path) -> None:
     assert finding.level == "ok" and "none in test mode" in finding.message
 
 
+class Direct:
+    """A tracker no proxy sits in front of (the doctor's proxy probe)."""
+
+    def forwarded_for(self, tracker: str) -> str | None:
+        return None
+
+
 def test_the_command_prints_the_test_mode_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -54,16 +61,6 @@ def test_the_command_prints_the_test_mode_lines(
         ["--config", config, "doctor", "--site", "https://w.example.com", "--tracker",
          "https://w.example.com"]
     )  # fmt: skip
-    code = doctor.run(args, resolver, *_no_probe())
+    code = doctor.run(args, resolver, Direct())
     assert code == 1
     assert "WARN destination ga4 (ga4_mp) is in test mode" in capsys.readouterr().out
-
-
-def _no_probe() -> tuple[object, ...]:
-    """A prober that sees no proxy, when the doctor has one (another check's)."""
-
-    class Direct:
-        def forwarded_for(self, tracker: str) -> str | None:
-            return None
-
-    return (Direct(),) if "prober" in doctor.run.__code__.co_varnames else ()
