@@ -20,6 +20,19 @@ async def test_every_route_is_documented(sqlite_client: AppClient) -> None:
         assert {"400", "401", "403", "413", "422", "429"} <= codes
 
 
+async def test_collect_answers_document_their_warnings(sqlite_client: AppClient) -> None:
+    doc = (await sqlite_client.http.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    warnings = schemas["Accepted"]["properties"]["warnings"]
+    assert warnings["items"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert "warnings" not in schemas["Accepted"]["required"]
+    assert "click_ids" in schemas["Context"]["properties"]
+    ok = doc["paths"]["/v1/events"]["post"]["responses"]["202"]
+    assert "warnings" in ok["description"]
+    segment_ok = doc["paths"]["/segment/v1/track"]["post"]["responses"]["200"]
+    assert "warnings" in segment_ok["description"]
+
+
 async def test_health_and_ready(sqlite_client: AppClient) -> None:
     assert (await sqlite_client.http.get("/healthz")).json() == {"ok": True}
     ready = await sqlite_client.http.get("/readyz")

@@ -45,7 +45,10 @@ def _collect_op(summary: str, body: str, ok_code: str, ok: str) -> dict[str, Any
         ],
         "requestBody": {"required": True, **_json(_ref(body))},
         "responses": {
-            ok_code: {"description": "Accepted", **_json(_ref(ok))},
+            ok_code: {
+                "description": "Accepted; `warnings` names each field dropped (the event is kept)",
+                **_json(_ref(ok)),
+            },
             **_errors("400", "401", "403", "413", "422", "429", "503"),
         },
     }

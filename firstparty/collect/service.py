@@ -14,9 +14,10 @@ from typing import Any
 
 import msgspec
 
+from firstparty import metrics
 from firstparty.collect import boundary, prepare, schema
 from firstparty.collect.sources import SourceBook
-from firstparty.collect.writer import GroupWriter
+from firstparty.collect.writer import GroupWriter, Stored
 from firstparty.errors import InputError, UnexpectedError
 from firstparty.runtime import Runtime
 
@@ -52,21 +53,40 @@ async def accept(
     Raises InputError (4xx; 503 when storage is unavailable) or UnexpectedError (logged).
     `annex`: kept in the stored request beside the event (Segment: the message as sent).
     """
-    settings = collector.runtime.settings
     try:
-        item = prepare.prepare(
-            event,
-            arrival=arrival,
-            limits=settings.collect,
-            default_region=settings.otp.default_region,
-            annex=annex,
-        )
+        item = _prepared(collector, arrival, event, annex)
         stored = await collector.writer.submit(item)
     except Exception as exc:
         raise boundary.answer(exc, source=arrival.source.name) from None
     if stored.queued:
         await collector.runtime.notifier.notify()
-    return schema.Accepted(True, stored.pk, item.event_id, item.visitor_id, stored.duplicate)
+    return _accepted(item, stored)
+
+
+def _prepared(
+    collector: Collector,
+    arrival: prepare.Arrival,
+    event: schema.EventIn,
+    annex: dict[str, Any] | None,
+) -> prepare.Prepared:
+    settings = collector.runtime.settings
+    return prepare.prepare(
+        event,
+        arrival=arrival,
+        limits=settings.collect,
+        default_region=settings.otp.default_region,
+        annex=annex,
+    )
+
+
+def _accepted(item: prepare.Prepared, stored: Stored) -> schema.Accepted:
+    for warning in item.warnings:
+        field = ".".join(warning.field.split(".")[:2])
+        metrics.INGEST_WARNINGS.labels(item.source.name, field).inc()
+    warnings = [schema.ErrorDetail(w.field, w.message) for w in item.warnings]
+    return schema.Accepted(
+        True, stored.pk, item.event_id, item.visitor_id, stored.duplicate, warnings
+    )
 
 
 async def accept_batch(
@@ -77,10 +97,44 @@ async def accept_batch(
 ) -> list[Outcome]:
     """Each event judged alone (one refused fails no other); outcomes in the events' order.
 
-    An InputError among `events` (one the handler could not parse) is its own outcome.
+    An InputError among `events` (one the handler could not parse) is its own outcome. The
+    events of a browser without a visitor cookie share the visitor minted for the request:
+    they are written together, so that one visitor is created, first touch from the first.
     """
+    if arrival.new_visitor:
+        return await _together(collector, arrival, events)
     outcomes = await asyncio.gather(*(_outcome(collector, arrival, one) for one in events))
     return list(outcomes)
+
+
+async def _together(
+    collector: Collector, arrival: prepare.Arrival, events: Sequence[Submitted | InputError]
+) -> list[Outcome]:
+    source = arrival.source.name
+    outcomes: list[Outcome | prepare.Prepared] = []
+    for one in events:
+        if isinstance(one, InputError):
+            outcomes.append(one)
+            continue
+        try:
+            outcomes.append(_prepared(collector, arrival, one.event, one.annex))
+        except Exception as exc:
+            outcomes.append(boundary.answer(exc, source=source))
+    items = [o for o in outcomes if isinstance(o, prepare.Prepared)]
+    results = iter(await collector.writer.submit_together(items))
+    done: list[Outcome] = []
+    queued = False
+    for outcome in outcomes:
+        if not isinstance(outcome, prepare.Prepared):
+            done.append(outcome)
+        elif isinstance(stored := next(results), Exception):
+            done.append(boundary.answer(stored, source=source))
+        else:
+            queued = queued or bool(stored.queued)
+            done.append(_accepted(outcome, stored))
+    if queued:
+        await collector.runtime.notifier.notify()
+    return done
 
 
 async def _outcome(

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty import metrics
-from firstparty.collect import boundary, touch
+from firstparty.collect import boundary, sessions, touch
 from firstparty.collect.prepare import Prepared
 from firstparty.delivery import outbox as delivery_outbox
 from firstparty.store.db import bulk_insert
@@ -55,10 +55,14 @@ def write(
 
     A fixed handful of statements per batch, whatever its size (executemany throughout).
     """
-    users = _store_visitors(conn, items)
+    users, sessions = _store_visitors(conn, items)
     people = [_person(conn, item, users, resolve_phone) for item in items]
-    rows = [_event_row(item, user_id) for item, user_id in zip(items, people, strict=True)]
+    rows = [
+        _event_row(item, user_id, sessions.get(item.pk))
+        for item, user_id in zip(items, people, strict=True)
+    ]
     landed = bulk_insert(conn, events, rows, ignore=True, key="id") or set()
+    _store_own_clicks(conn, [item for item in items if item.pk in landed])
     stored: list[Stored] = []
     outbox: list[dict[str, Any]] = []
     for item, user_id in zip(items, people, strict=True):
@@ -88,8 +92,13 @@ def _person(
     return users.get(item.visitor_id) if item.visitor_id else None
 
 
-def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, str | None]:
-    """Create new visitors, move known ones' last touch on; returns visitor -> user id."""
+def _store_visitors(
+    conn: Connection, items: Sequence[Prepared]
+) -> tuple[dict[str, str | None], dict[str, dict[str, str]]]:
+    """Create new visitors, move known ones' last touch and session on.
+
+    Returns (visitor -> user id, event pk -> its GA4 session fields for the stored context).
+    """
     latest: dict[str, Prepared] = {}
     first: dict[str, Prepared] = {}
     for item in items:
@@ -97,15 +106,23 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
             first.setdefault(item.visitor_id, item)
             latest[item.visitor_id] = item
     if not latest:
-        return {}
+        return {}, {}
     # A visitor id minted for this request (a new cookie) cannot be in the table yet.
     maybe_known = [v for v, item in latest.items() if not first[v].new_visitor]
-    known: dict[str, str | None] = {}
+    known: dict[str, Any] = {}
     if maybe_known:
         rows = conn.execute(
-            sa.select(visitors.c.id, visitors.c.user_id).where(visitors.c.id.in_(maybe_known))
+            sa.select(
+                visitors.c.id,
+                visitors.c.user_id,
+                visitors.c.last_seen_at,
+                visitors.c.session_started_at,
+                visitors.c.session_number,
+            ).where(visitors.c.id.in_(maybe_known))
         )
-        known = {r.id: r.user_id for r in rows}
+        known = {r.id: r for r in rows}
+    states = {v: sessions.State.of(known.get(v)) for v in latest}
+    fields = sessions.follow(items, states)
     new = [
         {
             "id": visitor_id,
@@ -114,6 +131,8 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
             "last_seen_at": latest[visitor_id].received_at,
             "first_touch": _touch(item),
             "last_touch": _touch(_last_campaign(visitor_id, items) or item),
+            "session_started_at": states[visitor_id].started_at,
+            "session_number": states[visitor_id].number or None,
         }
         for visitor_id, item in first.items()
         if visitor_id not in known
@@ -121,23 +140,50 @@ def _store_visitors(conn: Connection, items: Sequence[Prepared]) -> dict[str, st
     # The first visit is written once: a row another process created meanwhile is kept.
     bulk_insert(conn, visitors, new, ignore=True)
     _move_on(
-        conn, [item for visitor_id, item in sorted(latest.items()) if visitor_id in known], items
+        conn,
+        [item for visitor_id, item in sorted(latest.items()) if visitor_id in known],
+        items,
+        states,
     )
     seen = [
-        {
-            "visitor_id": item.visitor_id,
-            "kind": kind,
-            "value": value,
-            "first_seen_at": item.received_at,
-            "url": item.landing_url,
-        }
+        _click_row(item, kind, value, visitor_id=item.visitor_id)
         for item in items
         if item.visitor_id
         for kind, value in item.click_ids.items()
     ]
     # Unique (visitor, kind, value): a click id seen again keeps its first-seen time.
     bulk_insert(conn, click_ids, seen, ignore=True)
-    return {visitor_id: known.get(visitor_id) for visitor_id in latest}
+    users = {v: known[v].user_id if v in known else None for v in latest}
+    return users, fields
+
+
+def _store_own_clicks(conn: Connection, landed: Sequence[Prepared]) -> None:
+    """A server event's click ids with no visitor to hold them: kept for that event alone."""
+    rows = [
+        _click_row(item, kind, value, event_pk=item.pk)
+        for item in landed
+        if not item.visitor_id
+        for kind, value in item.click_ids.items()
+    ]
+    bulk_insert(conn, click_ids, rows)
+
+
+def _click_row(
+    item: Prepared,
+    kind: str,
+    value: str,
+    *,
+    visitor_id: str | None = None,
+    event_pk: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "visitor_id": visitor_id,
+        "event_pk": event_pk,
+        "kind": kind,
+        "value": value,
+        "first_seen_at": item.clicked_at or item.received_at,
+        "url": item.landing_url,
+    }
 
 
 def _last_campaign(visitor_id: str, items: Sequence[Prepared]) -> Prepared | None:
@@ -152,9 +198,22 @@ def _is_touch(item: Prepared) -> bool:
     return touch.is_campaign(item.referrer, item.landing_url, item.click_ids, item.utm)
 
 
-def _move_on(conn: Connection, latest: list[Prepared], items: Sequence[Prepared]) -> None:
-    """Known visitors: last seen now, and a new last touch when this batch brought one."""
-    seen = [{"vid": i.visitor_id, "seen": i.received_at} for i in latest]
+def _move_on(
+    conn: Connection,
+    latest: list[Prepared],
+    items: Sequence[Prepared],
+    states: dict[str, sessions.State],
+) -> None:
+    """Known visitors: last seen now, their session, and a new last touch if this batch has one."""
+    seen = [
+        {
+            "vid": i.visitor_id,
+            "seen": i.received_at,
+            "started": states[i.visitor_id or ""].started_at,
+            "number": states[i.visitor_id or ""].number or None,
+        }
+        for i in latest
+    ]
     touched = []
     for item in latest:
         campaign = _last_campaign(item.visitor_id or "", items)
@@ -162,7 +221,15 @@ def _move_on(conn: Connection, latest: list[Prepared], items: Sequence[Prepared]
             touched.append({"vid": item.visitor_id, "touch": _touch(campaign)})
     by_id = visitors.c.id == sa.bindparam("vid")
     if seen:
-        conn.execute(visitors.update().where(by_id).values(last_seen_at=sa.bindparam("seen")), seen)
+        moved = visitors.update().where(by_id)
+        conn.execute(
+            moved.values(
+                last_seen_at=sa.bindparam("seen"),
+                session_started_at=sa.bindparam("started"),
+                session_number=sa.bindparam("number"),
+            ),
+            seen,
+        )
     if touched:
         conn.execute(
             visitors.update().where(by_id).values(last_touch=sa.bindparam("touch")), touched
@@ -186,7 +253,9 @@ def _original_pk(conn: Connection, item: Prepared) -> str:
     return str(conn.execute(query).scalar_one())
 
 
-def _event_row(item: Prepared, user_id: str | None) -> dict[str, Any]:
+def _event_row(
+    item: Prepared, user_id: str | None, session: dict[str, str] | None
+) -> dict[str, Any]:
     return {
         "id": item.pk,
         "source": item.source.name,
@@ -205,7 +274,7 @@ def _event_row(item: Prepared, user_id: str | None) -> dict[str, Any]:
             "visitor_id": item.visitor_id,
         },
         "user": item.user,
-        "context": item.context,
+        "context": {**item.context, **session} if session else item.context,
         "consent": item.consent,
     }
 
@@ -236,7 +305,7 @@ class GroupWriter:
         self._resolve_phone = resolve_phone
         self._window = window_ms / 1000
         self._max_rows = max_rows
-        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[Stored]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[tuple[Prepared, asyncio.Future[Stored]]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         # PostgreSQL/MySQL take concurrent transactions: the next group is written while the
         # previous one waits for its commit. SQLite has one writer: one group at a time.
@@ -252,11 +321,27 @@ class GroupWriter:
         unavailable database fails all of it; anything else is retried one event at a time, so
         a value the database refuses (or a bug one event triggers) fails that event alone.
         """
+        [future] = self._enqueue([item])
+        return await future
+
+    async def submit_together(self, items: Sequence[Prepared]) -> list[Stored | Exception]:
+        """Store these events in one group (one transaction), in order; each outcome in turn.
+
+        For the events of one request that share a visitor minted for it: written together,
+        the new visitor is created once, its first touch from the first of them.
+        """
+        futures = self._enqueue(items)
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        return [r if isinstance(r, Stored | Exception) else _reraise(r) for r in done]
+
+    def _enqueue(self, items: Sequence[Prepared]) -> list[asyncio.Future[Stored]]:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
-        return await future
+        loop = asyncio.get_running_loop()
+        entries = [(item, loop.create_future()) for item in items]
+        if entries:
+            self._queue.put_nowait(entries)
+        return [future for _, future in entries]
 
     async def close(self) -> None:
         if self._task is not None:
@@ -268,12 +353,12 @@ class GroupWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            batch = await self._queue.get()
             if self._window:
                 await asyncio.sleep(self._window)
             await self._slots.acquire()
             while len(batch) < self._max_rows and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                batch += self._queue.get_nowait()
             task = asyncio.create_task(self._flush_then_release(batch))
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
@@ -328,6 +413,10 @@ class GroupWriter:
             stored = write(conn, items, self._route, self._resolve_phone)
         metrics.COMMIT_ROWS.observe(len(items))
         return stored
+
+
+def _reraise(error: BaseException) -> Stored:
+    raise error  # a cancellation, not an outcome
 
 
 def _resolve(future: asyncio.Future[Stored], result: Stored) -> None:

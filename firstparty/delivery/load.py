@@ -98,7 +98,7 @@ def _with_people(
 
     One read per table for the whole batch (device graph, click ids, events, users).
     """
-    people = [attribution.Who(r.visitor_id, r.user_id, r.occurred_at) for r in rows]
+    people = [attribution.Who(r.visitor_id, r.user_id, r.occurred_at, r.id) for r in rows]
     devices = attribution.devices_of_each(conn, people=people)
     clicks = attribution.click_ids_of_each(conn, people=people, devices=devices)
     contexts = attribution.context_of_each(conn, people=people, devices=devices)

@@ -6,9 +6,10 @@ to another user keeps its earlier clicks with the user it had then (its first sp
 first visit, so the ad click that preceded the first verification counts). The event's own
 visitor always counts whole, as the platform's browser pixel would see it.
 
-Rule for click ids: every click id seen on those devices, first seen no later than the conversion
-and within its platform's window (`platforms.window_of`), is handed to the adapter sorted oldest
-first; the adapter takes the most recent of each kind (`Event.click_id`). First touch stays on
+Rule for click ids: every click id seen on those devices, and the event's own (a server source's
+click ids captured by a CRM, `Who.event_pk`), first seen no later than the conversion and within
+its platform's window (`platforms.window_of`), is handed to the adapter sorted oldest first; the
+adapter takes the most recent of each kind (`Event.click_id`). First touch stays on
 the visitor row for reports (`touches_for`).
 
 Rule for pixel cookies (`context_for`): the latest known value of each of
@@ -57,11 +58,16 @@ class Device:
 
 @dataclass(frozen=True)
 class Who:
-    """Whose devices to gather (an event's visitor and user), and as of when (None: any time)."""
+    """Whose devices to gather (an event's visitor and user), and as of when (None: any time).
+
+    `event_pk`: the event itself, whose own click ids (a server source's, stored for the event
+    when it has no visitor) count beside those of the devices.
+    """
 
     visitor_id: str | None
     user_id: str | None
     at: datetime | None = None
+    event_pk: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,18 +125,20 @@ def click_ids_of_each(
 ) -> list[list[ClickId]]:
     """`click_ids_for` each person, given their `devices_of_each`, in one read of the click ids."""
     seen: dict[str, list[ClickId]] = defaultdict(list)
+    columns = (click_ids.c.kind, click_ids.c.value, click_ids.c.first_seen_at)
     for chunk in _chunks({d.visitor_id for found in devices for d in found}):
-        rows = conn.execute(
-            sa.select(
-                click_ids.c.visitor_id,
-                click_ids.c.kind,
-                click_ids.c.value,
-                click_ids.c.first_seen_at,
-            ).where(click_ids.c.visitor_id.in_(chunk))
-        )
-        for row in rows:
+        query = sa.select(click_ids.c.visitor_id, *columns)
+        for row in conn.execute(query.where(click_ids.c.visitor_id.in_(chunk))):
             seen[row.visitor_id].append(ClickId(row.kind, row.value, row.first_seen_at))
-    return [_clicks(who, found, seen) for who, found in zip(people, devices, strict=True)]
+    own: dict[str, list[ClickId]] = defaultdict(list)
+    for chunk in _chunks({p.event_pk for p in people if p.event_pk}):
+        query = sa.select(click_ids.c.event_pk, *columns)
+        for row in conn.execute(query.where(click_ids.c.event_pk.in_(chunk))):
+            own[row.event_pk].append(ClickId(row.kind, row.value, row.first_seen_at))
+    return [
+        _clicks(who, found, seen, own.get(who.event_pk or "", []))
+        for who, found in zip(people, devices, strict=True)
+    ]
 
 
 def context_for(
@@ -222,18 +230,27 @@ def _devices(who: Who, spans: Mapping[str, list[Device]]) -> list[Device]:
     return own + [d for d in theirs if d.visitor_id != who.visitor_id]
 
 
-def _clicks(who: Who, devices: list[Device], seen: Mapping[str, list[ClickId]]) -> list[ClickId]:
+def _clicks(
+    who: Who,
+    devices: list[Device],
+    seen: Mapping[str, list[ClickId]],
+    own: list[ClickId],
+) -> list[ClickId]:
+    """The devices' click ids (each in its span) and the event's own, in window, oldest first."""
+    found = [
+        click
+        for visitor_id in {d.visitor_id for d in devices}
+        for click in seen.get(visitor_id, [])
+        if _on_device(devices, visitor_id, click.first_seen_at)
+    ]
     kept: dict[tuple[str, str], ClickId] = {}
-    for visitor_id in {d.visitor_id for d in devices}:
-        for click in seen.get(visitor_id, []):
-            if not _on_device(devices, visitor_id, click.first_seen_at):
-                continue
-            if who.at is not None and not _in_window(click.kind, click.first_seen_at, who.at):
-                continue
-            previous = kept.get((click.kind, click.value))
-            # The same click id seen on two devices is one click: keep it once, when first seen.
-            if previous is None or click.first_seen_at < previous.first_seen_at:
-                kept[(click.kind, click.value)] = click
+    for click in found + own:
+        if who.at is not None and not _in_window(click.kind, click.first_seen_at, who.at):
+            continue
+        previous = kept.get((click.kind, click.value))
+        # The same click id seen on two devices is one click: keep it once, when first seen.
+        if previous is None or click.first_seen_at < previous.first_seen_at:
+            kept[(click.kind, click.value)] = click
     return sorted(kept.values(), key=lambda c: (c.first_seen_at, c.kind, c.value))
 
 

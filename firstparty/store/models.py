@@ -91,14 +91,21 @@ visitors = sa.Table(
     sa.Column("last_seen_at", UTCDateTime(), nullable=False),
     sa.Column("first_touch", JSONType, nullable=False),
     sa.Column("last_touch", JSONType, nullable=False),
+    # Added by 0005_ingest_corners: the visitor's current GA4 session (30 minutes of inactivity
+    # end it) and how many it has had; written with last_seen_at, read with the visitor.
+    sa.Column("session_started_at", UTCDateTime(), nullable=True),
+    sa.Column("session_number", sa.Integer(), nullable=True),
 )
 
 # Every click id a visitor landed with, with the time it was first seen (never overwritten).
+# A server event's own click ids (a CRM's, 0005_ingest_corners) with no visitor to hold them
+# are kept for that event alone: `event_pk` set, `visitor_id` null.
 click_ids = sa.Table(
     "click_ids",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("visitor_id", sa.String(32), nullable=False),
+    sa.Column("visitor_id", sa.String(32), nullable=True),
+    sa.Column("event_pk", sa.String(26), nullable=True, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("value", CaseSensitive(500), nullable=False),
     sa.Column("first_seen_at", UTCDateTime(), nullable=False),
