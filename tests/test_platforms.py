@@ -97,8 +97,8 @@ def test_the_ingest_context_has_a_field_per_pixel_cookie_and_the_ga4_sessions() 
 
 def test_fp_js_sends_the_ga4_sessions_in_their_context_field() -> None:
     source = serve.SOURCE.read_text()
-    assert f"'{platforms.GA_SESSION_COOKIE_PREFIX}" in source
-    assert f"{platforms.GA_SESSION_FIELD}:" in source or f"{platforms.GA_SESSION_FIELD} =" in source
+    assert f"/(?:^|; ){platforms.GA_SESSION_COOKIE_PREFIX}(" in source  # the cookie's regex
+    assert f"out.{platforms.GA_SESSION_FIELD} =" in source
 
 
 @pytest.mark.parametrize(
