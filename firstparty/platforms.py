@@ -146,6 +146,83 @@ def ga_sessions(value: str) -> dict[str, GaSession]:
 # ---------------------------------------------------------------- standard event names
 
 
+# Each platform's own names (destinations.md §1.11, §2.10, §4.8); the defaults below use only these.
+META_STANDARD_EVENTS = frozenset(
+    [
+        "PageView",
+        "ViewContent",
+        "Search",
+        "AddToCart",
+        "AddToWishlist",
+        "InitiateCheckout",
+        "AddPaymentInfo",
+        "Purchase",
+        "Lead",
+        "CompleteRegistration",
+        "Contact",
+        "CustomizeProduct",
+        "Donate",
+        "FindLocation",
+        "Schedule",
+        "StartTrial",
+        "SubmitApplication",
+        "Subscribe",
+    ]
+)
+# TikTok's help-center list; `Pageview` is what integrations send for a page view (§2.10).
+TIKTOK_STANDARD_EVENTS = frozenset(
+    [
+        "AddPaymentInfo",
+        "AddToCart",
+        "AddToWishlist",
+        "ApplicationApproval",
+        "CompleteRegistration",
+        "Contact",
+        "CustomizeProduct",
+        "Download",
+        "FindLocation",
+        "InitiateCheckout",
+        "Lead",
+        "Purchase",
+        "Schedule",
+        "Search",
+        "StartTrial",
+        "SubmitApplication",
+        "Subscribe",
+        "ViewContent",
+        "Pageview",
+    ]
+)
+GA4_RECOMMENDED_EVENTS = frozenset(
+    [
+        "generate_lead",
+        "login",
+        "sign_up",
+        "purchase",
+        "refund",
+        "search",
+        "share",
+        "join_group",
+        "earn_virtual_currency",
+        "spend_virtual_currency",
+        "select_content",
+        "view_item",
+        "view_item_list",
+        "select_item",
+        "add_to_cart",
+        "remove_from_cart",
+        "view_cart",
+        "add_to_wishlist",
+        "begin_checkout",
+        "add_shipping_info",
+        "add_payment_info",
+        "view_promotion",
+        "select_promotion",
+        "page_view",
+    ]
+)
+
+
 @dataclass(frozen=True)
 class StandardEvent:
     """One kind of event as each ad platform names it (None: the platform has no such event).
