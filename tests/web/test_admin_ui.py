@@ -224,9 +224,9 @@ async def test_deliveries_page_says_which_destinations_are_in_test_mode(sqlite_u
         fake_destination("http://127.0.0.1:9", name="live"),
         fake_destination("http://127.0.0.1:9", name="trial", test_event_code="TEST123"),
     ]
-    async with running_app(settings_for(sqlite_url, destinations=destinations)) as client:
-        async with browser(client) as http:
-            page = await signed_in_page(http, "/admin/deliveries")
+    settings = settings_for(sqlite_url, destinations=destinations)
+    async with running_app(settings) as client, browser(client) as http:
+        page = await signed_in_page(http, "/admin/deliveries")
     notice = re.search(r'<p class="notice warn" id="test-mode">(.*?)</p>', page, re.S)
     assert notice and "<b>trial</b> (test_event_code=TEST123)" in notice.group(1)
     assert "live" not in notice.group(1)
@@ -236,9 +236,9 @@ async def test_deliveries_page_says_which_destinations_are_in_test_mode(sqlite_u
 
 async def test_no_test_mode_notice_when_every_destination_is_live(sqlite_url: str) -> None:
     destinations = [fake_destination("http://127.0.0.1:9", name="live")]
-    async with running_app(settings_for(sqlite_url, destinations=destinations)) as client:
-        async with browser(client) as http:
-            page = await signed_in_page(http, "/admin/deliveries")
+    settings = settings_for(sqlite_url, destinations=destinations)
+    async with running_app(settings) as client, browser(client) as http:
+        page = await signed_in_page(http, "/admin/deliveries")
     assert 'id="test-mode"' not in page and "live" in page
 
 
