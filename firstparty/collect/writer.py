@@ -22,6 +22,7 @@ from firstparty import metrics
 from firstparty.collect import boundary, sessions, touch
 from firstparty.collect.prepare import Prepared
 from firstparty.delivery import outbox as delivery_outbox
+from firstparty.errors import FieldError
 from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, events, visitors
 
@@ -272,11 +273,16 @@ def _event_row(
             "id": item.pk,
             "event_id": item.event_id,
             "visitor_id": item.visitor_id,
+            **({"warnings": [_warning(w) for w in item.warnings]} if item.warnings else {}),
         },
         "user": item.user,
         "context": {**item.context, **session} if session else item.context,
         "consent": item.consent,
     }
+
+
+def _warning(warning: FieldError) -> dict[str, str]:
+    return {"field": warning.field, "message": warning.message}
 
 
 def _outbox_row(item: Prepared, destination: str) -> dict[str, Any]:

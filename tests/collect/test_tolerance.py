@@ -48,6 +48,12 @@ async def test_an_unusable_identifier_is_dropped_not_the_event(app_client: AppCl
     for row in rows:
         assert row["user"] == {"fn": sha256("jane")}  # stored without the dropped fields
         assert row["request"]["user"] == {"hashed": {"fn": sha256("jane")}}
+        assert {w["field"] for w in row["response"]["warnings"]} == {
+            "user.email",
+            "user.phone",
+            "user.gender",
+            "user.date_of_birth",
+        }  # the answer as sent, kept with the event
     assert len(app_client.rows(m.deliveries)) == 0  # no destinations here; nothing refused
 
 
