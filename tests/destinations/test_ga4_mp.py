@@ -400,3 +400,14 @@ def test_the_default_names_pass_the_debug_endpoint(fake: ga4.FakeGA4) -> None:
     assert all(isinstance(o, base.Delivered) and o.test for o in outcomes.values())
     assert ads.test_mode == "validate (GA4 debug endpoint)"
     assert factories.ga4().test_mode is None
+
+
+def test_the_fake_counts_nothing_of_a_request_with_more_than_25_events(fake: ga4.FakeGA4) -> None:
+    events = [{"name": "purchase", "params": {"engagement_time_msec": 1}}] * 26
+    body = {"client_id": "1.2", "events": events}
+    query = "measurement_id=G-ABC123XYZ&api_secret=s3cr3t"
+    collect = base.OutgoingRequest("POST", f"{fake.url}/mp/collect?{query}", (), json=body)
+    assert send(collect).status == 204 and fake.accepted == []
+    debug = base.OutgoingRequest("POST", f"{fake.url}/debug/mp/collect?{query}", (), json=body)
+    [message] = send(debug).json()["validationMessages"]
+    assert message["validationCode"] == "EXCEEDED_MAX_ENTITIES"
