@@ -10,7 +10,7 @@ Such work finishes `confirming` with the platform's `request_id` and a `confirm_
 deadline; `next_attempt_at` is then the time of the next follow-up. A claim takes due
 `confirming` rows as well: a claim whose row has `confirm_until` set is a follow-up (it asks
 what became of the request, it does not send the event again), also when a dead worker's lease
-returns it.
+returns it. A follow-up is not an attempt: it leaves `attempts` as it was.
 
 A claim takes `pending` rows that are due and `inflight` rows whose lease ran out (a worker died
 mid-request: this is the sweeper), marks them `inflight` until `now + lease` and counts the
@@ -151,12 +151,13 @@ def _claim_once(
         rows = conn.execute(db.skip_locked(due, conn)).all()
         if not rows:
             return []
+        sends = sa.case((d.confirm_until.is_(None), 1), else_=0)  # a follow-up is no attempt
         conn.execute(
             sa.update(deliveries)
             .where(d.id.in_([r.id for r in rows]))
             .values(
                 status=DeliveryStatus.INFLIGHT,
-                attempts=d.attempts + 1,
+                attempts=d.attempts + sends,
                 next_attempt_at=now + timedelta(seconds=lease),
                 first_attempt_at=sa.func.coalesce(d.first_attempt_at, now),
                 updated_at=now,
@@ -167,7 +168,7 @@ def _claim_once(
             r.id,
             r.event_pk,
             r.destination,
-            r.attempts + 1,
+            r.attempts + (1 if r.confirm_until is None else 0),
             r.first_attempt_at or now,
             r.request_id,
             r.confirm_until,
@@ -283,7 +284,7 @@ def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
                 )
                 .values(
                     status=waiting,
-                    attempts=one.attempt - 1,
+                    attempts=one.attempt - (0 if one.follow_up else 1),
                     next_attempt_at=now,
                     updated_at=now,
                 )
