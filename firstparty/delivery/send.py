@@ -22,14 +22,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import msgspec
 
-from firstparty.delivery import boundary, retry
+from firstparty.delivery import boundary, retry, settle
 from firstparty.delivery.outbox import Claim, DeliveryStatus, Finish
-from firstparty.delivery.track import Link, Sent
+from firstparty.delivery.track import Sent
 from firstparty.destinations.base import (
     Adapter,
     Delivered,
@@ -53,9 +53,6 @@ CONNECTIONS_PER_DESTINATION = 32
 TOKEN_MARGIN_SECONDS = 60.0
 # After a 401 to a cached token: try again this soon, with a new token.
 TOKEN_RETRY_SECONDS = 1.0
-# Follow-ups wait as long again as the platform has been working, at least the adapter's
-# `follow_up_delay` and at most this (Google: "poll with exponential backoff", up to 24 h).
-FOLLOW_UP_MAX_WAIT = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -116,16 +113,18 @@ class _Batch:
 
     def _logged(self, sent: Sent, got: Mapping[str, Outcome], finishes: list[Finish]) -> Sent:
         pks = [pk for pk in sent.request.event_pks if pk in self.claims]
-        links = [_link(self.claims[pk], got[pk]) for pk in pks if pk in got]
-        status = sent.status or _track_status({f.claim.event_pk: f.status for f in finishes}, pks)
+        links = [settle.link(self.claims[pk], got[pk]) for pk in pks if pk in got]
+        status = sent.status or settle.track_status(
+            {f.claim.event_pk: f.status for f in finishes}, pks
+        )
         return dataclasses.replace(sent, status=status, links=links)
 
     def _finish(self, claim: Claim, outcome: Outcome) -> Finish:
         if claim.follow_up:
-            return _follow_up_finish(self.adapter, claim, outcome, self.now)
+            return settle.follow_up(self.adapter, claim, outcome, self.now)
         if isinstance(outcome, Delivered) and outcome.follow_up and not outcome.test:
-            return _confirming(self.adapter, claim, outcome, self.now)
-        return _finish(self.policy, claim, outcome, self.now, self.draw)
+            return settle.confirming(self.adapter, claim, outcome, self.now)
+        return settle.finish(self.policy, claim, outcome, self.now, self.draw)
 
 
 class Sender:
@@ -401,83 +400,3 @@ def _sent_of(
         error=answer.error,
         encoded=answer.encoded,
     )
-
-
-def _finish(
-    policy: retry.Policy, claim: Claim, outcome: Outcome, now: datetime, draw: float
-) -> Finish:
-    if isinstance(outcome, Delivered):
-        if outcome.test:  # the platform's words on the test send, if any, kept for the operator
-            return Finish(claim, DeliveryStatus.TEST, now, outcome.detail or None)
-        return Finish(claim, DeliveryStatus.DELIVERED, now)
-    if isinstance(outcome, Skipped):
-        return Finish(claim, DeliveryStatus.SKIPPED, now, outcome.reason)
-    if isinstance(outcome, Rejected):
-        return Finish(claim, DeliveryStatus.FAILED, now, outcome.reason)
-    when = retry.next_attempt(
-        policy,
-        attempt=claim.attempt,
-        first_attempt_at=claim.first_attempt_at,
-        now=now,
-        after=outcome.after,
-        draw=draw,
-    )
-    if when is None:
-        reason = retry.give_up_reason(policy, attempt=claim.attempt, reason=outcome.reason)
-        return Finish(claim, DeliveryStatus.FAILED, now, reason)
-    return Finish(claim, DeliveryStatus.PENDING, when, outcome.reason)
-
-
-def _confirming(adapter: Adapter, claim: Claim, outcome: Delivered, now: datetime) -> Finish:
-    """Accepted; the platform's final word is asked for after the adapter's delay."""
-    ask_at = now + timedelta(seconds=adapter.follow_up_delay)
-    until = now + timedelta(seconds=max(adapter.follow_up_deadline, adapter.follow_up_delay))
-    detail = outcome.detail or None
-    return Finish(claim, DeliveryStatus.CONFIRMING, ask_at, detail, outcome.follow_up, until)
-
-
-def _follow_up_finish(adapter: Adapter, claim: Claim, outcome: Outcome, now: datetime) -> Finish:
-    """The platform's final word, or when to ask again (never past `confirm_until`)."""
-    request_id, until = claim.request_id, claim.confirm_until
-    assert until is not None
-    if isinstance(outcome, Delivered):
-        status = DeliveryStatus.TEST if outcome.test else DeliveryStatus.DELIVERED
-        return Finish(claim, status, now, outcome.detail or None, request_id)
-    if isinstance(outcome, Skipped):
-        return Finish(claim, DeliveryStatus.SKIPPED, now, outcome.reason, request_id)
-    if isinstance(outcome, Rejected):
-        return Finish(claim, DeliveryStatus.FAILED, now, outcome.reason, request_id)
-    if now >= until:
-        reason = f"no final answer by the follow-up deadline ({until:%Y-%m-%d %H:%M} UTC): "
-        return Finish(claim, DeliveryStatus.FAILED, now, reason + outcome.reason, request_id)
-    accepted_at = until - timedelta(seconds=max(adapter.follow_up_deadline, 0.0))
-    wait = max(now - accepted_at, timedelta(seconds=adapter.follow_up_delay))
-    if outcome.after is not None:
-        wait = timedelta(seconds=outcome.after)
-    ask_at = min(now + min(wait, FOLLOW_UP_MAX_WAIT), until)
-    return Finish(claim, DeliveryStatus.CONFIRMING, ask_at, outcome.reason, request_id, until)
-
-
-def _link(claim: Claim, outcome: Outcome) -> Link:
-    kind = type(outcome).__name__.lower()
-    reason = getattr(outcome, "reason", None)
-    if isinstance(outcome, Delivered):
-        kind = "confirming" if outcome.follow_up and not claim.follow_up else kind
-        # Kept when the platform's word is the point: an accepted request id, a final status.
-        reason = outcome.detail or None if outcome.follow_up or claim.follow_up else None
-    return Link(claim.id, claim.event_pk, kind, reason)
-
-
-def _track_status(settled: Mapping[str, DeliveryStatus], pks: Sequence[str]) -> DeliveryStatus:
-    """A request's status in the log: the worst of its events' (unsettled ones still wait)."""
-    statuses = {settled.get(pk, DeliveryStatus.PENDING) for pk in pks}
-    for status in (
-        DeliveryStatus.FAILED,
-        DeliveryStatus.PENDING,
-        DeliveryStatus.CONFIRMING,
-        DeliveryStatus.DELIVERED,
-        DeliveryStatus.TEST,
-    ):
-        if status in statuses:
-            return status
-    return DeliveryStatus.SKIPPED

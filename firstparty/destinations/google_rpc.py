@@ -1,4 +1,5 @@
-"""Google's answers and sign-in: RPC error bodies mapped to outcomes, service-account JWTs.
+"""Google's answers and sign-in: RPC error bodies and Data Manager request statuses mapped to
+outcomes, the quota day, service-account JWTs.
 
 Shared by both Google Ads APIs (`google_ads`); kept apart so the adapter reads as the request
 it builds.
@@ -175,6 +176,96 @@ def json_body(response: base.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- requestStatus (§3b.9)
+
+FINISHED_WELL = "SUCCESS"
+STILL_WORKING = ("PROCESSING", "REQUEST_STATUS_UNKNOWN", "")
+FAILED = ("FAILED", "FAILURE")  # the guide's prose says FAILURE, the enum FAILED
+
+
+def final_refusal(outcome: base.Outcome) -> base.Outcome:
+    if isinstance(outcome, base.Retry):
+        return base.Rejected(f"requestStatus:retrieve refused: {outcome.reason}")
+    return outcome
+
+
+def entry_for(entries: Sequence[Mapping[str, Any]], action: str) -> Mapping[str, Any] | None:
+    for entry in entries:
+        destination = entry.get("destination") or {}
+        if action and action in (
+            str(destination.get("productDestinationId", "")),
+            str(destination.get("reference", "")),
+        ):
+            return entry
+    return entries[0] if len(entries) == 1 else None
+
+
+def request_status(entry: Mapping[str, Any] | None, action: str, ours: int) -> base.Outcome:
+    """One destination's status as an outcome for each of our `ours` events sent to it."""
+    if entry is None:
+        return base.Retry(f"requestStatus names no destination for conversion action {action}")
+    state = str(entry.get("requestStatus") or "")
+    errors = _counts(entry.get("errorInfo"), "errorCounts")
+    summary = _summary(entry, state or "REQUEST_STATUS_UNKNOWN", action, errors)
+    if state in STILL_WORKING:
+        return base.Retry(summary)
+    if state == FINISHED_WELL:
+        # Kept (in the delivery's last_error) only when Google said more than "done".
+        said_more = (
+            errors or _match_rate(entry) or _counts(entry.get("warningInfo"), "warningCounts")
+        )
+        return base.Delivered(summary if said_more else "")
+    if state in FAILED:
+        return base.Rejected(summary)
+    if state == "PARTIAL_SUCCESS":
+        failed = sum(n for _, n in errors)
+        if failed >= ours:
+            return base.Rejected(summary)
+        return base.Delivered(f"{summary}; Google does not say which of our {ours} failed")
+    return base.Retry(f"unknown requestStatus: {summary}")
+
+
+def _summary(
+    entry: Mapping[str, Any], state: str, action: str, errors: list[tuple[str, int]]
+) -> str:
+    text = f"Google {state} (conversion action {action})"
+    records = (entry.get("eventsIngestionStatus") or {}).get("recordCount")
+    if records is not None:
+        text += f": {records} record(s)"
+    match = _match_rate(entry)
+    if match:
+        text += f"; match rate {match}"
+    if errors:
+        text += "; errors: " + ", ".join(f"{reason} x{n}" for reason, n in errors)
+    warnings = _counts(entry.get("warningInfo"), "warningCounts")
+    if warnings:
+        text += "; warnings: " + ", ".join(f"{reason} x{n}" for reason, n in warnings)
+    return text
+
+
+def _match_rate(entry: Mapping[str, Any]) -> str | None:
+    # uploadMatchRateRange (MATCH_RATE_RANGE_41_TO_50, ...) sits in the user-data status.
+    for status in (
+        entry.get("eventsIngestionStatus") or {},
+        (entry.get("audienceMembersIngestionStatus") or {}).get("userDataIngestionStatus") or {},
+    ):
+        if isinstance(status, dict) and status.get("uploadMatchRateRange"):
+            return str(status["uploadMatchRateRange"]).removeprefix("MATCH_RATE_RANGE_")
+    return None
+
+
+def _counts(info: Any, key: str) -> list[tuple[str, int]]:
+    found = []
+    for item in (info or {}).get(key) or [] if isinstance(info, dict) else []:
+        if isinstance(item, dict):
+            try:
+                count = int(item.get("recordCount", 0))
+            except (TypeError, ValueError):
+                count = 0
+            found.append((str(item.get("reason", "UNSPECIFIED")), count))
+    return found
 
 
 def service_account_jwt(creds: Mapping[str, str], scope: str, audience: str) -> str:
