@@ -403,7 +403,8 @@ class GoogleAds(base.Adapter):
             outcome = base.Delivered("validateOnly: passed validation, nothing stored", test=True)
         elif body.get("requestId"):
             request_id = str(body["requestId"])
-            outcome = base.Delivered(f"queued by Google, requestId {request_id}", False, request_id)
+            detail = f"queued by Google, requestId {request_id}"
+            outcome = base.Delivered(detail, follow_up=request_id)
         else:
             outcome = base.Delivered("queued by Google, no requestId to follow up")
         return dict.fromkeys(pks, outcome)
