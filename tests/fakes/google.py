@@ -24,7 +24,8 @@ ids are taken as valid clicks of unknown time):
   `CONVERSION_DATE_TIME_IN_FUTURE` (unconfirmed name; the rule is confirmed, §6);
 * `daily_requests`: ingest/upload requests allowed per quota day (midnight Pacific), then
   429 `RESOURCE_EXHAUSTED` until the day changes on `fake.clock`;
-* `expire_tokens()`: every access token issued so far answers 401 `UNAUTHENTICATED`.
+* an access token older than its lifetime (`expires_in`, on `fake.clock`) and every token issued
+  before `expire_tokens()` answer 401 `UNAUTHENTICATED`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ UNAUTHENTICATED_MESSAGE = (
     "https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
 CLICK_WINDOW = timedelta(days=90)
+TOKEN_LIFETIME = timedelta(seconds=3599)
 TOO_RECENT = timedelta(hours=6)
 QUOTA_DAY = ZoneInfo("America/Los_Angeles")
 MATCH_RATE_RANGES = (
@@ -229,6 +231,7 @@ class FakeGoogle(FakeServer):
         self.refresh_tokens: dict[str, tuple[str, str, set[str]]] = {}
         self.service_accounts: dict[str, Any] = {}  # client_email -> public key
         self.tokens: dict[str, set[str]] = {}  # access token -> scopes
+        self.issued_at: dict[str, datetime] = {}  # access token -> when (fake.clock)
         self.ingested: dict[tuple[str, str], dict[str, Any]] = {}  # (action, transactionId)
         self.adjustments = 0
         self.uploaded: list[dict[str, Any]] = []
@@ -266,6 +269,7 @@ class FakeGoogle(FakeServer):
         self._issued += 1
         token = f"ya29.fake-{self._issued}"
         self.tokens[token] = set(scopes)
+        self.issued_at[token] = self.clock()
         return token
 
     def expire_tokens(self) -> None:
@@ -309,7 +313,11 @@ class FakeGoogle(FakeServer):
         header = request.headers.get("authorization", "")
         if not header.startswith("Bearer "):
             return unauthenticated("CREDENTIALS_MISSING")
-        scopes = self.tokens.get(header.removeprefix("Bearer "))
+        bearer = header.removeprefix("Bearer ")
+        scopes = self.tokens.get(bearer)
+        issued = self.issued_at.get(bearer)
+        if issued is not None and self.clock() - issued > TOKEN_LIFETIME:
+            scopes = None  # expired: Google answers 401 ACCESS_TOKEN_EXPIRED
         if scopes is None:
             return unauthenticated()
         if scope not in scopes:
@@ -360,7 +368,8 @@ class FakeGoogle(FakeServer):
                 400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"}
             )
         token = self.issue_token(*scopes)
-        answer = {"access_token": token, "expires_in": 3599, "scope": " ".join(sorted(scopes))}
+        lifetime = int(TOKEN_LIFETIME.total_seconds())
+        answer = {"access_token": token, "expires_in": lifetime, "scope": " ".join(sorted(scopes))}
         return Reply(200, {**answer, "token_type": "Bearer"})
 
     def _jwt_scopes(self, assertion: str) -> set[str] | None:
