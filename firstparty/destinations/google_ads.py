@@ -9,7 +9,8 @@ decides `delivered` or `failed` and is recorded with its error counts and match-
 `api = "google_ads_api"` sends `POST {api_base}/customers/{cid}:uploadClickConversions` (§3) with
 `partialFailure: true`; per-row errors arrive in an HTTP 200 and map to events by index.
 
-Both build one canonical conversion per event, then serialise it for the chosen API:
+Both build one canonical conversion per event (`google_conversion`), then serialise it for the
+chosen API:
 
 * the click id: exactly one of gclid, gbraid, wbraid: the most recently first seen click that
   was seen at or before the conversion (Google refuses a conversion dated before its click,
@@ -42,16 +43,15 @@ import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from firstparty import platforms
-from firstparty.destinations import base, google_rpc
+from firstparty.destinations import base, google_conversion, google_rpc
 from firstparty.errors import PermanentError, RetryableError
-from firstparty.event import ClickId, Event
+from firstparty.event import Event
 
 DATA_MANAGER_BASE = "https://datamanager.googleapis.com/v1"
 GOOGLE_ADS_BASE = "https://googleads.googleapis.com/v26"
@@ -59,9 +59,8 @@ SCOPES = {
     "data_manager": "https://www.googleapis.com/auth/datamanager",
     "google_ads_api": "https://www.googleapis.com/auth/adwords",
 }
-# Google's click ids; on a tie of first-seen times the earlier one here is sent (wbraid is web).
-CLICK_KINDS = ("gclid", "wbraid", "gbraid")
-CLICK_WINDOW = max(platforms.window_of(kind) for kind in CLICK_KINDS)
+CLICK_KINDS = google_conversion.CLICK_KINDS
+CLICK_WINDOW = google_conversion.CLICK_WINDOW
 MAX_DESTINATIONS = 10  # per events:ingest request (§3b.3)
 EVENT_SOURCES = Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"]
 
@@ -161,111 +160,6 @@ def credentials(oauth: SecretStr) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-# ---------------------------------------------------------------- the canonical conversion
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """One event as Google Ads takes it, before serialising for either API."""
-
-    action_id: str
-    transaction_id: str
-    occurred_at: datetime
-    source: str
-    click: ClickId | None
-    email: str | None
-    phone: str | None
-    value: float | None
-    currency: str | None
-    consent: Mapping[str, bool]  # adUserData / adPersonalization -> granted
-    ip: str | None
-    user_agent: str | None
-    address: Mapping[str, str] | None = None  # Data Manager's AddressInfo
-
-
-def usable_click(event: Event, now: datetime, window: timedelta = CLICK_WINDOW) -> ClickId | None:
-    """The click to credit, uploading at `now`: the most recent first seen at or before the
-    conversion and at most `window` before `now`; on a tie gclid, then wbraid, then gbraid."""
-    clicks = [
-        c
-        for c in (*event.click_ids, *_gcl_aw(event.context.get("gcl_aw")))
-        if c.kind in CLICK_KINDS
-        and c.value
-        and c.first_seen_at <= event.occurred_at
-        and now - c.first_seen_at <= window
-    ]
-    if not clicks:
-        return None
-    return max(clicks, key=lambda c: (c.first_seen_at, -CLICK_KINDS.index(c.kind)))
-
-
-def _gcl_aw(cookie: str | None) -> list[ClickId]:
-    # The Google tag's cookie: GCL.<unix seconds>.<gclid>
-    parts = (cookie or "").split(".", 2)
-    if len(parts) != 3 or parts[0] != "GCL" or not parts[1].isdigit() or not parts[2]:
-        return []
-    return [ClickId("gclid", parts[2], datetime.fromtimestamp(int(parts[1]), UTC))]
-
-
-def identifiers(event: Event) -> tuple[str | None, str | None]:
-    """Hashed email (gmail rule) and E.164 phone, unless the visitor denied ad_user_data."""
-    if not event.identifiers_allowed:
-        return None, None
-    return event.user.get("em_google") or event.user.get("em"), event.user.get("ph_e164")
-
-
-def address(event: Event) -> dict[str, str] | None:
-    """Google's address identifier: hashed first and last name, postal and region code in clear.
-
-    All four are required inside an address (§3b.3); without consent for ad_user_data, none.
-    """
-    user = event.user
-    given, family = user.get("fn"), user.get("ln")
-    postal = (user.get("postal_code") or "").strip()
-    region = (user.get("country_code") or "").strip().upper()
-    if not (event.identifiers_allowed and given and family and postal):
-        return None
-    if not re.fullmatch(r"[A-Z]{2}", region):
-        return None
-    return {"givenName": given, "familyName": family, "regionCode": region, "postalCode": postal}
-
-
-def conversion(settings: GoogleAdsSettings, event: Event, now: datetime) -> Conversion:
-    """The canonical conversion for an event this destination wants, uploaded at `now`."""
-    email, phone = identifiers(event)
-    value = event.properties.get("value")
-    currency = event.properties.get("currency")
-    consent = {
-        key: event.consent[name] == "granted"
-        for key, name in (
-            ("adUserData", "ad_user_data"),
-            ("adPersonalization", "ad_personalization"),
-        )
-        if event.consent.get(name) in ("granted", "denied")
-    }
-    return Conversion(
-        action_id=settings.mapped_name(event.name) or "",
-        transaction_id=event.event_id,
-        occurred_at=event.occurred_at,
-        source="WEB" if event.source_kind == "browser" else settings.server_event_source,
-        click=usable_click(event, now, timedelta(days=settings.click_window_days)),
-        email=email,
-        phone=phone,
-        value=float(value)
-        if isinstance(value, int | float) and not isinstance(value, bool)
-        else None,
-        currency=currency.upper() if isinstance(currency, str) and currency else settings.currency,
-        consent=consent,
-        ip=event.context.get("ip") if settings.send_ip_address else None,
-        user_agent=event.context.get("user_agent") if settings.send_user_agent else None,
-        address=address(event) if settings.api == "data_manager" else None,
-    )
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 # ---------------------------------------------------------------- the adapter
 
 
@@ -296,7 +190,7 @@ class GoogleAds(base.Adapter):
     def __init__(self, settings: GoogleAdsSettings) -> None:
         super().__init__(settings)
         # The upload time, for the click window (tests set a fixed one).
-        self.clock: Callable[[], datetime] = _utc_now
+        self.clock: Callable[[], datetime] = google_conversion.utc_now
 
     def skip(self, event: Event, now: datetime) -> str | None:
         """Too old, or nothing Google could match the conversion with."""
@@ -304,9 +198,9 @@ class GoogleAds(base.Adapter):
         window = timedelta(days=self.settings.click_window_days)
         if (
             reason is None
-            and usable_click(event, now, window) is None
-            and identifiers(event) == (None, None)
-            and (self.settings.api != "data_manager" or address(event) is None)
+            and google_conversion.usable_click(event, now, window) is None
+            and google_conversion.identifiers(event) == (None, None)
+            and (self.settings.api != "data_manager" or google_conversion.address(event) is None)
         ):
             reason = (
                 f"no gclid, gbraid or wbraid from a click seen before the event and in the last "
@@ -377,7 +271,7 @@ class GoogleAds(base.Adapter):
     ) -> list[base.OutgoingRequest]:
         """One request for the legacy API; Data Manager: one per ten conversion actions."""
         now = self.clock()
-        conversions = [(e.pk, conversion(self.settings, e, now)) for e in events]
+        conversions = [(e.pk, google_conversion.conversion(self.settings, e, now)) for e in events]
         if self.settings.api == "google_ads_api":
             return [self._upload_request(conversions, token)]
         actions = list(dict.fromkeys(c.action_id for _, c in conversions))
@@ -450,11 +344,11 @@ class GoogleAds(base.Adapter):
     # ------------------------------------------------------------ Data Manager (§3b)
 
     def _ingest_request(
-        self, conversions: list[tuple[str, Conversion]], token: str | None
+        self, conversions: list[tuple[str, google_conversion.Conversion]], token: str | None
     ) -> base.OutgoingRequest:
         settings = self.settings
         actions = list(dict.fromkeys(c.action_id for _, c in conversions))
-        events = [_ingest_event(c) for _, c in conversions]
+        events = [google_conversion.ingest_event(c) for _, c in conversions]
         body: dict[str, Any] = {
             "destinations": [self._destination(a) for a in actions],
             "events": events,
@@ -491,12 +385,12 @@ class GoogleAds(base.Adapter):
     # ------------------------------------------------------------ legacy upload (§3)
 
     def _upload_request(
-        self, conversions: list[tuple[str, Conversion]], token: str | None
+        self, conversions: list[tuple[str, google_conversion.Conversion]], token: str | None
     ) -> base.OutgoingRequest:
         settings = self.settings
         cid = settings.customer_id
         body: dict[str, Any] = {
-            "conversions": [_click_conversion(cid, c) for _, c in conversions],
+            "conversions": [google_conversion.click_conversion(cid, c) for _, c in conversions],
             "partialFailure": True,
         }
         if settings.validate_only:
@@ -551,55 +445,3 @@ class GoogleAds(base.Adapter):
                 ' (this account may no longer use uploadClickConversions: set api = "data_manager")'
             )
         return base.Rejected(reason)
-
-
-def _ingest_event(c: Conversion) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "destinationReferences": [c.action_id],
-        "transactionId": c.transaction_id,
-        "eventTimestamp": c.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "eventSource": c.source,
-    }
-    if c.value is not None:
-        event["conversionValue"] = c.value
-    if c.currency:
-        event["currency"] = c.currency
-    if c.click:
-        event["adIdentifiers"] = {c.click.kind: c.click.value}
-    ids: list[dict[str, Any]] = [{"emailAddress": c.email}] if c.email else []
-    ids += [{"phoneNumber": c.phone}] if c.phone else []
-    ids += [{"address": dict(c.address)}] if c.address else []
-    if ids:
-        event["userData"] = {"userIdentifiers": ids}
-    if c.consent:
-        event["consent"] = {
-            k: "CONSENT_" + ("GRANTED" if v else "DENIED") for k, v in c.consent.items()
-        }
-    device = {k: v for k, v in (("userAgent", c.user_agent), ("ipAddress", c.ip)) if v}
-    if device:
-        event["eventDeviceInfo"] = device
-    return event
-
-
-def _click_conversion(cid: str, c: Conversion) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "conversionAction": f"customers/{cid}/conversionActions/{c.action_id}",
-        "conversionDateTime": c.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00:00"),
-    }
-    if c.click:
-        row[c.click.kind] = c.click.value
-    if c.value is not None:
-        row["conversionValue"] = c.value
-    if c.currency:
-        row["currencyCode"] = c.currency
-    row["orderId"] = c.transaction_id
-    ids = [{"hashedEmail": c.email}] if c.email else []
-    ids += [{"hashedPhoneNumber": c.phone}] if c.phone else []
-    if ids:
-        row["userIdentifiers"] = ids
-    if "adUserData" in c.consent:
-        # adPersonalization is for other services only (§3.4).
-        row["consent"] = {"adUserData": "GRANTED" if c.consent["adUserData"] else "DENIED"}
-    if c.ip:
-        row["userIpAddress"] = c.ip
-    return row
