@@ -37,7 +37,8 @@ class Event:
     title: str | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
     # Hashed identifiers, keys as in `identity.pii.hash_user`: em, em_google, ph, ph_e164, fn,
-    # ln, ct, st, zp, country, db, ge, external_id; every value is 64 lowercase hex chars.
+    # ln, ct, st, zp, country, db, ge, external_id (64 lowercase hex chars each); and in clear,
+    # only `postal_code` and `country_code`, which Google's address match needs unhashed.
     user: Mapping[str, str] = field(default_factory=dict)
     # Plain context: ip, user_agent, fbp, fbc, ttp, ga, gcl_aw (pixel cookies as sent).
     context: Mapping[str, str] = field(default_factory=dict)

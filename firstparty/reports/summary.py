@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from firstparty import platforms
+from firstparty.delivery import outbox
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
 
@@ -47,6 +48,11 @@ class DeliveryRate:
     @property
     def total(self) -> int:
         return sum(self.statuses.values())
+
+    @property
+    def waiting(self) -> int:
+        """Not settled yet: due, being sent, or awaiting the platform's final word."""
+        return sum(self.statuses.get(status, 0) for status in outbox.ACTIVE)
 
     @property
     def success_rate(self) -> float | None:

@@ -278,6 +278,7 @@ async def test_reports_count_right_on_every_engine(forwarding: AppClient) -> Non
     rates = {r.destination: r for r in summary.delivery_rates(engine, now=now)}
     assert rates["fake"].statuses == {"delivered": 3, "failed": 1, "pending": 1}
     assert rates["fake"].success_rate == 0.75 and rates["fake"].total == 5
+    assert rates["fake"].waiting == 1
     assert rates["other"].success_rate == 0.0
 
     groups = summary.failures(engine)
