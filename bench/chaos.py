@@ -1,23 +1,40 @@
 """Chaos benchmark: is every acknowledged event delivered, once, while processes die?
 
     .venv/bin/python bench/chaos.py [--seconds 60] [--rate 30] [--lease-seconds N]
+        [--destination webhook|fake] [--batch-size N] [--worker-kills N] [--burst N]
 
 Setup, all on 127.0.0.1: a fresh PostgreSQL database (127.0.0.1:5432, user postgres, dropped at
 the end), the machine's Redis on 6379 (wake-ups only; the wake key is derived from the database
 URL, so no other deployment shares it), `firstparty migrate`, two `firstparty serve` processes
 and two `firstparty worker` processes, all configured by one TOML file (FIRSTPARTY_CONFIG).
-One `webhook` destination posts each event alone to a receiver in this process that answers
-500 for 10 % of requests, 429 (Retry-After: 1) for 5 %, 200 after 2-3 s for 5 %, else 200 at
-once, and notes the time of every 2xx per `X-Firstparty-Event-Id`. The retry backoff is shortened
-(1 s doubling to 4 s) so that retries fit the run; the lease is main's default unless given.
+One destination posts to a receiver in this process that answers 500 for 10 % of requests,
+429 (Retry-After: 1) for 5 %, 200 after 2-3 s for 5 %, else 200 at once, and notes the time of
+every 2xx per event id. `--destination webhook` (the default) posts each event alone (POST /hook,
+the id in `X-Firstparty-Event-Id`); `--destination fake` batches like a platform, up to
+`--batch-size` events a request (POST /events, `{"events": [{"event_id": ...}, ...]}`): the fault
+is drawn per request, and a 2xx notes every event id of its body (the answer names none rejected
+or to retry). The receiver line prints how many events the requests really carried. The retry
+backoff is shortened (1 s doubling to 4 s) so that retries fit the run; the lease is the default
+of the code under test unless given.
 
 Load: `--rate` server events a second with unique event ids, spread over both API processes,
-for `--seconds`; a send is retried (on the other process) after a connection error, a timeout,
-a 5xx or a 429, and counts as acknowledged only on a 202. Chaos during the load, at fixed
-fractions of it: `kill -9` of a worker three times (restarted 1.5 s later), `kill -9` of each
-API process (restarted), Redis killed with `kill -9` and later shut down (restarted 2 s later),
-and a FLUSHALL. Then the load stops, every process and Redis are up again, and the run waits (at
-most `--drain-seconds`) until no delivery is pending or inflight.
+for `--seconds`, one at a time or `--burst` at once (every burst / rate seconds); a send is
+retried (on the other process) after a connection error, a timeout, a 5xx or a 429, and counts
+as acknowledged only on a 202. Chaos during the load, at fixed fractions of it: `kill -9` of a
+worker `--worker-kills` times (default 3: at 10 % of the load, then every 90 %/N, so 10, 40 and
+70 %; the two workers in turn, each restarted 1.5 s later), `kill -9` of each API process
+(restarted), Redis killed with `kill -9` and later shut down (restarted 2 s later), and a
+FLUSHALL. Then the load stops, every process and Redis are up again, and the run waits (at most
+`--drain-seconds`) until no delivery is pending or inflight.
+
+What makes a round's answers saved late (issue 10) show: rounds that carry several requests, so
+that some are answered while another is still out (a slow 2-3 s answer) when the worker dies.
+A steady load is claimed about event by event as the wake-ups arrive (`fake` requests carry
+1.3-1.4 events), so neither destination shows much. `--burst 200` leaves a backlog that lanes
+claim in rounds of many requests. Measured (60 s at 40/s, 6 worker kills, 2 cores): the code
+before the fix (790aa2f) 10-15 % duplicates with `webhook` and 12 % with `fake --batch-size 5`,
+against 0.5-1.6 % and 1.0 % on main; `fake` at batches of 20 (about 10 events each, 1-2
+requests a round) gave 0.7-4.6 % against 0.1-0.8 %, too few requests a round to tell.
 
 What the table means:
 - acknowledged: event ids the client got a 202 for (a resend after a lost answer may get
@@ -86,6 +103,8 @@ API_RESTART_SECONDS = 1.5
 REDIS_RESTART_SECONDS = 2.0
 MAX_DUPLICATE_SHARE = 0.01
 MAX_REDELIVERY_SECONDS = 15.0
+FAKE_BATCH_SIZE = 20
+MIN_KILL_SPACING_SECONDS = 3.0  # a killed worker is back and claiming before the next kill
 
 
 # ---------------------------------------------------------------- the faulty receiver
@@ -93,20 +112,26 @@ MAX_REDELIVERY_SECONDS = 15.0
 
 @dataclass
 class Receiver:
-    """The webhook endpoint: 500 for 10 %, 429 for 5 %, slow 200 for 5 %, else 200."""
+    """The platform: 500 for 10 % of requests, 429 for 5 %, slow 200 for 5 %, else 200.
+
+    POST /hook is the webhook (one event, its id in a header); POST /events is the `fake`
+    destination (a batch, the ids in the body). A 2xx notes the time for every event id in it.
+    """
 
     ok: dict[str, list[float]] = field(default_factory=dict)  # event id -> times of each 2xx
-    answers: Counter[int] = field(default_factory=Counter)
-    url: str = ""
+    answers: Counter[int] = field(default_factory=Counter)  # per request
+    batch_sizes: Counter[int] = field(default_factory=Counter)  # events per request
+    url: str = ""  # http://127.0.0.1:<port>
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/hook", self._hook)
+        app.router.add_post("/events", self._events)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -114,7 +139,15 @@ class Receiver:
 
     async def _hook(self, request: web.Request) -> web.Response:
         await request.read()
-        event_id = request.headers.get("X-Firstparty-Event-Id", "")
+        return await self._take([request.headers.get("X-Firstparty-Event-Id", "")])
+
+    async def _events(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await self._take([str(item["event_id"]) for item in body["events"]])
+
+    async def _take(self, event_ids: list[str]) -> web.Response:
+        """One request: the fault is drawn once for all its events."""
+        self.batch_sizes[len(event_ids)] += 1
         draw = random.random()
         if draw < 0.10:
             return self._answer(500)
@@ -122,13 +155,27 @@ class Receiver:
             return self._answer(429, {"Retry-After": "1"})
         if draw < 0.20:
             await asyncio.sleep(random.uniform(2.0, 3.0))
-        # Noted even when the worker is gone by now: the platform did take the event.
-        self.ok.setdefault(event_id, []).append(time.time())
+        # Noted even when the worker is gone by now: the platform did take the events.
+        now = time.time()
+        for event_id in event_ids:
+            self.ok.setdefault(event_id, []).append(now)
         return self._answer(200)
 
     def _answer(self, status: int, headers: dict[str, str] | None = None) -> web.Response:
         self.answers[status] += 1
-        return web.json_response({"status": status}, status=status, headers=headers)
+        # `fake` reads `rejected`/`retry` on a 2xx: none, so every event of the batch is taken.
+        body = {"status": status, "rejected": {}, "retry": {}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def sizes_text(self) -> str:
+        requests = sum(self.batch_sizes.values())
+        if not requests:
+            return "no requests"
+        events_sent = sum(size * n for size, n in self.batch_sizes.items())
+        return (
+            f"{requests} requests, {events_sent / requests:.1f} events each on average,"
+            f" largest {max(self.batch_sizes)}"
+        )
 
 
 # ---------------------------------------------------------------- processes, database, Redis
@@ -284,15 +331,19 @@ class Load:
 
 
 async def send_load(
-    load: Load, urls: list[str], write_key: str, rate: float, seconds: float
+    load: Load, urls: list[str], write_key: str, rate: float, seconds: float, burst: int
 ) -> None:
-    """Open loop: each event starts on schedule and retries until a 202 or 30 s have passed."""
+    """Open loop: each event starts on schedule and retries until a 202 or 30 s have passed.
+
+    The events start `burst` at a time (a server source flushing its queue), every burst / rate s.
+    """
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         tasks = []
         start = time.monotonic()
         for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+            due = start + (i // burst) * burst / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
             tasks.append(asyncio.create_task(send_one(load, session, urls, write_key, i)))
         await asyncio.gather(*tasks)
 
@@ -353,8 +404,11 @@ def inflight_ids(engine: sa.Engine) -> tuple[int, ...]:
 class Chaos:
     """The scheduled faults; each restarts what it broke."""
 
-    def __init__(self, cluster: Cluster, engine: sa.Engine, log: list[str], t0: float) -> None:
+    def __init__(
+        self, cluster: Cluster, engine: sa.Engine, log: list[str], t0: float, worker_kills: int
+    ) -> None:
         self.cluster, self.engine, self.log, self.t0 = cluster, engine, log, t0
+        self.worker_kills = worker_kills
         self.kills: list[Kill] = []
 
     def note(self, text: str) -> None:
@@ -395,17 +449,20 @@ class Chaos:
         self.note("Redis back")
 
     def schedule(self) -> list[tuple[float, Callable[[int], Awaitable[None]], int]]:
-        """(fraction of the load, fault, which process)."""
-        return [
-            (0.10, self.kill_worker, 0),
+        """(fraction of the load, fault, which process), in time order.
+
+        Worker kills at 10 % and then every 90 %/N (N = 3: 10, 40 and 70 %), the workers in turn.
+        """
+        faults: list[tuple[float, Callable[[int], Awaitable[None]], int]] = [
             (0.20, self.kill_api, 0),
             (0.27, self.kill_redis, 0),
-            (0.40, self.kill_worker, 1),
             (0.50, self.flushall, 0),
             (0.60, self.kill_api, 1),
-            (0.70, self.kill_worker, 0),
             (0.82, self.stop_redis, 0),
         ]
+        spacing = 0.90 / self.worker_kills if self.worker_kills else 0.0
+        faults += [(0.10 + k * spacing, self.kill_worker, k % 2) for k in range(self.worker_kills)]
+        return sorted(faults, key=lambda fault: fault[0])
 
     async def run(self, seconds: float) -> None:
         start = time.monotonic()
@@ -417,8 +474,26 @@ class Chaos:
 # ---------------------------------------------------------------- the run
 
 
-def config_text(receiver_url: str, lease_seconds: int | None) -> str:
-    lease = f"lease_seconds = {lease_seconds}\n" if lease_seconds else ""
+def destination_text(args: argparse.Namespace, receiver_url: str) -> str:
+    if args.destination == "fake":
+        return f"""
+[[destinations]]
+name = "platform"
+type = "fake"
+api_base = "{receiver_url}"
+batch_size = {args.batch_size}
+"""
+    return f"""
+[[destinations]]
+name = "hook"
+type = "webhook"
+url = "{receiver_url}/hook"
+secret = "env:CHAOS_HOOK_SECRET"
+"""
+
+
+def config_text(args: argparse.Namespace, receiver_url: str) -> str:
+    lease = f"lease_seconds = {args.lease_seconds}\n" if args.lease_seconds else ""
     return f"""
 [delivery]
 {lease}sweep_interval_seconds = 1.0
@@ -432,13 +507,7 @@ kind = "server"
 write_key = "env:CHAOS_WRITE_KEY"
 rate_limit_per_second = 100000
 rate_limit_burst = 100000
-
-[[destinations]]
-name = "hook"
-type = "webhook"
-url = "{receiver_url}"
-secret = "env:CHAOS_HOOK_SECRET"
-"""
+{destination_text(args, receiver_url)}"""
 
 
 def outbox_open(engine: sa.Engine) -> int:
@@ -491,8 +560,15 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else "PASS" if ok else "MISS"
 
 
+def destination(args: argparse.Namespace) -> str:
+    if args.destination == "fake":
+        return f"`fake` destination (batches of up to {args.batch_size})"
+    return "`webhook` destination (one event a request)"
+
+
 def report(
     args: argparse.Namespace,
+    code: str,
     lease: int,
     load: Load,
     receiver: Receiver,
@@ -511,15 +587,19 @@ def report(
     worst = max((w for w, _ in per_kill if w is not None), default=None)
 
     print(
-        f"\nbench/chaos: PostgreSQL + Redis, 2 API processes, 2 workers, webhook receiver "
-        f"(500 10 %, 429 5 %, slow 5 %); {args.seconds:g} s at {args.rate:g} events/s; "
+        f"\nbench/chaos: PostgreSQL + Redis, 2 API processes, 2 workers, {destination(args)} "
+        f"(500 10 %, 429 5 %, slow 5 % of requests); {args.seconds:g} s at {args.rate:g} "
+        f"events/s{f' in bursts of {args.burst}' if args.burst > 1 else ''}; "
+        f"{args.worker_kills} worker kills; "
         f"lease {lease} s{'' if args.lease_seconds else ' (default)'}, backoff 1-4 s"
     )
+    print(f"code under test: {code}")
     print("\n".join(chaos.log))
     print(
         f"client: {load.sent} sent, {load.resends} resends, {load.unacked} never acknowledged,"
-        f" refused {dict(load.refused) or 'none'}; receiver answers: {dict(receiver.answers)}"
+        f" refused {dict(load.refused) or 'none'}"
     )
+    print(f"receiver: {receiver.sizes_text()}; answers {dict(sorted(receiver.answers.items()))}")
     for kill, (seconds, missing) in zip(chaos.kills, per_kill, strict=True):
         shown = f"{seconds:.1f} s" if seconds is not None else "-"
         print(
@@ -549,14 +629,15 @@ async def run(args: argparse.Namespace, cluster: Cluster, engine: sa.Engine, lea
     receiver = Receiver()
     await receiver.start()
     try:
-        (cluster.work / "chaos.toml").write_text(config_text(receiver.url, args.lease_seconds))
+        (cluster.work / "chaos.toml").write_text(config_text(args, receiver.url))
+        code = await asyncio.to_thread(code_under_test, cluster)
         await asyncio.to_thread(migrate, cluster)
         await asyncio.to_thread(cluster.ensure_all_running)
         load, log = Load(), list[str]()
-        chaos = Chaos(cluster, engine, log, time.monotonic())
+        chaos = Chaos(cluster, engine, log, time.monotonic(), args.worker_kills)
         key = cluster.env["CHAOS_WRITE_KEY"]
         await asyncio.gather(
-            send_load(load, cluster.api_urls, key, args.rate, args.seconds),
+            send_load(load, cluster.api_urls, key, args.rate, args.seconds, args.burst),
             chaos.run(args.seconds),
         )
         chaos.note("load done")
@@ -565,9 +646,20 @@ async def run(args: argparse.Namespace, cluster: Cluster, engine: sa.Engine, lea
         left = await drain(engine, args.drain_seconds)
         chaos.note(f"{left} deliveries still open" if left else "outbox drained")
         await asyncio.sleep(0.5)  # answers the receiver is still writing
-        report(args, lease, load, receiver, await asyncio.to_thread(read_rows, engine), chaos, left)
+        rows = await asyncio.to_thread(read_rows, engine)
+        report(args, code, lease, load, receiver, rows, chaos, left)
     finally:
         await receiver.stop()
+
+
+def code_under_test(cluster: Cluster) -> str:
+    """Where the processes import firstparty from (this checkout, ROOT, unless shadowed)."""
+    cmd = [sys.executable, "-c", "import firstparty; print(firstparty.__file__)"]
+    done = subprocess.run(cmd, env=cluster.env, cwd=cluster.work, capture_output=True, timeout=60)
+    where = Path(done.stdout.decode().strip()).parent
+    if done.returncode or not where.is_relative_to(ROOT):
+        raise RuntimeError(f"the processes would not import firstparty from {ROOT}: {where}")
+    return str(where)
 
 
 def migrate(cluster: Cluster) -> None:
@@ -599,11 +691,42 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="load (and chaos) duration")
     parser.add_argument("--rate", type=float, default=30.0, help="events per second")
+    parser.add_argument(
+        "--burst", type=int, default=1, help="events started together, every burst / rate s"
+    )
     parser.add_argument("--drain-seconds", type=float, default=60.0)
-    parser.add_argument("--lease-seconds", type=int, help="default: main's DeliverySettings")
+    parser.add_argument("--lease-seconds", type=int, help="default: the code's DeliverySettings")
+    parser.add_argument(
+        "--destination",
+        choices=["webhook", "fake"],
+        default="webhook",
+        help="webhook: one event a request; fake: batches of --batch-size",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help=f"events a request, fake only (default {FAKE_BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--worker-kills", type=int, default=3, help="kill -9 of a worker, spread over the load"
+    )
     args = parser.parse_args()
     if args.seconds < 30:
-        parser.error("--seconds must be at least 30 (worker kills are 30 % of the load apart)")
+        parser.error("--seconds must be at least 30")
+    if args.destination == "webhook" and args.batch_size is not None:
+        parser.error("--batch-size needs --destination fake (the webhook sends one event)")
+    if args.batch_size is None:
+        args.batch_size = FAKE_BATCH_SIZE
+    if not 1 <= args.batch_size <= 1000:
+        parser.error("--batch-size must be 1 to 1000 (the fake destination's largest batch)")
+    if args.burst < 1:
+        parser.error("--burst must be 1 or more")
+    if args.worker_kills < 0:
+        parser.error("--worker-kills must be 0 or more")
+    if args.worker_kills and 0.90 * args.seconds / args.worker_kills < MIN_KILL_SPACING_SECONDS:
+        most = int(0.90 * args.seconds / MIN_KILL_SPACING_SECONDS)
+        parser.error(
+            f"--worker-kills {args.worker_kills} in {args.seconds:g} s: at most {most} "
+            f"(kills at least {MIN_KILL_SPACING_SECONDS:g} s apart)"
+        )
     lease = args.lease_seconds or DeliverySettings().lease_seconds
     signal.signal(signal.SIGTERM, interrupted)
     if not redis_up():
