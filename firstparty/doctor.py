@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.message import Message
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -120,14 +123,19 @@ class HttpProber:
         self.timeout = timeout
 
     def forwarded_for(self, tracker: str) -> str | None:
-        import httpx
-
+        url = tracker.rstrip("/") + "/v1/events"
+        request = urllib.request.Request(url, method="OPTIONS")
         try:
-            answer = httpx.options(tracker.rstrip("/") + "/v1/events", timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise OSError(str(exc) or type(exc).__name__) from None
-        seen: str | None = answer.headers.get("x-firstparty-forwarded-for")
-        return seen
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return _forwarded(answer.headers)
+        except urllib.error.HTTPError as refused:  # a 4xx preflight still carries the header
+            return _forwarded(refused.headers)
+        # URLError and timeouts are OSErrors already: the caller reports the tracker as down.
+
+
+def _forwarded(headers: Message) -> str | None:
+    seen: str | None = headers.get("x-firstparty-forwarded-for")
+    return seen
 
 
 def _proxy(tracker: str, prober: Prober) -> list[Finding]:
