@@ -107,7 +107,7 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
         if not embedded:
             yield
             return
-        embedded_worker = worker.EmbeddedWorker(
+        embedded_worker = worker.Worker(
             settings=runtime.settings,
             engine=runtime.engine,
             adapters=runtime.adapters,

@@ -5,7 +5,7 @@ answer as it arrives, `Recorder`, while a heartbeat renews the lease of the rest
 when it finds less than a full claim, waits for a wake-up (`queue.py`), the poll interval
 (`sweep_interval_seconds`) or the next retry falling due, whichever comes first. Database calls
 are synchronous SQLAlchemy, run in threads so the loop never blocks. `firstparty worker` runs
-one with `run_worker`; `firstparty serve` runs an `EmbeddedWorker` inside the server.
+one with `run_worker`; `firstparty serve` runs one inside the server on the embedded default.
 """
 
 from __future__ import annotations
@@ -280,26 +280,6 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
         for finish in settled.finishes:
             outcome = "retry" if finish.status == DeliveryStatus.PENDING else finish.status.value
             metrics.DELIVERIES.labels(settled.destination, outcome).inc()
-
-
-class EmbeddedWorker:
-    """The worker inside `firstparty serve`, woken through the server's own queue."""
-
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        engine: Engine,
-        adapters: dict[str, Adapter],
-        queue: queue.Queue,
-    ) -> None:
-        self.worker = Worker(settings=settings, engine=engine, adapters=adapters, queue=queue)
-
-    async def start(self) -> None:
-        await self.worker.start()
-
-    async def stop(self) -> None:
-        await self.worker.stop()
 
 
 def run_worker(settings: Settings) -> None:

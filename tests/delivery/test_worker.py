@@ -272,7 +272,7 @@ async def test_embedded_worker_wakes_on_notify(
     # A minute-long poll: only the wake-up can deliver within the bound below.
     settings = settings_with(sqlite_url, fake_destination(receiver.url), sweep_interval_seconds=60)
     notifier = queue.make_queue(settings)
-    embedded = worker.EmbeddedWorker(
+    embedded = worker.Worker(
         settings=settings,
         engine=sqlite_engine,
         adapters=registry.adapters(settings.destinations),
