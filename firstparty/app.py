@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Sequence
 from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from firstparty import crashes
 from firstparty.api import admin, collect, ops, otp, segment
 from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
@@ -91,8 +94,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         exception_handlers={
             InputError: _input_error,
             HTTPException: _http_error,
-            Exception: _crash,
+            Exception: _crash,  # what fails in a middleware outside _Crashes
         },
+        middleware=[Middleware(_Crashes)],  # innermost: keep it last
     )
     app.state.runtime = runtime
     app.state.collector = collector
@@ -158,10 +162,40 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail, "details": []}, exc.status_code, headers=exc.headers)
 
 
+class _Crashes:
+    """A route's unexpected exception answered by `_crash`, the request finished here.
+
+    Starlette hands the `Exception` handler to its outermost middleware, which answers and
+    then re-raises, for the server to log a second, full traceback of the same failure.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if started:  # too late to answer: the server closes the connection
+                raise
+            response = await _crash(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 async def _crash(request: Request, exc: Exception) -> Response:
-    # Logged in full for the operator; the caller never sees a stack trace.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"error": "internal error", "details": []}, 500)
+    """One log line with an error id, counted; the caller gets the id, never a stack trace."""
+    error_id = crashes.record(exc, where=f"{request.method} {request.url.path}")
+    return JSONResponse({"error": "internal error", "details": [], "error_id": error_id}, 500)
 
 
 def tune_gc() -> None:

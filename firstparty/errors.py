@@ -48,6 +48,10 @@ class UnexpectedError(FirstpartyError):
     status = 500
     error = "internal error"
 
+    def __init__(self, error_id: str = "") -> None:
+        super().__init__(error_id)
+        self.error_id = error_id  # the id of its log line (firstparty.crashes), for the caller
+
 
 class DeliveryError(FirstpartyError):
     """Sending to a destination failed."""

@@ -49,3 +49,9 @@ ADAPTER_ERRORS = Counter(
     ["destination", "step"],  # skip | token_request | read_token | build | interpret | deliver
     registry=REGISTRY,
 )
+INTERNAL_ERRORS = Counter(
+    "firstparty_internal_errors_total",
+    "Requests answered 500 (each logged once with its error id), by exception",
+    ["error"],  # error: the exception's class name
+    registry=REGISTRY,
+)

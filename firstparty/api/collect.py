@@ -227,19 +227,17 @@ def forwarded_for(request: Request, collector: service.Collector) -> str | None:
 
 
 def error_response(exc: InputError | UnexpectedError) -> Response:
-    if isinstance(exc, UnexpectedError):  # logged where it was caught; no detail for the caller
-        return Response(_INTERNAL, 500, media_type=JSON)
+    if isinstance(exc, UnexpectedError):  # logged where it was caught; only its id is answered
+        body = schema.InternalErrorBody(exc.error, [], exc.error_id)
+        return Response(schema.encode(body), 500, media_type=JSON)
     return Response(schema.error_body(exc), exc.status, headers=exc.headers, media_type=JSON)
 
 
 def item_error(exc: InputError | UnexpectedError) -> schema.BatchItemError:
     if isinstance(exc, UnexpectedError):
-        return schema.BatchItemError(False, exc.error)
+        return schema.BatchItemError(False, exc.error, error_id=exc.error_id or None)
     details = [schema.ErrorDetail(d.field, d.message) for d in exc.details]
     return schema.BatchItemError(False, exc.error, details)
-
-
-_INTERNAL = schema.encode(schema.ErrorBody(UnexpectedError.error))
 
 
 def finish(

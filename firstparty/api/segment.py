@@ -252,8 +252,9 @@ def _success(rejected: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> 
 
 def error_response(exc: InputError | UnexpectedError) -> Response:
     """Segment's error shape (`code`, `message`), with our field details."""
-    if isinstance(exc, UnexpectedError):  # logged where it was caught; no detail for the caller
+    if isinstance(exc, UnexpectedError):  # logged where it was caught; only its id is answered
         body = {"success": False, "code": "internal", "message": exc.error, "details": []}
+        body["error_id"] = exc.error_id
         return JSONResponse(body, exc.status)
     details = [{"field": d.field, "message": d.message} for d in exc.details]
     code = _CODES.get(exc.status, "unavailable" if exc.status >= 500 else "invalid_request")

@@ -5,8 +5,8 @@
                        Retry-After; the same request will succeed later
     Kind.REFUSED       the database refused a value (out of range, too long, bad encoding):
                        422 naming the column where the database says it; retrying never helps
-    Kind.UNEXPECTED    anything else (a bug, an unknown database error): logged with its
-                       traceback once, counted in firstparty_ingest_errors_total, 500 with no detail
+    Kind.UNEXPECTED    anything else (a bug, an unknown database error): logged on one
+                       line with an error id (firstparty.crashes), counted, 500 with that id only
 
 `classify` sorts the drivers' own exceptions (sqlite3, psycopg 3, PyMySQL), raw or wrapped by
 SQLAlchemy, by their codes rather than their classes: PyMySQL calls every unknown server error
@@ -17,7 +17,6 @@ an OperationalError, and psycopg files "index row too large" under OperationalEr
 from __future__ import annotations
 
 import enum
-import logging
 import re
 import sqlite3
 
@@ -25,10 +24,9 @@ import psycopg
 import pymysql.err  # type: ignore[import-untyped]
 import sqlalchemy.exc as sa_exc
 
-from firstparty import metrics
+from firstparty import crashes, metrics
 from firstparty.errors import FieldError, InputError, UnexpectedError
 
-log = logging.getLogger("firstparty.collect")
 RETRY_AFTER_SECONDS = 1
 
 
@@ -120,9 +118,8 @@ def answer(exc: Exception, *, source: str) -> InputError | UnexpectedError:
     if kind is Kind.REFUSED:
         field, reason = refused_field(exc)
         return InputError(422, "validation failed", [FieldError(field, reason)])
-    log.error("ingest: unexpected error for source %s", source, exc_info=exc)
     metrics.INGEST_ERRORS.labels(source, type(_original(exc)).__name__).inc()
-    return UnexpectedError()
+    return UnexpectedError(crashes.record(exc, where=f"ingest for source {source}"))
 
 
 def _original(exc: BaseException) -> BaseException:

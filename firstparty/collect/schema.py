@@ -100,10 +100,19 @@ class ErrorBody(msgspec.Struct):
     details: list[ErrorDetail] = []
 
 
+class InternalErrorBody(msgspec.Struct):
+    """A 500: `error_id` is the id of its log line, to quote in a report."""
+
+    error: str
+    details: list[ErrorDetail]
+    error_id: str
+
+
 class BatchItemError(msgspec.Struct):
     ok: bool
     error: str
     details: list[ErrorDetail] = []
+    error_id: str | None = None  # an internal error: the id of its log line
 
 
 class BatchOut(msgspec.Struct):

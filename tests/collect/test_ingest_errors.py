@@ -146,10 +146,13 @@ async def test_an_unexpected_database_error_is_a_logged_counted_500(
     with caplog.at_level(logging.WARNING):
         r = await faulty.http.post("/v1/events", json=track("Broken"), headers=SERVER)
     assert r.status_code == 500
-    assert r.json() == {"error": "internal error", "details": []}
+    body = r.json()
+    assert body == {"error": "internal error", "details": [], "error_id": body["error_id"]}
     [record] = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
-    assert record.name == "firstparty.collect" and record.exc_info is not None
-    assert "Traceback" in caplog.text and "an internal error" in caplog.text
+    line = record.getMessage()
+    assert record.name == "firstparty.crash" and record.exc_info is None
+    assert body["error_id"] in line and "an internal error" in line and "\n" not in line
+    assert "Traceback" not in caplog.text and len(line) < 2000
     assert unexpected_count("crm") == before + 1
     assert faulty.rows(m.events) == []
     assert (
@@ -247,5 +250,6 @@ async def test_a_failure_before_the_service_gets_the_same_answer(
         r = await app_client.http.post(path, json=body, headers={"X-Write-Key": "wk_unknown_key"})
     assert r.status_code == 500 and "sources_gone" not in r.text
     [record] = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
-    assert record.name == "firstparty.collect" and record.exc_info is not None
+    assert record.name == "firstparty.crash" and record.exc_info is None
+    assert r.json()["error_id"] in record.getMessage()
     assert unexpected_count("-") == before + 1
