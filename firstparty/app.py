@@ -27,6 +27,7 @@ from firstparty.delivery import queue, worker
 from firstparty.destinations import registry
 from firstparty.errors import InputError
 from firstparty.identity import users
+from firstparty.privacy import retention
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db
@@ -82,7 +83,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _delivery(runtime, embedded), _checkpoints(runtime):
+        async with _delivery(runtime, embedded), _checkpoints(runtime), _pruning(runtime):
             yield
         await writer.close()
         engine.dispose()
@@ -149,6 +150,32 @@ async def _checkpoints(runtime: Runtime) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(db.checkpoint, runtime.engine)
+
+
+@contextlib.asynccontextmanager
+async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
+    """Delete rows past their retention a while after start, then every day (bounded chunks)."""
+    retention_settings = runtime.settings.retention
+
+    async def loop() -> None:
+        await asyncio.sleep(retention_settings.prune_first_delay_seconds)
+        while True:
+            try:
+                removed = await asyncio.to_thread(
+                    retention.prune, runtime.engine, retention_settings
+                )
+                log.info("pruned rows past their retention: %s", removed)
+            except Exception:  # a busy or unreachable database: the next round will do it
+                log.warning("prune failed; retrying at the next round", exc_info=True)
+            await asyncio.sleep(retention_settings.prune_interval_hours * 3600)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

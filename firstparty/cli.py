@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -69,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--event", help="only events of this name")
     rep.add_argument("--dry-run", action="store_true", help="report, change nothing")
     rep.set_defaults(handler=_replay)
+
+    priv = sub.add_parser("privacy", help="erase or export what is held about one person")
+    priv_sub = priv.add_subparsers(metavar="ACTION")
+    for action, handler in (("erase", _privacy_erase), ("export", _privacy_export)):
+        act = priv_sub.add_parser(action, help=f"{action} a person (user and linked visitors)")
+        for flag in ("--user-id", "--visitor-id", "--phone", "--email"):
+            act.add_argument(flag)
+        act.set_defaults(handler=handler)
+
+    prune = sub.add_parser("prune", help="delete rows older than their retention")
+    prune.set_defaults(handler=_prune)
 
     doc = sub.add_parser("doctor", help="check a deployment against Safari's cookie caps")
     doctor.add_arguments(doc)
@@ -309,6 +322,66 @@ def _sources_create(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"created {args.kind} source {args.name!r}; write key (shown once):\n{key}")
+    return 0
+
+
+def _privacy_who(args: argparse.Namespace) -> object:
+    from firstparty.privacy import service
+
+    who = service.Who(
+        user_id=args.user_id, visitor_id=args.visitor_id, phone=args.phone, email=args.email
+    )
+    if not any((who.user_id, who.visitor_id, who.phone, who.email)):
+        raise ConfigError("name the person: --user-id, --visitor-id, --phone or --email")
+    return who
+
+
+def _privacy_run(args: argparse.Namespace, action: str) -> Any:
+    from firstparty.identity import pii
+    from firstparty.privacy import service
+
+    who = _privacy_who(args)
+    assert isinstance(who, service.Who)
+    settings = load_settings(args)
+    engine = db.create_engine(settings.database_url)
+    run = service.erase_person if action == "erase" else service.export_person
+    try:
+        return run(
+            engine,
+            who=who,
+            secret=settings.secret_key.get_secret_value(),
+            default_region=settings.otp.default_region,
+        )
+    except pii.InvalidValue as exc:
+        raise ConfigError(f"{exc}") from None
+    finally:
+        engine.dispose()
+
+
+def _privacy_erase(args: argparse.Namespace) -> int:
+    removed = _privacy_run(args, "erase")
+    print(f"erased {sum(removed.values())} rows")
+    for table, count in removed.items():
+        print(f"  {table:<14} {count}")
+    return 0
+
+
+def _privacy_export(args: argparse.Namespace) -> int:
+    print(json.dumps(_privacy_run(args, "export"), indent=2, default=str))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from firstparty.privacy import retention
+
+    settings = load_settings(args)
+    engine = db.create_engine(settings.database_url)
+    try:
+        removed = retention.prune(engine, settings.retention)
+    finally:
+        engine.dispose()
+    for table, count in removed.items():
+        print(f"pruned {count} {table}")
     return 0
 
 

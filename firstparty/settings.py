@@ -136,6 +136,19 @@ class DeliverySettings(Strict):
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
 
+class RetentionSettings(Strict):
+    """How many days each kind of row is kept; `firstparty prune` and the server (daily) delete
+    older rows. None keeps them for ever."""
+
+    events_days: int | None = Field(default=400, ge=1)  # the cookie's own maximum lifetime
+    tracks_days: int | None = Field(default=30, ge=1)  # the outgoing-request log
+    otp_days: int | None = Field(default=30, ge=1)  # one-time codes and tries
+    prune_interval_hours: float = Field(default=24.0, gt=0)
+    prune_first_delay_seconds: float = Field(default=300.0, ge=0)  # after the server starts
+    prune_chunk_rows: int = Field(default=1000, ge=1, le=100_000)
+    prune_max_rows: int = Field(default=1_000_000, ge=1)  # per table and run: a bounded run
+
+
 class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -147,6 +160,7 @@ class Settings(Strict):
     collect: CollectSettings = CollectSettings()
     otp: OtpSettings = OtpSettings()
     delivery: DeliverySettings = DeliverySettings()
+    retention: RetentionSettings = RetentionSettings()
     sources: list[SourceSettings] = []
     # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
     destinations: list[Any] = []

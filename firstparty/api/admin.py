@@ -16,6 +16,8 @@ from starlette.routing import Route
 from firstparty.collect import prepare
 from firstparty.delivery import replay
 from firstparty.errors import FieldError, InputError
+from firstparty.identity import pii
+from firstparty.privacy import service as privacy
 from firstparty.reports import browse
 from firstparty.runtime import Runtime
 
@@ -154,9 +156,69 @@ async def replay_failed(request: Request) -> Response:
     )
 
 
+PERSON_FIELDS = ("user_id", "visitor_id", "phone", "email")
+
+
+async def _person(request: Request) -> privacy.Who:
+    """The person named by the query or a JSON body: user_id, visitor_id, phone or email."""
+    given: dict[str, Any] = dict(request.query_params)
+    body = await request.body()
+    if body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            raise InputError(400, "malformed JSON") from None
+        if not isinstance(parsed, dict):
+            raise InputError(422, "validation failed", [FieldError("(body)", "must be an object")])
+        given.update(parsed)
+    unknown = set(given) - set(PERSON_FIELDS)
+    if unknown:
+        raise InputError(
+            422, "validation failed", [FieldError(k, "unknown field") for k in sorted(unknown)]
+        )
+    bad = [k for k, v in given.items() if not isinstance(v, str) or len(v) > 256]
+    if bad:
+        fields = [FieldError(k, "must be a string of at most 256 characters") for k in sorted(bad)]
+        raise InputError(422, "validation failed", fields)
+    who = privacy.Who(**{k: v for k, v in given.items() if v})
+    if who == privacy.Who():
+        detail = FieldError("user_id", "give user_id, visitor_id, phone or email")
+        raise InputError(422, "validation failed", [detail])
+    return who
+
+
+async def _run_privacy(request: Request, action: Callable[..., Any]) -> Any:
+    runtime: Runtime = request.app.state.runtime
+    who = await _person(request)
+    try:
+        return await asyncio.to_thread(
+            action,
+            runtime.engine,
+            who=who,
+            secret=runtime.settings.secret_key.get_secret_value(),
+            default_region=runtime.settings.otp.default_region,
+        )
+    except pii.InvalidValue as exc:
+        field = "phone" if who.phone else "email"
+        raise InputError(422, "validation failed", [FieldError(field, str(exc))]) from None
+
+
+async def privacy_export(request: Request) -> Response:
+    """Everything held about one person (a user and its devices, or a visitor), as JSON."""
+    return JSONResponse(await _run_privacy(request, privacy.export_person))
+
+
+async def privacy_erase(request: Request) -> Response:
+    """Delete one person's rows; answers the number removed per table."""
+    removed = await _run_privacy(request, privacy.erase_person)
+    return JSONResponse({"removed": removed, "total": sum(removed.values())})
+
+
 routes = [
     Route("/v1/admin/events", _authorised(list_events), methods=["GET"]),
     Route("/v1/admin/events/{id}", _authorised(get_event), methods=["GET"]),
     Route("/v1/admin/tracks", _authorised(list_tracks), methods=["GET"]),
     Route("/v1/admin/replay", _authorised(replay_failed), methods=["POST"]),
+    Route("/v1/admin/privacy/export", _authorised(privacy_export), methods=["GET"]),
+    Route("/v1/admin/privacy/erase", _authorised(privacy_erase), methods=["POST"]),
 ]

@@ -135,6 +135,14 @@ def document() -> dict[str, Any]:
             ["destination", "since", "until", "event", "dry_run"],
             "post",
         ),
+        "/v1/admin/privacy/export": _admin_op(
+            "Everything held about one person, as JSON", ["user_id", "visitor_id", "phone", "email"]
+        ),
+        "/v1/admin/privacy/erase": _admin_op(
+            "Erase one person (a user and its devices, or a visitor); the rows removed",
+            ["user_id", "visitor_id", "phone", "email"],
+            "post",
+        ),
         "/admin/login": {
             **_page("Sign-in form of the admin UI"),
             **_page("Sign in with the admin token; sets the session cookie", "post"),

@@ -85,7 +85,9 @@ def _tune_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit (and so an acknowledged event) survives a power cut, not only a crash of
+        # this process; NORMAL in WAL mode may lose the last commits. See README, Durability.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         if not autocheckpoint:
