@@ -5,9 +5,9 @@ The mapping (documented in docs/segment.md):
     messageId            event_id (an SDK retry is deduplicated); hashed when not a valid id
     track / page         track (event -> name) / page
     screen               page, titled with the screen's name
-    identify             identify; non-personal traits become its properties
+    identify             identify; other traits become its properties (hashed but a few)
     alias / group        track "segment.alias" / "segment.group": recorded, never applied
-    anonymousId          server sources: visitor_id (hashed when longer than our ids)
+    anonymousId          server sources: visitor_id (hashed unless it is one of our visitor ids)
     userId               server sources: user_id when it is a firstparty user id (u_...);
                          always user.external_id (hashed at the door like all personal data)
     traits               email, phone, names, address, birthday, gender -> user (hashed; one
@@ -46,8 +46,9 @@ TYPES = frozenset(SHORT.values())
 
 # A firstparty user id, as identity.users.new_user_id makes it ("u_" + 22 url-safe chars).
 _USER_ID = re.compile(r"^u_[A-Za-z0-9_\-]{22}$")
-# Ids that fit our 32-character visitor column and the event id pattern as they are.
-_SHORT_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,32}$")
+# A firstparty visitor id (identity cookie: 128 random bits, URL-safe): kept as it is, so a
+# server relaying the browser's fp_id joins its visitor; any other anonymousId is hashed.
+_VISITOR_ID = re.compile(r"^[A-Za-z0-9_\-]{22}$")
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 # Segment's traits that are personal data: hashed into `user`, never kept in clear.
 _PERSONAL = frozenset(
@@ -63,6 +64,12 @@ _PERSONAL = frozenset(
         "birthday",
         "gender",
     }
+)
+# Traits kept in clear: they describe an account, not who holds it. Any other trait (custom
+# ones, or Segment's username, title, website, avatar, description, age, id...) may name a
+# person: its value is hashed like any identifier.
+_CLEAR_TRAITS = frozenset(
+    {"plan", "createdAt", "created_at", "logins", "industry", "employees", "company"}
 )
 _ADDRESS = {"city": "city", "state": "state", "postalCode": "zip", "country": "country"}
 _CAMPAIGN = {
@@ -228,8 +235,9 @@ def event_id(message_id: Id) -> str | None:
 
 
 def visitor_id(anonymous_id: str) -> str:
-    """An anonymousId as a visitor id: as is when it fits our ids, else a stable 24-char hash."""
-    if _SHORT_ID.match(anonymous_id):
+    """An anonymousId as a visitor id: as is when it is one of ours (a relayed fp_id), else a
+    stable 24-char hash: never kept in clear."""
+    if _VISITOR_ID.match(anonymous_id):
         return anonymous_id
     return "s_" + hashlib.sha256(anonymous_id.encode()).hexdigest()[:22]
 
@@ -297,12 +305,24 @@ def personal(traits: dict[str, Any]) -> dict[str, str]:
 
 
 def _impersonal(traits: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in traits.items() if k not in _PERSONAL}
+    """Traits other than the personal ones: the few that name no one in clear, every other
+    text or number hashed ("sha256:..."), objects and lists dropped."""
+    kept: dict[str, Any] = {}
+    for key, value in traits.items():
+        if key in _PERSONAL:
+            continue
+        if key in _CLEAR_TRAITS:
+            kept[key] = value
+        elif (text := _text(value)) is not None:
+            kept[key] = "sha256:" + pii.sha256(text)
+    return kept
 
 
 def record(raw: dict[str, Any]) -> dict[str, Any]:
     """The message as kept with the event: no write key, no personal traits, ids hashed."""
     kept = {k: v for k, v in raw.items() if k not in ("writeKey", "_metadata")}
+    if kept.get("anonymousId") is not None and str(kept["anonymousId"]):
+        kept["anonymousId"] = visitor_id(str(kept["anonymousId"]))
     for key in ("userId", "previousId"):
         if kept.get(key) is not None and not _USER_ID.match(str(kept[key])):
             kept[key] = "sha256:" + pii.sha256(str(kept[key]))

@@ -72,7 +72,10 @@ def test_server_identity_fields() -> None:
     event = _event(anonymousId=long_anon, userId="u_" + "A" * 22)
     assert event.user_id == "u_" + "A" * 22
     assert event.visitor_id == segment.visitor_id(long_anon) and len(event.visitor_id) <= 32
-    assert _event(anonymousId="short-anon").visitor_id == "short-anon"
+    assert _event(anonymousId="short-anon").visitor_id == segment.visitor_id("short-anon")
+    assert segment.visitor_id("short-anon").startswith("s_")
+    ours = "A" * 22  # a relayed fp_id visitor id is kept, so the browser's visitor joins
+    assert _event(anonymousId=ours).visitor_id == ours
     browser = _event("browser", anonymousId=long_anon, userId="u_" + "A" * 22)
     assert browser.visitor_id is None and browser.user_id is None
 
