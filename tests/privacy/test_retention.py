@@ -3,6 +3,7 @@ bounded chunks, with the rows that hang on it; newer rows stay."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from firstparty.privacy import retention
 from firstparty.settings import RetentionSettings
 from firstparty.store import db
 from firstparty.store import models as m
+from tests.conftest import running_app, settings_for
 from tests.delivery.outbox import add_events
 
 NOW = datetime.now(UTC)
@@ -117,3 +119,17 @@ def test_prune_command(sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--config", path, "prune"]) == 0
     out = capsys.readouterr().out
     assert "pruned 3 tracks" in out and "pruned 0 events" in out
+
+
+async def test_the_server_prunes_by_itself(sqlite_url: str) -> None:
+    engine = db.create_engine(sqlite_url, poolclass=sa.NullPool)
+    _fill(engine, 2)
+    _age(engine, 31)
+    engine.dispose()
+    retention_now = {"prune_first_delay_seconds": 0, "prune_interval_hours": 24}
+    async with running_app(settings_for(sqlite_url, retention=retention_now)) as client:
+        for _ in range(100):
+            if not client.rows(m.tracks):
+                break
+            await asyncio.sleep(0.02)
+        assert client.rows(m.tracks) == [] and len(client.rows(m.events)) == 2
