@@ -129,6 +129,10 @@ async def replay_failed(request: Request) -> Response:
     if unknown:
         fields = [FieldError(k, "unknown field") for k in sorted(unknown)]
         raise InputError(422, "validation failed", fields)
+    wrong = [k for k in sorted(given) if k != "dry_run" and not isinstance(given[k], str)]
+    if wrong:
+        fields = [FieldError(k, "must be a string") for k in wrong]
+        raise InputError(422, "validation failed", fields)
     destination = given.get("destination")
     if destination is not None and destination not in runtime.adapters:
         detail = FieldError("destination", "no such destination")

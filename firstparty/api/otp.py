@@ -129,7 +129,7 @@ def _decode(body: bytes, kind: type[T]) -> T:
         found = _AT_FIELD.search(text) or _MISSING.search(text)
         name = found.group(1) if found else "body"
         raise InputError(422, "validation failed", [FieldError(name, text)]) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise InputError(400, "malformed JSON") from None
 
 

@@ -181,7 +181,7 @@ def _warn(call: Call, index: int | None, message_id: Any, accepted: schema.Accep
 def _message_id(raw: bytes) -> str | None:
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     found = value.get("messageId") if isinstance(value, dict) else None
     return None if found is None else str(found)[:128]

@@ -143,6 +143,10 @@ def decode_event(raw: bytes) -> EventIn:
         raise _invalid(raw, exc) from None
     except msgspec.DecodeError as exc:
         raise InputError(400, f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(
+            400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
+        ) from None
     if event.type == "track" and not event.name:
         raise InputError(422, "validation failed", [FieldError("name", "required for track")])
     return event
@@ -156,6 +160,10 @@ def decode_batch(raw: bytes) -> list[bytes]:
         raise _invalid(raw, exc) from None
     except msgspec.DecodeError as exc:
         raise InputError(400, f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(
+            400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
+        ) from None
     return [bytes(item) for item in batch.events]
 
 

@@ -156,6 +156,10 @@ def _decode(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
         raise InputError(400, "invalid message", [FieldError("(body)", str(exc))]) from None
     except msgspec.DecodeError as exc:
         raise InputError(400, f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(
+            400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
+        ) from None
 
 
 def to_event(message: Message, *, kind: str, clock: Clock) -> schema.EventIn:
@@ -251,9 +255,9 @@ def corrected_time(
     try:
         stated = prepare.parse_timestamp(timestamp)
         sent = prepare.parse_timestamp(sent_at)
-    except (ValueError, OverflowError, OSError):
+        return (stated + (clock.received_at - sent)).isoformat()
+    except (ValueError, OverflowError, OSError):  # a moved time out of range, too
         return timestamp  # left for prepare to refuse with its own message
-    return (stated + (clock.received_at - sent)).isoformat()
 
 
 def with_campaign(url: str | None, campaign: dict[str, Any]) -> str | None:
