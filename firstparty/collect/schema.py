@@ -149,7 +149,33 @@ def decode_event(raw: bytes) -> EventIn:
         ) from None
     if event.type == "track" and not event.name:
         raise InputError(422, "validation failed", [FieldError("name", "required for track")])
+    if (wrong := unstorable(event.properties, "properties", 1)) is not None:
+        raise InputError(422, "validation failed", [wrong])
     return event
+
+
+MAX_DEPTH = 32
+_INT64 = range(-(2**63), 2**63)
+
+
+def unstorable(value: Any, path: str, depth: int) -> FieldError | None:
+    """The first value no engine stores alike: nested deeper than MAX_DEPTH, or an integer
+    beyond 64 bits (PostgreSQL's JSONB keeps it, SQLite and MariaDB do not)."""
+    if depth > MAX_DEPTH:
+        return FieldError(path, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return FieldError(path, "integer beyond 64 bits")
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, inner in items:
+        if (found := unstorable(inner, f"{path}.{key}", depth + 1)) is not None:
+            return found
+    return None
 
 
 def decode_batch(raw: bytes) -> list[bytes]:

@@ -59,3 +59,20 @@ async def test_admin_replay_names_a_field_that_is_not_a_string(sqlite_client: Ap
     auth = {"authorization": f"Bearer {token.get_secret_value()}"}
     r = await sqlite_client.http.post("/v1/admin/replay", json={"event": ["x"]}, headers=auth)
     assert r.status_code == 422 and r.json()["details"][0]["field"] == "event", r.text
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b"123456789012345678901234567890", "properties.v"),
+        (b"[" * 40 + b"]" * 40, "properties.v" + ".0" * 31),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/events", "/segment/v1/track"])
+async def test_deep_nesting_and_huge_integers_are_named(
+    sqlite_client: AppClient, path: str, value: bytes, field: str
+) -> None:
+    named = b'"event":"x"' if path.startswith("/segment") else b'"type":"track","name":"x"'
+    body = b"{" + named + b',"properties":{"v":' + value + b"}}"
+    r = await sqlite_client.http.post(path, content=body, headers=KEY)
+    assert 400 <= r.status_code < 500 and r.json()["details"][0]["field"] == field, r.text
