@@ -73,7 +73,9 @@ class CollectSettings(Strict):
     commit_window_ms: float = Field(default=2.0, ge=0)
     commit_max_rows: int = Field(default=500, ge=1)
     # Behind a proxy you run (nginx, a load balancer): take the client IP from X-Forwarded-For.
+    # Read from the right: the entry appended by the outermost of `trusted_hops` proxies.
     trust_forwarded_for: bool = False
+    trusted_hops: int = Field(default=1, ge=1)
 
 
 class OtpSettings(Strict):

@@ -16,10 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty import metrics
-from firstparty.collect import boundary, prepare, schema, service, touch
+from firstparty.collect import boundary, client_address, prepare, schema, service, touch
 from firstparty.collect.sources import Entry, SourceBook
 from firstparty.errors import InputError, UnexpectedError
 from firstparty.identity import cookie, cookie_keeper
+from firstparty.settings import CollectSettings
 
 JSON = "application/json"
 log = logging.getLogger("firstparty.collect")
@@ -75,7 +76,7 @@ def arrival(
         received_at=datetime.now(UTC),
         visitor_id=visitor_id,
         new_visitor=minted,
-        client_ip=_client_ip(request, collector.runtime.settings.collect.trust_forwarded_for),
+        client_ip=_client_ip(request, collector.runtime.settings.collect),
         user_agent=headers.get("user-agent"),
         referer=headers.get("referer"),
     )
@@ -187,13 +188,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _client_ip(request: Request, trust_forwarded_for: bool) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and trust_forwarded_for:
-        return forwarded.split(",")[0].strip()
-    if forwarded:
+def _client_ip(request: Request, settings: CollectSettings) -> str | None:
+    if request.headers.get("x-forwarded-for") and not settings.trust_forwarded_for:
         _warn_untrusted_proxy(request.client.host if request.client else None)
-    return request.client.host if request.client else None
+    return client_address.client_ip(
+        request,
+        trust_forwarded_for=settings.trust_forwarded_for,
+        trusted_hops=settings.trusted_hops,
+    )
 
 
 # Once per process: X-Forwarded-For arrived while `trust_forwarded_for` is off.

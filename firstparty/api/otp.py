@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from firstparty.collect import client_address
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import cookie, otp, sms
 from firstparty.runtime import Runtime
@@ -91,11 +92,10 @@ def _clock(request: Request) -> otp.Clock:
 
 
 def _client_ip(request: Request, runtime: Runtime) -> str | None:
-    if runtime.settings.collect.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.client.host if request.client else None
+    collect = runtime.settings.collect
+    return client_address.client_ip(
+        request, trust_forwarded_for=collect.trust_forwarded_for, trusted_hops=collect.trusted_hops
+    )
 
 
 def _visitor(request: Request, runtime: Runtime) -> tuple[str, bool]:

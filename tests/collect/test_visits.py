@@ -105,7 +105,8 @@ async def test_a_trusted_x_forwarded_for_is_used_without_warning(
     sqlite_url: str, caplog: pytest.LogCaptureFixture, fresh_proxy_warning: None
 ) -> None:
     caplog.set_level(logging.WARNING, "firstparty.collect")
-    settings = settings_for(sqlite_url, collect={"trust_forwarded_for": True})
+    collect = {"trust_forwarded_for": True, "trusted_hops": 2}
+    settings = settings_for(sqlite_url, collect=collect)
     async with running_app(settings) as client:
         headers = BROWSER | {"X-Forwarded-For": "203.0.113.50, 10.0.0.1"}
         await client.http.post("/v1/events", json={"type": "page"}, headers=headers)

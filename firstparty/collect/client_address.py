@@ -1,0 +1,20 @@
+"""The client address as the proxies we trust see it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+
+def client_ip(request: Request, *, trust_forwarded_for: bool, trusted_hops: int) -> str | None:
+    """The peer address, or behind `trusted_hops` proxies the X-Forwarded-For entry they appended.
+
+    Read from the right: the client writes the leftmost entries, so they are never taken.
+    """
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.get("x-forwarded-for")
+    if not (trust_forwarded_for and forwarded):
+        return peer
+    entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
+    if len(entries) < trusted_hops:
+        return peer
+    return entries[-trusted_hops]
