@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from firstparty.collect import segment
 from tests.conftest import BROWSER_KEY, SERVER_KEY, AppClient
 from tests.segment.wire import basic, events, gzipped
 
@@ -181,7 +182,8 @@ async def test_browser_source_gets_the_cookie_and_cors(sqlite_client: AppClient)
     assert r.headers["set-cookie"].startswith("fp_id=")
     [row] = events(sqlite_client)
     assert row["visitor_id"] == r.headers["set-cookie"].split("=", 1)[1].split(".")[0]
-    assert row["request"]["segment"]["anonymousId"] == "ajs-anon"
+    # Kept only as a hash at rest (issue 12): never the SDK's value in clear.
+    assert row["request"]["segment"]["anonymousId"] == segment.visitor_id("ajs-anon") != "ajs-anon"
     forbidden = await sqlite_client.http.post(
         "/segment/v1/p", json=body, headers={**headers, "Origin": "https://evil.test"}
     )
