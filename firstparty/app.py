@@ -7,7 +7,8 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
@@ -128,6 +129,18 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` as a task for the lifespan; cancel it and wait for it at shut-down."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def _checkpoints(runtime: Runtime) -> AsyncIterator[None]:
     """SQLite: fold the WAL into the database every second, outside any request's commit."""
     if not runtime.settings.is_sqlite:
@@ -142,13 +155,10 @@ async def _checkpoints(runtime: Runtime) -> AsyncIterator[None]:
             except Exception:  # a busy database: the next round will do it
                 log.warning("WAL checkpoint failed; retrying", exc_info=True)
 
-    task = asyncio.create_task(loop())
     try:
-        yield
+        async with _background(loop()):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await asyncio.to_thread(db.checkpoint, runtime.engine)
 
 
@@ -169,13 +179,8 @@ async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
                 log.warning("prune failed; retrying at the next round", exc_info=True)
             await asyncio.sleep(retention_settings.prune_interval_hours * 3600)
 
-    task = asyncio.create_task(loop())
-    try:
+    async with _background(loop()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _input_error(request: Request, exc: Exception) -> Response:

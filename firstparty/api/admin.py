@@ -112,9 +112,8 @@ async def list_tracks(request: Request) -> Response:
     return JSONResponse(_page(items, limit))
 
 
-async def replay_failed(request: Request) -> Response:
-    """Re-queue failed work with the CLI's filters (query or JSON body); answers the counts."""
-    runtime: Runtime = request.app.state.runtime
+async def _query_and_body(request: Request) -> dict[str, Any]:
+    """The query parameters, overridden by a JSON object body if one is sent."""
     given: dict[str, Any] = dict(request.query_params)
     body = await request.body()
     if body:
@@ -125,6 +124,13 @@ async def replay_failed(request: Request) -> Response:
         if not isinstance(parsed, dict):
             raise InputError(422, "validation failed", [FieldError("(body)", "must be an object")])
         given.update(parsed)
+    return given
+
+
+async def replay_failed(request: Request) -> Response:
+    """Re-queue failed work with the CLI's filters (query or JSON body); answers the counts."""
+    runtime: Runtime = request.app.state.runtime
+    given = await _query_and_body(request)
     unknown = set(given) - {"destination", "since", "until", "event", "dry_run"}
     if unknown:
         fields = [FieldError(k, "unknown field") for k in sorted(unknown)]
@@ -165,16 +171,7 @@ PERSON_FIELDS = ("user_id", "visitor_id", "phone", "email")
 
 async def _person(request: Request) -> privacy.Who:
     """The person named by the query or a JSON body: user_id, visitor_id, phone or email."""
-    given: dict[str, Any] = dict(request.query_params)
-    body = await request.body()
-    if body:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            raise InputError(400, "malformed JSON") from None
-        if not isinstance(parsed, dict):
-            raise InputError(422, "validation failed", [FieldError("(body)", "must be an object")])
-        given.update(parsed)
+    given = await _query_and_body(request)
     unknown = set(given) - set(PERSON_FIELDS)
     if unknown:
         raise InputError(

@@ -248,15 +248,13 @@ _FINISH_SQL = (
 
 def extend(engine: Engine, claims: Iterable[Claim], *, until: datetime) -> int:
     """Move the lease of these claims (those still ours) on to `until`: the worker is alive."""
-    by_attempt: dict[int, list[int]] = {}
-    for one in claims:
-        by_attempt.setdefault(one.attempt, []).append(one.id)
-    if not by_attempt:
+    groups = _by_attempt(claims)
+    if not groups:
         return 0
     d = deliveries.c
     moved = 0
     with engine.begin() as conn:
-        for attempt, ids in by_attempt.items():
+        for (attempt, _follow_up), ids in groups.items():
             result = conn.execute(
                 sa.update(deliveries)
                 .where(d.id.in_(ids), d.status == DeliveryStatus.INFLIGHT, d.attempts == attempt)
@@ -268,27 +266,34 @@ def extend(engine: Engine, claims: Iterable[Claim], *, until: datetime) -> int:
 
 def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
     """Hand back claims whose round was cut short: due again now, the attempt not counted."""
+    groups = _by_attempt(claims)
+    if not groups:
+        return
     d = deliveries.c
     waiting = sa.case(
         (d.confirm_until.is_(None), DeliveryStatus.PENDING.value),
         else_=DeliveryStatus.CONFIRMING.value,
     )
     with engine.begin() as conn:
-        for one in claims:
+        for (attempt, follow_up), ids in groups.items():
             conn.execute(
                 sa.update(deliveries)
-                .where(
-                    d.id == one.id,
-                    d.status == DeliveryStatus.INFLIGHT,
-                    d.attempts == one.attempt,
-                )
+                .where(d.id.in_(ids), d.status == DeliveryStatus.INFLIGHT, d.attempts == attempt)
                 .values(
                     status=waiting,
-                    attempts=one.attempt - (0 if one.follow_up else 1),
+                    attempts=attempt - (0 if follow_up else 1),
                     next_attempt_at=now,
                     updated_at=now,
                 )
             )
+
+
+def _by_attempt(claims: Iterable[Claim]) -> dict[tuple[int, bool], list[int]]:
+    """Claim ids grouped by the guard their updates need: (attempt, follow-up or send)."""
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for one in claims:
+        groups.setdefault((one.attempt, one.follow_up), []).append(one.id)
+    return groups
 
 
 def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
