@@ -531,6 +531,11 @@ def test_screenshots_of_events_and_failures(served: tuple[str, sa.Engine]) -> No
         page.goto(f"{base}/admin/deliveries")
         assert "tiktok (test_event_code=TEST4821)" in page.inner_text("#test-mode")
         page.screenshot(path=str(ARTIFACTS / "admin-deliveries.png"), full_page=True)
+
+        page.goto(f"{base}/admin/reports")
+        headers = page.inner_text("#rates thead")
+        assert "waiting" in headers and "test" in headers
+        page.screenshot(path=str(ARTIFACTS / "admin-reports.png"), full_page=True)
         chromium.close()
     assert (ARTIFACTS / "admin-events.png").stat().st_size > 0
     assert (ARTIFACTS / "admin-failures.png").stat().st_size > 0
