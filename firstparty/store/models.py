@@ -68,6 +68,9 @@ sources = sa.Table(
     sa.Column("key_hint", sa.String(16), nullable=False),
     sa.Column("origins", JSONType, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # Added by 0006_abuse: the source's own rate limits; null takes [collect]'s defaults.
+    sa.Column("rate_limit_per_second", sa.Float(), nullable=True),
+    sa.Column("rate_limit_burst", sa.Integer(), nullable=True),
 )
 
 # People proven by a verified phone (identity); `id` is the opaque user_id.
@@ -130,6 +133,9 @@ events = sa.Table(
     sa.Column("user", JSONType, nullable=False),  # hashed identifiers (identity.pii)
     sa.Column("context", JSONType, nullable=False),  # ip, user_agent, pixel cookies
     sa.Column("consent", JSONType, nullable=False),
+    # Added by 0006_abuse: why the event looks automated (a known crawler, a headless browser...);
+    # null for a person. Flagged events are kept but not forwarded to ad platforms by default.
+    sa.Column("bot", sa.String(32), nullable=True),
     sa.UniqueConstraint("source", "event_id"),
     sa.Index("ix_events_source_received_at", "source", "received_at"),
 )
@@ -213,7 +219,10 @@ otp_codes = sa.Table(
     sa.Column("ip", sa.String(64), nullable=True),  # keyed hash of the client address (/64 on IPv6)
     # Added by 0003_identity: set once the SMS went out; only a sent code can be checked.
     sa.Column("sent_at", UTCDateTime(), nullable=True),
+    # Added by 0006_abuse: the visitor (fp_id) that asked, for the per-visitor limit.
+    sa.Column("visitor_id", sa.String(32), nullable=True),
     sa.Index("ix_otp_codes_ip_created_at", "ip", "created_at"),
+    sa.Index("ix_otp_codes_visitor_id_created_at", "visitor_id", "created_at"),
     sa.Index("ix_otp_codes_created_at", "created_at"),
 )
 
@@ -250,4 +259,23 @@ visitor_users = sa.Table(
     sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id"), nullable=False, index=True),
     sa.Column("linked_at", UTCDateTime(), nullable=False),
     sa.Column("unlinked_at", UTCDateTime(), nullable=True),
+)
+
+# Admin sessions ended by signing out (0006_abuse): a session cookie whose nonce is here is
+# refused by every process until its own expiry, after which the row may be pruned.
+admin_revocations = sa.Table(
+    "admin_revocations",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+# Failed admin sign-ins per client address (0006_abuse), for growing delays across processes.
+admin_login_failures = sa.Table(
+    "admin_login_failures",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("address", sa.String(64), nullable=False),  # keyed hash of the client address
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_admin_login_failures_address_created_at", "address", "created_at"),
 )
