@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from firstparty import doctor
+from firstparty import cli_errors, doctor
 from firstparty import settings as settings_mod
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
@@ -31,16 +33,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        code: int = args.handler(args)
-    except ConfigError as exc:
-        print(f"firstparty: {exc}", file=sys.stderr)
-        return 2
+        with cli_errors.explained(debug=args.debug):
+            code: int = args.handler(args)
+    except cli_errors.Refusal as refusal:
+        print(f"firstparty: {refusal.message}", file=sys.stderr)
+        return refusal.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: one line, the traceback on --debug
+        if args.debug:
+            raise
+        print(f"firstparty: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("  (run again with --debug for the traceback)", file=sys.stderr)
+        return cli_errors.OTHER
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="firstparty", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: $FIRSTPARTY_CONFIG)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTP server (and, embedded, the worker)")
@@ -200,9 +212,23 @@ def _banner(
         lines += [
             "",
             "  Add a website source:",
-            "    firstparty sources create www --kind browser --origin https://www.example.com",
+            f"    {command_name()} sources create www --kind browser --origin https://www.example.com",
         ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def command_name() -> str:
+    """How this shell can run firstparty: `firstparty` when that is on the PATH (an activated
+    venv, an install), else the path of this very command (`.venv/bin/firstparty` after ./run)."""
+    own = Path(sys.argv[0])
+    found = shutil.which("firstparty")
+    if found and (own.name != "firstparty" or Path(found).resolve() == own.resolve()):
+        return "firstparty"
+    if own.name != "firstparty":  # python -m firstparty.cli
+        return f"{sys.executable} -m firstparty.cli"
+    with contextlib.suppress(ValueError):
+        return str(own.resolve().relative_to(Path.cwd()))
+    return str(own.resolve())
 
 
 def _worker(args: argparse.Namespace) -> int:

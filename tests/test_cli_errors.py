@@ -1,0 +1,74 @@
+"""Issue 13: CLI and start-up errors are one or two lines naming the cause and the fix, with an
+exit code; the traceback only with --debug. Each runs the real command against the real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = [sys.executable, "-m", "firstparty.cli"]
+SECRET = "s" * 40
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FIRSTPARTY_")}
+    clean["FIRSTPARTY_SECRET_KEY"] = SECRET
+    clean.update(env)
+    return subprocess.run(
+        [*BIN, *args], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["serve", "--port", "1"], ["sources"]])
+def test_a_postgresql_database_that_does_not_exist_is_named_with_the_fix(
+    tmp_path: Path, command: list[str]
+) -> None:
+    url = "postgresql://127.0.0.1:5432/fp_missing_db"
+    result = run(tmp_path, *command, FIRSTPARTY_DATABASE_URL=url)
+    assert result.returncode == 3
+    assert one_line(result) == (
+        'firstparty: database "fp_missing_db" does not exist: create it with '
+        "`createdb fp_missing_db` (or CREATE DATABASE fp_missing_db), then run `firstparty migrate`"
+    )
+
+
+def test_a_mysql_database_that_does_not_exist_is_named_with_the_fix(tmp_path: Path) -> None:
+    url = "mysql://root@127.0.0.1:3306/fp_missing_db"
+    result = run(tmp_path, "migrate", FIRSTPARTY_DATABASE_URL=url)
+    assert result.returncode == 3
+    assert "database 'fp_missing_db' does not exist: create it with" in one_line(result)
+
+
+def test_a_database_that_is_down_is_one_line(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", FIRSTPARTY_DATABASE_URL="postgresql://127.0.0.1:9/fp")
+    assert result.returncode == 3
+    assert one_line(result) == (
+        "firstparty: cannot reach the database (127.0.0.1:9): is it running, and is "
+        "database_url right?"
+    )
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    url = "postgresql://127.0.0.1:5432/fp_missing_db"
+    result = run(tmp_path, "--debug", "migrate", FIRSTPARTY_DATABASE_URL=url)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert 'database "fp_missing_db" does not exist' in result.stderr
+
+
+def test_an_invalid_config_file_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "fp.toml").write_text("[cookie]\nmax_age_days = 900\n")
+    result = run(tmp_path, "--config", "fp.toml", "migrate")
+    assert result.returncode == 2
+    assert one_line(result).startswith("firstparty: invalid settings: cookie.max_age_days:")
