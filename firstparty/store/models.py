@@ -71,6 +71,8 @@ sources = sa.Table(
     # Added by 0006_abuse: the source's own rate limits; null takes [collect]'s defaults.
     sa.Column("rate_limit_per_second", sa.Float(), nullable=True),
     sa.Column("rate_limit_burst", sa.Integer(), nullable=True),
+    # Added by 0007_first_hour: a disabled source's key is refused until it is enabled again.
+    sa.Column("disabled_at", UTCDateTime(), nullable=True),
 )
 
 # People proven by a verified phone (identity); `id` is the opaque user_id.
@@ -278,4 +280,14 @@ admin_login_failures = sa.Table(
     sa.Column("address", sa.String(64), nullable=False),  # keyed hash of the client address
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_admin_login_failures_address_created_at", "address", "created_at"),
+)
+
+# Facts about this installation (0007_first_hour): the secret key's fingerprint, so that a
+# different FIRSTPARTY_SECRET_KEY is caught at start-up instead of turning every key into a 401;
+# the hash of a generated admin token on a server database.
+instance = sa.Table(
+    "instance",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
 )
