@@ -22,7 +22,7 @@ from firstparty import cli_errors, doctor
 from firstparty import settings as settings_mod
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
-from firstparty.store import db, migrate
+from firstparty.store import db, instance, migrate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl ..." on every start
     try:
         with cli_errors.explained(debug=args.debug):
             code: int = args.handler(args)
@@ -112,11 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     first_run = _is_first_run(settings)
-    engine = db.create_engine(settings.database_url)
-    if settings.is_sqlite:
-        migrate.upgrade(engine)
-    elif not migrate.is_current(engine):
-        raise ConfigError("database_url: schema is not current; run `firstparty migrate`")
+    engine = open_database(settings)
     keys = _first_run_sources(settings, engine, args) if first_run else {}
     engine.dispose()
     _banner(settings, args, first_run, keys)
@@ -144,6 +141,23 @@ def _serve(args: argparse.Namespace) -> int:
             log_level="warning",
         )
     return 0
+
+
+def open_database(settings: Settings) -> Engine:
+    """The database, ready for a command: migrated on the embedded default (elsewhere, refused
+    unless `firstparty migrate` ran), and opened with the secret key it was set up with."""
+    engine = db.create_engine(settings.database_url)
+    if settings.is_sqlite:
+        migrate.upgrade(engine)
+    elif not migrate.is_current(engine):
+        engine.dispose()
+        raise ConfigError("database_url: schema is not current; run `firstparty migrate`")
+    try:
+        instance.check_secret(engine, settings.secret_key.get_secret_value())
+    except ConfigError:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _name_config_for_children(args: argparse.Namespace) -> None:
@@ -235,6 +249,7 @@ def _worker(args: argparse.Namespace) -> int:
     from firstparty.delivery import worker
 
     settings = load_settings(args)
+    open_database(settings).dispose()
     print(f"firstparty worker: {len(settings.destinations)} destination(s)", flush=True)
     worker.run_worker(settings)
     return 0
@@ -248,7 +263,7 @@ def _replay(args: argparse.Namespace) -> int:
     names = {d.name for d in settings.destinations}
     if args.destination and args.destination not in names:
         raise ConfigError(f"--destination: no destination named {args.destination!r}")
-    engine = db.create_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         result = replay.replay(
             engine,
@@ -302,8 +317,11 @@ def _progress_bar(done: int, total: int) -> None:
 def _migrate(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     engine = db.create_engine(settings.database_url)
-    migrate.upgrade(engine)
-    engine.dispose()
+    try:
+        migrate.upgrade(engine)
+        instance.check_secret(engine, settings.secret_key.get_secret_value())
+    finally:
+        engine.dispose()
     print("database is at the newest schema")
     return 0
 
@@ -312,9 +330,7 @@ def _sources_list(args: argparse.Namespace) -> int:
     from firstparty.collect import sources
 
     settings = load_settings(args)
-    engine = db.create_engine(settings.database_url)
-    if settings.is_sqlite:
-        migrate.upgrade(engine)
+    engine = open_database(settings)
     rows = sources.listing(settings, engine)
     engine.dispose()
     if not rows:
@@ -331,9 +347,7 @@ def _sources_create(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     # Validate the name and origins with the same rules as the config file.
     SourceSettings(name=args.name, kind=args.kind, write_key="x" * 8, origins=args.origin)
-    engine = db.create_engine(settings.database_url)
-    if settings.is_sqlite:
-        migrate.upgrade(engine)
+    engine = open_database(settings)
     try:
         key = sources.create(
             engine,
@@ -369,7 +383,7 @@ def _privacy_run(args: argparse.Namespace, action: str) -> Any:
     who = _privacy_who(args)
     assert isinstance(who, service.Who)
     settings = load_settings(args)
-    engine = db.create_engine(settings.database_url)
+    engine = open_database(settings)
     run = service.erase_person if action == "erase" else service.export_person
     try:
         return run(
@@ -401,7 +415,7 @@ def _prune(args: argparse.Namespace) -> int:
     from firstparty.privacy import retention
 
     settings = load_settings(args)
-    engine = db.create_engine(settings.database_url)
+    engine = open_database(settings)
     try:
         removed = retention.prune(engine, settings.retention)
     finally:

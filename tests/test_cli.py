@@ -68,7 +68,8 @@ def test_serve_with_no_settings_runs_the_embedded_default(
     banner = proc.communicate(timeout=20)[0]
     assert f"running at {url}" in banner
     assert str(cwd / "firstparty.db") in banner
-    assert "firstparty sources create" in banner
+    # The banner names the command as this shell can run it (here: `python -m firstparty.cli`).
+    assert f"{sys.executable} -m firstparty.cli sources create www" in banner
     key = re.search(r"shown once\):\s+(\S+)", banner)
     assert key, banner
     demo = re.search(r"(http://\S+/demo/\?key=\S+)", banner)

@@ -72,3 +72,22 @@ def test_an_invalid_config_file_is_one_line_naming_the_key(tmp_path: Path) -> No
     result = run(tmp_path, "--config", "fp.toml", "migrate")
     assert result.returncode == 2
     assert one_line(result).startswith("firstparty: invalid settings: cookie.max_age_days:")
+
+
+def test_a_different_secret_key_is_refused_at_start_naming_the_fix(
+    tmp_path: Path, database_url: str
+) -> None:
+    first = run(tmp_path, "sources", FIRSTPARTY_DATABASE_URL=database_url)
+    assert first.returncode == 0, first.stderr
+    again = run(tmp_path, "sources", FIRSTPARTY_DATABASE_URL=database_url)
+    assert again.returncode == 0, again.stderr
+    other = "o" * 40
+    for command in (["sources"], ["serve", "--port", "1"], ["worker"], ["prune"]):
+        result = run(
+            tmp_path, *command, FIRSTPARTY_DATABASE_URL=database_url, FIRSTPARTY_SECRET_KEY=other
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        line = one_line(result)
+        assert line.startswith("firstparty: secret_key: FIRSTPARTY_SECRET_KEY (fingerprint ")
+        assert "is not the key this database was set up with" in line
+        assert SECRET not in result.stderr and other not in result.stderr
