@@ -112,9 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
     from firstparty.app import create_app, tune_gc
 
     settings = load_settings(args)
-    first_run = _is_first_run(settings)
     engine = open_database(settings)
-    keys = _first_run_sources(settings, engine, args) if first_run else {}
+    keys = _first_run_sources(settings, engine, args)
+    first_run = bool(keys)
     engine.dispose()
     _banner(settings, args, first_run, keys)
     if args.workers > 1:
@@ -168,18 +168,12 @@ def _name_config_for_children(args: argparse.Namespace) -> None:
         os.environ["FIRSTPARTY_CONFIG"] = str(Path(args.config).resolve())
 
 
-def _is_first_run(settings: Settings) -> bool:
-    if not settings.is_sqlite:
-        return False
-    path = settings.database_url.split("///", 1)[-1]
-    return not Path(path).exists()
-
-
 def _first_run_sources(
     settings: Settings, engine: Engine, args: argparse.Namespace
 ) -> dict[str, str]:
-    """On the very first run with no sources configured, create some so everything works at once:
-    `default` (server: curl), and `demo` (browser, this server's own origin: the /demo/ site)."""
+    """On the very first run (no source in the config file or the database, on any engine), create
+    some so everything works at once: `default` (server: curl), and `demo` (browser, this server's
+    own origin: the /demo/ site)."""
     from firstparty.collect import sources
 
     if settings.sources or sources.listing(settings, engine):
@@ -222,6 +216,9 @@ def _banner(
             "  See the whole flow in a browser (the demo site):",
             f"    {url}/demo/?key={keys['demo']}",
         ]
+    lines += _admin_lines(settings, url, first_run)
+    if settings.demo and "demo" not in keys:
+        lines += ["", f"  demo:    {url}/demo/"]
     if first_run:
         lines += [
             "",
@@ -229,6 +226,20 @@ def _banner(
             f"    {command_name()} sources create www --kind browser --origin https://www.example.com",
         ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _admin_lines(settings: Settings, url: str, first_run: bool) -> list[str]:
+    """Where the admin UI is and how to sign in; the generated token only on the first run."""
+    if settings.admin_token is None:
+        return ["", "  admin:   off (set FIRSTPARTY_ADMIN_TOKEN to turn it on)"]
+    lines = ["", f"  admin:   {url}/admin/"]
+    kept = settings_mod.admin_token_file(settings.database_url) if settings.is_sqlite else None
+    if kept is None or not kept.exists() or os.environ.get("FIRSTPARTY_ADMIN_TOKEN"):
+        return [*lines, "  sign in with FIRSTPARTY_ADMIN_TOKEN"]
+    if first_run:
+        token = settings.admin_token.get_secret_value()
+        return [*lines, f"  admin token (generated, kept in {kept}):", f"    {token}"]
+    return [*lines, f"  admin token: in {kept}"]
 
 
 def command_name() -> str:

@@ -222,6 +222,8 @@ def load(environ: Mapping[str, str] | None = None, *, config_path: str | None = 
     data.setdefault("database_url", DEFAULT_DATABASE_URL)
     if "secret_key" not in data:
         data["secret_key"] = _embedded_secret(data["database_url"])
+    if "admin_token" not in data:
+        data["admin_token"] = embedded_admin_token(data["database_url"])
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -258,18 +260,39 @@ def _embedded_secret(database_url: str) -> str:
     """On the embedded default, generate the secret once and keep it beside the database."""
     if not database_url.startswith("sqlite"):
         raise ConfigError("secret_key: FIRSTPARTY_SECRET_KEY is required with a server database")
+    kept = _kept_beside(database_url, ".secret", 48)
+    return kept if kept is not None else secrets.token_urlsafe(48)
+
+
+def embedded_admin_token(database_url: str) -> str | None:
+    """On the embedded default with no FIRSTPARTY_ADMIN_TOKEN, the admin UI is on with a token
+    generated once and kept beside the database (`<database>.admin-token`, mode 0600)."""
+    if not database_url.startswith("sqlite"):
+        return None
+    return _kept_beside(database_url, ".admin-token", 24)
+
+
+def admin_token_file(database_url: str) -> Path | None:
+    """Where `embedded_admin_token` keeps the token, for the start-up banner."""
+    db_path = database_url.split("///", 1)[-1] if "///" in database_url else ""
+    return Path(db_path + ".admin-token") if db_path and db_path != ":memory:" else None
+
+
+def _kept_beside(database_url: str, suffix: str, size: int) -> str | None:
+    """A random value made once and kept in a 0600 file beside the SQLite database; None for an
+    in-memory database."""
     db_path = database_url.split("///", 1)[-1] if "///" in database_url else ""
     if not db_path or db_path == ":memory:":
-        return secrets.token_urlsafe(48)
-    key_file = Path(db_path + ".secret")
-    if key_file.exists():
-        return key_file.read_text().strip()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return None
+    kept = Path(db_path + suffix)
+    if kept.exists():
+        return kept.read_text().strip()
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(size)
+    fd = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    return key
+        handle.write(value + "\n")
+    return value
 
 
 def _describe(exc: ValidationError) -> str:
