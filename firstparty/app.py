@@ -116,7 +116,7 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
         embedded_worker = worker.Worker(
             settings=runtime.settings,
             engine=runtime.engine,
-            adapters=runtime.adapters,
+            adapters=registry.deliverable(runtime.adapters, runtime.settings.misconfigured),
             queue=runtime.notifier,
         )
         await embedded_worker.start()

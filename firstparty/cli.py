@@ -216,6 +216,12 @@ def _banner(
             "  See the whole flow in a browser (the demo site):",
             f"    {url}/demo/?key={keys['demo']}",
         ]
+    for name, unset in sorted(settings.misconfigured.items()):
+        lines += [
+            "",
+            f"  destination {name} cannot send: {', '.join(unset)} not set "
+            "(its events wait until the server restarts with it)",
+        ]
     lines += _admin_lines(settings, url, first_run)
     if settings.demo and "demo" not in keys:
         lines += ["", f"  demo:    {url}/demo/"]

@@ -255,6 +255,14 @@ def test_modes(config_path: str | None) -> list[Finding]:
     except ConfigError as exc:
         return [Finding("warn", f"cannot read the config to check the destinations: {exc}")]
     adapters = registry.adapters(settings.destinations)
+    unset = [
+        Finding(
+            "fail",
+            f"destination {name} cannot send: environment variable(s) not set: "
+            f"{', '.join(names)} (its events wait, pending, until the server has them)",
+        )
+        for name, names in sorted(settings.misconfigured.items())
+    ]
     testing = [(name, a) for name, a in sorted(adapters.items()) if a.test_mode]
     found = [
         Finding(
@@ -266,7 +274,7 @@ def test_modes(config_path: str | None) -> list[Finding]:
     ]
     if adapters and not testing:
         found.append(Finding("ok", f"{len(adapters)} destination(s), none in test mode"))
-    return found
+    return unset + found
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

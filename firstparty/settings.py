@@ -7,6 +7,7 @@ passed down. A secret is never written in the config file: `"env:NAME"` reads va
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -166,6 +167,10 @@ class Settings(Strict):
     sources: list[SourceSettings] = []
     # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
     destinations: list[Any] = []
+    # A destination whose `env:` secret is not set: by default the server starts, keeps routing
+    # its events (they wait, pending) and reports it; `strict_start = true` refuses to start.
+    strict_start: bool = False
+    misconfigured: dict[str, list[str]] = {}  # destination name -> the unset variables (computed)
 
     @field_validator("secret_key")
     @classmethod
@@ -214,7 +219,9 @@ def load(environ: Mapping[str, str] | None = None, *, config_path: str | None = 
     if path is None and Path("firstparty.toml").exists():
         path = "firstparty.toml"
     data: dict[str, Any] = _read_toml(path) if path else {}
-    data = _resolve_env_refs(data, env, "")
+    unset: dict[int, list[str]] = {}  # destinations[i] -> its variables that are not set
+    data = _resolve_env_refs(data, env, "", unset)
+    data["misconfigured"] = _misconfigured(data, unset)
     for var, key in ENV_KEYS.items():
         if env.get(var):
             data[key] = env[var]
@@ -241,19 +248,45 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
 
 
-def _resolve_env_refs(value: Any, env: Mapping[str, str], where: str) -> Any:
+def _resolve_env_refs(
+    value: Any, env: Mapping[str, str], where: str, unset: dict[int, list[str]]
+) -> Any:
+    """`"env:NAME"` values replaced by the variable. An unset one stops the start, except in a
+    destination (unless `strict_start`): it is noted in `unset` and the destination reported."""
     if isinstance(value, dict):
         return {
-            k: _resolve_env_refs(v, env, f"{where}.{k}" if where else k) for k, v in value.items()
+            k: _resolve_env_refs(v, env, f"{where}.{k}" if where else k, unset)
+            for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_resolve_env_refs(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_resolve_env_refs(v, env, f"{where}[{i}]", unset) for i, v in enumerate(value)]
     if isinstance(value, str) and value.startswith("env:"):
         name = value[4:]
-        if not env.get(name):
+        if env.get(name):
+            return env[name]
+        found = _DESTINATION_AT.match(where)
+        if found is None:
             raise ConfigError(f"{where}: environment variable {name} is not set")
-        return env[name]
+        unset.setdefault(int(found.group(1)), []).append(name)
+        return UNSET_SECRET
     return value
+
+
+_DESTINATION_AT = re.compile(r"^destinations\[(\d+)\]")
+UNSET_SECRET = "unset-secret-placeholder-00000000000000000000"
+
+
+def _misconfigured(data: dict[str, Any], unset: dict[int, list[str]]) -> dict[str, list[str]]:
+    """Destination name -> its unset variables; with `strict_start`, refuse to start instead."""
+    destinations = data.get("destinations") or []
+    found: dict[str, list[str]] = {}
+    for index, names in unset.items():
+        entry = destinations[index] if isinstance(destinations[index], dict) else {}
+        where = f"destinations[{index}]"
+        if data.get("strict_start"):
+            raise ConfigError(f"{where}: environment variable {names[0]} is not set")
+        found[str(entry.get("name") or where)] = names
+    return found
 
 
 def _embedded_secret(database_url: str) -> str:

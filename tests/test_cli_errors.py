@@ -91,3 +91,24 @@ def test_a_different_secret_key_is_refused_at_start_naming_the_fix(
         assert line.startswith("firstparty: secret_key: FIRSTPARTY_SECRET_KEY (fingerprint ")
         assert "is not the key this database was set up with" in line
         assert SECRET not in result.stderr and other not in result.stderr
+
+
+def test_commands_start_without_a_destinations_secret(tmp_path: Path) -> None:
+    (tmp_path / "fp.toml").write_text(
+        '[[destinations]]\nname = "meta"\ntype = "meta_capi"\npixel_id = "123"\n'
+        'access_token = "env:META_TOKEN_NOT_SET"\n'
+    )
+    for command in (["sources"], ["migrate"], ["replay", "--dry-run"]):
+        result = run(tmp_path, "--config", "fp.toml", *command)
+        assert result.returncode == 0, (command, result.stderr)
+    strict = (
+        (tmp_path / "fp.toml")
+        .read_text()
+        .replace("[[destinations]]", "strict_start = true\n[[destinations]]", 1)
+    )
+    (tmp_path / "strict.toml").write_text(strict)
+    result = run(tmp_path, "--config", "strict.toml", "sources")
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "firstparty: destinations[0]: environment variable META_TOKEN_NOT_SET is not set"
+    )

@@ -34,7 +34,18 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         checks["queue"] = f"unreachable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ok": ok, "checks": checks}, 200 if ok else 503)
+    answer: dict[str, object] = {"ok": ok, "checks": checks}
+    if runtime.settings.misconfigured:  # reported, not unready: the rest of the server works
+        answer["misconfigured"] = _misconfigured(runtime)
+    return JSONResponse(answer, 200 if ok else 503)
+
+
+def _misconfigured(runtime: Runtime) -> dict[str, str]:
+    """Destination -> why it cannot send (its events wait, pending, until it can)."""
+    return {
+        name: "environment variable(s) not set: " + ", ".join(unset)
+        for name, unset in runtime.settings.misconfigured.items()
+    }
 
 
 def _ping_database(runtime: Runtime) -> None:

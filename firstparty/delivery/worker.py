@@ -290,7 +290,9 @@ def run_worker(settings: Settings) -> None:
 async def _run(settings: Settings) -> None:
     engine = db.create_engine(settings.database_url)
     waker = queue.make_queue(settings)
-    adapters = registry.adapters(settings.destinations)
+    adapters = registry.deliverable(
+        registry.adapters(settings.destinations), settings.misconfigured
+    )
     worker = Worker(settings=settings, engine=engine, adapters=adapters, queue=waker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

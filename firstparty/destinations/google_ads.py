@@ -52,6 +52,7 @@ from firstparty import platforms
 from firstparty.destinations import base, google_conversion, google_rpc
 from firstparty.errors import PermanentError, RetryableError
 from firstparty.event import Event
+from firstparty.settings import UNSET_SECRET
 
 DATA_MANAGER_BASE = "https://datamanager.googleapis.com/v1"
 GOOGLE_ADS_BASE = "https://googleads.googleapis.com/v26"
@@ -117,7 +118,8 @@ class GoogleAdsSettings(base.DestinationSettings):
     @field_validator("oauth")
     @classmethod
     def _oauth_json(cls, value: SecretStr) -> SecretStr:
-        credentials(value)
+        if value.get_secret_value() != UNSET_SECRET:  # unset: reported, never sent (settings)
+            credentials(value)
         return value
 
     @model_validator(mode="after")

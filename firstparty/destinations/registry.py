@@ -72,3 +72,11 @@ def adapter_for(settings: DestinationSettings) -> Adapter:
 def adapters(destinations: list[DestinationSettings]) -> dict[str, Adapter]:
     """One adapter per configured destination, keyed by destination name."""
     return {d.name: adapter_for(d) for d in destinations}
+
+
+def deliverable(
+    adapters: Mapping[str, Adapter], misconfigured: Mapping[str, list[str]]
+) -> dict[str, Adapter]:
+    """The adapters a worker may send with: not those whose secrets are unset (their events
+    are routed and wait, pending, until the server restarts with the secret)."""
+    return {name: a for name, a in adapters.items() if name not in misconfigured}
