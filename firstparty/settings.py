@@ -156,6 +156,8 @@ class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     admin_token: SecretStr | None = None
+    # When set, GET /metrics asks for `Authorization: Bearer <metrics_token>` (else it is open).
+    metrics_token: SecretStr | None = None
     secret_key: SecretStr
     config_path: str | None = None
     demo: bool = True
@@ -208,6 +210,7 @@ ENV_KEYS = {
     "FIRSTPARTY_DATABASE_URL": "database_url",
     "FIRSTPARTY_REDIS_URL": "redis_url",
     "FIRSTPARTY_ADMIN_TOKEN": "admin_token",
+    "FIRSTPARTY_METRICS_TOKEN": "metrics_token",
     "FIRSTPARTY_SECRET_KEY": "secret_key",
 }
 

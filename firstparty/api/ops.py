@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -54,7 +55,21 @@ def _ping_database(runtime: Runtime) -> None:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus's text format; behind `Authorization: Bearer <metrics_token>` when one is set."""
+    runtime: Runtime = request.app.state.runtime
+    token = runtime.settings.metrics_token
+    if token is not None and not _bearer_is(request, token.get_secret_value()):
+        return JSONResponse(
+            {"error": "metrics need Authorization: Bearer <metrics_token>", "details": []},
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_is(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
 
 async def openapi_json(request: Request) -> Response:
