@@ -43,6 +43,11 @@ CONFIG = f"""
 [cookie]
 domain = "example.test"
 
+[collect]
+# One load generator on 127.0.0.1 plays every visitor: the limit is checked, never reached.
+per_address_per_second = 1000000
+per_address_burst = 1000000
+
 [[sources]]
 name = "www"
 kind = "browser"

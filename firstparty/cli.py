@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--kind", choices=["browser", "server"], default="browser")
     create.add_argument("--origin", action="append", default=[], help="allowed origin (repeat)")
+    create.add_argument(
+        "--rate-limit", type=float, help="requests a second for this key (default: [collect])"
+    )
+    create.add_argument(
+        "--burst", type=int, help="requests saved up for this key (default: [collect])"
+    )
     create.set_defaults(handler=_sources_create)
     src.set_defaults(handler=_sources_list)
 
@@ -363,7 +369,14 @@ def _sources_create(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     # Validate the name and origins with the same rules as the config file.
-    SourceSettings(name=args.name, kind=args.kind, write_key="x" * 8, origins=args.origin)
+    SourceSettings(
+        name=args.name,
+        kind=args.kind,
+        write_key="x" * 8,
+        origins=args.origin,
+        rate_limit_per_second=args.rate_limit,
+        rate_limit_burst=args.burst,
+    )
     engine = open_database(settings)
     try:
         key = sources.create(
@@ -372,6 +385,8 @@ def _sources_create(args: argparse.Namespace) -> int:
             name=args.name,
             kind=args.kind,
             origins=[o.rstrip("/") for o in args.origin],
+            rate_limit_per_second=args.rate_limit,
+            rate_limit_burst=args.burst,
         )
     except sa.exc.IntegrityError:
         print(f"firstparty: a source named {args.name!r} exists already", file=sys.stderr)

@@ -41,8 +41,9 @@ class SourceSettings(Strict):
     kind: Literal["browser", "server"]
     write_key: SecretStr
     origins: list[str] = []
-    rate_limit_per_second: float = Field(default=500.0, gt=0)
-    rate_limit_burst: int = Field(default=1000, ge=1)
+    # This key's ceiling; None takes [collect]'s (as do sources created with the CLI).
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
 
     @field_validator("write_key")
     @classmethod
@@ -77,6 +78,14 @@ class CollectSettings(Strict):
     # Read from the right: the entry appended by the outermost of `trusted_hops` proxies.
     trust_forwarded_for: bool = False
     trusted_hops: int = Field(default=1, ge=1)
+    # Rate limits, per server process (docs/tracker.md, "Rate limits"). Per write key: the
+    # ceiling of a source that sets none. Per client address (browser sources): far above a
+    # visitor's page-view burst, so one address holding the public key cannot exhaust the key.
+    rate_limit_per_second: float = Field(default=500.0, gt=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+    per_address_per_second: float = Field(default=20.0, gt=0)
+    per_address_burst: int = Field(default=200, ge=1)
+    per_address_tracked: int = Field(default=100_000, ge=1)  # addresses remembered (LRU)
 
 
 class OtpSettings(Strict):

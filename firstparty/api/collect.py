@@ -7,6 +7,7 @@ Kept lean on purpose (Starlette + msgspec, no per-request dependency tree): see 
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 
 import msgspec
@@ -16,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty import metrics
-from firstparty.collect import boundary, client_address, prepare, schema, service, touch
+from firstparty.collect import boundary, client_address, prepare, schema, service, sources, touch
 from firstparty.collect.sources import Entry, SourceBook
 from firstparty.errors import InputError, UnexpectedError
 from firstparty.identity import cookie, cookie_keeper
@@ -170,10 +171,22 @@ def admit(request: Request, book: SourceBook, key: str) -> Entry:
     # Browsers always send Origin on cross-site POSTs; its absence means a non-browser client.
     if origin and entry.source.kind == "browser" and origin not in entry.source.origins:
         raise InputError(403, f"origin {origin} is not allowed for source {entry.source.name}")
-    wait = entry.bucket.take()
-    if wait:
-        raise InputError(429, "rate limited", headers={"Retry-After": str(max(1, round(wait)))})
+    if entry.source.kind == "browser":  # a public key: each address gets a share of it
+        address = _client_ip(request, book.collect)
+        if address is not None:
+            _limited(book.addresses.take(sources.address_key(address)), "this address")
+    _limited(entry.bucket.take(), "this write key")
     return entry
+
+
+def _limited(wait: float, whom: str) -> None:
+    if wait:
+        retry_after = str(max(1, math.ceil(wait)))
+        raise InputError(
+            429,
+            f"rate limited: too many requests from {whom}",
+            headers={"Retry-After": retry_after},
+        )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -188,14 +201,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+_CLIENT_IP = "firstparty.client_ip"  # kept in the request's scope: admit and arrival share it
+
+
 def _client_ip(request: Request, settings: CollectSettings) -> str | None:
+    scope = request.scope
+    if _CLIENT_IP in scope:
+        known: str | None = scope[_CLIENT_IP]
+        return known
     if request.headers.get("x-forwarded-for") and not settings.trust_forwarded_for:
         _warn_untrusted_proxy(request.client.host if request.client else None)
-    return client_address.client_ip(
+    scope[_CLIENT_IP] = address = client_address.client_ip(
         request,
         trust_forwarded_for=settings.trust_forwarded_for,
         trusted_hops=settings.trusted_hops,
     )
+    return address
 
 
 # Once per process: X-Forwarded-For arrived while `trust_forwarded_for` is off.
@@ -210,7 +231,8 @@ def _warn_untrusted_proxy(peer: str | None) -> None:
     log.warning(
         "collect: X-Forwarded-For arrived from %s but [collect] trust_forwarded_for is off: the "
         "proxy's address is taken as the visitor's and forwarded to the platforms; set "
-        "trust_forwarded_for = true when firstparty runs behind your own proxy",
+        "trust_forwarded_for = true when firstparty runs behind your own proxy (the limit per "
+        "client address would otherwise hold all visitors together)",
         peer,
     )
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import socket
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from firstparty.collect.prepare import Source
-from firstparty.settings import Settings, SourceSettings
+from firstparty.settings import CollectSettings, Settings
 from firstparty.store.models import sources as sources_table
 
 # Write keys whose hash is remembered (the HMAC is the costliest step of a lookup).
@@ -49,16 +51,74 @@ class Entry:
     bucket: Bucket
 
 
+class AddressLimits:
+    """A rate limit per client address, remembering at most `tracked` addresses (LRU).
+
+    GCRA: one float per address (the time up to which its allowance is spent) in the standard
+    library's OrderedDict (C), so a request costs a lookup and a move to the end. An address
+    pushed out starts afresh; the key's own bucket still bounds all addresses together.
+    """
+
+    def __init__(self, *, per_second: float, burst: int, tracked: int) -> None:
+        self._interval = 1.0 / per_second
+        self._tolerance = (burst - 1) / per_second
+        self._tracked = tracked
+        self._spent: OrderedDict[str | bytes, float] = OrderedDict()
+
+    def take(self, address: str | bytes) -> float:
+        """0 when this address may send now, else the seconds until it may."""
+        now = time.monotonic()
+        spent = self._spent
+        until = max(spent.get(address, now), now)
+        wait = until - self._tolerance - now
+        if wait > 0:  # refused: only a remembered address can be
+            spent.move_to_end(address)
+            return wait
+        spent[address] = until + self._interval
+        spent.move_to_end(address)
+        if len(spent) > self._tracked:
+            spent.popitem(last=False)
+        return 0.0
+
+    def __len__(self) -> int:
+        return len(self._spent)
+
+
+def address_key(address: str) -> str | bytes:
+    """IPv6 addresses by their /64 (one subscriber's network, as 8 bytes); others as they are."""
+    if ":" not in address:
+        return address
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
+        return address
+    if packed[:12] == _IPV4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8]
+
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
 class SourceBook:
-    """Write key -> source, with a rate limit per key (per process; see README)."""
+    """Write key -> source, with rate limits per key and per client address (per process)."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self._secret = settings.secret_key.get_secret_value()
         self._engine = engine
+        self.collect = settings.collect
+        self.addresses = AddressLimits(
+            per_second=settings.collect.per_address_per_second,
+            burst=settings.collect.per_address_burst,
+            tracked=settings.collect.per_address_tracked,
+        )
         self._by_hash: dict[str, Entry] = {}
         self._loaded_at = 0.0
         for cfg in settings.sources:
-            self._by_hash[key_hash(self._secret, cfg.write_key.get_secret_value())] = _entry(cfg)
+            source = Source(cfg.name, cfg.kind, tuple(cfg.origins))
+            bucket = key_bucket(self.collect, cfg.rate_limit_per_second, cfg.rate_limit_burst)
+            digest = key_hash(self._secret, cfg.write_key.get_secret_value())
+            self._by_hash[digest] = Entry(source, bucket)
         self._config_hashes = set(self._by_hash)
         self._digests: dict[str, str] = {}  # write key -> its hash, for keys already seen
 
@@ -83,21 +143,35 @@ class SourceBook:
         for row in rows:
             if row.write_key_hash not in self._by_hash:
                 source = Source(row.name, row.kind, tuple(row.origins or ()))
-                self._by_hash[row.write_key_hash] = Entry(source, Bucket(500.0, 1000.0, 1000.0))
+                bucket = key_bucket(self.collect, row.rate_limit_per_second, row.rate_limit_burst)
+                self._by_hash[row.write_key_hash] = Entry(source, bucket)
 
     def origins(self) -> set[str]:
         """Every origin of every browser source (for CORS preflights, which carry no key)."""
         return {o for e in self._by_hash.values() for o in e.source.origins}
 
 
-def _entry(cfg: SourceSettings) -> Entry:
-    source = Source(cfg.name, cfg.kind, tuple(cfg.origins))
-    burst = float(cfg.rate_limit_burst)
-    return Entry(source, Bucket(cfg.rate_limit_per_second, burst, burst))
+def key_bucket(collect: CollectSettings, per_second: float | None, burst: int | None) -> Bucket:
+    """A key's bucket: the source's own limits, else [collect]'s (config file and CLI alike)."""
+    rate = per_second or collect.rate_limit_per_second
+    size = float(burst or collect.rate_limit_burst)
+    return Bucket(rate, size, size)
 
 
-def create(engine: Engine, secret: str, *, name: str, kind: str, origins: list[str]) -> str:
-    """Create a source in the database and return its new write key (shown once)."""
+def create(
+    engine: Engine,
+    secret: str,
+    *,
+    name: str,
+    kind: str,
+    origins: list[str],
+    rate_limit_per_second: float | None = None,
+    rate_limit_burst: int | None = None,
+) -> str:
+    """Create a source in the database and return its new write key (shown once).
+
+    Rate limits left None follow [collect]'s defaults, read when the server loads the source.
+    """
     prefix = "wk_" if kind == "browser" else "sk_"
     write_key = prefix + secrets.token_urlsafe(24)
     with engine.begin() as conn:
@@ -109,6 +183,8 @@ def create(engine: Engine, secret: str, *, name: str, kind: str, origins: list[s
                 key_hint=write_key[:7] + "…",
                 origins=origins,
                 created_at=datetime.now(UTC),
+                rate_limit_per_second=rate_limit_per_second,
+                rate_limit_burst=rate_limit_burst,
             )
         )
     return write_key
