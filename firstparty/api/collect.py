@@ -174,17 +174,21 @@ def admit(request: Request, book: SourceBook, key: str) -> Entry:
     if entry.source.kind == "browser":  # a public key: each address gets a share of it
         address = _client_ip(request, book.collect)
         if address is not None:
-            _limited(book.addresses.take(sources.address_key(address)), "this address")
-    _limited(entry.bucket.take(), "this write key")
+            _limited(request, entry, book.addresses.take(sources.address_key(address)), "address")
+    _limited(request, entry, entry.bucket.take(), "write key")
     return entry
 
 
-def _limited(wait: float, whom: str) -> None:
+_REFUSED = "firstparty.refused_source"  # a rate-limited request's source, for finish()'s CORS
+
+
+def _limited(request: Request, entry: Entry, wait: float, whom: str) -> None:
     if wait:
+        request.scope[_REFUSED] = entry  # the page's script must read the 429 and Retry-After
         retry_after = str(max(1, math.ceil(wait)))
         raise InputError(
             429,
-            f"rate limited: too many requests from {whom}",
+            f"rate limited: too many requests from this {whom}",
             headers={"Retry-After": retry_after},
         )
 
@@ -272,12 +276,16 @@ def finish(
     visitor_id: str | None,
 ) -> Response:
     """CORS headers for allowed origins, and the visitor cookie on every browser answer."""
+    if entry is None and response.status_code == 429:
+        entry = request.scope.get(_REFUSED)
     _count(entry, response)
     origin = request.headers.get("origin")
     if entry is not None and origin and origin in entry.source.origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Vary"] = "Origin"
+        if response.status_code in (429, 503):  # fp.js retries after it
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     if visitor_id is not None:
         settings = collector.runtime.settings
         secret = settings.secret_key.get_secret_value()

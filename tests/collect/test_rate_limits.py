@@ -64,6 +64,20 @@ async def test_one_saturated_address_is_refused_while_others_with_the_key_get_20
         assert len(app.rows(m.events)) == 3 + 3 + 1
 
 
+async def test_the_page_can_read_the_refusal_and_when_to_retry(sqlite_url: str) -> None:
+    settings = limited(sqlite_url, per_address_per_second=NEVER, per_address_burst=1)
+    async with running_app(settings) as app:
+        assert (await send(app.http, Origin=SITE)).status_code == 202
+        refused = await send(app.http, Origin=SITE)
+        assert refused.status_code == 429
+        assert refused.headers["access-control-allow-origin"] == SITE
+        assert refused.headers["access-control-allow-credentials"] == "true"
+        assert refused.headers["access-control-expose-headers"] == "Retry-After"
+        elsewhere = await send(app.http, Origin="https://evil.test")
+        assert elsewhere.status_code == 403
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+
 async def test_the_limit_holds_for_the_address_the_trusted_proxy_saw(sqlite_url: str) -> None:
     settings = limited(
         sqlite_url, trust_forwarded_for=True, per_address_per_second=NEVER, per_address_burst=2
