@@ -341,9 +341,23 @@ def _kept_beside(database_url: str, suffix: str, size: int) -> str | None:
 
 
 def _describe(exc: ValidationError) -> str:
+    return "invalid settings: " + "; ".join(describe_errors(exc))
+
+
+def describe_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    """Every error (not only the first), each naming its key, in words a person reads: a string's
+    length in characters (pydantic says "items" for a secret), no "Value error, " prefix."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{key}: {message}")
-    return "invalid settings: " + "; ".join(lines)
+        key = ".".join([prefix, *(str(p) for p in err["loc"])] if prefix else map(str, err["loc"]))
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] in {"too_short", "too_long"} and isinstance(
+                err.get("input"), str | SecretStr
+            ):
+                message = message.replace(" items", " characters")
+        nested = key and message.startswith((f"{key}[", f"{key}."))  # names its own key
+        lines.append(message if nested else f"{key or '(top level)'}: {message}")
+    return lines

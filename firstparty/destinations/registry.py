@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from firstparty.destinations import fake, ga4_mp, google_ads, meta_capi, tiktok_events, webhook
 from firstparty.destinations.base import Adapter, DestinationSettings
+from firstparty.settings import describe_errors
 
 BUILTINS: tuple[type[Adapter], ...] = (
     webhook.WebhookAdapter,
@@ -51,10 +52,7 @@ def parse(raw: Any, index: int) -> DestinationSettings:
     try:
         return adapter.settings_model.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ValueError(f"{where}.{key}: {message}") from None
+        raise ValueError("; ".join(describe_errors(exc, where))) from None
 
 
 def parse_all(raws: list[Any]) -> list[DestinationSettings]:
