@@ -18,35 +18,36 @@
  */
 (() => {
   try {
-    const w = window;
-    const d = document;
-    const fp = (w.firstparty = w.firstparty || {});
+    const w = window,
+      d = document,
+      fp = (w.firstparty = w.firstparty || {});
     if (fp.loaded) return;
     const safe = (f) => (...a) => {
       try {
         return f(...a);
       } catch (e) {}
     };
-    const CONSENT = ['ad_user_data', 'ad_personalization', 'ad_storage', 'analytics_storage'];
-    const USER = 'email phone first_name last_name city state zip country date_of_birth gender external_id'.split(' ');
-    const PIXELS = { _fbp: 'fbp', _fbc: 'fbc', _ttp: 'ttp', _ga: 'ga', _gcl_aw: 'gcl_aw' };
-    // Values the server would refuse for certain (it judges the rest and names them back).
-    const VALID = {
-      email: /^[^\s@]+@[^\s@]+$/,
-      phone: /^\+?[\d\s().-]{6,}$/,
-      gender: /^(f|m|female|male|woman|man)$/i,
-    };
-    let endpoint = '';
-    let consent = {};
-    let user;
-    let ref = d.referrer;
-    let last;
+    const CONSENT = ['ad_user_data', 'ad_personalization', 'ad_storage', 'analytics_storage'],
+      USER = 'email phone first_name last_name city state zip country date_of_birth gender external_id'.split(' '),
+      // Pixel cookie `_<name>` -> context.<name>
+      PIXELS = ['fbp', 'fbc', 'ttp', 'ga', 'gcl_aw'],
+      // Values the server would refuse for certain (it judges the rest and names them back).
+      VALID = {
+        email: /^[^\s@]+@[^\s@]+$/,
+        phone: /^\+?[\d\s().-]{6,}$/,
+        gender: /^(f|m|female|male|woman|man)$/i,
+      };
+    let endpoint = '',
+      consent = {},
+      ref = d.referrer,
+      user,
+      last;
 
     // Settings come from the script tag, or from the stub object (firstparty.key, .host, .auto).
-    const s = d.currentScript || d.querySelector('script[data-key][src*="fp"]');
-    const attr = (n) => (s && s.getAttribute('data-' + n)) || fp[n];
-    const key = attr('key');
-    const base = attr('host') || (s ? new URL('.', s.src).href : '/');
+    const s = d.currentScript || d.querySelector('script[data-key][src*="fp"]'),
+      attr = (n) => (s && s.getAttribute('data-' + n)) || fp[n],
+      key = attr('key'),
+      base = attr('host') || (s ? new URL('.', s.src).href : '/');
     // The key rides in the query string: a custom header would force a CORS preflight, and
     // sendBeacon cannot set headers at all.
     if (key) endpoint = base.replace(/\/?$/, '/v1/events?key=') + encodeURIComponent(key);
@@ -55,10 +56,10 @@
       try {
         return crypto.randomUUID();
       } catch (e) {
-        // randomUUID exists only in secure contexts; getRandomValues everywhere.
-        return '10000000-1000-4000-8000-100000000000'.replace(/[018]/g, (c) =>
-          (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16)
-        );
+        // randomUUID exists only in secure contexts; a blob URL ends in a random UUID anywhere.
+        const u = URL.createObjectURL(new Blob());
+        URL.revokeObjectURL(u);
+        return u.slice(-36);
       }
     };
 
@@ -74,11 +75,11 @@
     };
 
     const pixels = () => {
-      const out = {};
-      const ga = [];
-      for (const [name, field] of Object.entries(PIXELS)) {
-        const m = d.cookie.match('(?:^|; )' + name + '=([^;]{1,256})');
-        if (m) out[field] = m[1];
+      const out = {},
+        ga = [];
+      for (const k of PIXELS) {
+        const m = d.cookie.match('(?:^|; )_' + k + '=([^;]{1,256})');
+        if (m) out[k] = m[1];
       }
       // gtag's session per GA4 stream: _ga_<container>=GS1.1.<id>.<n>… or GS2.1.s<id>$o<n>…
       d.cookie.replace(/(?:^|; )_ga_(\w+)=GS\d\.\d\.s?(\d+)[.$]o?(\d+)/g, (m, c, id, n) => ga.push(c + ':' + id + ':' + n));
@@ -88,8 +89,7 @@
 
     // A first visit has no visitor cookie yet: its first request goes alone and the others wait
     // for the answer (which sets the cookie), so the server mints one visitor, not several.
-    let wait;
-    let gate;
+    let wait, gate;
     try {
       gate = !localStorage.fp_seen;
     } catch (e) {}
@@ -132,21 +132,21 @@
       }
     };
 
-    const emit = (type, name, properties, options) => {
-      const o = options || {};
-      const id = String(o.event_id || uuid());
-      const e = {
-        type,
-        event_id: id,
-        timestamp: new Date().toISOString(),
-        url: location.href,
-        referrer: ref,
-        title: d.title,
-        properties: properties && typeof properties == 'object' && !Array.isArray(properties) ? properties : {},
-        context: pixels(),
-      };
+    const emit = (type, name, props, o) => {
+      o = o || {};
+      const id = String(o.event_id || uuid()),
+        u = o.user ? { ...user, ...pick(o.user, USER) } : user,
+        e = {
+          type,
+          event_id: id,
+          timestamp: new Date().toISOString(),
+          url: location.href,
+          referrer: ref,
+          title: d.title,
+          properties: props && typeof props == 'object' && !Array.isArray(props) ? props : {},
+          context: pixels(),
+        };
       if (name) e.name = String(name);
-      const u = o.user ? { ...user, ...pick(o.user, USER) } : user;
       if (u) e.user = u;
       if (Object.keys(consent).length) e.consent = consent;
       send(e);
@@ -171,11 +171,11 @@
       fp.page();
     });
 
-    fp.track = safe((name, properties, options) => emit('track', name, properties, options));
-    fp.page = safe((properties, options) => emit('page', null, properties, options));
-    fp.identify = safe((u, options) => {
+    fp.track = safe((name, props, o) => emit('track', name, props, o));
+    fp.page = safe((props, o) => emit('page', 0, props, o));
+    fp.identify = safe((u, o) => {
       user = { ...user, ...pick(typeof u == 'object' ? u : { external_id: u }, USER) };
-      return emit('identify', null, null, options);
+      return emit('identify', 0, 0, o);
     });
     fp.consent = safe((c) => {
       setConsent(c);
@@ -197,10 +197,9 @@
     safe(() => {
       for (const m of ['pushState', 'replaceState']) {
         const original = history[m];
-        history[m] = function (...a) {
-          const r = original.apply(this, a);
+        history[m] = function () {
           setTimeout(navigated);
-          return r;
+          return original.apply(this, arguments);
         };
       }
       w.addEventListener('popstate', () => setTimeout(navigated));
