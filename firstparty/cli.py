@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
             act.add_argument(flag)
         act.set_defaults(handler=handler)
 
+    dest = sub.add_parser("destinations", help="list destinations, or send one a test event")
+    dest_sub = dest.add_subparsers(metavar="ACTION")
+    probe = dest_sub.add_parser("test", help="send a synthetic event, show request and answer")
+    probe.add_argument("name")
+    probe.add_argument("--test-event-code", help="Meta/TikTok: the code of the Test events tab")
+    probe.add_argument("--live", action="store_true", help="send a real event if no test mode")
+    probe.set_defaults(handler=_destinations_test)
+    dest.set_defaults(handler=_destinations_list)
+
     prune = sub.add_parser("prune", help="delete rows older than their retention")
     prune.set_defaults(handler=_prune)
 
@@ -441,6 +450,45 @@ def _privacy_erase(args: argparse.Namespace) -> int:
 def _privacy_export(args: argparse.Namespace) -> int:
     print(json.dumps(_privacy_run(args, "export"), indent=2, default=str))
     return 0
+
+
+def _destinations_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    if not settings.destinations:
+        print("no destinations: add [[destinations]] to the config file (docs/destinations.md)")
+    for found in settings.destinations:
+        unset = settings.misconfigured.get(found.name)
+        state = f"cannot send: {', '.join(unset)} not set" if unset else "ready"
+        print(f"{found.name:<20} {found.type:<16} {state}")
+    return 0
+
+
+def _destinations_test(args: argparse.Namespace) -> int:
+    from firstparty.delivery import probe
+
+    settings = load_settings(args)
+    found = {d.name: d for d in settings.destinations}.get(args.name)
+    if found is None:
+        known = ", ".join(sorted(d.name for d in settings.destinations)) or "none"
+        raise ConfigError(f"no destination named {args.name!r} (configured: {known})")
+    if args.name in settings.misconfigured:
+        unset = ", ".join(settings.misconfigured[args.name])
+        raise ConfigError(f"{args.name}: cannot send: environment variable(s) {unset} not set")
+    result = asyncio.run(
+        probe.send_test_event(
+            found, delivery=settings.delivery, code=args.test_event_code, live=args.live
+        )
+    )
+    print(f"destination {result.destination} ({found.type}), sent in {result.mode}")
+    for exchange in result.exchanges:
+        print(f"\n> {exchange.method} {exchange.url}")
+        if exchange.request is not None:
+            print(json.dumps(exchange.request, indent=2))
+        answer = exchange.error or f"{exchange.status} {exchange.response or ''}"
+        print(f"< {answer.strip()}")
+    detail = f": {result.detail}" if result.detail else ""
+    print(f"\noutcome: {result.status}{detail}")
+    return 0 if result.ok else 1
 
 
 def _prune(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ NOT_RUN = {
     "createdb": "tests/test_cli_errors.py shows the message that names it",
     "export": "a deployment's environment",
     "firstparty doctor": "resolves real DNS names",
+    "firstparty destinations test": "tests/destinations/test_probe.py runs it on the fakes",
     "firstparty serve": "tests/test_cli.py and tests/test_first_run.py run the server",
     "firstparty worker": "tests/test_cli.py runs the worker",
 }
