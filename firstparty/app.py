@@ -38,6 +38,7 @@ from firstparty.web import demo
 
 log = logging.getLogger("firstparty")
 CHECKPOINT_SECONDS = 1.0
+SOURCES_REFRESH_SECONDS = 2.0
 
 
 def route_modules() -> list[Sequence[BaseRoute]]:
@@ -84,7 +85,12 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _delivery(runtime, embedded), _checkpoints(runtime), _pruning(runtime):
+        async with (
+            _delivery(runtime, embedded),
+            _checkpoints(runtime),
+            _pruning(runtime),
+            _sources_refresh(collector.sources),
+        ):
             yield
         await writer.close()
         engine.dispose()
@@ -160,6 +166,23 @@ async def _checkpoints(runtime: Runtime) -> AsyncIterator[None]:
             yield
     finally:
         await asyncio.to_thread(db.checkpoint, runtime.engine)
+
+
+@contextlib.asynccontextmanager
+async def _sources_refresh(book: SourceBook) -> AsyncIterator[None]:
+    """Re-read the database's sources every few seconds, off the event loop: a key rotated,
+    disabled or deleted (by the CLI or another process) is refused here within that time."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(SOURCES_REFRESH_SECONDS)
+            try:
+                await asyncio.to_thread(book.reload)
+            except Exception:  # a busy or unreachable database: keep the keys known so far
+                log.warning("reading the sources failed; retrying", exc_info=True)
+
+    async with _background(loop()):
+        yield
 
 
 @contextlib.asynccontextmanager

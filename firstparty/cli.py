@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
         "--burst", type=int, help="requests saved up for this key (default: [collect])"
     )
     create.set_defaults(handler=_sources_create)
+    for action, about in (
+        ("show", "kind, origins, key prefix, state and limits of a source"),
+        ("rotate", "give a database source a new key (printed once); the old one is refused"),
+        ("disable", "refuse a database source's key until it is enabled again"),
+        ("enable", "accept a disabled source's key again"),
+        ("delete", "delete a database source (its events stay)"),
+    ):
+        act = src_sub.add_parser(action, help=about)
+        act.add_argument("name")
+        act.set_defaults(handler=_sources_act, action=action)
     src.set_defaults(handler=_sources_list)
 
     work = sub.add_parser("worker", help="run a delivery worker (Redis deployments)")
@@ -124,6 +134,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from firstparty.api import limits
     from firstparty.app import create_app, tune_gc
 
     settings = load_settings(args)
@@ -141,7 +152,8 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=limits.BoundedHttpTools,
+            h11_max_incomplete_event_size=limits.HEAD_BYTES,
             log_level="warning",
         )
     else:
@@ -152,7 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             loop="uvloop",
-            http="httptools",
+            http=limits.BoundedHttpTools,
+            h11_max_incomplete_event_size=limits.HEAD_BYTES,
             log_level="warning",
         )
     return 0
@@ -195,7 +208,7 @@ def _first_run_sources(
         return {}
     secret = settings.secret_key.get_secret_value()
     keys = {"default": sources.create(engine, secret, name="default", kind="server", origins=[])}
-    if settings.demo:
+    if settings.demo_on:
         origin = f"http://{args.host}:{args.port}"
         keys["demo"] = sources.create(engine, secret, name="demo", kind="browser", origins=[origin])
     return keys
@@ -238,7 +251,7 @@ def _banner(
             "(its events wait until the server restarts with it)",
         ]
     lines += _admin_lines(settings, url, first_run)
-    if settings.demo and "demo" not in keys:
+    if settings.demo_on and "demo" not in keys:
         lines += ["", f"  demo:    {url}/demo/"]
     if first_run:
         lines += [
@@ -359,17 +372,64 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _sources_list(args: argparse.Namespace) -> int:
-    from firstparty.collect import sources
+    from firstparty.collect import keys
 
     settings = load_settings(args)
     engine = open_database(settings)
-    rows = sources.listing(settings, engine)
-    engine.dispose()
-    if not rows:
-        print("no sources yet: firstparty sources create NAME --kind browser --origin URL")
-    for row in rows:
-        print(f"{row['name']:<20} {row['kind']:<8} {row['from']:<9} {row['origins']}")
+    try:
+        views = keys.listing(settings=settings, engine=engine)
+    finally:
+        engine.dispose()
+    if not views:
+        print(f"no sources yet: {command_name()} sources create NAME --kind browser --origin URL")
+    for view in views:
+        origins = " ".join(view.origins)
+        print(
+            f"{view.name:<20} {view.kind:<8} {view.kept_in:<9} {view.state:<9} "
+            f"{view.key_prefix:<11} {origins}"
+        )
     return 0
+
+
+def _sources_act(args: argparse.Namespace) -> int:
+    """show, rotate, disable, enable, delete NAME."""
+    from firstparty.collect import keys
+
+    settings = load_settings(args)
+    engine = open_database(settings)
+    where = {"settings": settings, "engine": engine, "name": args.name}
+    try:
+        if args.action == "rotate":
+            key = keys.rotate(**where)
+            print(f"new write key of {args.name!r} (shown once; the old one is refused now):")
+            print(key)
+        elif args.action == "delete":
+            keys.delete(**where)
+            print(f"deleted source {args.name!r} (its events stay)")
+        elif args.action in ("disable", "enable"):
+            state = keys.SourceState(args.action + "d")
+            print(f"source {args.name!r} is {keys.set_state(**where, state=state).state}")
+        else:
+            _print_source(keys.show(**where))
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _print_source(view: Any) -> None:
+    rate = view.rate_limit_per_second or "default ([collect])"
+    burst = view.rate_limit_burst or "default ([collect])"
+    for label, value in (
+        ("name", view.name),
+        ("kind", view.kind),
+        ("origins", " ".join(view.origins) or "-"),
+        ("key", f"{view.key_prefix} (the rest is never shown; rotate to get a new one)"),
+        ("state", view.state),
+        ("kept in", view.kept_in),
+        ("rate limit", f"{rate}/s, burst {burst}"),
+        ("created", view.created_at or "-"),
+    ):
+        print(f"{label + ':':<12}{value}")
 
 
 def _sources_create(args: argparse.Namespace) -> int:

@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from firstparty.errors import ConfigError
 
@@ -59,6 +67,19 @@ class SourceSettings(Strict):
             if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2:
                 raise ValueError(f"origin {origin!r} must look like https://www.example.com")
         return [o.rstrip("/") for o in value]
+
+    @model_validator(mode="after")
+    def _origins_fit_the_kind(self) -> SourceSettings:
+        """A browser source without an origin would refuse every browser; a server source is
+        called by no browser, so an origin there is a mistake."""
+        if self.kind == "browser" and not self.origins:
+            raise ValueError(
+                "a browser source needs at least one origin (the site's, e.g. "
+                "https://www.example.com)"
+            )
+        if self.kind == "server" and self.origins:
+            raise ValueError("a server source takes no origins (browsers use a browser source)")
+        return self
 
 
 class CollectSettings(Strict):

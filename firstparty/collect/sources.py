@@ -136,15 +136,25 @@ class SourceBook:
         return entry
 
     def reload(self) -> None:
-        """Read the database's sources again (at most once a second, on an unknown key)."""
+        """Read the database's sources again: on an unknown key (at most once a second) and
+        every few seconds from the server (app.py), so a key rotated, disabled or deleted in
+        any process is refused by every other within that time. Unchanged keys keep their
+        rate-limit buckets."""
         self._loaded_at = time.monotonic()
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(sources_table)).all()
+            rows = conn.execute(
+                sa.select(sources_table).where(sources_table.c.disabled_at.is_(None))
+            ).all()
+        found = {h: e for h, e in self._by_hash.items() if h in self._config_hashes}
         for row in rows:
-            if row.write_key_hash not in self._by_hash:
-                source = Source(row.name, row.kind, tuple(row.origins or ()))
-                bucket = key_bucket(self.collect, row.rate_limit_per_second, row.rate_limit_burst)
-                self._by_hash[row.write_key_hash] = Entry(source, bucket)
+            source = Source(row.name, row.kind, tuple(row.origins or ()))
+            kept = self._by_hash.get(row.write_key_hash)
+            if kept is not None and kept.source == source:
+                found[row.write_key_hash] = kept
+                continue
+            bucket = key_bucket(self.collect, row.rate_limit_per_second, row.rate_limit_burst)
+            found[row.write_key_hash] = Entry(source, bucket)
+        self._by_hash = found
 
     def origins(self) -> set[str]:
         """Every origin of every browser source (for CORS preflights, which carry no key)."""
