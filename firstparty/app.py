@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firstparty import crashes
-from firstparty.api import admin, collect, ops, otp, segment
+from firstparty.api import admin, collect, limits, ops, otp, segment
 from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
@@ -104,7 +104,10 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             HTTPException: _http_error,
             Exception: _crash,  # what fails in a middleware outside _Crashes
         },
-        middleware=[Middleware(_Crashes)],  # innermost: keep it last
+        middleware=[
+            Middleware(limits.BodyLimits, limits=limits.table(settings.collect)),
+            Middleware(_Crashes),  # innermost: keep it last
+        ],
     )
     app.state.runtime = runtime
     app.state.collector = collector
