@@ -199,7 +199,12 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError) -> InputError:
         msgspec.json.decode(raw)
     except msgspec.DecodeError as broken:
         return InputError(400, f"malformed JSON: {broken}")
-    message = str(exc)
+    found = every_error(raw, EventIn) or [_one_error(str(exc))]
+    return InputError(422, "validation failed", found)
+
+
+def _one_error(message: str) -> FieldError:
+    """msgspec's message (it stops at the first error) as a FieldError naming the field."""
     match = _PATH.search(message)
     field = match.group(1) if match else ""
     field = re.sub(r"\[(\d+)\]", r".\1", field).lstrip(".") or "(body)"
@@ -212,7 +217,57 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError) -> InputError:
         unknown = text.split("`")[1]
         field = f"{field}.{unknown}" if field != "(body)" else unknown
         text = "unknown field"
-    return InputError(422, "validation failed", [FieldError(field, text)])
+    return FieldError(field, _in_words(text))
+
+
+def every_error(raw: bytes, kind: type[msgspec.Struct]) -> list[FieldError]:
+    """Every field that does not fit `kind`, not only the first (the slow path of a 422)."""
+    data = msgspec.json.decode(raw)
+    if not isinstance(data, dict):
+        return [FieldError("(body)", "expected a JSON object")]
+    return _struct_errors(data, kind, "")
+
+
+def _struct_errors(data: dict[str, Any], kind: type[msgspec.Struct], at: str) -> list[FieldError]:
+    fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
+    found = [FieldError(at + key, "unknown field") for key in data if key not in fields]
+    for name, info in fields.items():
+        if name not in data:
+            if info.required:
+                found.append(FieldError(at + name, "required"))
+            continue
+        inner = _struct_type(info.type)
+        if inner is not None and isinstance(data[name], dict):
+            found += _struct_errors(data[name], inner, f"{at}{name}.")
+            continue
+        try:
+            msgspec.convert(data[name], type=info.type)
+        except msgspec.ValidationError as exc:
+            one = _one_error(str(exc))
+            where = at + name + ("" if one.field == "(body)" else "." + one.field)
+            found.append(FieldError(where, one.message))
+    return found
+
+
+def _struct_type(annotation: Any) -> type[msgspec.Struct] | None:
+    """The Struct in `Struct | None`, if that is what the annotation is."""
+    for option in getattr(annotation, "__args__", (annotation,)):
+        if isinstance(option, type) and issubclass(option, msgspec.Struct):
+            return option
+    return None
+
+
+_LENGTH = re.compile(r"^Expected `str` of length (<=|>=) (\d+)$")
+
+
+def _in_words(text: str) -> str:
+    """msgspec's "Expected `str` of length <= 128" as "at most 128 characters"."""
+    found = _LENGTH.match(text)
+    if found is None:
+        return text
+    bound = "at most" if found.group(1) == "<=" else "at least"
+    count = int(found.group(2))
+    return f"expected a string of {bound} {count} character{'' if count == 1 else 's'}"
 
 
 def encode(value: Any) -> bytes:
