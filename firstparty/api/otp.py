@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from firstparty.collect import client_address
+from firstparty.collect import client_address, nonfinite
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import cookie, otp, sms
 from firstparty.runtime import Runtime
@@ -129,7 +129,9 @@ def _decode(body: bytes, kind: type[T]) -> T:
         found = _AT_FIELD.search(text) or _MISSING.search(text)
         name = found.group(1) if found else "body"
         raise InputError(422, "validation failed", [FieldError(name, text)]) from None
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except msgspec.DecodeError as exc:
+        raise nonfinite.malformed(body, exc) from None
+    except UnicodeDecodeError:
         raise InputError(400, "malformed JSON") from None
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from firstparty.collect import nonfinite
 from firstparty.errors import FieldError, InputError
 
 Short = Annotated[str, msgspec.Meta(max_length=256)]
@@ -142,7 +143,7 @@ def decode_event(raw: bytes) -> EventIn:
     except msgspec.ValidationError as exc:
         raise _invalid(raw, exc) from None
     except msgspec.DecodeError as exc:
-        raise InputError(400, f"malformed JSON: {exc}") from None
+        raise nonfinite.malformed(raw, exc) from None
     except UnicodeDecodeError:
         raise InputError(
             400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
@@ -185,7 +186,7 @@ def decode_batch(raw: bytes) -> list[bytes]:
     except msgspec.ValidationError as exc:
         raise _invalid(raw, exc) from None
     except msgspec.DecodeError as exc:
-        raise InputError(400, f"malformed JSON: {exc}") from None
+        raise nonfinite.malformed(raw, exc) from None
     except UnicodeDecodeError:
         raise InputError(
             400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
@@ -198,7 +199,7 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError) -> InputError:
     try:
         msgspec.json.decode(raw)
     except msgspec.DecodeError as broken:
-        return InputError(400, f"malformed JSON: {broken}")
+        return nonfinite.malformed(raw, broken)
     found = every_error(raw, EventIn) or [_one_error(str(exc))]
     return InputError(422, "validation failed", found)
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from firstparty.collect import prepare, schema
+from firstparty.collect import nonfinite, prepare, schema
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
 
@@ -153,9 +153,10 @@ def _decode(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise InputError(400, "invalid message", [FieldError("(body)", str(exc))]) from None
+        found = nonfinite.field_of(raw) or FieldError("(body)", str(exc))
+        raise InputError(400, "invalid message", [found]) from None
     except msgspec.DecodeError as exc:
-        raise InputError(400, f"malformed JSON: {exc}") from None
+        raise nonfinite.malformed(raw, exc) from None
     except UnicodeDecodeError:
         raise InputError(
             400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")]
