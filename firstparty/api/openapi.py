@@ -5,6 +5,7 @@ A test checks that every mounted route is documented, so a new endpoint cannot s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -22,6 +23,51 @@ _ERRORS = {
     "429": "Rate limited; see Retry-After",
     "503": "Storage unavailable; retry",
 }
+# Answers every operation of a kind can give, beyond those listed with it (`_complete`).
+_MORE_ERRORS = {
+    "304": "Not modified (its ETag matches If-None-Match)",
+    "400": "Malformed JSON",
+    "401": "Missing or wrong credentials",
+    "403": "Refused: origin not allowed, form expired, or the admin UI is off",
+    "404": "Not found",
+    "413": "Body too large: refused unread (Content-Length) or at the limit while streaming",
+    "422": "A malformed field, named in `details`",
+    "429": "Rate limited; see Retry-After",
+    "502": "The SMS provider failed; the code was not sent or not checked",
+    "503": "Unavailable; retry after Retry-After",
+}
+_ANSWERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("/v1/otp/start", "post"): ("400", "401", "403", "413", "422", "429", "502", "503"),
+    ("/v1/otp/verify", "post"): ("400", "401", "403", "413", "422", "429", "502", "503"),
+    ("/v1/admin/events", "get"): ("422",),
+    ("/v1/admin/events/{id}", "get"): ("404",),
+    ("/v1/admin/tracks", "get"): ("422",),
+    ("/v1/admin/privacy/export", "get"): ("422",),
+    ("/v1/admin/replay", "post"): ("400", "413", "422"),
+    ("/v1/admin/privacy/erase", "post"): ("400", "413", "422"),
+    ("/admin/login", "get"): ("403",),
+    ("/admin/login", "post"): ("401", "403", "413", "429"),
+    ("/admin/logout", "post"): ("403", "413"),
+    ("/admin/events/{id}", "get"): ("403", "404"),
+    ("/admin/deliveries", "get"): ("403", "422"),
+    ("/admin/replay", "post"): ("403", "413", "422"),
+    ("/readyz", "get"): ("503",),
+    ("/fp.js", "get"): ("304",),
+    ("/fp.{digest}.js", "get"): ("304",),
+    ("/metrics", "get"): ("401",),
+    ("/segment/v1/m", "post"): ("413",),
+    ("/segment/v1/projects/{write_key}/settings", "get"): ("404",),
+    ("/demo/", "get"): ("404",),
+    ("/demo/events.json", "get"): ("404",),
+}
+
+
+def _preflight() -> dict[str, Any]:
+    return {
+        "summary": "CORS preflight: allowed for the origins of the key's source",
+        "parameters": [{"name": "key", "in": "query", "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "Allowed"}, "403": {"description": "Not allowed"}},
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -95,7 +141,14 @@ def _page(summary: str, method: str = "get") -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [schema.EventIn, schema.Accepted, schema.ErrorBody, schema.BatchItemError, _BatchDoc],
+        [
+            schema.EventIn,
+            schema.Accepted,
+            schema.ErrorBody,
+            schema.InternalErrorBody,
+            schema.BatchItemError,
+            _BatchDoc,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     components["BatchOut"] = {
@@ -163,7 +216,11 @@ def document() -> dict[str, Any]:
             "The browser tracker by content hash (cached a year)", "application/javascript"
         ),
         **segment.openapi_paths(),
+        "/demo": _redirect("The demo page, at /demo/"),
+        "/demo/": _simple("The demo page (when `demo = true`)", "text/html"),
+        "/demo/events.json": _simple("The demo visitor's own events, newest first"),
     }
+    _complete(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "firstparty", "version": __version__},
@@ -173,6 +230,39 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _redirect(summary: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "responses": {"308": {"description": summary}}}}
+
+
+def _complete(paths: dict[str, Any]) -> None:
+    """What every operation shares, added in one place: its path parameters, the preflight of
+    each collect path, the answers of `_ANSWERS`, a 413 on each body, and the 500 of a crash."""
+    crash = {"description": "Internal error; `error_id` names its log line"}
+    crash.update(_json(_ref("InternalErrorBody")))
+    for path, item in paths.items():
+        if path.startswith(("/v1/events", "/v1/batch", "/segment/v1/")) and "post" in item:
+            item["options"] = _preflight()
+        for method, op in item.items():
+            answers = op.setdefault("responses", {})
+            for code in _ANSWERS.get((path, method), ()):
+                answers.setdefault(code, {"description": _MORE_ERRORS[code]})
+            if method == "post" and not path.startswith("/segment/"):
+                answers.setdefault("413", {"description": _MORE_ERRORS["413"]})
+            answers.setdefault("500", crash)
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            op["parameters"] = [
+                *op.get("parameters", []),
+                *(_path_parameter(name) for name in _PARAM.findall(path) if name not in declared),
+            ]
+
+
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 class _BatchDoc(msgspec.Struct):
