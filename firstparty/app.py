@@ -34,7 +34,7 @@ from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.tracker import serve
 from firstparty.web import admin as admin_ui
-from firstparty.web import demo
+from firstparty.web import demo, live
 
 log = logging.getLogger("firstparty")
 CHECKPOINT_SECONDS = 1.0
@@ -52,6 +52,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         serve.routes,
         demo.routes,
         admin_ui.routes,
+        live.routes,
     ]
 
 

@@ -1,0 +1,120 @@
+"""Issue 13: the live debugger. Its reads on every engine, and the page in headless Chromium:
+an event appears as it arrives, with its warning, then its delivery and Meta's answer (the
+strict fake of tests/fakes/meta.py behind a real worker)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from firstparty.reports import live
+from firstparty.store import db, migrate
+from tests.browser import harness
+from tests.conftest import BROWSER_KEY, SERVER_KEY, AppClient, settings_for
+from tests.fakes import meta as fake_meta
+
+TOKEN = "admin-token-for-tests"
+SITE = "https://www.example.test"
+ARTIFACTS = Path(__file__).parents[1] / "browser" / "artifacts"
+FAST = {"backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05, "sweep_interval_seconds": 0.1}
+
+
+async def test_a_watch_sees_each_event_once_and_follows_its_deliveries(
+    app_client: AppClient,
+) -> None:
+    watch = live.Watch.starting(datetime.now(UTC))
+    assert live.poll(app_client.engine, watch, datetime.now(UTC)) == ([], [])
+    body = {"type": "track", "name": "Lead", "user": {"phone": "not a phone"}}
+    r = await app_client.http.post("/v1/events", headers={"X-Write-Key": SERVER_KEY}, json=body)
+    assert r.status_code == 202
+    events, _ = live.poll(app_client.engine, watch, datetime.now(UTC))
+    assert [e["name"] for e in events] == ["Lead"]
+    assert events[0]["warnings"][0]["field"] == "user.phone"
+    again, _ = live.poll(app_client.engine, watch, datetime.now(UTC))
+    assert again == []  # read again through the overlap, shown once
+    later = datetime.now(UTC) + live.FOLLOW + timedelta(seconds=1)
+    live.poll(app_client.engine, watch, later)
+    assert watch.shown == {}  # no longer followed
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, fake_meta.FakeMeta]]:
+    from firstparty.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'firstparty.db'}"
+    engine = db.create_engine(url, poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    engine.dispose()
+    with fake_meta.FakeMeta() as meta:
+        destination = {
+            "name": "meta",
+            "type": "meta_capi",
+            "pixel_id": fake_meta.PIXEL_ID,
+            "access_token": fake_meta.ACCESS_TOKEN,
+            "api_base": meta.api_base,
+        }
+        settings = settings_for(url, destinations=[destination], delivery=FAST)
+        server = harness.ServerThread(
+            create_app(settings, run_worker=True), harness.certificate(tmp_path)
+        )
+        with server:
+            yield f"https://127.0.0.1:{server.port}", meta
+
+
+def test_the_live_page_shows_events_and_answers_as_they_come(
+    served: tuple[str, fake_meta.FakeMeta],
+) -> None:
+    reason = harness.browser_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    base, meta = served
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=harness.CHROMIUM, headless=True, args=harness.CHROMIUM_ARGS
+        )
+        context = chromium.new_context(
+            ignore_https_errors=True, viewport={"width": 1280, "height": 600}
+        )
+        context.set_default_timeout(20_000)
+        page = context.new_page()
+        page.goto(f"{base}/admin/login")
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/admin/")
+        page.goto(f"{base}/admin/live")
+        page.wait_for_function(
+            "document.querySelector('#live-state').textContent.includes('following')"
+        )
+        assert page.locator("#live tbody tr").count() == 0
+
+        event = {
+            "type": "track",
+            "name": "Lead",
+            "event_id": "live-1",
+            "url": f"{SITE}/apply",
+            "user": {"email": "a@example.com", "phone": "12"},
+        }
+        headers = {"X-Write-Key": BROWSER_KEY, "Origin": SITE, "User-Agent": "Mozilla/5.0"}
+        with httpx.Client(base_url=base, verify=False) as http:
+            assert http.post("/v1/events", json=event, headers=headers).status_code == 202
+        row = page.locator("#live tbody tr").first
+        row.locator("text=Lead").wait_for()
+        assert "user.phone" in row.inner_text()
+        delivered = row.locator(".deliveries .status-delivered")
+        delivered.wait_for()
+        assert "meta: delivered (try 1) — 200" in delivered.inner_text()
+        assert '"events_received": 1' in delivered.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "admin-live.png"), full_page=True)
+        chromium.close()
+    assert len(meta.events) == 1
