@@ -110,6 +110,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             Middleware(_Crashes),  # innermost: keep it last
         ],
     )
+    # Starlette's slash redirect builds its Location from the Host header; the Host is never
+    # reflected (issue 12), so a path with a stray slash is a 404 (or an explicit relative route).
+    app.router.redirect_slashes = False
     app.state.runtime = runtime
     app.state.collector = collector
     return app

@@ -55,3 +55,9 @@ INTERNAL_ERRORS = Counter(
     ["error"],  # error: the exception's class name
     registry=REGISTRY,
 )
+ADMIN_REFUSED = Counter(
+    "firstparty_admin_signin_refused_total",
+    "Admin sign-ins and admin API calls refused with 429 while their address waits after failures",
+    ["surface"],  # ui: the /admin/login form | api: a bearer token on /v1/admin/*
+    registry=REGISTRY,
+)

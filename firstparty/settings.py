@@ -28,6 +28,8 @@ from firstparty.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./firstparty.db"
 UNSAFE_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "test"}
+MIN_ADMIN_TOKEN = 16
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
 
 
 class Strict(BaseModel):
@@ -190,7 +192,11 @@ class Settings(Strict):
     metrics_token: SecretStr | None = None
     secret_key: SecretStr
     config_path: str | None = None
-    demo: bool = True
+    # The demo site at /demo/: None (unset) means on with SQLite, off with a server database.
+    demo: bool | None = None
+    # The external base URL (e.g. https://t.example.com), where an absolute URL is needed (the
+    # Segment settings, the demo's snippet); the Host header is never used for one.
+    public_url: str | None = None
     cookie: CookieSettings = CookieSettings()
     collect: CollectSettings = CollectSettings()
     otp: OtpSettings = OtpSettings()
@@ -211,6 +217,24 @@ class Settings(Strict):
         if raw.lower() in UNSAFE_SECRETS or len(raw) < 32:
             raise ValueError("secret_key must be at least 32 random characters, not a placeholder")
         return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        raw = value.get_secret_value() if value is not None else None
+        if raw is not None and (raw.lower() in UNSAFE_SECRETS or len(raw) < MIN_ADMIN_TOKEN):
+            raise ValueError(
+                f"admin_token must be at least {MIN_ADMIN_TOKEN} random characters, "
+                "not a placeholder"
+            )
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_an_origin(cls, value: str | None) -> str | None:
+        if value is not None and not _ORIGIN.match(value.rstrip("/")):
+            raise ValueError(f"public_url {value!r} must look like https://t.example.com")
+        return value.rstrip("/") if value is not None else None
 
     @field_validator("sources")
     @classmethod
@@ -234,6 +258,11 @@ class Settings(Strict):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def demo_on(self) -> bool:
+        """`demo` as set, else on with the embedded SQLite and off with a server database."""
+        return self.is_sqlite if self.demo is None else self.demo
 
 
 ENV_KEYS = {

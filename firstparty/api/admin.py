@@ -6,59 +6,82 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from firstparty.collect import prepare
+from firstparty.api import admin_input as given_
+from firstparty.collect import client_address
 from firstparty.delivery import replay
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
 from firstparty.privacy import service as privacy
 from firstparty.reports import browse
 from firstparty.runtime import Runtime
+from firstparty.web import signin
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _authorised(handler: Handler) -> Handler:
+    """Refuses without the bearer token; a wrong one counts toward its address's delay (429)."""
+
     async def guarded(request: Request) -> Response:
         runtime: Runtime = request.app.state.runtime
         token = runtime.settings.admin_token
         given = request.headers.get("authorization", "")
         if token is None:
             raise InputError(401, "admin API disabled: set FIRSTPARTY_ADMIN_TOKEN")
+        if not given:
+            raise _unauthorised("missing admin token")
+        attempt = await _try(request, runtime)
         expected = f"Bearer {token.get_secret_value()}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise InputError(
-                401, "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise _unauthorised("wrong admin token")
+        await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
         return await handler(request)
 
     return guarded
 
 
+def _unauthorised(message: str) -> InputError:
+    return InputError(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _try(request: Request, runtime: Runtime) -> signin.Attempt:
+    """This token try let through, or refused with 429 while its address waits."""
+    settings = runtime.settings
+    address = client_address.client_ip(
+        request,
+        trust_forwarded_for=settings.collect.trust_forwarded_for,
+        trusted_hops=settings.collect.trusted_hops,
+    )
+    attempt = await asyncio.to_thread(
+        signin.begin,
+        runtime.engine,
+        secret=settings.secret_key.get_secret_value(),
+        address=address,
+        surface=signin.Surface.API,
+        now=datetime.now(UTC),
+    )
+    if attempt.refused:
+        raise InputError(
+            429,
+            f"too many wrong admin tokens from this address: retry in {attempt.retry_after} s",
+            headers={"Retry-After": str(attempt.retry_after)},
+        )
+    return attempt
+
+
 def _time(request: Request, name: str) -> datetime | None:
-    return _parse_time(request.query_params.get(name), name)
-
-
-def _parse_time(raw: object, name: str) -> datetime | None:
-    if raw is None:
-        return None
-    try:
-        return prepare.parse_timestamp(str(raw))
-    except ValueError:
-        raise InputError(422, "validation failed", [FieldError(name, "must be ISO 8601")]) from None
+    return given_.time(name, request.query_params.get(name))
 
 
 def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise InputError(422, "validation failed", [FieldError("limit", "must be 1 to 1000")])
-    return int(raw)
+    return given_.limit(request.query_params.get("limit"))
 
 
 def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
@@ -72,13 +95,13 @@ async def list_events(request: Request) -> Response:
     query = request.query_params
     limit = _limit(request)
     filters = browse.EventFilters(
-        name=query.get("name"),
-        source=query.get("source"),
-        visitor_id=query.get("visitor_id"),
-        user_id=query.get("user_id"),
+        name=given_.text("name", query.get("name")),
+        source=given_.text("source", query.get("source")),
+        visitor_id=given_.row_id("visitor_id", query.get("visitor_id")),
+        user_id=given_.row_id("user_id", query.get("user_id")),
         since=_time(request, "since"),
         until=_time(request, "until"),
-        cursor=query.get("cursor"),
+        cursor=given_.row_id("cursor", query.get("cursor")),
     )
     items = await asyncio.to_thread(browse.events, runtime.engine, filters, limit + 1)
     return JSONResponse(_page(items, limit))
@@ -86,7 +109,8 @@ async def list_events(request: Request) -> Response:
 
 async def get_event(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    found = await asyncio.to_thread(browse.event, runtime.engine, request.path_params["id"])
+    pk = request.path_params["id"]
+    found = await asyncio.to_thread(browse.event, runtime.engine, pk) if _is_id(pk) else None
     if found is None:
         raise InputError(404, "no such event")
     return JSONResponse(found)
@@ -95,18 +119,16 @@ async def get_event(request: Request) -> Response:
 async def list_tracks(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     query = request.query_params
-    status = query.get("status")
-    if status and status not in browse.TRACK_STATUSES:
-        choices = ", ".join(browse.TRACK_STATUSES)
-        raise InputError(422, "validation failed", [FieldError("status", f"one of {choices}")])
+    status = given_.choice("status", query.get("status"), browse.TRACK_STATUSES)
     limit = _limit(request)
+    cursor = given_.track_cursor(query.get("cursor"))
     filters = browse.TrackFilters(
         status=status,
-        destination=query.get("destination"),
-        event_id=query.get("event_id"),
+        destination=given_.text("destination", query.get("destination")),
+        event_id=given_.text("event_id", query.get("event_id")),
         since=_time(request, "since"),
         until=_time(request, "until"),
-        cursor=query.get("cursor"),
+        cursor=None if cursor is None else str(cursor),
     )
     items = await asyncio.to_thread(browse.tracks, runtime.engine, filters, limit + 1)
     return JSONResponse(_page(items, limit))
@@ -119,7 +141,7 @@ async def _query_and_body(request: Request) -> dict[str, Any]:
     if body:
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise InputError(400, "malformed JSON") from None
         if not isinstance(parsed, dict):
             raise InputError(422, "validation failed", [FieldError("(body)", "must be an object")])
@@ -139,20 +161,19 @@ async def replay_failed(request: Request) -> Response:
     if wrong:
         fields = [FieldError(k, "must be a string") for k in wrong]
         raise InputError(422, "validation failed", fields)
-    destination = given.get("destination")
+    destination = given_.text("destination", given.get("destination"))
     if destination is not None and destination not in runtime.adapters:
-        detail = FieldError("destination", "no such destination")
-        raise InputError(422, "validation failed", [detail])
+        raise given_.invalid("destination", "no such destination")
     result = await asyncio.to_thread(
         replay.replay,
         runtime.engine,
         settings=runtime.settings,
         adapters=runtime.adapters,
         destination=destination,
-        since=_parse_time(given.get("since"), "since"),
-        until=_parse_time(given.get("until"), "until"),
-        event_name=given.get("event"),
-        dry_run=str(given.get("dry_run", "")).lower() in ("1", "true", "yes"),
+        since=given_.time("since", given.get("since")),
+        until=given_.time("until", given.get("until")),
+        event_name=given_.text("event", given.get("event")),
+        dry_run=_flag(given.get("dry_run")),
     )
     if result.requeued and not result.dry_run:
         await runtime.notifier.notify()
@@ -166,6 +187,22 @@ async def replay_failed(request: Request) -> Response:
     )
 
 
+def _flag(raw: object) -> bool:
+    """`dry_run`: true, false, or as a query string 1/0, true/false, yes/no (absent: false)."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.lower() in ("", "0", "false", "no", "1", "true", "yes"):
+        return raw.lower() in ("1", "true", "yes")
+    raise given_.invalid("dry_run", "must be true or false")
+
+
+def _is_id(value: str) -> bool:
+    try:
+        return given_.row_id("id", value) is not None
+    except InputError:
+        return False
+
+
 PERSON_FIELDS = ("user_id", "visitor_id", "phone", "email")
 
 
@@ -177,7 +214,7 @@ async def _person(request: Request) -> privacy.Who:
         raise InputError(
             422, "validation failed", [FieldError(k, "unknown field") for k in sorted(unknown)]
         )
-    bad = [k for k, v in given.items() if not isinstance(v, str) or len(v) > 256]
+    bad = [k for k, v in given.items() if not isinstance(v, str) or not _text_ok(k, v)]
     if bad:
         fields = [FieldError(k, "must be a string of at most 256 characters") for k in sorted(bad)]
         raise InputError(422, "validation failed", fields)
@@ -186,6 +223,14 @@ async def _person(request: Request) -> privacy.Who:
         detail = FieldError("user_id", "give user_id, visitor_id, phone or email")
         raise InputError(422, "validation failed", [detail])
     return who
+
+
+def _text_ok(field: str, value: str) -> bool:
+    try:
+        given_.text(field, value)
+    except InputError:
+        return False
+    return True
 
 
 async def _run_privacy(request: Request, action: Callable[..., Any]) -> Any:

@@ -111,6 +111,11 @@ def _admin_op(summary: str, params: list[str], method: str = "get") -> dict[str,
             "responses": {
                 "200": {"description": "OK", **_json({"type": "object"})},
                 "401": {"description": "Missing or wrong admin token", **_json(_ref("ErrorBody"))},
+                "422": {"description": "A malformed field, named", **_json(_ref("ErrorBody"))},
+                "429": {
+                    "description": "Too many wrong tokens from this address: see Retry-After",
+                    **_json(_ref("ErrorBody")),
+                },
             },
         }
     }
@@ -199,6 +204,13 @@ def document() -> dict[str, Any]:
         "/admin/login": {
             **_page("Sign-in form of the admin UI"),
             **_page("Sign in with the admin token; sets the session cookie", "post"),
+        },
+        "/admin": {
+            "get": {
+                "summary": "To /admin/ (a relative redirect)",
+                "tags": ["admin UI (HTML)"],
+                "responses": {"308": {"description": "To /admin/"}},
+            }
         },
         "/admin/logout": _page("Sign out", "post"),
         "/admin/": _page("Admin UI: events, newest first"),

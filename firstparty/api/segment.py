@@ -277,9 +277,15 @@ async def project_settings(request: Request) -> Response:
     if entry is None or entry.source.kind != "browser":
         # Server keys are secrets: this route never confirms one exists.
         return error_response(InputError(404, "no browser source has this write key"))
-    api_host = f"{request.url.netloc}{PREFIX}"
-    body = cdn_settings(request.path_params["write_key"], api_host, request.url.scheme)
-    response = JSONResponse(body, headers={"Cache-Control": "public, max-age=300"})
+    public_url = request.app.state.runtime.settings.public_url
+    if public_url:
+        scheme, _, host = public_url.partition("://")
+        cache = {"Cache-Control": "public, max-age=300"}
+    else:  # the caller's own Host, so never kept by a shared cache (set public_url to cache it)
+        scheme, host = request.url.scheme, request.url.netloc
+        cache = {"Cache-Control": "no-store"}
+    body = cdn_settings(request.path_params["write_key"], host + PREFIX, scheme)
+    response = JSONResponse(body, headers=cache)
     origin = request.headers.get("origin")
     if origin and origin in entry.source.origins:
         response.headers["Access-Control-Allow-Origin"] = origin

@@ -2,7 +2,9 @@
 
 Each chunk is its own short transaction, so ingest never waits long on a prune; a run stops
 after `prune_max_rows` per table (the next run goes on). An event goes with its outbox rows,
-its click ids and its links to logged requests; a logged request with its links.
+its click ids and its links to logged requests; a logged request with its links. The admin
+sign-in rows go once they no longer count: failures past their window, revocations past the
+session's expiry (whatever the settings).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from firstparty.settings import RetentionSettings
 from firstparty.store.models import (
+    admin_login_failures,
+    admin_revocations,
     click_ids,
     deliveries,
     events,
@@ -24,6 +28,7 @@ from firstparty.store.models import (
     track_events,
     tracks,
 )
+from firstparty.web import signin
 
 
 def _older(
@@ -96,4 +101,25 @@ def prune(
             continue
         cutoff = now - timedelta(days=days)
         removed[name] = _prune(engine, table, time, drop, cutoff, settings)
+    failures = admin_login_failures
+    removed["admin_login_failures"] = _prune(
+        engine, failures, failures.c.created_at, _drop_rows(failures), now - signin.WINDOW, settings
+    )
+    removed["admin_revocations"] = _prune_revocations(engine, now, settings)
+    return removed
+
+
+def _prune_revocations(engine: Engine, now: datetime, settings: RetentionSettings) -> int:
+    """Revoked sessions past their own expiry (a cookie that old is refused anyway)."""
+    table, removed = admin_revocations, 0
+    while removed < settings.prune_max_rows:
+        size = min(settings.prune_chunk_rows, settings.prune_max_rows - removed)
+        query = sa.select(table.c.nonce).where(table.c.expires_at < now).limit(size)
+        with engine.begin() as conn:
+            nonces = [row[0] for row in conn.execute(query)]
+            if nonces:
+                conn.execute(sa.delete(table).where(table.c.nonce.in_(nonces)))
+        removed += len(nonces)
+        if len(nonces) < size:
+            break
     return removed

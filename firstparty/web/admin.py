@@ -2,8 +2,10 @@
 
 Signing in with FIRSTPARTY_ADMIN_TOKEN sets a session cookie holding only a nonce, an expiry and
 an HMAC (secret key) over both and a digest of the token, so rotating the token ends every
-session. Every POST carries a CSRF token derived from the session (or, on the login form, from a
-short-lived login cookie). Pages are Jinja templates with autoescaping; there is no script.
+session; signing out stores the nonce as revoked (`signin`), which every process honours. Wrong
+tokens make their client address wait longer and longer (`signin`). Every POST carries a CSRF
+token derived from the session (or, on the login form, from a short-lived login cookie). Pages
+are Jinja templates with autoescaping; there is no script.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -26,11 +30,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from firstparty.api import admin_input
+from firstparty.collect import client_address
 from firstparty.delivery import replay
 from firstparty.delivery.outbox import DeliveryStatus
+from firstparty.errors import InputError
 from firstparty.reports import browse, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
+from firstparty.web import signin
 
 SESSION_COOKIE = "fp_admin"
 LOGIN_COOKIE = "fp_admin_login"
@@ -102,6 +110,15 @@ def session_valid(settings: Settings, value: str | None, now: float) -> bool:
     return hmac.compare_digest(mac.encode(), expected.encode())
 
 
+async def session_active(runtime: Runtime, value: str | None) -> bool:
+    """A valid session (`session_valid`) that was not signed out, in any process."""
+    if not session_valid(runtime.settings, value, time.time()):
+        return False
+    assert value is not None
+    nonce = value.split(".")[0]
+    return not await asyncio.to_thread(signin.revoked, runtime.engine, nonce)
+
+
 def csrf_token(settings: Settings, seed: str) -> str:
     """The form token bound to a session (or login) cookie value."""
     return _mac(settings, "admin-csrf", seed)
@@ -113,6 +130,18 @@ def _csrf_ok(settings: Settings, seed: str | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode(), csrf_token(settings, seed).encode())
 
 
+def external_https(request: Request, settings: Settings) -> bool:
+    """Whether people reach this server over https: the configured public URL says so, a proxy
+    we trust says so (X-Forwarded-Proto), or the request itself came over https."""
+    if settings.public_url and settings.public_url.startswith("https://"):
+        return True
+    if settings.collect.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-proto", "")
+        if "https" in (p.strip().lower() for p in forwarded.split(",")):
+            return True
+    return request.url.scheme == "https"
+
+
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
         name,
@@ -121,8 +150,13 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
         path="/admin",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=external_https(request, _settings(request)),
     )
+
+
+def _delete_cookie(request: Request, response: Response, name: str) -> None:
+    secure = external_https(request, _settings(request))
+    response.delete_cookie(name, path="/admin", httponly=True, samesite="strict", secure=secure)
 
 
 # Plumbing shared by the pages.
@@ -151,7 +185,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
     settings = _settings(request)
     base = {
         "csrf": csrf_token(settings, session) if session else "",
-        "signed_in": session_valid(settings, session, time.time()),
+        "signed_in": getattr(request.state, "signed_in", False),
         "path": request.url.path,
     }
     return TEMPLATES.TemplateResponse(
@@ -173,13 +207,18 @@ def _signed_in(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         settings = _settings(request)
         session = request.cookies.get(SESSION_COOKIE)
-        if not session_valid(settings, session, time.time()):
+        if not await session_active(request.app.state.runtime, session):
             return _to_login()
+        request.state.signed_in = True
         if request.method == "POST":
             form = await _form(request)
             if not _csrf_ok(settings, session, form.get("csrf")):
                 return _error(request, 403, "The form expired or did not come from this page.")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except InputError as exc:  # a malformed filter or cursor in the address bar
+            message = "; ".join(f"{d.field}: {d.message}" for d in exc.details) or exc.error
+            return _error(request, exc.status, message)
 
     return guarded
 
@@ -202,19 +241,44 @@ async def login_page(request: Request) -> Response:
     settings = _settings(request)
     if settings.admin_token is None:
         return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
-    if session_valid(settings, request.cookies.get(SESSION_COOKIE), time.time()):
+    if await session_active(request.app.state.runtime, request.cookies.get(SESSION_COOKIE)):
         return RedirectResponse("/admin/", 303)
     return _login_form(request, "", 200)
 
 
-def _login_form(request: Request, error: str, status: int) -> Response:
+def _login_form(
+    request: Request, error: str, status: int, headers: dict[str, str] | None = None
+) -> Response:
     seed = request.cookies.get(LOGIN_COOKIE) or ""
     if len(seed) != 22:
         seed = secrets.token_urlsafe(16)
     context = {"login_csrf": csrf_token(_settings(request), seed), "error": error}
     response = _render(request, "admin_login.html", context, status)
+    response.headers.update(headers or {})
     _set_cookie(request, response, LOGIN_COOKIE, seed, LOGIN_SECONDS)
     return response
+
+
+async def _token_try(request: Request) -> signin.Attempt:
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    address = client_address.client_ip(
+        request,
+        trust_forwarded_for=settings.collect.trust_forwarded_for,
+        trusted_hops=settings.collect.trusted_hops,
+    )
+    return await asyncio.to_thread(
+        signin.begin,
+        runtime.engine,
+        secret=settings.secret_key.get_secret_value(),
+        address=address,
+        surface=signin.Surface.UI,
+        now=datetime.now(UTC),
+    )
+
+
+def _wait_words(seconds: int) -> str:
+    return f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
 
 
 async def login(request: Request) -> Response:
@@ -224,20 +288,35 @@ async def login(request: Request) -> Response:
     form = await _form(request)
     if not _csrf_ok(settings, request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
         return _login_form(request, "The form expired; please sign in again.", 403)
+    attempt = await _token_try(request)
+    if attempt.refused:
+        wait = attempt.retry_after
+        message = (
+            "Too many wrong tokens from your address: sign-in is paused. "
+            f"Try again in {_wait_words(wait)}."
+        )
+        return _login_form(request, message, 429, {"Retry-After": str(wait)})
     given = form.get("token", "").encode()
     if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
         return _login_form(request, "Wrong admin token.", 401)
+    runtime: Runtime = request.app.state.runtime
+    await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
     response = RedirectResponse("/admin/", 303)
     _set_cookie(
         request, response, SESSION_COOKIE, issue_session(settings, time.time()), SESSION_SECONDS
     )
-    response.delete_cookie(LOGIN_COOKIE, path="/admin")
+    _delete_cookie(request, response, LOGIN_COOKIE)
     return response
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session here and in every process: its nonce is revoked until its expiry."""
+    runtime: Runtime = request.app.state.runtime
+    nonce, expiry, _ = request.cookies[SESSION_COOKIE].split(".")
+    expires_at = datetime.fromtimestamp(int(expiry), UTC)
+    await asyncio.to_thread(signin.revoke, runtime.engine, nonce=nonce, expires_at=expires_at)
     response = _to_login()
-    response.delete_cookie(SESSION_COOKIE, path="/admin")
+    _delete_cookie(request, response, SESSION_COOKIE)
     return response
 
 
@@ -248,11 +327,11 @@ async def events_page(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     filters = _filters(request, "name", "source", "visitor_id", "user_id")
     query = browse.EventFilters(
-        name=filters.get("name"),
-        source=filters.get("source"),
-        visitor_id=filters.get("visitor_id"),
-        user_id=filters.get("user_id"),
-        cursor=request.query_params.get("cursor") or None,
+        name=admin_input.text("name", filters.get("name")),
+        source=admin_input.text("source", filters.get("source")),
+        visitor_id=admin_input.row_id("visitor_id", filters.get("visitor_id")),
+        user_id=admin_input.row_id("user_id", filters.get("user_id")),
+        cursor=admin_input.row_id("cursor", request.query_params.get("cursor")),
     )
     items = await asyncio.to_thread(browse.events, runtime.engine, query, PAGE_SIZE + 1)
     context = {
@@ -265,7 +344,8 @@ async def events_page(request: Request) -> Response:
 
 async def event_page(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    found = await asyncio.to_thread(browse.event, runtime.engine, request.path_params["id"])
+    pk = admin_input.row_id("id", request.path_params["id"])
+    found = await asyncio.to_thread(browse.event, runtime.engine, pk) if pk else None
     if found is None:
         return _error(request, 404, "No such event.")
     return _render(request, "admin_event.html", {"event": found})
@@ -285,11 +365,12 @@ async def deliveries_page(request: Request) -> Response:
     if filters.get("status", DeliveryStatus.DELIVERED) not in browse.TRACK_STATUSES:
         context["error"] = "Status must be one of " + ", ".join(browse.TRACK_STATUSES) + "."
         return _render(request, "admin_deliveries.html", context, 422)
+    cursor = admin_input.track_cursor(request.query_params.get("cursor"))
     query = browse.TrackFilters(
         status=filters.get("status"),
-        destination=filters.get("destination"),
-        event_id=filters.get("event_id"),
-        cursor=request.query_params.get("cursor") or None,
+        destination=admin_input.text("destination", filters.get("destination")),
+        event_id=admin_input.text("event_id", filters.get("event_id")),
+        cursor=None if cursor is None else str(cursor),
     )
     items = await asyncio.to_thread(browse.tracks, runtime.engine, query, PAGE_SIZE + 1)
     context.update(items=items[:PAGE_SIZE], next=_next_link("/admin/deliveries", filters, items))
@@ -356,7 +437,12 @@ async def reports_page(request: Request) -> Response:
     return _render(request, "admin_reports.html", await asyncio.to_thread(gather))
 
 
+async def to_index(request: Request) -> Response:
+    return RedirectResponse("/admin/", 308)
+
+
 routes = [
+    Route("/admin", to_index, methods=["GET", "HEAD"]),
     Route("/admin/login", login_page, methods=["GET"]),
     Route("/admin/login", login, methods=["POST"]),
     Route("/admin/logout", _signed_in(logout), methods=["POST"]),

@@ -1,7 +1,9 @@
-"""The demo marketing site at `/demo/` and its live feed `/demo/events.json` (off with demo=false).
+"""The demo marketing site at `/demo/` and its live feed `/demo/events.json`.
 
-The page carries the real snippet; the feed shows the caller's own events only, found by the
-signed `fp_id` cookie the collector set, so one visitor never sees another's.
+On by default with SQLite, off by default with a server database (`demo = true` turns it on,
+`demo = false` off). The page carries the real snippet, its script URL relative (or under
+`public_url`), never built from the Host header; the feed shows the caller's own events only,
+found by the signed `fp_id` cookie the collector set, so one visitor never sees another's.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
-    if not runtime.settings.demo:
-        raise HTTPException(404, "the demo is off (demo = false)")
+    if not runtime.settings.demo_on:
+        raise HTTPException(404, "the demo is off (turn it on with demo = true)")
     return runtime
 
 
@@ -62,15 +64,17 @@ def render(key: str | None, tracker_src: str) -> str:
 
 async def index(request: Request) -> Response:
     settings = _runtime(request).settings
-    origin = f"{request.url.scheme}://{request.url.netloc}"
+    # The origin only picks a browser source's (public) key; it is not written into the page.
+    origin = settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
     key = write_key(settings, origin, request.query_params.get("key"))
-    body = render(key, origin + serve.bundle().path)
+    body = render(key, (settings.public_url or "") + serve.bundle().path)
     return Response(body, media_type="text/html; charset=utf-8", headers=NO_STORE)
 
 
 async def to_index(request: Request) -> Response:
     _runtime(request)
-    return RedirectResponse(request.url.replace(path="/demo/"), 308)
+    query = request.url.query
+    return RedirectResponse("/demo/" + (f"?{query}" if query else ""), 308)
 
 
 def visitor_feed(engine: Engine, visitor_id: str, limit: int = FEED_SIZE) -> dict[str, Any]:

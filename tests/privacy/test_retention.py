@@ -84,7 +84,14 @@ def test_prune_deletes_only_rows_past_their_retention_in_chunks(database_url: st
     _fill(engine, 2)  # new
     settings = RetentionSettings(prune_chunk_rows=3)
     removed = retention.prune(engine, settings)
-    assert removed == {"events": 0, "tracks": 7, "otp_codes": 7, "otp_attempts": 7}
+    assert removed == {
+        "events": 0,
+        "tracks": 7,
+        "otp_codes": 7,
+        "otp_attempts": 7,
+        "admin_login_failures": 0,
+        "admin_revocations": 0,
+    }
     assert _count(engine, m.events) == 9 and _count(engine, m.tracks) == 2
     assert _count(engine, m.track_events) == 2 and _count(engine, m.otp_attempts) == 2
 
@@ -102,7 +109,7 @@ def test_none_keeps_rows_for_ever(sqlite_url: str) -> None:
     _fill(engine, 2)
     _age(engine, 5000)
     keep = RetentionSettings(events_days=None, tracks_days=None, otp_days=None)
-    assert retention.prune(engine, keep) == {}
+    assert retention.prune(engine, keep) == {"admin_login_failures": 0, "admin_revocations": 0}
     assert _count(engine, m.events) == 2
     engine.dispose()
 

@@ -152,7 +152,7 @@ def test_sessions_expire_and_end_when_the_token_changes(sqlite_url: str) -> None
     assert admin.session_valid(settings, value, now)
     assert not admin.session_valid(settings, value, now + admin.SESSION_SECONDS + 1)
     assert not admin.session_valid(
-        settings_for(sqlite_url, admin_token="rotated-token"), value, now
+        settings_for(sqlite_url, admin_token="rotated-admin-token-2"), value, now
     )
     assert not admin.session_valid(settings_for(sqlite_url, admin_token=None), value, now)
 

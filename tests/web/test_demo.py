@@ -35,7 +35,8 @@ async def client(sqlite_url: str) -> AsyncIterator[AppClient]:
 async def test_page_carries_the_snippet_with_the_key_for_its_origin(client: AppClient) -> None:
     response = await client.http.get("/demo/")
     assert response.status_code == 200
-    snippet = f'<script async src="{DEMO_ORIGIN}{serve.bundle().path}" data-key="{BROWSER_KEY}">'
+    # The script URL is relative: the Host header is never written into the page.
+    snippet = f'<script async src="{serve.bundle().path}" data-key="{BROWSER_KEY}">'
     assert snippet in response.text
     assert "%%" not in response.text
     assert response.headers["cache-control"] == "no-store"
@@ -56,8 +57,16 @@ async def test_without_a_source_for_its_origin_the_page_explains_the_setup(
 
 async def test_demo_redirects_to_its_slash(client: AppClient) -> None:
     response = await client.http.get("/demo", follow_redirects=False)
-    assert response.status_code == 308
-    assert response.headers["location"].endswith("/demo/")
+    assert response.status_code == 308 and response.headers["location"] == "/demo/"
+    forged = await client.http.get("/demo?utm_source=x", headers={"Host": "evil.example"})
+    assert forged.status_code == 308 and forged.headers["location"] == "/demo/?utm_source=x"
+
+
+async def test_with_a_public_url_the_snippet_is_absolute_under_it(sqlite_url: str) -> None:
+    async with running_app(_settings(sqlite_url, public_url=DEMO_ORIGIN)) as c:
+        text = (await c.http.get("/demo/", headers={"Host": "evil.example"})).text
+    snippet = f'<script async src="{DEMO_ORIGIN}{serve.bundle().path}" data-key="{BROWSER_KEY}">'
+    assert snippet in text and "evil.example" not in text
 
 
 async def test_feed_shows_only_the_callers_own_events(client: AppClient) -> None:
@@ -99,3 +108,19 @@ async def test_off_when_the_config_says_so(sqlite_url: str) -> None:
     async for c in _client(_settings(sqlite_url, demo=False)):
         assert (await c.http.get("/demo/")).status_code == 404
         assert (await c.http.get("/demo/events.json")).status_code == 404
+
+
+@pytest.mark.parametrize("engine_kind", ["postgresql", "mysql"], indirect=True)
+async def test_off_by_default_on_a_server_database(database_url: str) -> None:
+    """Unset, the demo is on with SQLite only; `demo = true` turns it on anywhere."""
+    async with running_app(_settings(database_url)) as c:
+        assert c.settings.demo is None and not c.settings.demo_on
+        assert (await c.http.get("/demo/")).status_code == 404
+        assert (await c.http.get("/demo/events.json")).status_code == 404
+    async with running_app(_settings(database_url, demo=True)) as c:
+        assert (await c.http.get("/demo/")).status_code == 200
+
+
+async def test_on_by_default_with_sqlite(client: AppClient) -> None:
+    assert client.settings.demo is None and client.settings.demo_on
+    assert (await client.http.get("/demo/")).status_code == 200

@@ -1,0 +1,119 @@
+"""Admin sign-in guards kept in the database, so every server process applies them alike.
+
+Growing delays: each try of the admin token (the sign-in form or a bearer token on the admin API)
+is first recorded as a failure of its client address (a keyed hash of it, never the address), then
+judged by the failures before it: after `FREE_FAILURES` within `WINDOW`, the next try waits
+2, 4, 8, ... seconds after the latest failure, at most `MAX_DELAY_SECONDS`. A refused try is not
+checked and not counted; a right token clears its address. Recording first means concurrent tries
+see each other, so a burst gets no more than the free tries.
+
+Revocations: signing out stores the session's nonce until the session's own expiry; a session
+whose nonce is stored is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from firstparty import metrics
+from firstparty.identity import otp
+from firstparty.store.models import admin_login_failures, admin_revocations
+
+FREE_FAILURES = 5
+WINDOW = timedelta(hours=24)
+MAX_DELAY_SECONDS = 15 * 60
+
+
+class Surface(StrEnum):
+    """Where the admin token was tried."""
+
+    UI = "ui"
+    API = "api"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A try let through (`retry_after` 0, its failure row recorded) or refused."""
+
+    address: str
+    row_id: int | None
+    retry_after: int
+
+    @property
+    def refused(self) -> bool:
+        return self.retry_after > 0
+
+
+def address_key(secret: str, address: str | None) -> str:
+    """The keyed hash stored for a client address (IPv6 by its /64)."""
+    return otp.ip_key(secret, address) or otp.ip_key(secret, "unknown") or ""
+
+
+def delay_after(failures: int) -> int:
+    """Seconds to wait after the latest of `failures` recent failures."""
+    if failures < FREE_FAILURES:
+        return 0
+    return min(1 << min(failures - FREE_FAILURES + 1, 20), MAX_DELAY_SECONDS)
+
+
+def begin(
+    engine: Engine, *, secret: str, address: str | None, surface: Surface, now: datetime
+) -> Attempt:
+    """Record this try as a failure, then let it through or refuse it (counted in a metric)."""
+    key = address_key(secret, address)
+    insert = sa.insert(admin_login_failures).values(address=key, created_at=now)
+    with engine.begin() as conn:
+        inserted = conn.execute(insert).inserted_primary_key
+    assert inserted is not None
+    row_id = int(inserted[0])
+    table = admin_login_failures.c
+    earlier = sa.select(sa.func.count(), sa.func.max(table.created_at)).where(
+        table.address == key, table.created_at > now - WINDOW, table.id < row_id
+    )
+    with engine.begin() as conn:
+        count, latest = conn.execute(earlier).one()
+        wait = _remaining(latest, delay_after(int(count)), now)
+        if wait:
+            conn.execute(sa.delete(admin_login_failures).where(table.id == row_id))
+    if wait:
+        metrics.ADMIN_REFUSED.labels(surface.value).inc()
+        return Attempt(key, None, wait)
+    return Attempt(key, row_id, 0)
+
+
+def _remaining(latest: datetime | None, delay: int, now: datetime) -> int:
+    if latest is None or delay == 0:
+        return 0
+    until = latest.replace(tzinfo=UTC) + timedelta(seconds=delay)
+    return max(0, math.ceil((until - now).total_seconds()))
+
+
+def succeeded(engine: Engine, attempt: Attempt) -> None:
+    """The right token: forget this address's failures."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(admin_login_failures).where(admin_login_failures.c.address == attempt.address)
+        )
+
+
+def revoke(engine: Engine, *, nonce: str, expires_at: datetime) -> None:
+    """End a session in every process until its expiry (signing out twice is harmless)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(admin_revocations).values(nonce=nonce, expires_at=expires_at))
+    except IntegrityError:
+        pass  # already revoked
+
+
+def revoked(engine: Engine, nonce: str) -> bool:
+    """Whether a session with this nonce was signed out."""
+    query = sa.select(admin_revocations.c.nonce).where(admin_revocations.c.nonce == nonce)
+    with engine.connect() as conn:
+        return conn.execute(query).first() is not None
