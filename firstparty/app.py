@@ -34,7 +34,7 @@ from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.tracker import serve
 from firstparty.web import admin as admin_ui
-from firstparty.web import demo, live
+from firstparty.web import demo, live, operate
 
 log = logging.getLogger("firstparty")
 CHECKPOINT_SECONDS = 1.0
@@ -53,6 +53,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         demo.routes,
         admin_ui.routes,
         live.routes,
+        operate.routes,
     ]
 
 
