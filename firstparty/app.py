@@ -67,8 +67,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         settings=settings, engine=engine, adapters=adapters, notifier=queue.make_queue(settings)
     )
 
-    def route(event_type: str, name: str) -> list[str]:
-        return [n for n, a in adapters.items() if a.wants(event_type, name)]
+    def route(event_type: str, name: str, bot: bool) -> list[str]:
+        return [n for n, a in adapters.items() if a.wants(event_type, name, bot=bot)]
 
     secret = settings.secret_key.get_secret_value()
 

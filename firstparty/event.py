@@ -48,6 +48,8 @@ class Event:
     user_id: str | None = None
     # Click ids available for attribution (from all the person's devices once identity links them).
     click_ids: Sequence[ClickId] = ()
+    # Why the event looks automated (collect/bots.py: crawler, headless, ...); None: a person.
+    bot: str | None = None
 
     def click_id(self, kind: str) -> ClickId | None:
         """The most recently first-seen click id of this kind, if any."""

@@ -54,6 +54,9 @@ class SourceSettings(Strict):
     # This key's ceiling; None takes [collect]'s (as do sources created with the CLI).
     rate_limit_per_second: float | None = Field(default=None, gt=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Events from known crawlers and headless browsers (collect/bots.py): kept and flagged, or
+    # dropped (answered 202 with "dropped": "bot", nothing stored). None takes [collect]'s.
+    bots: Literal["flag", "drop"] | None = None
 
     @field_validator("write_key")
     @classmethod
@@ -109,6 +112,10 @@ class CollectSettings(Strict):
     per_address_per_second: float = Field(default=20.0, gt=0)
     per_address_burst: int = Field(default=200, ge=1)
     per_address_tracked: int = Field(default=100_000, ge=1)  # addresses remembered (LRU)
+    # What a source that says nothing (and every source created with the CLI) does with events
+    # from crawlers and headless browsers: "flag" keeps them flagged in events.bot, "drop" does
+    # not store them. Flagged events go to no destination without `forward_bots = true`.
+    bots: Literal["flag", "drop"] = "flag"
 
 
 class OtpSettings(Strict):

@@ -120,6 +120,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 BROWSER_KEY = "wk_browser_test_key"
 SERVER_KEY = "wk_server_test_key_secret"
+# What the test clients say they are: a real browser, so browser-source events are not flagged as
+# an HTTP library's (collect/bots.py); tests about robots set their own User-Agent.
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36"
+)
 
 
 def base_config(database_url: str, **overrides: Any) -> dict[str, Any]:
@@ -172,7 +178,11 @@ async def running_app(
     app = create_app(settings, run_worker=run_worker)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="https://t.example.test") as c:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="https://t.example.test",
+            headers={"User-Agent": BROWSER_UA},
+        ) as c:
             yield AppClient(app, c, settings)
 
 

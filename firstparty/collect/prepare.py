@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from firstparty import ids
-from firstparty.collect import amounts, touch
+from firstparty.collect import amounts, bots, touch
 from firstparty.collect.schema import EventIn
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
@@ -34,6 +34,7 @@ class Source:
     name: str
     kind: str  # browser | server
     origins: tuple[str, ...] = ()
+    bots: str = "flag"  # flag | drop: what to do with events from crawlers (collect/bots.py)
 
 
 # Both built once per event on the hot path: msgspec structs build several times faster than
@@ -76,6 +77,7 @@ class Prepared(msgspec.Struct, frozen=True, gc=False):
     # ids, offline imports), at `context.click_ids.clicked_at`, else the event's own time.
     clicked_at: datetime | None = None
     warnings: tuple[FieldError, ...] = ()
+    bot: str | None = None  # why it looks automated (collect/bots.py); None: a person
 
 
 def prepare(
@@ -98,6 +100,7 @@ def prepare(
     phone_e164 = _phone(event, default_region) if is_server else None
     properties = amounts.clean(event.properties, warnings)
     context = _context(event, arrival, is_server=is_server)
+    bot = bots.verdict(arrival.source.kind, context.get("user_agent"))
     referer = arrival.referer
     if not is_server and not event.url and referer:
         # The page that sent the event: its URL for platforms that require one (Meta).
@@ -137,6 +140,7 @@ def prepare(
         new_visitor=arrival.new_visitor,
         clicked_at=clicked_at,
         warnings=tuple(warnings),
+        bot=bot.value if bot else None,  # plain text: drivers would store an enum's name
     )
 
 

@@ -94,6 +94,9 @@ class Accepted(msgspec.Struct, omit_defaults=True):
     visitor_id: str | None
     duplicate: bool = False
     warnings: list[ErrorDetail] = []
+    # "bot": a robot's event from a source with `bots = "drop"`; nothing was stored (the id
+    # names no row). Absent for a stored event.
+    dropped: str | None = None
 
 
 class ErrorBody(msgspec.Struct):

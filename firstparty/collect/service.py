@@ -55,6 +55,8 @@ async def accept(
     """
     try:
         item = _prepared(collector, arrival, event, annex)
+        if _dropped(item):
+            return _accepted(item, None)
         stored = await collector.writer.submit(item)
     except Exception as exc:
         raise boundary.answer(exc, source=arrival.source.name) from None
@@ -79,11 +81,21 @@ def _prepared(
     )
 
 
-def _accepted(item: prepare.Prepared, stored: Stored) -> schema.Accepted:
+def _dropped(item: prepare.Prepared) -> bool:
+    """A robot's event from a source that drops them (`bots = "drop"`): not stored."""
+    return item.bot is not None and item.source.bots == "drop"
+
+
+def _accepted(item: prepare.Prepared, stored: Stored | None) -> schema.Accepted:
+    """The 202 for a stored event, or for one dropped as a robot's (`stored` None)."""
     for warning in item.warnings:
         field = ".".join(warning.field.split(".")[:2])
         metrics.INGEST_WARNINGS.labels(item.source.name, field).inc()
     warnings = [schema.ErrorDetail(w.field, w.message) for w in item.warnings]
+    if stored is None:
+        return schema.Accepted(
+            True, item.pk, item.event_id, item.visitor_id, warnings=warnings, dropped="bot"
+        )
     return schema.Accepted(
         True, stored.pk, item.event_id, item.visitor_id, stored.duplicate, warnings
     )
@@ -120,13 +132,15 @@ async def _together(
             outcomes.append(_prepared(collector, arrival, one.event, one.annex))
         except Exception as exc:
             outcomes.append(boundary.answer(exc, source=source))
-    items = [o for o in outcomes if isinstance(o, prepare.Prepared)]
+    items = [o for o in outcomes if isinstance(o, prepare.Prepared) and not _dropped(o)]
     results = iter(await collector.writer.submit_together(items))
     done: list[Outcome] = []
     queued = False
     for outcome in outcomes:
         if not isinstance(outcome, prepare.Prepared):
             done.append(outcome)
+        elif _dropped(outcome):
+            done.append(_accepted(outcome, None))
         elif isinstance(stored := next(results), Exception):
             done.append(boundary.answer(stored, source=source))
         else:

@@ -115,7 +115,7 @@ class SourceBook:
         self._by_hash: dict[str, Entry] = {}
         self._loaded_at = 0.0
         for cfg in settings.sources:
-            source = Source(cfg.name, cfg.kind, tuple(cfg.origins))
+            source = Source(cfg.name, cfg.kind, tuple(cfg.origins), cfg.bots or self.collect.bots)
             bucket = key_bucket(self.collect, cfg.rate_limit_per_second, cfg.rate_limit_burst)
             digest = key_hash(self._secret, cfg.write_key.get_secret_value())
             self._by_hash[digest] = Entry(source, bucket)
@@ -147,7 +147,7 @@ class SourceBook:
             ).all()
         found = {h: e for h, e in self._by_hash.items() if h in self._config_hashes}
         for row in rows:
-            source = Source(row.name, row.kind, tuple(row.origins or ()))
+            source = Source(row.name, row.kind, tuple(row.origins or ()), self.collect.bots)
             kept = self._by_hash.get(row.write_key_hash)
             if kept is not None and kept.source == source:
                 found[row.write_key_hash] = kept

@@ -27,8 +27,8 @@ from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, events, visitors
 
 log = logging.getLogger("firstparty.collect")
-# Which destinations want an event: (type, name) -> destination names.
-Router = Callable[[str, str], Sequence[str]]
+# Which destinations want an event: (type, name, flagged as a bot) -> destination names.
+Router = Callable[[str, str, bool], Sequence[str]]
 # Resolves a person named by phone (server sources) to a user id, inside the transaction.
 PhoneResolver = Callable[[Connection, str], str | None]
 
@@ -68,7 +68,8 @@ def write(
     outbox: list[dict[str, Any]] = []
     for item, user_id in zip(items, people, strict=True):
         if item.pk in landed:
-            work = [_outbox_row(item, name) for name in route(item.type, item.name)]
+            wanted = route(item.type, item.name, item.bot is not None)
+            work = [_outbox_row(item, name) for name in wanted]
             outbox += work
             stored.append(Stored(item.pk, False, user_id, len(work)))
         else:
@@ -278,6 +279,7 @@ def _event_row(
         "user": item.user,
         "context": {**item.context, **session} if session else item.context,
         "consent": item.consent,
+        "bot": item.bot,
     }
 
 

@@ -158,6 +158,7 @@ def to_event(
         visitor_id=row.visitor_id,
         user_id=row.user_id,
         click_ids=tuple(click_ids),
+        bot=row.bot,
     )
 
 

@@ -125,7 +125,7 @@ def _refusal(adapter: Adapter | None, row: Any, event: Event | None, now: dateti
         return f"destination {row.destination} is not configured"
     if event is None:
         return "the event row is missing"
-    if not adapter.wants(event.type, event.name):
+    if not adapter.wants(event.type, event.name, bot=event.bot is not None):
         return f"destination {row.destination} no longer takes {event.name} events"
     return adapter.skip(event, now)
 

@@ -133,6 +133,9 @@ class DestinationSettings(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     retry_window_seconds: int | None = Field(default=None, ge=60)
     batch_size: int | None = Field(default=None, ge=1)
+    # Events flagged as from a crawler or headless browser (events.bot) are sent only when true.
+    # Ad platforms: off, so robots are never counted as conversions; webhook: on (its default).
+    forward_bots: bool = False
 
     def mapped_name(self, event_name: str) -> str | None:
         """The platform's name for this event, or None when the destination does not want it."""
@@ -164,8 +167,13 @@ class Adapter:
     def batch_size(self) -> int:
         return min(self.settings.batch_size or self.max_batch, self.max_batch)
 
-    def wants(self, event_type: str, event_name: str) -> bool:
-        """Whether this destination takes the event at all (decided at ingest, for the outbox)."""
+    def wants(self, event_type: str, event_name: str, *, bot: bool = False) -> bool:
+        """Whether this destination takes the event at all (decided at ingest, for the outbox).
+
+        `bot`: the event is flagged as automated; taken only with `forward_bots`.
+        """
+        if bot and not self.settings.forward_bots:
+            return False
         return self.settings.mapped_name(event_name) is not None
 
     def skip(self, event: Event, now: datetime) -> str | None:
@@ -284,6 +292,7 @@ def event_json(event: Event, name: str | None = None) -> dict[str, Any]:
         "consent": dict(event.consent),
         "visitor_id": event.visitor_id,
         "user_id": event.user_id,
+        "bot": event.bot,
         "click_ids": [
             {
                 "kind": c.kind,

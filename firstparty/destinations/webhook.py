@@ -17,6 +17,9 @@ other status fails the work with the body as the reason (replayable).
     url = "https://hooks.example.com/firstparty"
     secret = "env:HOOK_SECRET"
     events = { Lead = "Lead" }   # optional: only these events, renamed; all events when absent
+
+Not an ad platform: robots' events are sent too (`forward_bots` defaults to true here), with the
+body's "bot" naming why (null for a person; docs/bots.md).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class WebhookSettings(DestinationSettings):
     type: Literal["webhook"] = "webhook"
     url: str
     secret: SecretStr = Field(min_length=16)
+    forward_bots: bool = True  # not an ad platform: robots too, named by the body's "bot"
 
     @field_validator("url")
     @classmethod

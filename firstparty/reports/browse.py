@@ -52,6 +52,7 @@ def _event_item(row: RowMapping) -> dict[str, Any]:
         "received_at": _iso(row["received_at"]),
         "visitor_id": row["visitor_id"],
         "user_id": row["user_id"],
+        "bot": row["bot"],  # why it looks automated (crawler, headless...); None: a person
         "cursor": row["id"],
     }
 

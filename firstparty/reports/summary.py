@@ -3,6 +3,9 @@
 The SQL is portable (SQLite, PostgreSQL, MariaDB/MySQL): plain GROUP BY, `date()` on the
 timestamp, and JSON paths through SQLAlchemy's JSON operators. A conversion is an event that at
 least one destination took (it has a row in the outbox).
+
+Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
+event counts and conversions unless `include_bots` is true.
 """
 
 from __future__ import annotations
@@ -75,14 +78,14 @@ def window_start(now: datetime, days: int = DAYS) -> datetime:
 
 
 def events_per_day(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None
+    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
 ) -> EventsPerDay:
     """Events by occurrence day and name over the last `days` days, today included."""
     start = window_start(now or datetime.now(UTC), days)
     day = sa.func.date(m.events.c.occurred_at).label("day")
     query = (
         sa.select(day, m.events.c.name, sa.func.count().label("n"))
-        .where(m.events.c.occurred_at >= start)
+        .where(m.events.c.occurred_at >= start, *_people_only(include_bots))
         .group_by(day, m.events.c.name)
     )
     with engine.connect() as conn:
@@ -98,17 +101,24 @@ def _day(value: object) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def _conversions_since(start: datetime) -> sa.Select[tuple[str | None]]:
+def _people_only(include_bots: bool) -> list[sa.ColumnElement[bool]]:
+    """The condition leaving out robots' events, unless they are asked for."""
+    return [] if include_bots else [m.events.c.bot.is_(None)]
+
+
+def _conversions_since(start: datetime, include_bots: bool) -> sa.Select[tuple[str | None]]:
     forwarded = sa.exists().where(m.deliveries.c.event_pk == m.events.c.id)
-    return sa.select(m.events.c.visitor_id).where(m.events.c.occurred_at >= start, forwarded)
+    return sa.select(m.events.c.visitor_id).where(
+        m.events.c.occurred_at >= start, forwarded, *_people_only(include_bots)
+    )
 
 
 def conversions_by_utm_source(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None
+    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
 ) -> list[Bucket]:
     """Conversions of the last `days` days by the visitor's first-touch utm_source."""
     start = window_start(now or datetime.now(UTC), days)
-    converted = _conversions_since(start).subquery()
+    converted = _conversions_since(start, include_bots).subquery()
     # Grouped outside: PostgreSQL does not match a JSON path with bound parameters in GROUP BY.
     sources = (
         sa.select(m.visitors.c.first_touch[("utm", "utm_source")].as_string().label("source"))
@@ -121,14 +131,14 @@ def conversions_by_utm_source(
 
 
 def conversions_by_click_kind(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None
+    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
 ) -> list[Bucket]:
     """Conversions of the last `days` days by the kinds of click id in the visitor's first touch.
 
     A first touch with two kinds (gclid and fbclid) counts once under each.
     """
     start = window_start(now or datetime.now(UTC), days)
-    converted = _conversions_since(start).subquery()
+    converted = _conversions_since(start, include_bots).subquery()
     ft = m.visitors.c.first_touch
     has = {kind: ft[("click_ids", kind)].as_string().is_not(None) for kind in platforms.CLICK_IDS}
     columns = [sa.func.sum(sa.case((cond, 1), else_=0)).label(kind) for kind, cond in has.items()]

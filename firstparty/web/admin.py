@@ -424,13 +424,15 @@ async def _failures(request: Request, replayed: dict[str, Any] | None) -> Respon
 
 async def reports_page(request: Request) -> Response:
     engine = request.app.state.runtime.engine
+    bots = request.query_params.get("bots") == "include"  # robots' events: left out by default
 
     def gather() -> dict[str, Any]:
         return {
             "days": summary.DAYS,
-            "per_day": summary.events_per_day(engine),
-            "by_source": summary.conversions_by_utm_source(engine),
-            "by_click": summary.conversions_by_click_kind(engine),
+            "bots": bots,
+            "per_day": summary.events_per_day(engine, include_bots=bots),
+            "by_source": summary.conversions_by_utm_source(engine, include_bots=bots),
+            "by_click": summary.conversions_by_click_kind(engine, include_bots=bots),
             "rates": summary.delivery_rates(engine),
         }
 

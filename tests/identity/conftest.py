@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from firstparty.app import create_app
 from firstparty.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import BROWSER_UA, settings_for
 from tests.fakes import twilio as fake_twilio
 
 
@@ -64,7 +64,11 @@ class OtpApp:
     def device(self, ip: str = "198.51.100.7") -> httpx.AsyncClient:
         """A browser at this address, with its own cookie jar."""
         transport = httpx.ASGITransport(app=self.app, client=(ip, 50000))
-        client = httpx.AsyncClient(transport=transport, base_url="https://t.example.test")
+        client = httpx.AsyncClient(
+            transport=transport,
+            base_url="https://t.example.test",
+            headers={"User-Agent": BROWSER_UA},
+        )
         self._clients.append(client)
         return client
 
