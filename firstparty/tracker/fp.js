@@ -22,12 +22,12 @@
       d = document,
       fp = (w.firstparty = w.firstparty || {});
     if (fp.loaded) return;
-    const safe = (f) => (...a) => {
+    const safe = f => (...a) => {
       try {
         return f(...a);
-      } catch (e) {}
+      } catch {}
     };
-    const CONSENT = ['ad_user_data', 'ad_personalization', 'ad_storage', 'analytics_storage'],
+    const CONSENT = 'ad_user_data ad_personalization ad_storage analytics_storage'.split(' '),
       USER = 'email phone first_name last_name city state zip country date_of_birth gender external_id'.split(' '),
       // Pixel cookie `_<name>` -> context.<name>
       PIXELS = ['fbp', 'fbc', 'ttp', 'ga', 'gcl_aw'],
@@ -35,7 +35,7 @@
       VALID = {
         email: /^[^\s@]+@[^\s@]+$/,
         phone: /^\+?[\d\s().-]{6,}$/,
-        gender: /^(f|m|female|male|woman|man)$/i,
+        gender: /^(f|m|(fe)?male|(wo)?man)$/i
       };
     let endpoint = '',
       consent = {},
@@ -45,7 +45,7 @@
 
     // Settings come from the script tag, or from the stub object (firstparty.key, .host, .auto).
     const s = d.currentScript || d.querySelector('script[data-key][src*="fp"]'),
-      attr = (n) => (s && s.getAttribute('data-' + n)) || fp[n],
+      attr = n => (s && s.getAttribute('data-' + n)) || fp[n],
       key = attr('key'),
       base = attr('host') || (s ? new URL('.', s.src).href : '/');
     // The key rides in the query string: a custom header would force a CORS preflight, and
@@ -55,20 +55,18 @@
     const uuid = () => {
       try {
         return crypto.randomUUID();
-      } catch (e) {
-        // randomUUID exists only in secure contexts; a blob URL ends in a random UUID anywhere.
-        const u = URL.createObjectURL(new Blob());
-        URL.revokeObjectURL(u);
-        return u.slice(-36);
+      } catch {
+        // randomUUID exists only in secure contexts; a blob URL ends in a random UUID anywhere
+        // (and is released with the page).
+        return URL.createObjectURL(new Blob()).slice(-36);
       }
     };
 
     // Values the server would refuse are dropped here, so one bad field never loses the event.
-    const pick = (from, keys, map) => {
+    const pick = (from, keys, map = v => v) => {
       const out = {};
       for (const k of keys) {
-        let v = from && from[k];
-        if (map) v = map(v);
+        const v = map(from && from[k]);
         if (v != null && v !== '' && !(VALID[k] && !VALID[k].test(String(v).trim()))) out[k] = String(v).slice(0, 256);
       }
       return out;
@@ -89,32 +87,46 @@
 
     // A first visit has no visitor cookie yet: its first request goes alone and the others wait
     // for the answer (which sets the cookie), so the server mints one visitor, not several.
-    let wait, gate;
+    let wait, gate, seen;
     try {
-      gate = !localStorage.fp_seen;
-    } catch (e) {}
+      gate = !(seen = localStorage.fp_seen);
+    } catch {}
     const flush = () => {
       const q = wait || [];
       wait = 0;
-      q.map((e) => send(e));
+      q.map(go => go());
     };
 
     // The answer names fields the server dropped (202 `warnings`) or refused (4xx `details`):
-    // they leave the remembered user, and a refused event goes once more without them.
-    const read = (e, status, a, again) => {
+    // they leave the remembered user, and a refused event goes again without them (within its
+    // 3 tries).
+    const read = (e, status, a, n) => {
       let bad = 0;
       for (const x of (a && (a.warnings || a.details)) || []) {
         const k = (/^user\.(\w+)/.exec(x.field) || [])[1];
         if (k && e.user) bad = delete e.user[k];
         if (k && user) delete user[k];
       }
-      if (status < 300) localStorage.fp_seen = 1;
-      if (status > 399 && bad && !again) send(e, 1);
+      if (status < 300) seen = localStorage.fp_seen = 1;
+      if (status > 399 && bad && n < 2) send(e, n + 1);
     };
 
-    const send = (e, again) => {
+    // An answer of 429 or 503 says "later": the event (the same event_id, so a copy that did
+    // land is deduplicated) goes again after Retry-After, 3 tries at most, 20 events held at
+    // most (the oldest dropped); the page leaving sends the held ones at once.
+    const held = [],
+      hold = (e, n, r) => {
+        gate = !seen; // on a first visit, the next request goes alone again
+        if (n > 1) return;
+        const go = () => go.done || send(e, n + 1, (go.done = 1));
+        if (held.push(go) > 20) held.shift().done = 1;
+        setTimeout(go, (+r.headers.get('Retry-After') || 1) * 1e3);
+      };
+
+    // n: the tries of this event before this one.
+    const send = (e, n = 0) => {
       if (!endpoint) return;
-      if (wait) return wait.push(e);
+      if (wait) return wait.push(() => send(e, n));
       if (gate) wait = [];
       gate = 0;
       const data = JSON.stringify(e);
@@ -122,12 +134,12 @@
         // A string body goes as text/plain, a CORS-safelisted type: a "simple" request with no
         // preflight, which matters while the page unloads. keepalive lets it outlive the page.
         fetch(endpoint, { method: 'POST', body: data, keepalive: true, credentials: 'include' })
-          .then((r) => r.json().then((a) => read(e, r.status, a, again)))
+          .then(r => (/429|503/.test(r.status) ? hold(e, n, r) : r.json().then(a => read(e, r.status, a, n))))
           .then(flush, flush);
-      } catch (x) {
+      } catch {
         try {
           navigator.sendBeacon(endpoint, data);
-        } catch (x) {}
+        } catch {}
         flush();
       }
     };
@@ -145,31 +157,29 @@
           title: d.title,
           properties: props && typeof props == 'object' && !Array.isArray(props) ? props : {},
           context: pixels(),
+          user: u
         };
       if (name) e.name = String(name);
-      if (u) e.user = u;
       if (Object.keys(consent).length) e.consent = consent;
       send(e);
       if (type == 'page') {
         fp.pageEventId = id;
-        w.dispatchEvent(new CustomEvent('fp:page', { detail: id }));
+        dispatchEvent(new CustomEvent('fp:page', { detail: id }));
       }
       return id;
     };
 
-    const setConsent = (c) => {
-      consent = { ...consent, ...pick(c, CONSENT, (v) => (v === true ? 'granted' : v === false ? 'denied' : v == 'granted' || v == 'denied' ? v : null)) };
-      return consent;
-    };
+    const setConsent = c =>
+      (consent = { ...consent, ...pick(c, CONSENT, v => (v === true ? 'granted' : v === false ? 'denied' : v == 'granted' || v == 'denied' ? v : null)) });
 
-    const path = () => location.href.split('#')[0];
-    // Routers set the title after pushState, so the page event waits for the current task.
-    const navigated = safe(() => {
-      if (path() == last) return;
-      ref = last;
-      last = path();
-      fp.page();
-    });
+    const path = () => location.href.split('#')[0],
+      // Routers set the title after pushState, so the page event waits for the current task.
+      navigated = safe(() => {
+        if (path() == last) return;
+        ref = last;
+        last = path();
+        fp.page();
+      });
 
     fp.track = safe((name, props, o) => emit('track', name, props, o));
     fp.page = safe((props, o) => emit('page', 0, props, o));
@@ -177,23 +187,27 @@
       user = { ...user, ...pick(typeof u == 'object' ? u : { external_id: u }, USER) };
       return emit('identify', 0, 0, o);
     });
-    fp.consent = safe((c) => {
+    fp.consent = safe(c => {
       setConsent(c);
       try {
         localStorage.fp_consent = JSON.stringify(consent);
-      } catch (e) {}
+      } catch {}
       return { ...consent };
     });
     fp.loaded = true;
 
     try {
       setConsent(JSON.parse(localStorage.fp_consent || '{}'));
-    } catch (e) {}
-    for (const call of fp.q || []) safe(() => fp[call[0]](...call[1]))();
+    } catch {}
+    for (const c of fp.q || []) safe(() => fp[c[0]](...c[1]))();
     fp.q = [];
-    w.addEventListener('pagehide', flush);
+    addEventListener('pagehide', () => {
+      gate = 0;
+      flush();
+      held.map(go => go());
+    });
     last = path();
-    if (String(attr('auto')) == 'false') return;
+    if (attr('auto') + '' == 'false') return;
     safe(() => {
       for (const m of ['pushState', 'replaceState']) {
         const original = history[m];
@@ -202,8 +216,8 @@
           return original.apply(this, arguments);
         };
       }
-      w.addEventListener('popstate', () => setTimeout(navigated));
+      addEventListener('popstate', () => setTimeout(navigated));
     })();
     fp.page();
-  } catch (e) {}
+  } catch {}
 })();

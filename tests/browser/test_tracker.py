@@ -72,6 +72,8 @@ def _settings(database_url: str, origins: list[str]) -> Settings:
             "database_url": database_url,
             "secret_key": SECRET,
             "cookie": {"domain": "example.test", "secure": True, "keeper": True},
+            # Every visitor of these tests comes from 127.0.0.1.
+            "collect": {"per_address_per_second": 1000, "per_address_burst": 10_000},
             "sources": [
                 {"name": "www", "kind": "browser", "write_key": BROWSER_KEY, "origins": origins}
             ],
@@ -444,3 +446,140 @@ def test_an_event_refused_for_a_user_field_goes_again_without_it(stack: Stack, p
     [after] = _pumped(page, lambda: stack.events(event_id=later), "the next event")
     assert "ph" not in after["user"]
     assert refused == [first]  # the phone was forgotten: not sent again
+
+
+def _refusal(stack: Stack, status: int, retry_after: str = "1") -> dict[str, Any]:
+    """What the server answers a page when it says "later" (the CORS headers of a real 429)."""
+    return {
+        "status": status,
+        "json": {"error": "rate limited: too many requests from this address"},
+        "headers": {
+            "Retry-After": retry_after,
+            "Access-Control-Allow-Origin": stack.site,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Expose-Headers": "Retry-After",
+        },
+    }
+
+
+def _attempts(page: Page, refuse: Callable[[str, int], dict[str, Any] | None]) -> list[str]:
+    """Route the collector: `refuse(event_id, its attempt number)` answers instead of the server
+    when it returns an answer, else the request goes on. Returns the event ids as they came."""
+    seen: list[str] = []
+
+    def collector(route: Any) -> None:
+        event_id = (route.request.post_data_json or {}).get("event_id", "")
+        seen.append(event_id)
+        answer = refuse(event_id, seen.count(event_id))
+        route.fulfill(**answer) if answer else route.continue_()
+
+    page.route("**/v1/events*", collector)
+    return seen
+
+
+def test_a_429_is_sent_again_after_retry_after_and_lands_once(stack: Stack, page: Page) -> None:
+    page.goto(f"{stack.site}/retry")
+    _loaded(page)
+    event_id = f"retried-{uuid.uuid4()}"
+    seen = _attempts(page, lambda e, n: _refusal(stack, 429) if e == event_id and n == 1 else None)
+    page.evaluate(f"firstparty.track('Retried', {{plan: 'pro'}}, {{event_id: '{event_id}'}})")
+    [row] = _pumped(page, lambda: stack.events(event_id=event_id), "the event sent again")
+    assert seen.count(event_id) == 2  # refused once, then accepted: the same event_id
+    assert row["name"] == "Retried" and row["request"]["properties"] == {"plan": "pro"}
+    later = page.evaluate("firstparty.track('After')")
+    _pumped(page, lambda: stack.events(event_id=later), "the next event")
+    assert len(stack.events(event_id=event_id)) == 1 and seen.count(event_id) == 2
+
+
+def test_a_retry_of_an_event_that_did_land_is_deduplicated(stack: Stack, page: Page) -> None:
+    """The server stored the event but the page got a 503 (a proxy's, say): the retry is
+    acknowledged as a duplicate and stored once."""
+    page.goto(f"{stack.site}/retry-landed")
+    _loaded(page)
+    answers: list[Any] = []
+    page.on("response", lambda r: "/v1/events" in r.url and answers.append(r))
+
+    landed: list[int] = []
+
+    def collector(route: Any) -> None:
+        body = route.request.post_data_json or {}
+        if body.get("name") == "Landed" and not landed:
+            # Playwright's own fetch does not use Chromium's host mapping: the address, then.
+            direct = route.request.url.replace(harness.TRACKER_HOST, "127.0.0.1")
+            landed.append(route.fetch(url=direct).status)  # the server stores it...
+            route.fulfill(**_refusal(stack, 503))  # ...and the page hears "later"
+        else:
+            route.continue_()
+
+    page.route("**/v1/events*", collector)
+    event_id = page.evaluate("firstparty.track('Landed')")
+    _pumped(page, lambda: [a for a in answers if a.status == 202], "the retry's answer")
+    assert landed == [202] and [a.status for a in answers] == [503, 202]
+    assert answers[1].json()["duplicate"] is True
+    assert len(stack.events(event_id=event_id)) == 1
+
+
+# Counts the collector's answers the page has read (the tracker's own handlers run right after).
+COUNT_ANSWERS = """
+  window.answered = 0;
+  const fetched = window.fetch;
+  window.fetch = function () {
+    return fetched.apply(this, arguments).then((r) => (answered++, r));
+  };
+"""
+
+
+def _stopped(page: Page) -> None:
+    """Stop the page's clock (installed by Playwright): its timers run only when told to."""
+    page.clock.pause_at(datetime.now(UTC) + timedelta(milliseconds=100))
+
+
+def _answered(page: Page, count: int) -> None:
+    """Wait until the page has read `count` answers of the collector (the page's own timers are
+    Playwright's fake clock: evaluated from here, not polled in the page)."""
+    _pumped(page, lambda: page.evaluate("window.answered") >= count, f"{count} answers")
+    assert page.evaluate("window.answered") == count
+
+
+def test_retries_are_bounded_per_event_and_in_number_of_events(stack: Stack, page: Page) -> None:
+    """3 tries an event, 20 events held at most (the oldest dropped); the page's clock is
+    Playwright's, so every Retry-After passes exactly when the test says."""
+    page.clock.install()
+    page.add_init_script(COUNT_ANSWERS)
+    page.goto(f"{stack.site}/retry-bounds")
+    _loaded(page)
+    _stopped(page)
+    _answered(page, 1)  # the page view
+    seen = _attempts(page, lambda e, n: _refusal(stack, 429) if e.startswith("b-") else None)
+    ids = [f"b-{i}-{uuid.uuid4()}" for i in range(25)]
+    for event_id in ids:
+        page.evaluate(f"firstparty.track('Bounded', {{}}, {{event_id: '{event_id}'}})")
+    _answered(page, 26)
+    page.clock.run_for(1000)  # Retry-After: 1
+    _answered(page, 46)
+    page.clock.run_for(1000)
+    _answered(page, 66)
+    page.clock.run_for(60_000)  # nothing more is due: a later event is the next request
+    last = page.evaluate("firstparty.track('AfterBounded')")
+    _pumped(page, lambda: stack.events(event_id=last), "the next event")
+    assert seen[-1] == last
+    assert [seen.count(event_id) for event_id in ids] == [1] * 5 + [3] * 20
+    assert stack.events(name="Bounded") == []
+
+
+def test_an_event_held_for_later_is_sent_when_the_page_leaves(stack: Stack, page: Page) -> None:
+    page.clock.install()
+    page.add_init_script(COUNT_ANSWERS)
+    page.goto(f"{stack.site}/leaving-held")
+    _loaded(page)
+    _stopped(page)  # the Retry-After never passes
+    event_id = f"held-{uuid.uuid4()}"
+    seen = _attempts(page, lambda e, n: _refusal(stack, 503, "30") if e == event_id else None)
+    page.evaluate(f"firstparty.track('Held', {{}}, {{event_id: '{event_id}'}})")
+    _answered(page, 2)
+    page.click("#away")
+    page.wait_for_url(f"{stack.site}/away")
+    # Refused once through the route; the send at pagehide (a keepalive request of a page
+    # that is gone, which Playwright's routing does not see) is the one that landed.
+    assert seen.count(event_id) == 1
+    assert stack.event("the held event", event_id=event_id)["name"] == "Held"
