@@ -30,6 +30,7 @@ _MORE_ERRORS = {
     "401": "Missing or wrong credentials",
     "403": "Refused: origin not allowed, form expired, or the admin UI is off",
     "404": "Not found",
+    "409": "Conflict: the source lives in the config file, or the destination cannot send",
     "413": "Body too large: refused unread (Content-Length) or at the limit while streaming",
     "422": "A malformed field, named in `details`",
     "429": "Rate limited; see Retry-After",
@@ -51,6 +52,8 @@ _ANSWERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("/admin/events/{id}", "get"): ("403", "404"),
     ("/admin/deliveries", "get"): ("403", "422"),
     ("/admin/replay", "post"): ("403", "413", "422"),
+    ("/admin/sources", "post"): ("403", "409", "413", "422"),
+    ("/admin/destinations/test", "post"): ("403", "404", "409", "413"),
     ("/readyz", "get"): ("503",),
     ("/fp.js", "get"): ("304",),
     ("/fp.{digest}.js", "get"): ("304",),
@@ -219,6 +222,26 @@ def document() -> dict[str, Any]:
         "/admin/failures": _page("Admin UI: failed deliveries by destination and reason"),
         "/admin/replay": _page("Admin UI: re-queue failed deliveries", "post"),
         "/admin/reports": _page("Admin UI: events per day, conversions, delivery success"),
+        "/admin/live": _page("Admin UI: events as they arrive, then their deliveries"),
+        "/admin/live/stream": {
+            "get": {
+                "summary": "Admin UI: the live page's server-sent events (`update` messages)",
+                "tags": ["admin UI (HTML)"],
+                "responses": {
+                    "200": {"description": "An event stream", "content": {"text/event-stream": {}}},
+                    "303": {"description": "To /admin/login when not signed in"},
+                },
+            }
+        },
+        "/admin/live.js": _page("Admin UI: the live page's script"),
+        "/admin/sources": {
+            **_page("Admin UI: sources, their key prefixes and states"),
+            **_page("Admin UI: rotate, disable, enable or delete a database source", "post"),
+        },
+        "/admin/destinations": _page("Admin UI: destinations and whether each can send"),
+        "/admin/destinations/test": _page(
+            "Admin UI: send a test event, show the request and the answer", "post"
+        ),
         "/healthz": _simple("Alive"),
         "/readyz": _simple("Database and queue reachable"),
         "/metrics": _simple("Prometheus metrics", "text/plain"),
