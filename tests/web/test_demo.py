@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from typing import Any
 from unittest.mock import ANY
 
 import pytest
+import sqlalchemy as sa
 
+from firstparty import cli
 from firstparty.settings import Settings
+from firstparty.store import db
 from firstparty.tracker import serve
 from tests.conftest import BROWSER_KEY, AppClient, base_config, running_app
 
@@ -124,3 +128,20 @@ async def test_off_by_default_on_a_server_database(database_url: str) -> None:
 async def test_on_by_default_with_sqlite(client: AppClient) -> None:
     assert client.settings.demo is None and client.settings.demo_on
     assert (await client.http.get("/demo/")).status_code == 200
+
+
+@pytest.mark.parametrize("engine_kind", ["sqlite", "postgresql"], indirect=True)
+def test_the_first_run_creates_the_demo_source_and_link_only_when_the_demo_is_on(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings.model_validate({**base_config(database_url), "sources": []})
+    args = argparse.Namespace(host="127.0.0.1", port=8000)
+    engine = db.create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        keys = cli._first_run_sources(settings, engine, args)
+    finally:
+        engine.dispose()
+    cli._banner(settings, args, True, keys)
+    banner = capsys.readouterr().out
+    assert ("demo" in keys) is settings.demo_on is settings.is_sqlite
+    assert ("/demo/" in banner) is settings.demo_on

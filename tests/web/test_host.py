@@ -18,6 +18,7 @@ PATHS = [
     "/admin/deliveries?status=nope",
     "/admin/failures",
     "/admin/reports",
+    "/admin/live",
     "/admin/events/nope",
     "/admin/?cursor=%00",
     "/demo",
