@@ -38,6 +38,11 @@ __all__ = ["receiver"]  # the fake platform fixture, shared with the delivery te
 TOKEN = "admin-token-for-tests"
 SITE = "https://www.example.test"
 FAST = {"backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05, "sweep_interval_seconds": 0.1}
+# A person's browser: HTTP libraries' own user agents are flagged as robots and not forwarded.
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36"
+)
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -67,7 +72,7 @@ async def signed_in_page(client: httpx.AsyncClient, path: str = "/admin/") -> st
 
 async def browser_send(app: AppClient, jar: httpx.AsyncClient, event: dict[str, Any]) -> None:
     """An event from a browser (its own cookie jar, hence its own visitor)."""
-    headers = {"X-Write-Key": BROWSER_KEY, "Origin": SITE}
+    headers = {"X-Write-Key": BROWSER_KEY, "Origin": SITE, "User-Agent": BROWSER_UA}
     r = await jar.post("/v1/events", json=event, headers=headers)
     assert r.status_code == 202, r.text
 
