@@ -128,9 +128,13 @@ async def test_segment_answers_share_the_limits(sqlite_url: str) -> None:
     settings = limited(sqlite_url, per_address_per_second=NEVER, per_address_burst=1)
     body = {"type": "track", "event": "Signed Up", "anonymousId": "a-1", "writeKey": BROWSER_KEY}
     async with running_app(settings) as app, visitor(app, "203.0.113.66") as abuser:
-        assert (await abuser.post("/segment/v1/track", json=body)).status_code == 200
-        refused = await abuser.post("/segment/v1/track", json=body)
+        origin = {"Origin": SITE}
+        assert (
+            await abuser.post("/segment/v1/track", json=body, headers=origin)
+        ).status_code == 200
+        refused = await abuser.post("/segment/v1/track", json=body, headers=origin)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["access-control-allow-origin"] == SITE
 
 
 def test_the_addresses_remembered_are_bounded_and_a_forgotten_one_starts_afresh() -> None:
