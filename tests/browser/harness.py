@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
+from tests.conftest import BROWSER_UA
+
 SITE_HOST = "www.example.test"
 TRACKER_HOST = "t.example.test"
 STUB = (Path(__file__).parents[2] / "firstparty/web/demo/index.html").read_text()
@@ -42,6 +44,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    # A real Chrome's User-Agent: headless Chromium says HeadlessChrome, which firstparty flags
+    # as a robot and forwards nowhere (collect/bots.py); these tests are about people.
+    f"--user-agent={BROWSER_UA}",
 ]
 
 
