@@ -8,6 +8,7 @@ found by the signed `fp_id` cookie the collector set, so one visitor never sees 
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from datetime import datetime
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from firstparty.collect import keys
 from firstparty.identity import cookie
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
@@ -52,14 +54,37 @@ def write_key(settings: Settings, origin: str, given: str | None) -> str | None:
     return None
 
 
-def render(key: str | None, tracker_src: str) -> str:
-    """The demo page with its snippet filled in (or the setup help when no key is known)."""
+def render(key: str | None, tracker_src: str, source: str | None = None) -> str:
+    """The demo page with its snippet filled in, or the setup help when no key is known: how to
+    create a source for this origin, or, when `source` already allows it, how to get a new key
+    (a database source's key is shown once, at its creation: `sources rotate` makes another)."""
     shown = html.escape(key or "WRITE_KEY", quote=True)
     snippet = f'<script async src="{tracker_src}" data-key="{shown}"></script>'
     page = PAGE.read_text(encoding="utf-8")
     page = page.replace("%%SNIPPET_TEXT%%", html.escape(snippet))
     page = page.replace("%%SNIPPET%%", snippet if key else "")
+    if source is None:
+        note = (
+            "No browser source allows this origin yet. Create one, then open this page with "
+            "its key:"
+        )
+        command = "firstparty sources create demo --kind browser --origin ORIGIN"
+    else:
+        note = (
+            f"The browser source {source} allows this origin, but this address carries no key "
+            "(a key is printed once, when it is made). Make a new one, then open this page with it:"
+        )
+        command = f"firstparty sources rotate {source}"
+    page = page.replace("%%SETUP_NOTE%%", html.escape(note))
+    page = page.replace("%%SETUP_COMMAND%%", html.escape(command))
     return page.replace("%%SETUP_HIDDEN%%", "hidden" if key else "")
+
+
+def _source_for(runtime: Runtime, origin: str) -> str | None:
+    """The database source (the demo's, usually) that allows this origin, if any."""
+    views = keys.listing(settings=runtime.settings, engine=runtime.engine)
+    found = [v for v in views if v.kind == "browser" and origin in v.origins]
+    return found[0].name if found else None
 
 
 async def index(request: Request) -> Response:
@@ -67,7 +92,8 @@ async def index(request: Request) -> Response:
     # The origin only picks a browser source's (public) key; it is not written into the page.
     origin = settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
     key = write_key(settings, origin, request.query_params.get("key"))
-    body = render(key, (settings.public_url or "") + serve.bundle().path)
+    source = None if key else await asyncio.to_thread(_source_for, _runtime(request), origin)
+    body = render(key, (settings.public_url or "") + serve.bundle().path, source)
     return Response(body, media_type="text/html; charset=utf-8", headers=NO_STORE)
 
 
