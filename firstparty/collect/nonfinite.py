@@ -27,7 +27,7 @@ def malformed(raw: bytes, exc: Exception) -> InputError:
 def field_of(raw: bytes) -> FieldError | None:
     """The first number in `raw` that is not finite (`1e999`, `NaN`, `-Infinity`), if any."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8"))  # strict: no lone surrogates to name
     except (ValueError, RecursionError):
         return None
     return _walk(data, "", 0)

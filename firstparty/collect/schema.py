@@ -203,6 +203,8 @@ def _invalid(raw: bytes, exc: msgspec.ValidationError) -> InputError:
         msgspec.json.decode(raw)
     except msgspec.DecodeError as broken:
         return nonfinite.malformed(raw, broken)
+    except UnicodeDecodeError:  # in a key the typed decoder refused before reading it
+        return InputError(400, "body is not valid UTF-8", [FieldError("(body)", "not UTF-8")])
     found = every_error(raw, EventIn) or [_one_error(str(exc))]
     return InputError(422, "validation failed", found)
 

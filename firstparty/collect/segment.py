@@ -130,11 +130,16 @@ class Clock:
 _message = msgspec.json.Decoder(Message)
 _batch = msgspec.json.Decoder(Batch)
 _envelope = msgspec.json.Decoder(Envelope)
+_anything = msgspec.json.Decoder()
 
 
 def decode_message(raw: bytes) -> Message:
     """One message; malformed JSON or a wrongly typed field is a 400, as at Segment."""
-    return _decode(_message, raw)
+    message = _decode(_message, raw)
+    # The message is kept whole beside the event, but the typed decoder skips unknown fields
+    # unread: their bytes must be valid too (UTF-8, numbers a float holds).
+    _decode(_anything, raw)
+    return message
 
 
 def decode_batch(raw: bytes) -> Batch:

@@ -12,6 +12,7 @@ from firstparty.store import models as m
 from tests.conftest import SERVER_KEY, AppClient
 
 KEY = {"X-Write-Key": SERVER_KEY, "content-type": "application/json"}
+ADMIN = {"authorization": "Bearer admin-token-for-tests", "content-type": "application/json"}
 GOOD = b'{"type":"track","event":"Good","messageId":"good-1"}'
 
 
@@ -23,6 +24,10 @@ GOOD = b'{"type":"track","event":"Good","messageId":"good-1"}'
         ("/segment/v1/track", b'{"event":"\xff"}'),
         ("/segment/v1/batch", b'{"batch":[{"type":"track","event":"\xff"}]}'),
         ("/v1/otp/start", b'{"phone":"\xff"}'),
+        # In a key: a field the typed decoders skip or refuse before reading its bytes.
+        ("/v1/batch", b'{"events":[{"\xff":"0001-01-01"}]}'),
+        ("/segment/v1/identify", b'{"\xffuserId":"0001-01-01"}'),
+        ("/segment/v1/batch", b'{"batch":[{"type":"track","event":"x","\xff":1}]}'),
     ],
 )
 async def test_invalid_utf8_is_refused(app_client: AppClient, path: str, body: bytes) -> None:
@@ -30,6 +35,13 @@ async def test_invalid_utf8_is_refused(app_client: AppClient, path: str, body: b
     r = await app_client.http.post(path, content=body, headers=KEY)
     assert r.status_code == (200 if "batch" in path else 400), r.text
     assert "UTF-8" in r.text or path == "/v1/otp/start"
+
+
+async def test_invalid_utf8_in_an_admin_api_key_is_a_400(app_client: AppClient) -> None:
+    """A lone surrogate (CESU-8) in a field name was echoed into the 422 and failed to encode."""
+    body = b'{"\xed\xa0\x80user_id":"u"}'
+    r = await app_client.http.post("/v1/admin/privacy/erase", content=body, headers=ADMIN)
+    assert r.status_code == 400, r.text
 
 
 async def test_a_segment_time_moved_out_of_range_is_left_out_alone(
@@ -55,9 +67,6 @@ async def test_a_zero_timestamp_in_a_segment_batch_loses_no_good_message(
     r = await app_client.http.post("/segment/v1/batch", content=body, headers=KEY)
     assert r.status_code == 200, r.text
     assert [x["index"] for x in r.json()["rejected"]] == [0]
-
-
-ADMIN = {"authorization": "Bearer admin-token-for-tests", "content-type": "application/json"}
 
 
 async def test_admin_replay_names_a_field_that_is_not_a_string(app_client: AppClient) -> None:
