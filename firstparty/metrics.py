@@ -61,3 +61,11 @@ ADMIN_REFUSED = Counter(
     ["surface"],  # ui: the /admin/login form | api: a bearer token on /v1/admin/*
     registry=REGISTRY,
 )
+OTP_REFUSED = Counter(
+    "firstparty_otp_refused_total",
+    "One-time codes refused by a limit (429) or the destination rules (422), by reason",
+    # per_phone | resend_wait | per_ip | phones_per_ip | per_visitor | global_hour | global_day |
+    # country | line_type | verifies_per_ip | verifies_per_phone | dead_code | rate_limit
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -136,8 +137,13 @@ class OtpSettings(Strict):
     resend_interval_seconds: int = Field(default=30, ge=0)
     # Added for issue 5 (docs/identity.md): tries per phone, a daily spend cap, pumping controls.
     verifies_per_phone_per_hour: int = Field(default=20, ge=1)
-    sends_per_day: int | None = Field(default=None, ge=1)  # all numbers together; None: no cap
-    allowed_countries: list[str] = []  # ISO 3166-1 alpha-2; empty: every country
+    # Issue 12 (SMS pumping): codes per browser (fp_id), and budgets of codes to all numbers
+    # together (spend caps: raise them for a busy site, never off).
+    sends_per_visitor_per_hour: int = Field(default=5, ge=1)
+    sends_per_hour: int = Field(default=100, ge=1)
+    sends_per_day: int = Field(default=1000, ge=1)
+    # ISO 3166-1 alpha-2 countries served beside default_region's own; ["*"]: every country.
+    allowed_countries: list[str] = []
     line_types: list[
         Literal[
             "mobile",
@@ -155,13 +161,31 @@ class OtpSettings(Strict):
         ]
     ] = ["mobile", "fixed_line_or_mobile", "voip", "personal_number"]
 
+    @field_validator("default_region")
+    @classmethod
+    def _region_known(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+        return value.upper()
+
     @field_validator("allowed_countries")
     @classmethod
     def _countries_upper(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            if value != ["*"]:
+                raise ValueError('"*" (every country) stands alone: allowed_countries = ["*"]')
+            return value
         for code in value:
-            if len(code) != 2 or not code.isalpha():
+            if code.upper() not in phonenumbers.SUPPORTED_REGIONS:
                 raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
         return [c.upper() for c in value]
+
+    @property
+    def countries(self) -> frozenset[str] | None:
+        """The countries codes may be sent to: None for every country."""
+        if self.allowed_countries == ["*"]:
+            return None
+        return frozenset([self.default_region, *self.allowed_countries])
 
 
 class DeliverySettings(Strict):

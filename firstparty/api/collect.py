@@ -279,6 +279,18 @@ def finish(
     if entry is None and response.status_code == 429:
         entry = request.scope.get(_REFUSED)
     _count(entry, response)
+    cors(request, response, entry)
+    if visitor_id is not None:
+        settings = collector.runtime.settings
+        secret = settings.secret_key.get_secret_value()
+        response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
+    return response
+
+
+def cors(request: Request, response: Response, entry: Entry | None) -> None:
+    """CORS headers when the request's origin is one of its source's (the OTP answers too)."""
+    if entry is None and response.status_code == 429:
+        entry = request.scope.get(_REFUSED)
     origin = request.headers.get("origin")
     if entry is not None and origin and origin in entry.source.origins:
         response.headers["Access-Control-Allow-Origin"] = origin
@@ -286,11 +298,6 @@ def finish(
         response.headers["Vary"] = "Origin"
         if response.status_code in (429, 503):  # fp.js retries after it
             response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-    if visitor_id is not None:
-        settings = collector.runtime.settings
-        secret = settings.secret_key.get_secret_value()
-        response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
-    return response
 
 
 _counters: dict[tuple[str, str], Counter] = {}

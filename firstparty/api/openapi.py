@@ -271,13 +271,16 @@ def _redirect(summary: str) -> dict[str, Any]:
     return {"get": {"summary": summary, "responses": {"308": {"description": summary}}}}
 
 
+_PREFLIGHTED = ("/v1/events", "/v1/batch", "/v1/otp/", "/segment/v1/")  # CORS like /v1/events
+
+
 def _complete(paths: dict[str, Any]) -> None:
     """What every operation shares, added in one place: its path parameters, the preflight of
     each collect path, the answers of `_ANSWERS`, a 413 on each body, and the 500 of a crash."""
     crash = {"description": "Internal error; `error_id` names its log line"}
     crash.update(_json(_ref("InternalErrorBody")))
     for path, item in paths.items():
-        if path.startswith(("/v1/events", "/v1/batch", "/segment/v1/")) and "post" in item:
+        if path.startswith(_PREFLIGHTED) and "post" in item:
             item["options"] = _preflight()
         for method, op in item.items():
             answers = op.setdefault("responses", {})

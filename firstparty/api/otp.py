@@ -1,8 +1,16 @@
 """`POST /v1/otp/start` and `POST /v1/otp/verify`: phone verification by one-time code.
 
-The client address is the request's peer address (behind a proxy, `collect.trust_forwarded_for`
-makes it the first X-Forwarded-For entry, as for /v1/events). CORS is handled by the app.
-The clock is `app.state.clock` when set (tests), else the system clock.
+The browser rules of /v1/events hold here too (api/collect.py): a write key (`X-Write-Key` or
+`?key=`) of a configured source; a browser source's requests carry one of its origins or none
+(403 otherwise); answers to an allowed origin carry the CORS headers, and `OPTIONS` answers the
+preflight. So the site's own pages read the answers and no other site can make its visitors ask
+for codes. A server source (a backend verifying phones) is trusted with its secret key: its
+address is not a visitor's, so the limits per address do not apply to it, and it names a visitor
+only by forwarding the visitor's fp_id cookie (its answers set none).
+
+The client address is taken as for /v1/events (`[collect] trust_forwarded_for`, `trusted_hops`:
+X-Forwarded-For read from the right). The clock is `app.state.clock` when set (tests), else the
+system clock.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from firstparty.api import collect
 from firstparty.collect import client_address, nonfinite
+from firstparty.collect.service import Collector
+from firstparty.collect.sources import Entry
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import cookie, otp, sms
 from firstparty.runtime import Runtime
@@ -39,47 +50,69 @@ class VerifyIn(msgspec.Struct):
 
 async def start(request: Request) -> Response:
     runtime = _runtime(request)
-    body = _decode(await _read(request), StartIn)
+    entry, visitor_id = None, None
     try:
+        entry = _authorise(request)
+        visitor_id = _visitor(request, runtime, entry)
+        body = _decode(await _read(request), StartIn)
         started = await otp.start(
             engine=runtime.engine,
             settings=runtime.settings,
             provider=_provider(runtime),
             phone=body.phone,
-            ip=_client_ip(request, runtime),
+            ip=_client_ip(request, runtime, entry),
+            visitor_id=visitor_id,
             now=_clock(request),
         )
+        answer = {"ok": True, "expires_in": started.expires_in}
+        answer["resend_after"] = started.resend_after
+        response: Response = JSONResponse(answer, 202)
+    except InputError as exc:
+        response = collect.error_response(exc)
     except sms.SmsError as exc:
-        return _sms_failed(exc)
-    answer = {"ok": True, "expires_in": started.expires_in, "resend_after": started.resend_after}
-    visitor_id, _ = _visitor(request, runtime)
-    return _with_cookie(JSONResponse(answer, 202), runtime, visitor_id)
+        response = _sms_failed(exc)
+    return _finish(request, runtime, response, entry, visitor_id)
 
 
 async def verify(request: Request) -> Response:
     runtime = _runtime(request)
-    body = _decode(await _read(request), VerifyIn)
-    visitor_id, _ = _visitor(request, runtime)
+    entry, visitor_id = None, None
     try:
+        entry = _authorise(request)
+        visitor_id = _visitor(request, runtime, entry)
+        body = _decode(await _read(request), VerifyIn)
         verified = await otp.verify(
             engine=runtime.engine,
             settings=runtime.settings,
             provider=_provider(runtime),
             phone=body.phone,
             code=body.code,
-            ip=_client_ip(request, runtime),
+            ip=_client_ip(request, runtime, entry),
             visitor_id=visitor_id,
             now=_clock(request),
         )
+        response: Response = JSONResponse({"ok": True, "user_id": verified.user_id}, 200)
+    except InputError as exc:
+        response = collect.error_response(exc)
     except sms.SmsError as exc:
-        return _sms_failed(exc)
-    answer = {"ok": True, "user_id": verified.user_id}
-    return _with_cookie(JSONResponse(answer, 200), runtime, verified.visitor_id)
+        response = _sms_failed(exc)
+    return _finish(request, runtime, response, entry, visitor_id)
 
 
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def _authorise(request: Request) -> Entry:
+    """The source of the request's write key, as for /v1/events; its rate limits counted."""
+    collector: Collector = request.app.state.collector
+    try:
+        return collect.authorise(request, collector.sources)
+    except InputError as exc:
+        if exc.status == 429:
+            otp.count_refusal(otp.Refusal.RATE_LIMIT)
+        raise
 
 
 def _provider(runtime: Runtime) -> sms.Provider:
@@ -91,23 +124,39 @@ def _clock(request: Request) -> otp.Clock:
     return clock
 
 
-def _client_ip(request: Request, runtime: Runtime) -> str | None:
-    collect = runtime.settings.collect
+def _client_ip(request: Request, runtime: Runtime, entry: Entry) -> str | None:
+    """The visitor's address; none for a server source (its backend's address is no one's)."""
+    if entry.source.kind != "browser":
+        return None
+    proxies = runtime.settings.collect
     return client_address.client_ip(
-        request, trust_forwarded_for=collect.trust_forwarded_for, trusted_hops=collect.trusted_hops
+        request, trust_forwarded_for=proxies.trust_forwarded_for, trusted_hops=proxies.trusted_hops
     )
 
 
-def _visitor(request: Request, runtime: Runtime) -> tuple[str, bool]:
-    settings = runtime.settings
-    value = request.cookies.get(settings.cookie.name)
-    return cookie.visitor_for(settings.secret_key.get_secret_value(), value)
+def _visitor(request: Request, runtime: Runtime, entry: Entry) -> str | None:
+    """A browser's visitor (its fp_id, minted if absent); a server's only if it forwards one."""
+    secret = runtime.settings.secret_key.get_secret_value()
+    value = request.cookies.get(runtime.settings.cookie.name)
+    if entry.source.kind != "browser":
+        return cookie.read(secret, value)
+    visitor_id, _ = cookie.visitor_for(secret, value)
+    return visitor_id
 
 
-def _with_cookie(response: Response, runtime: Runtime, visitor_id: str) -> Response:
-    settings = runtime.settings
-    secret = settings.secret_key.get_secret_value()
-    response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
+def _finish(
+    request: Request,
+    runtime: Runtime,
+    response: Response,
+    entry: Entry | None,
+    visitor_id: str | None,
+) -> Response:
+    """CORS for an allowed origin, and the visitor cookie on every answer to a browser."""
+    collect.cors(request, response, entry)
+    if visitor_id is not None and entry is not None and entry.source.kind == "browser":
+        settings = runtime.settings
+        secret = settings.secret_key.get_secret_value()
+        response.headers.append("set-cookie", cookie.header(settings.cookie, secret, visitor_id))
     return response
 
 
@@ -143,5 +192,7 @@ def _sms_failed(exc: sms.SmsError) -> Response:
 
 routes = [
     Route("/v1/otp/start", start, methods=["POST"]),
+    Route("/v1/otp/start", collect.preflight, methods=["OPTIONS"]),
     Route("/v1/otp/verify", verify, methods=["POST"]),
+    Route("/v1/otp/verify", collect.preflight, methods=["OPTIONS"]),
 ]

@@ -3,9 +3,10 @@
 A person is a user (a verified phone) with every visitor ever linked to it, or a visitor alone.
 An email or phone finds the person through the hashes stored with events (and, for a phone, the
 user it verified). Erasing deletes rather than anonymises: the person's events, visitors, device
-links, click ids, outbox rows, one-time codes, and every outgoing request that carried one of
-their events (the whole logged request: its body holds their hashes). Reports count fewer events
-afterwards; the replay audit (`replays`) holds only counts and is kept.
+links, click ids, outbox rows, one-time codes (to their numbers or asked by their visitors), and
+every outgoing request that carried one of their events (the whole logged request: its body holds
+their hashes). Reports count fewer events afterwards; the replay audit (`replays`) holds only
+counts and is kept.
 """
 
 from __future__ import annotations
@@ -152,7 +153,19 @@ def export(conn: Connection, person: Person) -> dict[str, list[dict[str, Any]]]:
         + _rows(conn, click_ids, click_ids.c.event_pk, person.event_pks),
         "events": _rows(conn, events, events.c.id, person.event_pks),
         "deliveries": _rows(conn, deliveries, deliveries.c.event_pk, person.event_pks),
+        "otp_codes": _otp_codes(conn, person),
     }
+
+
+def _otp_codes(conn: Connection, person: Person) -> list[dict[str, Any]]:
+    """The person's one-time codes: to their numbers or asked by their visitors (once each)."""
+    rows = _rows(conn, otp_codes, otp_codes.c.phone_key, person.phone_keys)
+    rows += _rows(conn, otp_codes, otp_codes.c.visitor_id, person.visitor_ids)
+    unique = {row["id"]: row for row in rows}
+    for row in unique.values():
+        for keyed in ("phone_key", "code_hash", "ip"):  # keyed hashes: meaningless elsewhere
+            row.pop(keyed, None)
+    return sorted(unique.values(), key=lambda row: str(row["created_at"]))
 
 
 def _delete(conn: Connection, table: sa.Table, column: sa.Column[Any], keys: set[Any]) -> int:
@@ -182,7 +195,8 @@ def erase(conn: Connection, person: Person) -> dict[str, int]:
         )
         + _delete(conn, visitor_users, visitor_users.c.user_id, person.user_ids),
         "visitors": _delete(conn, visitors, visitors.c.id, person.visitor_ids),
-        "otp_codes": _delete(conn, otp_codes, otp_codes.c.phone_key, person.phone_keys),
+        "otp_codes": _delete(conn, otp_codes, otp_codes.c.phone_key, person.phone_keys)
+        + _delete(conn, otp_codes, otp_codes.c.visitor_id, person.visitor_ids),
         "otp_attempts": _delete(conn, otp_attempts, otp_attempts.c.phone_key, person.phone_keys),
         "users": _delete(conn, users_table, users_table.c.id, person.user_ids),
     }

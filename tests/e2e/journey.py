@@ -212,7 +212,9 @@ class Browser:
         return body
 
     async def post(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
-        return await self.http.post(path, json=body)
+        """A call from the site's page (the OTP endpoints): its key and origin."""
+        headers = {"X-Write-Key": BROWSER_KEY, "Origin": SITE}
+        return await self.http.post(path, json=body, headers=headers)
 
     async def __aenter__(self) -> Self:
         return self

@@ -13,8 +13,11 @@ import sqlalchemy as sa
 
 from firstparty.app import create_app
 from firstparty.settings import Settings
-from tests.conftest import BROWSER_UA, settings_for
+from tests.conftest import BROWSER_KEY, BROWSER_UA, settings_for
 from tests.fakes import twilio as fake_twilio
+
+
+SITE = "https://www.example.test"  # the browser source's origin (tests.conftest.base_config)
 
 
 class Clock:
@@ -45,6 +48,7 @@ def otp_config(twilio: fake_twilio.FakeTwilio, **overrides: Any) -> dict[str, An
         "phones_per_ip_per_day": 100,
         "verifies_per_ip_per_hour": 100,
         "verifies_per_phone_per_hour": 100,
+        "sends_per_visitor_per_hour": 100,
     }
     config.update(overrides)
     return config
@@ -61,13 +65,15 @@ class OtpApp:
         self.engine: sa.Engine = app.state.runtime.engine
         self._clients: list[httpx.AsyncClient] = []
 
-    def device(self, ip: str = "198.51.100.7") -> httpx.AsyncClient:
-        """A browser at this address, with its own cookie jar."""
+    def device(self, ip: str = "198.51.100.7", **headers: str) -> httpx.AsyncClient:
+        """A browser at this address on the site's page (its key and origin), with its own
+        cookie jar; `headers` add to or replace those it sends."""
         transport = httpx.ASGITransport(app=self.app, client=(ip, 50000))
+        sent = {"User-Agent": BROWSER_UA, "X-Write-Key": BROWSER_KEY, "Origin": SITE, **headers}
         client = httpx.AsyncClient(
             transport=transport,
             base_url="https://t.example.test",
-            headers={"User-Agent": BROWSER_UA},
+            headers={k: v for k, v in sent.items() if v},
         )
         self._clients.append(client)
         return client
