@@ -4,6 +4,9 @@ source says `bots = "drop"`, and left out of the reports unless asked for."""
 
 from __future__ import annotations
 
+import random
+import re
+import string
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from crawlerdetect import CrawlerDetect
+from crawlerdetect.providers import crawlers
 
 from firstparty.collect import bots
 from firstparty.destinations import registry
@@ -95,6 +100,22 @@ def test_no_user_agent_is_a_robot_in_a_browser_source_only() -> None:
     assert bots.verdict("browser", None) == "no_user_agent"
     assert bots.verdict("browser", "  ") == "no_user_agent"
     assert bots.verdict("server", None) is None
+
+
+def test_crawlers_are_crawlerdetects_own_verdicts() -> None:
+    """The patterns run on RE2 (linear time) answer as crawlerdetect's matcher does: probed with
+    each pattern's literal text, alone and inside a browser-like string, and random strings."""
+    probes = [PEOPLE[0], "YandexBot/3.0", "YandexSearch/1.0", "Mozilla/5.0"]
+    for pattern in crawlers.data:
+        text = re.sub(r"[\\^$()\[\]?*+.{}|]", "", pattern)
+        probes += [text, f"Mozilla/5.0 (compatible; {text}/1.0)"]
+    draw = random.Random(12)
+    alphabet = string.ascii_letters + " /;()."
+    probes += ["".join(draw.choices(alphabet, k=80)) for _ in range(200)]
+    reference = CrawlerDetect()
+    agree = [bots._is_crawler(p.strip()) == reference.is_crawler(p) for p in probes if p.strip()]
+    assert all(agree)
+    assert sum(bots._is_crawler(p) for p in probes) > len(crawlers.data)  # most probes are bots
 
 
 def test_verdicts_are_remembered_per_user_agent_in_a_bounded_cache() -> None:
