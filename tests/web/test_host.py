@@ -19,6 +19,8 @@ PATHS = [
     "/admin/failures",
     "/admin/reports",
     "/admin/live",
+    "/admin/sources",
+    "/admin/destinations",
     "/admin/events/nope",
     "/admin/?cursor=%00",
     "/demo",
