@@ -37,6 +37,12 @@ INGEST_WARNINGS = Counter(
     ["source", "field"],  # field: its first two parts, e.g. user.phone, properties.value
     registry=REGISTRY,
 )
+INGEST_BOTS = Counter(
+    "firstparty_ingest_bots_total",
+    "Events from robots (collect/bots.py), by source, reason and what was done",
+    ["source", "reason", "action"],  # reason: crawler | headless | ...; action: flagged | dropped
+    registry=REGISTRY,
+)
 DELIVERIES = Counter(
     "firstparty_deliveries_total",
     "Delivery outcomes, by destination and outcome",

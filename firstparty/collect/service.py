@@ -92,6 +92,9 @@ def _accepted(item: prepare.Prepared, stored: Stored | None) -> schema.Accepted:
         field = ".".join(warning.field.split(".")[:2])
         metrics.INGEST_WARNINGS.labels(item.source.name, field).inc()
     warnings = [schema.ErrorDetail(w.field, w.message) for w in item.warnings]
+    if item.bot and not (stored and stored.duplicate):
+        action = "flagged" if stored else "dropped"
+        metrics.INGEST_BOTS.labels(item.source.name, item.bot, action).inc()
     if stored is None:
         return schema.Accepted(
             True, item.pk, item.event_id, item.visitor_id, warnings=warnings, dropped="bot"

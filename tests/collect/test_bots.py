@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from crawlerdetect import CrawlerDetect
 from crawlerdetect.providers import crawlers
 
+from firstparty import metrics
 from firstparty.collect import bots
 from firstparty.destinations import registry
 from firstparty.destinations.base import event_json
@@ -247,6 +248,8 @@ async def test_a_source_that_drops_robots_answers_202_and_stores_nothing(
     sources[0] |= {"write_key": BROWSER_KEY, "bots": "drop"}
     sources[1] |= {"write_key": SERVER_KEY}
     settings = settings_for(database_url, sources=sources)
+    counted = {"source": "www", "reason": "headless", "action": "dropped"}
+    before = metrics.REGISTRY.get_sample_value("firstparty_ingest_bots_total", counted) or 0.0
     async with running_app(settings) as app:
         dropped = await _browser_send(app, _lead("headless"), HEADLESS, path)
         no_agent = await _browser_send(app, _lead("no-agent"), None, path)
@@ -260,6 +263,7 @@ async def test_a_source_that_drops_robots_answers_202_and_stores_nothing(
     assert first(no_agent)["dropped"] == "bot"
     assert "dropped" not in first(kept)
     assert stored == {"person": None}
+    assert metrics.REGISTRY.get_sample_value("firstparty_ingest_bots_total", counted) == before + 1
     assert [v["id"] for v in people] == [first(kept)["visitor_id"]]
 
 
