@@ -31,7 +31,7 @@ from firstparty.identity import users
 from firstparty.privacy import retention
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
-from firstparty.store import db
+from firstparty.store import db, instance
 from firstparty.tracker import serve
 from firstparty.web import admin as admin_ui
 from firstparty.web import demo, live, operate
@@ -59,6 +59,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlette:
     """The whole server. `run_worker`: run the delivery worker in-process (default: embedded)."""
+    settings = _with_generated_admin_token(settings)
     engine = db.create_engine(
         settings.database_url, pool_size=10, max_overflow=20, background_checkpoints=True
     )
@@ -117,6 +118,18 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
     app.state.runtime = runtime
     app.state.collector = collector
     return app
+
+
+def _with_generated_admin_token(settings: Settings) -> Settings:
+    """A server database without FIRSTPARTY_ADMIN_TOKEN: the token `serve` generated, by hash."""
+    if settings.admin_token is not None or settings.is_sqlite:
+        return settings
+    engine = db.create_engine(settings.database_url)
+    try:
+        digest = instance.generated_admin_digest(engine)
+    finally:
+        engine.dispose()
+    return settings.model_copy(update={"admin_token_digest": digest}) if digest else settings
 
 
 @contextlib.asynccontextmanager

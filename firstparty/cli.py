@@ -141,6 +141,10 @@ def _serve(args: argparse.Namespace) -> int:
     engine = open_database(settings)
     keys = _first_run_sources(settings, engine, args)
     first_run = bool(keys)
+    if settings.admin_token is None and not settings.is_sqlite:
+        generated = instance.generate_admin_token(engine, settings.secret_key.get_secret_value())
+        if generated is not None:
+            keys["admin"] = generated
     engine.dispose()
     _banner(settings, args, first_run, keys)
     if args.workers > 1:
@@ -250,7 +254,7 @@ def _banner(
             f"  destination {name} cannot send: {', '.join(unset)} not set "
             "(its events wait until the server restarts with it)",
         ]
-    lines += _admin_lines(settings, url, first_run)
+    lines += _admin_lines(settings, url, first_run, keys.get("admin"))
     if settings.demo_on and "demo" not in keys:
         lines += ["", f"  demo:    {url}/demo/"]
     if first_run:
@@ -262,11 +266,19 @@ def _banner(
     print("\n".join(lines) + "\n", flush=True)
 
 
-def _admin_lines(settings: Settings, url: str, first_run: bool) -> list[str]:
-    """Where the admin UI is and how to sign in; the generated token only on the first run."""
-    if settings.admin_token is None:
-        return ["", "  admin:   off (set FIRSTPARTY_ADMIN_TOKEN to turn it on)"]
+def _admin_lines(
+    settings: Settings, url: str, first_run: bool, generated: str | None = None
+) -> list[str]:
+    """Where the admin UI is and how to sign in; a generated token only when it is made."""
     lines = ["", f"  admin:   {url}/admin/"]
+    if generated is not None:  # a server database: only its hash is kept, shown this once
+        return [
+            *lines,
+            "  admin token (generated; shown once, only its hash is kept):",
+            f"    {generated}",
+        ]
+    if settings.admin_token is None:
+        return [*lines, "  sign in with the admin token printed at the first start"]
     kept = settings_mod.admin_token_file(settings.database_url) if settings.is_sqlite else None
     if kept is None or not kept.exists() or os.environ.get("FIRSTPARTY_ADMIN_TOKEN"):
         return [*lines, "  sign in with FIRSTPARTY_ADMIN_TOKEN"]

@@ -6,6 +6,8 @@ passed down. A secret is never written in the config file: `"env:NAME"` reads va
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -219,6 +221,9 @@ class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     admin_token: SecretStr | None = None
+    # A server database's generated admin token: only its keyed hash, read from the database
+    # at start (store/instance.py); set by the app, never by the config file.
+    admin_token_digest: str | None = None
     # When set, GET /metrics asks for `Authorization: Bearer <metrics_token>` (else it is open).
     metrics_token: SecretStr | None = None
     secret_key: SecretStr
@@ -285,6 +290,26 @@ class Settings(Strict):
         from firstparty.destinations import registry
 
         return registry.parse_all(value)
+
+    @property
+    def admin_on(self) -> bool:
+        """Whether the admin UI and API accept a token at all."""
+        return self.admin_token is not None or self.admin_token_digest is not None
+
+    def admin_token_matches(self, given: str) -> bool:
+        """The configured token, or (a server database's generated one) its keyed hash."""
+        if self.admin_token is not None:
+            return hmac.compare_digest(given.encode(), self.admin_token.get_secret_value().encode())
+        if self.admin_token_digest is None:
+            return False
+        secret = self.secret_key.get_secret_value()
+        return hmac.compare_digest(admin_token_digest(secret, given), self.admin_token_digest)
+
+    @property
+    def admin_tag(self) -> str:
+        """Names the token in force (sessions are bound to it: a new token ends them)."""
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        return hashlib.sha256((token or self.admin_token_digest or "").encode()).hexdigest()
 
     @property
     def is_sqlite(self) -> bool:
@@ -388,6 +413,11 @@ def _embedded_secret(database_url: str) -> str:
         raise ConfigError("secret_key: FIRSTPARTY_SECRET_KEY is required with a server database")
     kept = _kept_beside(database_url, ".secret", 48)
     return kept if kept is not None else secrets.token_urlsafe(48)
+
+
+def admin_token_digest(secret: str, token: str) -> str:
+    """The keyed hash a server database keeps of a generated admin token."""
+    return hmac.digest(secret.encode(), b"admin-token:" + token.encode(), "sha256").hex()
 
 
 def embedded_admin_token(database_url: str) -> str | None:

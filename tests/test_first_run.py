@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from firstparty.store import db, migrate
+from tests.conftest import make_database
 from tests.test_cli import free_port
 
 BIN = [sys.executable, "-m", "firstparty.cli"]
@@ -92,3 +95,29 @@ def test_the_embedded_default_generates_an_admin_token_shown_once_that_signs_in(
     assert token not in again and "wk_" not in again and "sk_" not in again
     assert f"admin:   {url}/admin/" in again and f"demo:    {url}/demo/" in again
     assert "admin token: in firstparty.db.admin-token" in again
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mysql"])
+def test_a_server_database_without_a_token_gets_one_printed_once(tmp_path: Path, kind: str) -> None:
+    for database_url in make_database(kind, tmp_path):
+        engine = db.create_engine(database_url, poolclass=sa.NullPool)
+        migrate.upgrade(engine)
+        engine.dispose()
+        env = server_env(FIRSTPARTY_DATABASE_URL=database_url, FIRSTPARTY_SECRET_KEY="g" * 40)
+        _, banner = start_and_stop(tmp_path, env)
+        found = re.search(
+            r"admin token \(generated; shown once, only its hash is kept\):\n\s+(\S+)", banner
+        )
+        assert found, banner
+        token = found.group(1)
+
+        def signs_in(url: str, token: str = token) -> None:
+            admin = f"{url}/v1/admin/events"
+            ok = httpx.get(admin, headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200
+            wrong = httpx.get(admin, headers={"Authorization": "Bearer " + "x" * 32})
+            assert wrong.status_code == 401
+
+        _, again = start_and_stop(tmp_path, env, signs_in)
+        assert token not in again
+        assert "sign in with the admin token printed at the first start" in again

@@ -9,14 +9,17 @@ it tells two keys apart and reveals nothing of either.
 from __future__ import annotations
 
 import hmac
+import secrets
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty.errors import ConfigError
+from firstparty.settings import admin_token_digest
 from firstparty.store.models import instance
 
 SECRET_FINGERPRINT = "secret_fingerprint"
+ADMIN_TOKEN_DIGEST = "admin_token_digest"
 
 
 def fingerprint(secret: str) -> str:
@@ -48,3 +51,19 @@ def check_secret(engine: Engine, secret: str) -> None:
             "would stop matching. Start with the original key (on the embedded default it is "
             "kept in the .secret file beside the database)."
         )
+
+
+def generated_admin_digest(engine: Engine) -> str | None:
+    """The keyed hash of the admin token `serve` generated for a server database, if any."""
+    with engine.connect() as conn:
+        return read(conn, ADMIN_TOKEN_DIGEST)
+
+
+def generate_admin_token(engine: Engine, secret: str) -> str | None:
+    """A new admin token (returned once; only its keyed hash is kept), unless one exists."""
+    token = secrets.token_urlsafe(24)
+    with engine.begin() as conn:
+        if read(conn, ADMIN_TOKEN_DIGEST) is not None:
+            return None
+        write(conn, ADMIN_TOKEN_DIGEST, admin_token_digest(secret, token))
+    return token

@@ -87,8 +87,7 @@ def _mac(settings: Settings, *parts: str) -> str:
 
 
 def _token_tag(settings: Settings) -> str:
-    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    return hashlib.sha256(token.encode()).hexdigest()
+    return settings.admin_tag
 
 
 def issue_session(settings: Settings, now: float) -> str:
@@ -101,7 +100,7 @@ def issue_session(settings: Settings, now: float) -> str:
 
 def session_valid(settings: Settings, value: str | None, now: float) -> bool:
     """Whether the cookie value is a session this server issued, unexpired, for today's token."""
-    if settings.admin_token is None or not value or value.count(".") != 2:
+    if not settings.admin_on or not value or value.count(".") != 2:
         return False
     nonce, expiry, mac = value.split(".")
     if not expiry.isdigit() or int(expiry) <= now:
@@ -239,7 +238,7 @@ def _next_link(path: str, filters: dict[str, str], items: list[dict[str, Any]]) 
 
 async def login_page(request: Request) -> Response:
     settings = _settings(request)
-    if settings.admin_token is None:
+    if not settings.admin_on:
         return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
     if await session_active(request.app.state.runtime, request.cookies.get(SESSION_COOKIE)):
         return RedirectResponse("/admin/", 303)
@@ -283,7 +282,7 @@ def _wait_words(seconds: int) -> str:
 
 async def login(request: Request) -> Response:
     settings = _settings(request)
-    if settings.admin_token is None:
+    if not settings.admin_on:
         return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
     form = await _form(request)
     if not _csrf_ok(settings, request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
@@ -296,8 +295,7 @@ async def login(request: Request) -> Response:
             f"Try again in {_wait_words(wait)}."
         )
         return _login_form(request, message, 429, {"Retry-After": str(wait)})
-    given = form.get("token", "").encode()
-    if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+    if not settings.admin_token_matches(form.get("token", "")):
         return _login_form(request, "Wrong admin token.", 401)
     runtime: Runtime = request.app.state.runtime
     await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
