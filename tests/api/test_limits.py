@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from firstparty.api import limits
 from firstparty.app import route_modules
-from tests.conftest import SERVER_KEY, AppClient
+from tests.conftest import SECRET, SERVER_KEY, AppClient
 from tests.test_cli import BIN, clean_env, free_port
 
 CHUNK = 64 * 1024
@@ -98,6 +98,10 @@ async def test_a_body_within_the_limit_is_read_whole(sqlite_client: AppClient) -
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
+    (tmp_path / "firstparty.toml").write_text(
+        f'secret_key = "{SECRET}"\n\n[[sources]]\nname = "crm"\nkind = "server"\n'
+        f'write_key = "{SERVER_KEY}"\n'
+    )
     proc = subprocess.Popen(
         [*BIN, "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -177,3 +181,20 @@ def test_serve_reads_a_huge_chunked_sign_in_no_further_than_its_limit(
     assert _rss_kib(proc.pid) - before < 32 * 1024, "the server grew by more than 32 MiB"
     ok = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200")
+
+
+def test_serve_keeps_large_bodies_and_many_requests_on_one_connection(
+    served: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    """The head cap counts heads only: a 400 KB body, sent in many reads, and the requests that
+    follow it on the same connection are answered as usual."""
+    port, _ = served
+    events = b",".join(
+        [b'{"type":"page","url":"https://www.example.test/' + b"p" * 900 + b'"}'] * 400
+    )
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        for _ in range(3):
+            body = b'{"events":[' + events + b"]}"
+            r = http.post("/v1/batch", content=body, headers={"X-Write-Key": SERVER_KEY})
+            assert r.status_code == 200 and len(r.json()["results"]) == 400, r.text[:300]
+            assert http.get("/healthz").status_code == 200
