@@ -96,7 +96,12 @@ def client(fuzz_server: Server) -> Iterator[httpx.Client]:
 
 @pytest.mark.parametrize("path", [*FIELDS, *BATCHES])
 def test_no_body_gets_a_5xx(client: httpx.Client, fuzz_server: Server, path: str) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,  # each run explores afresh; a failure prints its body
+    )
     @given(raw=bodies(path))
     def send(raw: bytes) -> None:
         headers = {"content-type": "application/json"}
