@@ -16,7 +16,6 @@ from firstparty.settings import Settings
 from tests.conftest import BROWSER_KEY, BROWSER_UA, settings_for
 from tests.fakes import twilio as fake_twilio
 
-
 SITE = "https://www.example.test"  # the browser source's origin (tests.conftest.base_config)
 
 
