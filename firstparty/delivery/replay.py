@@ -125,7 +125,9 @@ def _refusal(adapter: Adapter | None, row: Any, event: Event | None, now: dateti
         return f"destination {row.destination} is not configured"
     if event is None:
         return "the event row is missing"
-    if not adapter.wants(event.type, event.name, bot=event.bot is not None):
+    if event.bot and not adapter.settings.forward_bots:
+        return f"destination {row.destination} does not forward robots' events ({event.bot})"
+    if not adapter.wants(event.type, event.name):
         return f"destination {row.destination} no longer takes {event.name} events"
     return adapter.skip(event, now)
 

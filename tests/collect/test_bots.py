@@ -19,10 +19,11 @@ from crawlerdetect.providers import crawlers
 
 from firstparty import metrics
 from firstparty.collect import bots
+from firstparty.delivery import replay
 from firstparty.destinations import registry
 from firstparty.destinations.base import event_json
 from firstparty.reports import summary
-from firstparty.store.models import events, visitors
+from firstparty.store.models import deliveries, events, visitors
 from tests import factories
 from tests.conftest import BROWSER_KEY, BROWSER_UA, SERVER_KEY, AppClient, running_app, settings_for
 from tests.e2e.journey import all_settled, outcomes
@@ -274,6 +275,8 @@ async def test_reports_leave_robots_out_unless_asked(database_url: str) -> None:
         for event_id, agent in (("crawler", GOOGLEBOT), ("a", BROWSER_UA), ("b", BROWSER_UA)):
             answer = await _browser_send(app, _lead(event_id), agent)
             assert answer.status_code == 202, answer.text
+        admin = {"Authorization": "Bearer admin-token-for-tests"}
+        listed = (await app.http.get("/v1/admin/events", headers=admin)).json()["items"]
         excluded = await signed_in_page(app.http, "/admin/reports")
         included = await signed_in_page(app.http, "/admin/reports?bots=include")
         engine = app.engine
@@ -290,6 +293,30 @@ async def test_reports_leave_robots_out_unless_asked(database_url: str) -> None:
         by_click = summary.conversions_by_click_kind(engine, include_bots=True)
         assert by_click == [summary.Bucket(summary.NONE, 3)]
 
+    assert {e["event_id"]: e["bot"] for e in listed} == {"crawler": "crawler", "a": None, "b": None}
     assert "include them" in excluded and "leave them out" in included
     assert ">2</td></tr>" in excluded and ">3</td></tr>" not in excluded
     assert ">3</td></tr>" in included
+
+
+async def test_replay_follows_the_destinations_current_forward_bots(sqlite_url: str) -> None:
+    """A robot's failed work is sent again only while its destination still forwards robots."""
+    forwarding = [factories.META_CAPI | {"forward_bots": True}]
+    async with running_app(settings_for(sqlite_url, destinations=forwarding)) as app:
+        answer = await _browser_send(app, _lead("crawler"), GOOGLEBOT)
+        assert answer.status_code == 202, answer.text
+        with app.engine.begin() as conn:
+            conn.execute(sa.update(deliveries).values(status="failed", last_error="400"))
+    for destinations, requeued, skipped in (
+        (
+            [factories.META_CAPI],
+            0,
+            {"destination meta does not forward robots' events (crawler)": 1},
+        ),
+        (forwarding, 1, {}),
+    ):
+        settings = settings_for(sqlite_url, destinations=destinations)
+        adapters = registry.adapters(settings.destinations)
+        engine = app.engine
+        result = replay.replay(engine, settings=settings, adapters=adapters)
+        assert (result.requeued, result.skipped) == (requeued, skipped)
