@@ -158,6 +158,10 @@ def _serve(args: argparse.Namespace) -> int:
             loop="uvloop",
             http=limits.BoundedHttpTools,
             h11_max_incomplete_event_size=limits.HEAD_BYTES,
+            # uvicorn's own X-Forwarded-* reading (loopback proxies) only when firstparty trusts
+            # the proxy: it takes the rightmost untrusted X-Forwarded-For entry as the peer,
+            # which behind a local proxy is the client's own spoofed one (issue 12).
+            proxy_headers=settings.collect.trust_forwarded_for,
             log_level="warning",
         )
     else:
@@ -170,6 +174,10 @@ def _serve(args: argparse.Namespace) -> int:
             loop="uvloop",
             http=limits.BoundedHttpTools,
             h11_max_incomplete_event_size=limits.HEAD_BYTES,
+            # uvicorn's own X-Forwarded-* reading (loopback proxies) only when firstparty trusts
+            # the proxy: it takes the rightmost untrusted X-Forwarded-For entry as the peer,
+            # which behind a local proxy is the client's own spoofed one (issue 12).
+            proxy_headers=settings.collect.trust_forwarded_for,
             log_level="warning",
         )
     return 0

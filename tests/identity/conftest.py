@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from firstparty.app import create_app
 from firstparty.settings import Settings
@@ -63,6 +65,7 @@ class OtpApp:
         self.twilio: fake_twilio.FakeTwilio = twilio
         self.engine: sa.Engine = app.state.runtime.engine
         self._clients: list[httpx.AsyncClient] = []
+        self.refused_before: Counter[str] = Counter()
 
     def device(self, ip: str = "198.51.100.7", **headers: str) -> httpx.AsyncClient:
         """A browser at this address on the site's page (its key and origin), with its own
@@ -91,6 +94,21 @@ class OtpApp:
         user_id: str = answer.json()["user_id"]
         return user_id
 
+    async def refused(self) -> Counter[str]:
+        """firstparty_otp_refused_total by reason since this app started (GET /metrics)."""
+        counts = await self.refused_in_process()
+        counts.subtract(self.refused_before)
+        return counts
+
+    async def refused_in_process(self) -> Counter[str]:
+        answer = await self.device().get("/metrics")
+        counts: Counter[str] = Counter()
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                if sample.name == "firstparty_otp_refused_total":
+                    counts[sample.labels["reason"]] = int(sample.value)
+        return counts
+
     def rows(self, table: sa.Table) -> list[Any]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(table)).mappings())
@@ -116,6 +134,7 @@ async def otp_app(url: str, twilio: fake_twilio.FakeTwilio, **otp: Any) -> Async
     app.state.clock = clock
     async with app.router.lifespan_context(app):
         running = OtpApp(app, settings, clock, twilio)
+        running.refused_before = await running.refused_in_process()
         try:
             yield running
         finally:
