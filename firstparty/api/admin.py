@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from firstparty.api import admin_input as given_
-from firstparty.collect import client_address
 from firstparty.delivery import replay
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
@@ -51,20 +50,7 @@ def _unauthorised(message: str) -> InputError:
 
 async def _try(request: Request, runtime: Runtime) -> signin.Attempt:
     """This token try let through, or refused with 429 while its address waits."""
-    settings = runtime.settings
-    address = client_address.client_ip(
-        request,
-        trust_forwarded_for=settings.collect.trust_forwarded_for,
-        trusted_hops=settings.collect.trusted_hops,
-    )
-    attempt = await asyncio.to_thread(
-        signin.begin,
-        runtime.engine,
-        secret=settings.secret_key.get_secret_value(),
-        address=address,
-        surface=signin.Surface.API,
-        now=datetime.now(UTC),
-    )
+    attempt = await signin.begin_request(request, runtime, signin.Surface.API)
     if attempt.refused:
         raise InputError(
             429,

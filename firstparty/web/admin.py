@@ -31,7 +31,6 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from firstparty.api import admin_input
-from firstparty.collect import client_address
 from firstparty.delivery import replay
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.errors import InputError
@@ -260,20 +259,7 @@ def _login_form(
 
 async def _token_try(request: Request) -> signin.Attempt:
     runtime: Runtime = request.app.state.runtime
-    settings = runtime.settings
-    address = client_address.client_ip(
-        request,
-        trust_forwarded_for=settings.collect.trust_forwarded_for,
-        trusted_hops=settings.collect.trusted_hops,
-    )
-    return await asyncio.to_thread(
-        signin.begin,
-        runtime.engine,
-        secret=settings.secret_key.get_secret_value(),
-        address=address,
-        surface=signin.Surface.UI,
-        now=datetime.now(UTC),
-    )
+    return await signin.begin_request(request, runtime, signin.Surface.UI)
 
 
 def _wait_words(seconds: int) -> str:

@@ -13,6 +13,7 @@ whose nonce is stored is refused.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,12 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
 
 from firstparty import metrics
+from firstparty.collect import client_address
 from firstparty.identity import otp
+from firstparty.runtime import Runtime
 from firstparty.store.models import admin_login_failures, admin_revocations
 
 FREE_FAILURES = 5
@@ -86,6 +90,24 @@ def begin(
         metrics.ADMIN_REFUSED.labels(surface.value).inc()
         return Attempt(key, None, wait)
     return Attempt(key, row_id, 0)
+
+
+async def begin_request(request: Request, runtime: Runtime, surface: Surface) -> Attempt:
+    """`begin` for this request's client address (as the trusted proxies saw it)."""
+    settings = runtime.settings
+    address = client_address.client_ip(
+        request,
+        trust_forwarded_for=settings.collect.trust_forwarded_for,
+        trusted_hops=settings.collect.trusted_hops,
+    )
+    return await asyncio.to_thread(
+        begin,
+        runtime.engine,
+        secret=settings.secret_key.get_secret_value(),
+        address=address,
+        surface=surface,
+        now=datetime.now(UTC),
+    )
 
 
 def _remaining(latest: datetime | None, delay: int, now: datetime) -> int:
