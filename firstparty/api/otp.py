@@ -28,7 +28,7 @@ from firstparty.collect import client_address, nonfinite
 from firstparty.collect.service import Collector
 from firstparty.collect.sources import Entry
 from firstparty.errors import FieldError, InputError
-from firstparty.identity import cookie, otp, sms
+from firstparty.identity import cookie, otp, otp_limits, sms
 from firstparty.runtime import Runtime
 
 MAX_BODY = 4096
@@ -111,7 +111,7 @@ def _authorise(request: Request) -> Entry:
         return collect.authorise(request, collector.sources)
     except InputError as exc:
         if exc.status == 429:
-            otp.count_refusal(otp.Refusal.RATE_LIMIT)
+            otp_limits.count(otp_limits.Refusal.RATE_LIMIT)
         raise
 
 

@@ -6,37 +6,18 @@ and checks codes), a keyed hash of the client address, the visitor (fp_id) that 
 and the tries. Tries are logged in `otp_attempts`. Rows older than two days are deleted, since no
 limit looks further back.
 
-Limits (docs/identity.md), counted in the database so they hold across processes:
-
-    sends_per_hour, sends_per_day codes to every number together (spend caps; always on)
-    sends_per_ip_per_hour         codes asked for from one address
-    phones_per_ip_per_day         distinct numbers asked for from one address
-    sends_per_visitor_per_hour    codes asked for by one browser (its fp_id visitor)
-    sends_per_phone_per_hour      codes sent to one number
-    resend_interval_seconds       wait before another code to the same number, doubling with
-                                  each send in the last hour (30 s, 60 s, 120 s, ...; at most 1 h)
-    verifies_per_ip_per_hour      codes tried from one address
-    verifies_per_phone_per_hour   codes tried for one number
-    max_attempts                  wrong tries per code, after which it is dead
-    allowed_countries, line_types where codes may go at all (a 422, not a limit)
-
-Every limit hit is a 429 whose Retry-After is the time until the binding limit (the one that
-frees last) lets a request through, and each refusal is counted by `Refusal` in
-firstparty_otp_refused_total. An address is the client's IPv4 address, or its /64 network for
-IPv6 (one host owns a whole /64); a server source's backend has none (`ip=None`: only the limits
-that are not per address apply). A failed or refused send still counts against the limits. Only
-the newest code sent to a number can be checked: asking for a new one invalidates the previous
-one.
+The limits (identity/otp_limits.py, docs/identity.md) are counted in the database, so they hold
+across processes, in one serialised transaction with the code's own row. A code is answered the
+same for known and unknown numbers. Only the newest code sent to a number can be checked: asking
+for a new one invalidates the previous one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hmac
 import ipaddress
-import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,17 +28,14 @@ import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from firstparty import ids, metrics
+from firstparty import ids
 from firstparty.errors import FieldError, InputError
-from firstparty.identity import pii, sms, users
+from firstparty.identity import otp_limits, pii, sms, users
 from firstparty.settings import OtpSettings, Settings
 from firstparty.store.models import otp_attempts, otp_codes
 
 Clock = Callable[[], datetime]
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 KEEP = timedelta(days=2)
-MAX_RESEND_WAIT = 3600
 VERIFY_TTL_CAP = 600  # Twilio Verify forgets a verification after 10 minutes
 LINE_TYPES = {
     phonenumbers.PhoneNumberType.MOBILE: "mobile",
@@ -78,28 +56,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Refusal(enum.StrEnum):
-    """Why a code was not sent or not checked: the `reason` of firstparty_otp_refused_total."""
-
-    PER_PHONE = "per_phone"
-    RESEND_WAIT = "resend_wait"
-    PER_IP = "per_ip"
-    PHONES_PER_IP = "phones_per_ip"
-    PER_VISITOR = "per_visitor"
-    GLOBAL_HOUR = "global_hour"
-    GLOBAL_DAY = "global_day"
-    COUNTRY = "country"  # 422: a number in a country not served
-    LINE_TYPE = "line_type"  # 422: a line type that gets no codes
-    VERIFIES_PER_IP = "verifies_per_ip"
-    VERIFIES_PER_PHONE = "verifies_per_phone"
-    DEAD_CODE = "dead_code"  # max_attempts wrong tries
-    RATE_LIMIT = "rate_limit"  # the write key's per-process rate limits (api/collect.py)
-
-
-def count_refusal(reason: Refusal) -> None:
-    metrics.OTP_REFUSED.labels(reason.value).inc()
-
-
 @dataclass(frozen=True)
 class Started:
     """A code is on its way: valid `expires_in` s; another may be asked after `resend_after` s."""
@@ -112,16 +68,6 @@ class Started:
 class Verified:
     user_id: str
     visitor_id: str | None  # None: a server source's call naming no visitor
-
-
-@dataclass(frozen=True)
-class _Hit:
-    """A limit reached: why, and how long until it lets a request through."""
-
-    reason: Refusal
-    message: str
-    wait: timedelta
-    then: str = "try again"
 
 
 @dataclass(frozen=True)
@@ -224,19 +170,20 @@ def _check_country(number: phonenumbers.PhoneNumber, countries: frozenset[str] |
     region = phonenumbers.region_code_for_number(number) or "unknown"
     if countries is not None and region not in countries:
         served = ", ".join(sorted(countries))
-        _unserved(Refusal.COUNTRY, f"is a number in {region}; codes go to numbers in {served} only")
+        message = f"is a number in {region}; codes go to numbers in {served} only"
+        _unserved(otp_limits.Refusal.COUNTRY, message)
 
 
 def _check_line(number: phonenumbers.PhoneNumber, line_types: Sequence[str]) -> None:
     line = LINE_TYPES.get(phonenumbers.number_type(number), "unknown")
     if line not in line_types:
         message = f"is a {line.replace('_', ' ')} number, which cannot receive codes here"
-        _unserved(Refusal.LINE_TYPE, message)
+        _unserved(otp_limits.Refusal.LINE_TYPE, message)
 
 
-def _unserved(reason: Refusal, message: str) -> NoReturn:
+def _unserved(reason: otp_limits.Refusal, message: str) -> NoReturn:
     """422 on `phone`: a number no code goes to (not a limit: waiting does not help)."""
-    count_refusal(reason)
+    otp_limits.count(reason)
     raise InputError(422, "invalid phone", [FieldError("phone", message)])
 
 
@@ -309,132 +256,9 @@ def _reserve(engine: Engine, otp: OtpSettings, row: dict[str, Any]) -> int:
     with _serialised(engine) as conn:
         conn.execute(sa.delete(otp_codes).where(otp_codes.c.created_at < t - KEEP))
         conn.execute(sa.delete(otp_attempts).where(otp_attempts.c.created_at < t - KEEP))
-        sent, last = _sent_to(conn, row["phone_key"], t)
-        hits = [*_send_limits(conn, otp, row, t), _resend(sent, last, t, otp)]
-        _refuse_any(hits, "phone")
+        sent = otp_limits.check_send(conn, otp, row, t)
         conn.execute(sa.insert(otp_codes).values(**row))
-    return _wait_after(sent + 1, otp.resend_interval_seconds)
-
-
-def _send_limits(
-    conn: Connection, otp: OtpSettings, row: dict[str, Any], t: datetime
-) -> Iterator[_Hit | None]:
-    """Every send limit that applies to this row, each checked (a hit or None)."""
-    c = otp_codes.c
-    yield _over(conn, otp_codes, sa.true(), t, HOUR, otp.sends_per_hour, Refusal.GLOBAL_HOUR)
-    yield _over(conn, otp_codes, sa.true(), t, DAY, otp.sends_per_day, Refusal.GLOBAL_DAY)
-    if row["ip"] is not None:
-        by_ip = c.ip == row["ip"]
-        yield _over(conn, otp_codes, by_ip, t, HOUR, otp.sends_per_ip_per_hour, Refusal.PER_IP)
-        yield _phones_over(conn, row, t, otp.phones_per_ip_per_day)
-    if row["visitor_id"] is not None:
-        by_visitor = c.visitor_id == row["visitor_id"]
-        most = otp.sends_per_visitor_per_hour
-        yield _over(conn, otp_codes, by_visitor, t, HOUR, most, Refusal.PER_VISITOR)
-    by_phone = c.phone_key == row["phone_key"]
-    yield _over(conn, otp_codes, by_phone, t, HOUR, otp.sends_per_phone_per_hour, Refusal.PER_PHONE)
-
-
-MESSAGES = {
-    Refusal.GLOBAL_HOUR: "this service sent all the codes it may send this hour",
-    Refusal.GLOBAL_DAY: "this service sent all the codes it may send today",
-    Refusal.PER_IP: "too many codes asked from this address",
-    Refusal.PER_VISITOR: "too many codes asked from this browser",
-    Refusal.PER_PHONE: "too many codes sent to this number",
-    Refusal.VERIFIES_PER_IP: "too many codes tried from this address",
-    Refusal.VERIFIES_PER_PHONE: "too many codes tried for this number",
-}
-
-
-def _over(
-    conn: Connection,
-    table: sa.Table,
-    where: sa.ColumnElement[bool],
-    t: datetime,
-    window: timedelta,
-    most: int,
-    reason: Refusal,
-) -> _Hit | None:
-    """A hit when `most` rows matching `where` fall within `window` before `t`; its wait is
-    until enough of them have left the window for one more."""
-    recent = sa.and_(where, table.c.created_at > t - window)
-    count = conn.execute(sa.select(sa.func.count()).select_from(table).where(recent)).scalar_one()
-    if count < most:
-        return None
-    freeing = conn.execute(
-        sa.select(table.c.created_at)
-        .where(recent)
-        .order_by(table.c.created_at)
-        .offset(count - most)
-        .limit(1)
-    ).scalar_one()
-    return _Hit(reason, MESSAGES[reason], freeing + window - t)
-
-
-def _phones_over(conn: Connection, row: dict[str, Any], t: datetime, most: int) -> _Hit | None:
-    """A hit when this address already asked codes for `most` other numbers within a day; a
-    number stops counting a day after its last code from here."""
-    lasts = sorted(
-        conn.execute(
-            sa.select(sa.func.max(otp_codes.c.created_at))
-            .where(
-                otp_codes.c.ip == row["ip"],
-                otp_codes.c.created_at > t - DAY,
-                otp_codes.c.phone_key != row["phone_key"],
-            )
-            .group_by(otp_codes.c.phone_key)
-        ).scalars()
-    )
-    if len(lasts) < most:
-        return None
-    message = "too many phone numbers from this address"
-    return _Hit(Refusal.PHONES_PER_IP, message, lasts[len(lasts) - most] + DAY - t)
-
-
-def _sent_to(conn: Connection, key: str, t: datetime) -> tuple[int, datetime | None]:
-    """How many codes went to this number in the last hour, and when the last one did."""
-    sent, last = conn.execute(
-        sa.select(sa.func.count(), sa.func.max(otp_codes.c.created_at)).where(
-            otp_codes.c.phone_key == key, otp_codes.c.created_at > t - HOUR
-        )
-    ).one()
-    return int(sent or 0), last
-
-
-def _resend(sent: int, last: datetime | None, t: datetime, otp: OtpSettings) -> _Hit | None:
-    """A hit when the last code to this number is too recent for another."""
-    if not sent or last is None:
-        return None
-    wait = last + timedelta(seconds=_wait_after(sent, otp.resend_interval_seconds)) - t
-    if wait <= timedelta(0):
-        return None
-    return _Hit(Refusal.RESEND_WAIT, "a code was sent to this number moments ago", wait)
-
-
-def _wait_after(sent: int, base: int) -> int:
-    """Seconds before another code, after `sent` codes this hour: base, doubling each time."""
-    if sent <= 0:
-        return 0
-    return min(base << (sent - 1), MAX_RESEND_WAIT)
-
-
-def _refuse_any(hits: list[_Hit | None], field: str) -> None:
-    """429 for the hit that frees last (retrying sooner would meet it), if any."""
-    found = [hit for hit in hits if hit is not None]
-    if found:
-        _refuse(max(found, key=lambda hit: hit.wait), field)
-
-
-def _refuse(hit: _Hit, field: str) -> NoReturn:
-    """429 with Retry-After: the whole seconds until `hit` frees (at least 1), counted."""
-    seconds = max(1, math.ceil(hit.wait.total_seconds()))
-    count_refusal(hit.reason)
-    raise InputError(
-        429,
-        hit.message,
-        [FieldError(field, f"{hit.message}; {hit.then} in {seconds} s")],
-        {"Retry-After": str(seconds)},
-    )
+    return otp_limits.wait_after(sent + 1, otp.resend_interval_seconds)
 
 
 def _mark_sent(engine: Engine, otp_id: str, t: datetime) -> None:
@@ -445,7 +269,7 @@ def _mark_sent(engine: Engine, otp_id: str, t: datetime) -> None:
 def _take_try(engine: Engine, otp: OtpSettings, key: str, ip: str | None, t: datetime) -> _Code:
     """Count one try against the newest sent code of this number, or refuse (410/429)."""
     with _serialised(engine) as conn:
-        _refuse_any(list(_try_limits(conn, otp, key, ip, t)), "code")
+        otp_limits.check_try(conn, otp, key, ip, t)
         row = conn.execute(
             sa.select(otp_codes)
             .where(otp_codes.c.phone_key == key, otp_codes.c.sent_at.is_not(None))
@@ -463,38 +287,12 @@ def _take_try(engine: Engine, otp: OtpSettings, key: str, ip: str | None, t: dat
                 410, "code expired", [FieldError("code", "expired; request a new code")]
             )
         if row.attempts >= otp.max_attempts:
-            _refuse(_dead(conn, otp, key, t), "code")
+            otp_limits.refuse_dead_code(conn, otp, key, t)
         conn.execute(
             sa.update(otp_codes).where(otp_codes.c.id == row.id).values(attempts=row.attempts + 1)
         )
         conn.execute(sa.insert(otp_attempts).values(phone_key=key, ip=ip, created_at=t))
     return _Code(row.id, row.code_hash, row.attempts + 1)
-
-
-def _try_limits(
-    conn: Connection, otp: OtpSettings, key: str, ip: str | None, t: datetime
-) -> Iterator[_Hit | None]:
-    """Every limit on tries that applies, each checked (a hit or None)."""
-    if ip is not None:
-        by_ip = otp_attempts.c.ip == ip
-        most = otp.verifies_per_ip_per_hour
-        yield _over(conn, otp_attempts, by_ip, t, HOUR, most, Refusal.VERIFIES_PER_IP)
-    by_phone = otp_attempts.c.phone_key == key
-    most = otp.verifies_per_phone_per_hour
-    yield _over(conn, otp_attempts, by_phone, t, HOUR, most, Refusal.VERIFIES_PER_PHONE)
-
-
-def _dead(conn: Connection, otp: OtpSettings, key: str, t: datetime) -> _Hit:
-    """A code past max_attempts: waiting until a new code may be asked for this number."""
-    sent, last = _sent_to(conn, key, t)
-    by_phone = otp_codes.c.phone_key == key
-    most = otp.sends_per_phone_per_hour
-    blocking = [
-        _resend(sent, last, t, otp),
-        _over(conn, otp_codes, by_phone, t, HOUR, most, Refusal.PER_PHONE),
-    ]
-    wait = max((hit.wait for hit in blocking if hit is not None), default=timedelta(0))
-    return _Hit(Refusal.DEAD_CODE, "too many wrong codes", wait, then="request a new code")
 
 
 def _use(

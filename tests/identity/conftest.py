@@ -126,9 +126,11 @@ def twilio() -> Iterator[fake_twilio.FakeTwilio]:
 
 
 @contextlib.asynccontextmanager
-async def otp_app(url: str, twilio: fake_twilio.FakeTwilio, **otp: Any) -> AsyncIterator[OtpApp]:
-    """The real app with this `[otp]` section (on top of `otp_config`)."""
-    settings = settings_for(url, otp=otp_config(twilio, **otp))
+async def otp_app(
+    url: str, twilio: fake_twilio.FakeTwilio, collect: dict[str, Any] | None = None, **otp: Any
+) -> AsyncIterator[OtpApp]:
+    """The real app with this `[otp]` section (on top of `otp_config`) and `[collect]`."""
+    settings = settings_for(url, otp=otp_config(twilio, **otp), collect=collect or {})
     app = create_app(settings, run_worker=False)
     clock = Clock()
     app.state.clock = clock

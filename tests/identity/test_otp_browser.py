@@ -72,6 +72,21 @@ async def test_the_key_may_be_in_the_query(
         assert answer.headers["access-control-allow-origin"] == SITE
 
 
+async def test_the_rate_limit_per_address_of_the_key_holds_and_is_counted(
+    database_url: str, twilio: fake_twilio.FakeTwilio
+) -> None:
+    collect = {"per_address_per_second": 0.001, "per_address_burst": 1}
+    async with otp_app(database_url, twilio, collect=collect) as app:
+        page = app.device("192.0.2.66")
+        first = await app.start(page, PHONE)
+        second = await app.verify(page, PHONE, twilio.last_code(PHONE))
+
+        assert first.status_code == 202
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) > 900
+        assert second.headers["access-control-allow-origin"] == SITE
+        assert (await app.refused())["rate_limit"] == 1
+
+
 @pytest.mark.parametrize("path", PATHS)
 async def test_preflight_like_v1_events(
     database_url: str, twilio: fake_twilio.FakeTwilio, path: str
