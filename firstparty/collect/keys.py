@@ -8,7 +8,6 @@ Events already stored keep their source's name; deleting a source deletes no eve
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,7 +15,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from firstparty.collect.sources import key_hash
+from firstparty.collect.sources import hint, key_hash, new_key
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings, SourceSettings
 from firstparty.store.models import sources as sources_table
@@ -44,14 +43,6 @@ class SourceView:
     rate_limit_per_second: float | None
     rate_limit_burst: int | None
     created_at: datetime | None
-
-
-def new_key(kind: str) -> str:
-    return ("wk_" if kind == "browser" else "sk_") + secrets.token_urlsafe(24)
-
-
-def hint(write_key: str) -> str:
-    return write_key[:7] + "…"
 
 
 def show(*, settings: Settings, engine: Engine, name: str) -> SourceView:

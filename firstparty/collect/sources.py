@@ -170,6 +170,16 @@ def key_bucket(collect: CollectSettings, per_second: float | None, burst: int | 
     return Bucket(rate, size, size)
 
 
+def new_key(kind: str) -> str:
+    """A new write key: `wk_` for a browser source (public), `sk_` for a server one (secret)."""
+    return ("wk_" if kind == "browser" else "sk_") + secrets.token_urlsafe(24)
+
+
+def hint(write_key: str) -> str:
+    """What may be shown of a key: its first characters."""
+    return write_key[:7] + "…"
+
+
 def create(
     engine: Engine,
     secret: str,
@@ -184,15 +194,14 @@ def create(
 
     Rate limits left None follow [collect]'s defaults, read when the server loads the source.
     """
-    prefix = "wk_" if kind == "browser" else "sk_"
-    write_key = prefix + secrets.token_urlsafe(24)
+    write_key = new_key(kind)
     with engine.begin() as conn:
         conn.execute(
             sources_table.insert().values(
                 name=name,
                 kind=kind,
                 write_key_hash=key_hash(secret, write_key),
-                key_hint=write_key[:7] + "…",
+                key_hint=hint(write_key),
                 origins=origins,
                 created_at=datetime.now(UTC),
                 rate_limit_per_second=rate_limit_per_second,
