@@ -34,7 +34,6 @@ NOT_RUN = {
     "./run": "tests/test_quickstart.py runs it on a fresh copy of the repository",
     "./test": "this is ./test",
     "curl": "tests/test_quickstart.py runs the curl line the first run prints",
-    "source": "tests/test_quickstart.py runs the quick start with the venv activated",
     ".venv/bin/pytest": "this is pytest",
     ".venv/bin/python": "benchmarks are run by hand (bench/)",
     "createdb": "tests/test_cli_errors.py shows the message that names it",

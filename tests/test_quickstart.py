@@ -37,12 +37,20 @@ def fresh_copy(dest: Path) -> Path:
     return dest
 
 
-def new_user_env() -> dict[str, str]:
-    """A shell with no firstparty settings and no venv of ours on the PATH."""
+def new_user_env(bin_dir: Path | None = None) -> dict[str, str]:
+    """A shell with no firstparty settings and no venv of ours on the PATH; `./run` links the
+    command into `bin_dir` (standing in for ~/.local/bin, which is not this test's to touch)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FIRSTPARTY_", "VIRTUAL_ENV"))}
     path = [p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p]
     env["PATH"] = os.pathsep.join(path)
+    if bin_dir is not None:
+        env["FIRSTPARTY_BIN_DIR"] = str(bin_dir)
     return env
+
+
+def on_path(env: dict[str, str], bin_dir: Path) -> dict[str, str]:
+    """The same shell once the user added `bin_dir` to the PATH, as ./run advised."""
+    return {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
 
 
 def readme_block(after_heading: str) -> str:
@@ -100,11 +108,12 @@ def test_the_readme_quick_start_on_a_fresh_copy(tmp_path: Path) -> None:
     two_commands = readme_block("## The two commands")
     run_line = next(line for line in two_commands.splitlines() if line.startswith("./run"))
     port = free_port()
+    bin_dir = tmp_path / "home" / ".local" / "bin"  # not on the PATH yet
     command = run_line.split("#")[0].strip() + f" --port {port}"
     proc = subprocess.Popen(
         ["bash", "-c", f"exec {command}"],
         cwd=copy,
-        env=new_user_env(),
+        env=new_user_env(bin_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -119,6 +128,9 @@ def test_the_readme_quick_start_on_a_fresh_copy(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         banner = output.text
+        # The command is linked where the README says, and ./run says how to reach it.
+        assert (bin_dir / "firstparty").resolve() == (copy / ".venv/bin/firstparty").resolve()
+        assert f'export PATH="{bin_dir}:$PATH"' in banner, banner
 
         curl = re.search(r"Try it:\n\s+(curl .*?\\)\n\s+(-d .*)\n", banner)
         assert curl, banner
@@ -139,7 +151,7 @@ def test_the_readme_quick_start_on_a_fresh_copy(tmp_path: Path) -> None:
         ran = subprocess.run(
             ["bash", "-c", "set -e\n" + quick_start],
             cwd=copy,
-            env=new_user_env(),
+            env=on_path(new_user_env(), bin_dir),
             capture_output=True,
             text=True,
             timeout=60,
