@@ -291,3 +291,19 @@ instance = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text(), nullable=False),
 )
+
+# Destinations added in the admin UI (0008_destinations), beside the config file's. `entry` is the
+# `[[destinations]]` entry without name and type; each secret in it is kept as an `env:NAME`
+# reference or as `enc:<Fernet token>` (destinations/stored.py), never in clear. `version` takes
+# the next number on every change, so `count(*), max(version)` tells a process to reload.
+destinations = sa.Table(
+    "destinations",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("entry", JSONType, nullable=False),
+    sa.Column("disabled_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+)
