@@ -3,7 +3,7 @@ set PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode) before star
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -73,5 +73,11 @@ OTP_REFUSED = Counter(
     # per_phone | resend_wait | per_ip | phones_per_ip | per_visitor | global_hour | global_day |
     # country | line_type | verifies_per_ip | verifies_per_phone | dead_code | rate_limit
     ["reason"],
+    registry=REGISTRY,
+)
+DELIVERY_LAG = Gauge(
+    "firstparty_delivery_lag_seconds",
+    "Queue lag: how long the longest-waiting due delivery has waited (0 when none is due; "
+    "NaN when the database did not answer). Read from the database at each scrape",
     registry=REGISTRY,
 )

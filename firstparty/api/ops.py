@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
+import math
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,8 +15,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from firstparty.api import openapi
-from firstparty.metrics import REGISTRY
+from firstparty.delivery import outbox
+from firstparty.metrics import DELIVERY_LAG, REGISTRY
 from firstparty.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: Request) -> Response:
@@ -36,17 +42,9 @@ async def readyz(request: Request) -> Response:
         checks["queue"] = f"unreachable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     answer: dict[str, object] = {"ok": ok, "checks": checks}
-    if runtime.settings.misconfigured:  # reported, not unready: the rest of the server works
-        answer["misconfigured"] = _misconfigured(runtime)
+    if runtime.destinations.problems:  # reported, not unready: the rest of the server works
+        answer["misconfigured"] = dict(runtime.destinations.problems)
     return JSONResponse(answer, 200 if ok else 503)
-
-
-def _misconfigured(runtime: Runtime) -> dict[str, str]:
-    """Destination -> why it cannot send (its events wait, pending, until it can)."""
-    return {
-        name: "environment variable(s) not set: " + ", ".join(unset)
-        for name, unset in runtime.settings.misconfigured.items()
-    }
 
 
 def _ping_database(runtime: Runtime) -> None:
@@ -64,7 +62,24 @@ async def metrics(request: Request) -> Response:
             401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    await _measure_lag(runtime)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _measure_lag(runtime: Runtime) -> None:
+    """The queue-lag gauge, read from the outbox at this scrape (NaN when the database fails)."""
+    try:
+        lag = await asyncio.wait_for(asyncio.to_thread(_lag_seconds, runtime), timeout=5)
+    except Exception as exc:
+        log.warning("queue lag not measured: %s", type(exc).__name__)
+        lag = math.nan
+    DELIVERY_LAG.set(lag)
+
+
+def _lag_seconds(runtime: Runtime) -> float:
+    now = datetime.now(UTC)
+    oldest = outbox.oldest_due(runtime.engine, now=now)
+    return 0.0 if oldest is None else (now - oldest).total_seconds()
 
 
 def _bearer_is(request: Request, token: str) -> bool:

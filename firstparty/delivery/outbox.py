@@ -114,6 +114,18 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     db.bulk_insert(conn, deliveries, list(rows))
 
 
+def oldest_due(engine: Engine, *, now: datetime) -> datetime | None:
+    """When the delivery that has waited longest became due (None when nothing is due): the
+    queue lag. One lookup per active status on ix_deliveries_status_next_attempt_at."""
+    d = deliveries.c
+    with engine.connect() as conn:
+        firsts = [
+            conn.execute(sa.select(sa.func.min(d.next_attempt_at)).where(d.status == s)).scalar()
+            for s in ACTIVE
+        ]
+    return min((t for t in firsts if t is not None and t <= now), default=None)
+
+
 def claim(
     engine: Engine,
     *,
