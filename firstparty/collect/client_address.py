@@ -8,10 +8,11 @@ from starlette.requests import Request
 def client_ip(request: Request, *, trust_forwarded_for: bool, trusted_hops: int) -> str | None:
     """The peer address, or behind `trusted_hops` proxies the X-Forwarded-For entry they appended.
 
-    Read from the right: the client writes the leftmost entries, so they are never taken.
+    Read from the right: the client writes the leftmost entries, so they are never taken. Every
+    header line counts, in order (RFC 9110 5.3): HAProxy adds its own line after the client's.
     """
     peer = request.client.host if request.client else None
-    forwarded = request.headers.get("x-forwarded-for")
+    forwarded = ", ".join(request.headers.getlist("x-forwarded-for"))
     if not (trust_forwarded_for and forwarded):
         return peer
     entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
