@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,7 +26,8 @@ from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
 from firstparty.delivery import queue, worker
-from firstparty.destinations import registry
+from firstparty.destinations import book
+from firstparty.destinations.book import DestinationBook
 from firstparty.errors import InputError
 from firstparty.identity import users
 from firstparty.privacy import retention
@@ -63,13 +65,15 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
     engine = db.create_engine(
         settings.database_url, pool_size=10, max_overflow=20, background_checkpoints=True
     )
-    adapters = registry.adapters(settings.destinations)
+    destinations = DestinationBook(settings=settings, engine=engine)
+    _first_reload(destinations)
     runtime = Runtime(
-        settings=settings, engine=engine, adapters=adapters, notifier=queue.make_queue(settings)
+        settings=settings,
+        engine=engine,
+        destinations=destinations,
+        notifier=queue.make_queue(settings),
     )
-
-    def route(event_type: str, name: str, bot: bool) -> list[str]:
-        return [n for n, a in adapters.items() if a.wants(event_type, name, bot=bot)]
+    route = destinations.route
 
     secret = settings.secret_key.get_secret_value()
 
@@ -93,6 +97,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _checkpoints(runtime),
             _pruning(runtime),
             _sources_refresh(collector.sources),
+            _destinations_refresh(destinations),
         ):
             yield
         await writer.close()
@@ -143,8 +148,9 @@ async def _delivery(runtime: Runtime, embedded: bool) -> AsyncIterator[None]:
         embedded_worker = worker.Worker(
             settings=runtime.settings,
             engine=runtime.engine,
-            adapters=registry.deliverable(runtime.adapters, runtime.settings.misconfigured),
+            adapters={},
             queue=runtime.notifier,
+            book=runtime.destinations,
         )
         await embedded_worker.start()
         try:
@@ -201,6 +207,32 @@ async def _sources_refresh(book: SourceBook) -> AsyncIterator[None]:
                 await asyncio.to_thread(book.reload)
             except Exception:  # a busy or unreachable database: keep the keys known so far
                 log.warning("reading the sources failed; retrying", exc_info=True)
+
+    async with _background(loop()):
+        yield
+
+
+def _first_reload(destinations: DestinationBook) -> None:
+    """The stored destinations at start; a database not ready yet leaves the config file's
+    (the refresh loop reads them as soon as it can)."""
+    try:
+        destinations.reload()
+    except SQLAlchemyError as exc:
+        log.warning("stored destinations not read yet (%s); retrying", type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def _destinations_refresh(destinations: DestinationBook) -> AsyncIterator[None]:
+    """Look at the stored destinations every few seconds, off the event loop: one added,
+    changed, disabled or deleted in the admin UI (any process) is routed accordingly here."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(book.REFRESH_SECONDS)
+            try:
+                await asyncio.to_thread(destinations.reload)
+            except Exception:  # a busy or unreachable database: keep the destinations known
+                log.warning("reading the stored destinations failed; retrying", exc_info=True)
 
     async with _background(loop()):
         yield

@@ -135,11 +135,23 @@ class Sender:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
+        self._retired: list[aiohttp.ClientSession] = []
 
     async def close(self) -> None:
         for session in self._sessions.values():
             await session.close()
         self._sessions.clear()
+        for session in self._retired:
+            await session.close()
+        self._retired.clear()
+
+    def forget(self, name: str) -> None:
+        """A destination changed (admin UI): a new token and session for its next batch; the
+        old session is closed with the others, after what it may still be sending."""
+        self._tokens.pop(name, None)
+        session = self._sessions.pop(name, None)
+        if session is not None:
+            self._retired.append(session)
 
     async def deliver(
         self,

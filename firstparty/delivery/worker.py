@@ -25,8 +25,8 @@ from firstparty import metrics
 from firstparty import settings as settings_mod
 from firstparty.delivery import load, outbox, queue, send, track
 from firstparty.delivery.outbox import Claim, DeliveryStatus
-from firstparty.destinations import registry
 from firstparty.destinations.base import Adapter
+from firstparty.destinations.book import DestinationBook
 from firstparty.event import Event
 from firstparty.settings import Settings
 from firstparty.store import db
@@ -42,7 +42,8 @@ HEARTBEATS_PER_LEASE = 3
 
 
 class Worker:
-    """Delivers the outbox of the destinations in `adapters`."""
+    """Delivers the outbox of the destinations in `adapters`, or those `book` holds now (looked
+    at before each round, so a destination added or disabled in the admin UI is followed)."""
 
     def __init__(
         self,
@@ -53,13 +54,16 @@ class Worker:
         queue: queue.Queue,
         concurrency: int = 4,
         claim_limit: int | None = None,
+        book: DestinationBook | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
-        self.adapters = adapters
+        self.book = book
+        self._fixed = adapters
+        self._seen: dict[str, Adapter] = dict(adapters)
         self.queue = queue
         self.concurrency = concurrency
-        biggest = max((a.batch_size for a in adapters.values()), default=1)
+        biggest = max((a.batch_size for a in self.adapters.values()), default=1)
         self.claim_limit = claim_limit or min(max(2 * biggest, 64), 2000)
         self.sender = send.Sender(settings.delivery)
         self.recorder = Recorder(engine)
@@ -89,16 +93,34 @@ class Worker:
         await self.recorder.close()
         await self.sender.close()
 
+    @property
+    def adapters(self) -> dict[str, Adapter]:
+        """The destinations this worker delivers now."""
+        return self._fixed if self.book is None else self.book.deliverable()
+
+    async def _current(self) -> dict[str, Adapter]:
+        """The adapters for this round, the book looked at first; a changed destination's
+        cached token and session are dropped."""
+        if self.book is not None:
+            await asyncio.to_thread(self.book.reload_if_due)
+        adapters = self.adapters
+        for name, adapter in adapters.items():
+            if self._seen.get(name, adapter) is not adapter:
+                self.sender.forget(name)
+        self._seen = dict(adapters)
+        return adapters
+
     async def run_once(self) -> int:
         """Claim one round of due work and deliver it; returns how many deliveries it claimed.
 
         Each answer is saved as it arrives; a heartbeat keeps the lease of the rest alive. If
         the round fails (the database went away), what it still holds is handed back at once.
         """
+        adapters = await self._current()
         claims = await asyncio.to_thread(
             outbox.claim,
             self.engine,
-            destinations=self.adapters.keys(),
+            destinations=adapters.keys(),
             now=datetime.now(UTC),
             lease_seconds=self.settings.delivery.lease_seconds,
             limit=self.claim_limit,
@@ -109,7 +131,7 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(held))
         try:
             events = await asyncio.to_thread(self._load, [c.event_pk for c in claims])
-            await self._deliver(claims, events, held)
+            await self._deliver(adapters, claims, events, held)
         except BaseException:
             await self._release(held)
             raise
@@ -118,15 +140,19 @@ class Worker:
         return len(claims)
 
     async def _deliver(
-        self, claims: Sequence[Claim], events: Mapping[str, Event], held: set[Claim]
+        self,
+        adapters: Mapping[str, Adapter],
+        claims: Sequence[Claim],
+        events: Mapping[str, Event],
+        held: set[Claim],
     ) -> None:
         async def save(settled: send.Settled) -> None:
             await self.recorder.save(settled)
             held.difference_update(f.claim for f in settled.finishes)
 
         batches = [
-            self._batch(self.adapters[destination], batch, events, save, held)
-            for destination, batch in _batches(claims, self.adapters)
+            self._batch(adapters[destination], batch, events, save, held)
+            for destination, batch in _batches(claims, adapters)
         ]
         results = await asyncio.gather(*batches, return_exceptions=True)
         for result in results:
@@ -217,7 +243,7 @@ class Worker:
 
 
 def _batches(
-    claims: Sequence[Claim], adapters: dict[str, Adapter]
+    claims: Sequence[Claim], adapters: Mapping[str, Adapter]
 ) -> list[tuple[str, list[Claim]]]:
     """Claims grouped per destination, cut to each adapter's batch size."""
     grouped: dict[str, list[Claim]] = {}
@@ -290,10 +316,10 @@ def run_worker(settings: Settings) -> None:
 async def _run(settings: Settings) -> None:
     engine = db.create_engine(settings.database_url)
     waker = queue.make_queue(settings)
-    adapters = registry.deliverable(
-        registry.adapters(settings.destinations), settings.misconfigured
-    )
-    worker = Worker(settings=settings, engine=engine, adapters=adapters, queue=waker)
+    destinations = DestinationBook(settings=settings, engine=engine)
+    destinations.reload()
+    adapters = destinations.deliverable()
+    worker = Worker(settings=settings, engine=engine, adapters={}, queue=waker, book=destinations)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
