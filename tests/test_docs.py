@@ -2,8 +2,9 @@
 
 Each fenced block is found by its language: TOML loads as a config, JSON parses (and an event
 body is accepted by the server), JavaScript and inline scripts pass `node --check`, the nginx
-block passes `nginx -t`, and each command line runs (except the few listed in `NOT_RUN`, with
-the reason). A block in a language nobody checks fails the test, so a new block cannot slip by.
+block passes `nginx -t`, the haproxy block `haproxy -c`, and each command line runs (except the
+few listed in `NOT_RUN`, with the reason). A block in a language nobody checks fails the test,
+so a new block cannot slip by.
 Links: no document points outside the repository.
 """
 
@@ -28,7 +29,7 @@ from tests.conftest import SERVER_KEY, running_app, settings_for
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^ *```", re.S | re.M)
-CHECKED = {"toml", "json", "js", "html", "nginx", "sh", "console"}
+CHECKED = {"toml", "json", "js", "html", "nginx", "haproxy", "sh", "console"}
 # Command lines not run here, and why (each is run elsewhere or needs what a test cannot have).
 NOT_RUN = {
     "./run": "tests/test_quickstart.py runs it on a fresh copy of the repository",
@@ -135,6 +136,23 @@ def test_the_nginx_block_is_accepted_by_nginx(block: Block, tmp_path: Path) -> N
         f"{block.text}\n}} }}\n"
     )
     result = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("block", of("haproxy"), ids=str)
+def test_the_haproxy_block_is_accepted_by_haproxy(block: Block, tmp_path: Path) -> None:
+    """As written: the addresses come from the environment (tests/ops/test_many_nodes.py)."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed (.ci/run installs it)")
+        pytest.skip("haproxy is not installed")
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(block.text)
+    env = dict(os.environ, FP_LISTEN="127.0.0.1:1", FP_API1="127.0.0.1:2", FP_API2="127.0.0.1:3")
+    result = subprocess.run(
+        [haproxy, "-c", "-f", str(conf)], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
 
 
