@@ -29,7 +29,7 @@ from tests.conftest import SERVER_KEY, running_app, settings_for
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^ *```", re.S | re.M)
-CHECKED = {"toml", "json", "js", "html", "nginx", "haproxy", "sh", "console"}
+CHECKED = {"toml", "json", "js", "html", "nginx", "caddy", "haproxy", "sh", "console"}
 # Command lines not run here, and why (each is run elsewhere or needs what a test cannot have).
 NOT_RUN = {
     "./run": "tests/test_quickstart.py runs it on a fresh copy of the repository",
@@ -43,6 +43,12 @@ NOT_RUN = {
     "firstparty destinations test": "tests/destinations/test_probe.py runs it on the fakes",
     "firstparty serve": "tests/test_cli.py and tests/test_first_run.py run the server",
     "firstparty worker": "tests/test_cli.py runs the worker",
+    "docker": "no container engine here: tests/ops/test_deployment_files.py lints the Dockerfile "
+    "and compose.yaml and runs the image's commands as processes",
+    "kubectl": "no cluster here: tests/ops/test_deployment_files.py validates deploy/kubernetes",
+    "pg_dump": "tests/ops/test_deployment_files.py runs the backup lines of docs/deployment.md",
+    "pg_restore": "tests/ops/test_deployment_files.py runs the backup lines of docs/deployment.md",
+    "sqlite3": "tests/ops/test_deployment_files.py runs the backup lines of docs/deployment.md",
 }
 
 
@@ -152,6 +158,26 @@ def test_the_haproxy_block_is_accepted_by_haproxy(block: Block, tmp_path: Path) 
     env = dict(os.environ, FP_LISTEN="127.0.0.1:1", FP_API1="127.0.0.1:2", FP_API2="127.0.0.1:3")
     result = subprocess.run(
         [haproxy, "-c", "-f", str(conf)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("block", of("caddy"), ids=str)
+def test_each_caddyfile_is_accepted_by_caddy(block: Block, tmp_path: Path) -> None:
+    caddy = shutil.which("caddy") or "/usr/bin/caddy"
+    if not Path(caddy).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("caddy is not installed (.ci/run installs it)")
+        pytest.skip("caddy is not installed")
+    path = tmp_path / "Caddyfile"
+    path.write_text(block.text)
+    home = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [caddy, "validate", "--config", str(path), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **home},
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -371,3 +372,73 @@ def test_the_images_commands_run_as_plain_processes(
     # With the API gone the same health check fails: it is not a check that always passes.
     result = subprocess.run(command(check), capture_output=True, text=True, timeout=10)
     assert result.returncode != 0
+
+
+def test_the_keda_example_scales_the_workers_on_the_lag_gauge() -> None:
+    from firstparty.metrics import REGISTRY
+
+    path = ROOT / "deploy" / "kubernetes" / "keda" / "worker-scaledobject.yaml"
+    scaled = yaml.safe_load(path.read_text())
+    workers = [
+        d["metadata"]["name"]
+        for d in of_kind("Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c.get("args") == ["worker"]
+    ]
+    assert scaled["spec"]["scaleTargetRef"]["name"] in workers
+    (trigger,) = scaled["spec"]["triggers"]
+    gauge = re.search(r"\((\w+)\)", trigger["metadata"]["query"])
+    assert gauge and REGISTRY.get_sample_value(gauge.group(1)) is not None
+
+
+# The backup commands of docs/deployment.md, run as written on a live database.
+
+
+def backup_lines() -> list[str]:
+    from tests.test_docs import command_lines, of
+
+    blocks = [b for b in of("sh") if b.document == "deployment.md"]
+    tools = ("pg_dump", "pg_restore", "sqlite3")
+    lines = [line for b in blocks for line in command_lines(b) if line.startswith(tools)]
+    assert {line.split()[0] for line in lines} == set(tools)
+    return lines
+
+
+def test_the_documented_backups_run_while_the_database_is_in_use(tmp_path: Path) -> None:
+    from firstparty.store import db, migrate
+    from tests.delivery.outbox import add_events
+
+    live = db.create_engine(f"sqlite:///{tmp_path / 'firstparty.db'}")
+    migrate.upgrade(live)
+    add_events(live, ["fake"], 3)  # still in the write-ahead log: this engine holds it open
+    assert (tmp_path / "firstparty.db-wal").stat().st_size > 0
+    for url in make_database("postgresql", tmp_path):
+        server = db.create_engine(url)
+        migrate.upgrade(server)
+        add_events(server, ["fake"], 2)
+        env = {**os.environ, "FIRSTPARTY_DATABASE_URL": url}
+        outputs = []
+        for line in backup_lines():
+            done = subprocess.run(
+                line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, f"{line}\n{done.stderr}"
+            outputs.append(done.stdout)
+        server.dispose()
+    live.dispose()
+    assert any("TABLE DATA public events" in out for out in outputs)
+    with sqlite3.connect(tmp_path / "firstparty-backup.db") as copy:
+        assert copy.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+def test_the_sizing_figures_are_the_readmes_benchmark_figures() -> None:
+    """docs/deployment.md sizes from the README's "Performance" tables: the same numbers."""
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    sizing = doc[doc.index("## Sizing") :].split("\n## ", 1)[0]
+    readme = (ROOT / "README.md").read_text()
+    performance = readme[readme.index("## Performance") :].split("\n## ", 1)[0]
+    measured = [row.split(" | ")[1] for row in sizing.splitlines() if row.startswith("| ")][1:]
+    figures = {f for cell in measured for f in re.findall(r"\d{1,3}(?:,\d{3})+", cell)}
+    assert len(figures) >= 4, measured
+    stale = {f for f in figures if f not in performance}
+    assert not stale, f"update docs/deployment.md's Sizing from README's Performance: {stale}"
