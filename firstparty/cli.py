@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -23,6 +23,9 @@ from firstparty import settings as settings_mod
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
 from firstparty.store import db, instance, migrate
+
+if TYPE_CHECKING:
+    from firstparty.destinations.base import DestinationSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -322,18 +325,19 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from firstparty.delivery import replay
-    from firstparty.destinations import registry
+    from firstparty.destinations.book import DestinationBook
 
     settings = load_settings(args)
-    names = {d.name for d in settings.destinations}
-    if args.destination and args.destination not in names:
-        raise ConfigError(f"--destination: no destination named {args.destination!r}")
     engine = open_database(settings)
     try:
+        book = DestinationBook(settings=settings, engine=engine)  # the file's and the stored
+        book.reload()
+        if args.destination and args.destination not in book.adapters:
+            raise ConfigError(f"--destination: no destination named {args.destination!r}")
         result = replay.replay(
             engine,
             settings=settings,
-            adapters=registry.adapters(settings.destinations),
+            adapters=book.adapters,
             destination=args.destination,
             since=_when(args.since, "--since"),
             until=_when(args.until, "--until"),
@@ -543,14 +547,32 @@ def _destinations_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_destination(settings: Settings, name: str) -> DestinationSettings:
+    """A destination added in the admin UI (not in the config file), ready to send."""
+    from firstparty.destinations.book import DestinationBook
+
+    engine = open_database(settings)
+    try:
+        book = DestinationBook(settings=settings, engine=engine)
+        book.reload()
+    finally:
+        engine.dispose()
+    adapter = book.adapters.get(name)
+    if adapter is None:
+        known = ", ".join(sorted(book.adapters)) or "none"
+        raise ConfigError(f"no destination named {name!r} (configured: {known})")
+    if name in book.problems:
+        raise ConfigError(f"{name}: cannot send: {book.problems[name]}")
+    return adapter.settings
+
+
 def _destinations_test(args: argparse.Namespace) -> int:
     from firstparty.delivery import probe
 
     settings = load_settings(args)
     found = {d.name: d for d in settings.destinations}.get(args.name)
     if found is None:
-        known = ", ".join(sorted(d.name for d in settings.destinations)) or "none"
-        raise ConfigError(f"no destination named {args.name!r} (configured: {known})")
+        found = _stored_destination(settings, args.name)
     if args.name in settings.misconfigured:
         unset = ", ".join(settings.misconfigured[args.name])
         raise ConfigError(f"{args.name}: cannot send: environment variable(s) {unset} not set")

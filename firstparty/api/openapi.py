@@ -54,6 +54,10 @@ _ANSWERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("/admin/replay", "post"): ("403", "413", "422"),
     ("/admin/sources", "post"): ("403", "409", "413", "422"),
     ("/admin/destinations/test", "post"): ("403", "404", "409", "413"),
+    ("/admin/destinations/new", "get"): ("404",),
+    ("/admin/destinations/edit", "get"): ("404",),
+    ("/admin/destinations/save", "post"): ("403", "404", "409", "413", "422"),
+    ("/admin/destinations/state", "post"): ("403", "404", "409", "413", "422"),
     ("/readyz", "get"): ("503",),
     ("/fp.js", "get"): ("304",),
     ("/fp.{digest}.js", "get"): ("304",),
@@ -241,6 +245,15 @@ def document() -> dict[str, Any]:
         "/admin/destinations": _page("Admin UI: destinations and whether each can send"),
         "/admin/destinations/test": _page(
             "Admin UI: send a test event, show the request and the answer", "post"
+        ),
+        "/admin/destinations/new": _page("Admin UI: the form adding a destination of a type"),
+        "/admin/destinations/edit": _page("Admin UI: the form changing a stored destination"),
+        "/admin/destinations/save": _page(
+            "Admin UI: add or change a stored destination (validated; nothing saved on error)",
+            "post",
+        ),
+        "/admin/destinations/state": _page(
+            "Admin UI: disable, enable or delete a stored destination", "post"
         ),
         "/healthz": _simple("Alive"),
         "/readyz": _simple("Database and queue reachable"),

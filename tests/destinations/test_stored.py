@@ -4,17 +4,21 @@ encrypted (or as env:NAME), read back by a book that follows the table, on every
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from firstparty import cli
+from firstparty import settings as settings_mod
 from firstparty.destinations import stored
 from firstparty.destinations.book import DestinationBook
 from firstparty.settings import Settings
 from firstparty.store import db, migrate
 from firstparty.store.models import destinations as table
 from tests.conftest import SECRET, settings_for
+from tests.fakes import meta as fake_meta
 
 TOKEN = "EAAB-a-stored-meta-token-0123456789"
 
@@ -134,3 +138,26 @@ def test_every_problem_is_listed_and_nothing_saved(settings: Settings, engine: E
     assert twice.value.status == 409
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 1
+
+
+def test_the_cli_tests_and_replays_a_stored_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "firstparty.toml"
+    path.write_text(f'database_url = "sqlite:///{tmp_path}/fp.db"\n')
+    loaded = settings_mod.load(config_path=str(path))
+    engine = db.create_engine(loaded.database_url, poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    with fake_meta.FakeMeta() as platform:
+        entry = meta(api_base=platform.api_base, access_token=fake_meta.ACCESS_TOKEN)
+        stored.save(settings=loaded, engine=engine, entry=entry, creating=True)
+        engine.dispose()
+        argv = ["--config", str(path), "destinations", "test", "meta-ui", "--test-event-code", "T9"]
+        assert cli.main(argv) == 0
+        shown = capsys.readouterr().out
+        assert "events_received" in shown and fake_meta.ACCESS_TOKEN not in shown
+        assert platform.test_event_codes == ["T9"]
+    replay = ["--config", str(path), "replay", "--destination", "meta-ui", "--dry-run"]
+    assert cli.main(replay) == 0
+    assert cli.main(["--config", str(path), "destinations", "test", "nope"]) == 2
+    assert "no destination named 'nope' (configured: meta-ui)" in capsys.readouterr().err
