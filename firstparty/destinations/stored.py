@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from firstparty.destinations import registry
 from firstparty.destinations.base import Adapter, DestinationSettings
@@ -155,15 +156,19 @@ def save(
     checked = _validate(kind, {**given, **kept}, cipher, os.environ if environ is None else environ)
     plain = checked.model_dump(mode="json", exclude_unset=True, exclude={"name", "type"})
     plain.update(kept)
+    taken = StoredError(409, [f"name: a destination named {name!r} already exists"])
     now = datetime.now(UTC)
-    with engine.begin() as conn:
-        if creating and _exists(conn, name):
-            raise StoredError(409, [f"name: a destination named {name!r} already exists"])
-        values = {"type": kind, "entry": plain, "updated_at": now, "version": _next(conn)}
-        if creating:
-            conn.execute(table.insert().values(name=name, created_at=now, **values))
-        else:
-            conn.execute(sa.update(table).where(table.c.name == name).values(values))
+    try:
+        with engine.begin() as conn:
+            if creating and _exists(conn, name):
+                raise taken
+            values = {"type": kind, "entry": plain, "updated_at": now, "version": _next(conn)}
+            if creating:
+                conn.execute(table.insert().values(name=name, created_at=now, **values))
+            else:
+                conn.execute(sa.update(table).where(table.c.name == name).values(values))
+    except IntegrityError:  # added at the same moment by another process
+        raise taken from None
     return get(engine=engine, name=name)
 
 
