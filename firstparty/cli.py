@@ -538,13 +538,43 @@ def _privacy_export(args: argparse.Namespace) -> int:
 
 def _destinations_list(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    if not settings.destinations:
-        print("no destinations: add [[destinations]] to the config file (docs/destinations.md)")
     for found in settings.destinations:
         unset = settings.misconfigured.get(found.name)
         state = f"cannot send: {', '.join(unset)} not set" if unset else "ready"
         print(f"{found.name:<20} {found.type:<16} {state}")
+    try:
+        added = _stored_listing(settings)
+    except ConfigError as exc:  # the file's are listed; the database's cannot be read now
+        print(f"destinations added in the admin UI not read: {exc}", file=sys.stderr)
+        return 0
+    for line in added:
+        print(line)
+    if not settings.destinations and not added:
+        print("no destinations: add one in the admin UI or [[destinations]] to the config file")
     return 0
+
+
+def _stored_listing(settings: Settings) -> list[str]:
+    """One line per destination added in the admin UI: its state and whether it can send."""
+    from firstparty.destinations import stored
+    from firstparty.destinations.book import DestinationBook
+
+    engine = open_database(settings)
+    try:
+        book = DestinationBook(settings=settings, engine=engine)
+        book.reload()
+        views = stored.listing(engine=engine)
+    finally:
+        engine.dispose()
+    lines = []
+    for view in views:
+        problem = book.problems.get(view.name)
+        state = "disabled" if view.state == "disabled" else "ready"
+        state = f"cannot send: {problem}" if problem and state == "ready" else state
+        if view.name in book.config_names:
+            state = "ignored: the config file has this name"
+        lines.append(f"{view.name:<20} {view.type:<16} {state} (admin UI)")
+    return lines
 
 
 def _stored_destination(settings: Settings, name: str) -> DestinationSettings:

@@ -161,3 +161,27 @@ def test_the_cli_tests_and_replays_a_stored_destination(
     assert cli.main(replay) == 0
     assert cli.main(["--config", str(path), "destinations", "test", "nope"]) == 2
     assert "no destination named 'nope' (configured: meta-ui)" in capsys.readouterr().err
+
+
+def test_the_cli_lists_stored_destinations_beside_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "firstparty.toml"
+    hook = '[[destinations]]\nname = "hook"\ntype = "webhook"\nurl = "https://h.test/"\n'
+    path.write_text(f'database_url = "sqlite:///{tmp_path}/fp.db"\n{hook}secret = "{"s" * 16}"\n')
+    loaded = settings_mod.load(config_path=str(path))
+    engine = db.create_engine(loaded.database_url, poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    stored.save(settings=loaded, engine=engine, entry=meta(), creating=True)
+    off = meta(name="meta-off", access_token="env:META_OFF_TOKEN")
+    stored.save(settings=loaded, engine=engine, entry=off, creating=True)
+    where = {"settings": loaded, "engine": engine, "name": "meta-off"}
+    stored.set_state(**where, state=stored.DestinationState.DISABLED)  # type: ignore[arg-type]
+    engine.dispose()
+    assert cli.main(["--config", str(path), "destinations"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        ["hook", "webhook", "ready"],
+        ["meta-off", "meta_capi", "disabled", "(admin", "UI)"],
+        ["meta-ui", "meta_capi", "ready", "(admin", "UI)"],
+    ]
