@@ -243,3 +243,23 @@ def test_screenshots_of_adding_a_destination(served: str, meta: fake_meta.FakeMe
         page.screenshot(path=str(ARTIFACTS / "admin-destinations-stored.png"), full_page=True)
         chromium.close()
     assert meta.test_event_codes == ["TEST5"]
+
+
+async def test_an_unset_env_secret_is_reported_not_sent(
+    apps: tuple[AppClient, AppClient], meta: fake_meta.FakeMeta
+) -> None:
+    operator, other = apps
+    async with browser(operator) as http:
+        csrf = csrf_in(await signed_in_page(http, "/admin/destinations"))
+        referenced = form(meta, csrf, access_token="env:FP_UNSET_META_TOKEN")
+        added = await http.post("/admin/destinations/save", data=referenced)
+        assert "cannot send: environment variable FP_UNSET_META_TOKEN not set" in added.text
+        edit = await http.get("/admin/destinations/edit", params={"name": "meta-ui"})
+        assert 'value="env:FP_UNSET_META_TOKEN"' in edit.text
+    await eventually(lambda: "meta-ui" in other.app.state.runtime.adapters)
+    ready = (await other.http.get("/readyz")).json()
+    assert ready["misconfigured"] == {"meta-ui": "environment variable FP_UNSET_META_TOKEN not set"}
+    await lead(other, "waits")
+    assert sorted(routed_to(other, "waits")) == ["hook", "meta-ui"]  # routed; it waits, pending
+    await other.app.state.runtime.notifier.notify()
+    assert meta.events == []  # its worker does not send with an unset secret
