@@ -23,6 +23,7 @@ from firstparty.collect import boundary, sessions, touch
 from firstparty.collect.prepare import Prepared
 from firstparty.delivery import outbox as delivery_outbox
 from firstparty.errors import FieldError
+from firstparty.reports import rollups
 from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, events, visitors
 
@@ -75,6 +76,7 @@ def write(
         else:
             stored.append(Stored(_original_pk(conn, item), True, user_id))
     delivery_outbox.enqueue(conn, outbox)
+    rollups.add(conn, landed)  # last: the rows it locks are held only until the commit
     return stored
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty.identity import pii, users
+from firstparty.reports import rollups
 from firstparty.store.models import (
     click_ids,
     deliveries,
@@ -182,6 +183,7 @@ def erase(conn: Connection, person: Person) -> dict[str, int]:
         track_ids |= _column_values(
             conn, track_events.c.track_id, track_events.c.event_pk.in_(chunk)
         )
+    rollups.take(conn, person.event_pks)  # the reports count the person's events no more
     removed = {
         "track_events": _delete(conn, track_events, track_events.c.track_id, track_ids)
         + _delete(conn, track_events, track_events.c.event_pk, person.event_pks),

@@ -1,8 +1,9 @@
 """Operator reports: events per day, conversions by first touch, delivery health, failures.
 
-The SQL is portable (SQLite, PostgreSQL, MariaDB/MySQL): plain GROUP BY, `date()` on the
-timestamp, and JSON paths through SQLAlchemy's JSON operators. A conversion is an event that at
-least one destination took (it has a row in the outbox).
+Event counts and conversions read the daily rollups (`reports.rollups`), never the events: a
+report costs the same at a thousand events as at ten million. A conversion is an event that at
+least one destination took (it has a row in the outbox). Delivery health reads the window's
+outbox rows on their creation-time index; failures read the failed rows on their status index.
 
 Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
 event counts and conversions unless `include_bots` is true.
@@ -14,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -82,14 +84,14 @@ def events_per_day(
 ) -> EventsPerDay:
     """Events by occurrence day and name over the last `days` days, today included."""
     start = window_start(now or datetime.now(UTC), days)
-    day = sa.func.date(m.events.c.occurred_at).label("day")
+    r = m.event_rollups.c
     query = (
-        sa.select(day, m.events.c.name, sa.func.count().label("n"))
-        .where(m.events.c.occurred_at >= start, *_people_only(include_bots))
-        .group_by(day, m.events.c.name)
+        sa.select(r.day, r.name, sa.func.sum(r.count).label("n"))
+        .where(r.day >= start.date(), *_people_only(include_bots))
+        .group_by(r.day, r.name)
     )
     with engine.connect() as conn:
-        rows = [(_day(r.day), r.name, int(r.n)) for r in conn.execute(query)]
+        rows = [(_day(row.day), row.name, int(row.n)) for row in conn.execute(query) if row.n]
     names = sorted({name for _, name, _ in rows})
     counts = {(d, name): n for d, name, n in rows}
     span = [start.date() + timedelta(days=i) for i in range(days)]
@@ -97,19 +99,24 @@ def events_per_day(
 
 
 def _day(value: object) -> date:
-    """`date()` answers a string on SQLite and a date elsewhere."""
+    """A date, whatever the driver answers (SQLite may give a string)."""
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
 def _people_only(include_bots: bool) -> list[sa.ColumnElement[bool]]:
     """The condition leaving out robots' events, unless they are asked for."""
-    return [] if include_bots else [m.events.c.bot.is_(None)]
+    return [] if include_bots else [m.event_rollups.c.bot.is_(False)]
 
 
-def _conversions_since(start: datetime, include_bots: bool) -> sa.Select[tuple[str | None]]:
-    forwarded = sa.exists().where(m.deliveries.c.event_pk == m.events.c.id)
-    return sa.select(m.events.c.visitor_id).where(
-        m.events.c.occurred_at >= start, forwarded, *_people_only(include_bots)
+def _conversions(
+    column: sa.Column[str], start: datetime, include_bots: bool
+) -> sa.Select[str, Any]:
+    """Converted events since `start` summed by one first-touch column of the rollups."""
+    r = m.event_rollups.c
+    return (
+        sa.select(column, sa.func.sum(r.count).label("n"))
+        .where(r.day >= start.date(), r.converted.is_(True), *_people_only(include_bots))
+        .group_by(column)
     )
 
 
@@ -118,16 +125,9 @@ def conversions_by_utm_source(
 ) -> list[Bucket]:
     """Conversions of the last `days` days by the visitor's first-touch utm_source."""
     start = window_start(now or datetime.now(UTC), days)
-    converted = _conversions_since(start, include_bots).subquery()
-    # Grouped outside: PostgreSQL does not match a JSON path with bound parameters in GROUP BY.
-    sources = (
-        sa.select(m.visitors.c.first_touch[("utm", "utm_source")].as_string().label("source"))
-        .select_from(converted.outerjoin(m.visitors, m.visitors.c.id == converted.c.visitor_id))
-        .subquery()
-    )
-    query = sa.select(sources.c.source, sa.func.count().label("n")).group_by(sources.c.source)
+    query = _conversions(m.event_rollups.c.utm_source, start, include_bots)
     with engine.connect() as conn:
-        return _buckets((r.source or NONE, int(r.n)) for r in conn.execute(query))
+        return _buckets((row[0] or NONE, int(row.n or 0)) for row in conn.execute(query))
 
 
 def conversions_by_click_kind(
@@ -138,19 +138,14 @@ def conversions_by_click_kind(
     A first touch with two kinds (gclid and fbclid) counts once under each.
     """
     start = window_start(now or datetime.now(UTC), days)
-    converted = _conversions_since(start, include_bots).subquery()
-    ft = m.visitors.c.first_touch
-    has = {kind: ft[("click_ids", kind)].as_string().is_not(None) for kind in platforms.CLICK_IDS}
-    columns = [sa.func.sum(sa.case((cond, 1), else_=0)).label(kind) for kind, cond in has.items()]
-    without = sa.and_(*(sa.not_(cond) for cond in has.values()))
-    none = sa.func.sum(sa.case((without, 1), else_=0))
-    query = sa.select(*columns, none.label("no_click")).select_from(
-        converted.outerjoin(m.visitors, m.visitors.c.id == converted.c.visitor_id)
-    )
+    query = _conversions(m.event_rollups.c.click_kinds, start, include_bots)
+    counts: dict[str, int] = {kind: 0 for kind in platforms.CLICK_IDS}
+    counts[NONE] = 0
     with engine.connect() as conn:
-        row = conn.execute(query).mappings().one()
-    pairs = [(kind, int(row[kind] or 0)) for kind in platforms.CLICK_IDS]
-    return _buckets([*pairs, (NONE, int(row["no_click"] or 0))])
+        for row in conn.execute(query):
+            for kind in row[0].split(",") if row[0] else [NONE]:
+                counts[kind] = counts.get(kind, 0) + int(row.n or 0)
+    return _buckets(counts.items())
 
 
 def _buckets(pairs: Iterable[tuple[str, int]]) -> list[Bucket]:

@@ -165,6 +165,8 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_pk", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_destination_status", "destination", "status"),
+    # Added by 0009_rollups: the delivery health report reads the last days' rows.
+    sa.Index("ix_deliveries_created_at_destination_status", "created_at", "destination", "status"),
 )
 
 # The outgoing-request log ("tracks"): one row per HTTP request sent (or built, when dry_run).
@@ -306,4 +308,23 @@ destinations = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("version", sa.BigInteger(), nullable=False),
+)
+
+# Daily event counts (0009_rollups), kept by reports/rollups.py in each batch's transaction: one
+# row per UTC day of occurred_at and `key`, the SHA-256 of the other dimensions (a unique index
+# over the text columns themselves would pass MariaDB's 3,072-byte key limit). No personal data.
+event_rollups = sa.Table(
+    "event_rollups",
+    metadata,
+    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("bot", sa.Boolean(), nullable=False),
+    sa.Column("converted", sa.Boolean(), nullable=False),
+    sa.Column("utm_source", sa.String(255), nullable=False),
+    sa.Column("utm_medium", sa.String(255), nullable=False),
+    sa.Column("utm_campaign", sa.String(255), nullable=False),
+    sa.Column("click_kinds", sa.String(64), nullable=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
 )
