@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -104,7 +104,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         engine.dispose()
 
     routes = [r for module in route_modules() for r in module]
-    app = Starlette(
+    app = _Server(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -120,8 +120,45 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
     # Starlette's slash redirect builds its Location from the Host header; the Host is never
     # reflected (issue 12), so a path with a stray slash is a 404 (or an explicit relative route).
     app.router.redirect_slashes = False
+    app.hot = _hot_paths(settings)
     app.state.runtime = runtime
     app.state.collector = collector
+    return app
+
+
+class _Server(Starlette):
+    """Starlette, with the hot collect paths (`POST /v1/events`, `/v1/batch`) answered before its
+    middleware and router: the same handlers, body limits and crash answer, fewer layers."""
+
+    hot: dict[str, ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            hot = self.hot.get(scope["path"])
+            if hot is not None:
+                scope["app"] = self
+                await hot(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _hot_paths(settings: Settings) -> dict[str, ASGIApp]:
+    """Each hot path's ASGI app: body limits, then the crash answer, then the handler."""
+    table = limits.table(settings.collect)
+    handlers = {"/v1/events": collect.events, "/v1/batch": collect.batch}
+    return {
+        path: limits.BodyLimits(_Crashes(_endpoint(handler)), limits=table)
+        for path, handler in handlers.items()
+    }
+
+
+def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """A request handler as an ASGI app, without a router around it."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
     return app
 
 

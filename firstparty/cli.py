@@ -166,6 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
             # which behind a local proxy is the client's own spoofed one (issue 12).
             proxy_headers=settings.collect.trust_forwarded_for,
             log_level="warning",
+            access_log=False,
         )
     else:
         app = create_app(settings)
@@ -182,6 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
             # which behind a local proxy is the client's own spoofed one (issue 12).
             proxy_headers=settings.collect.trust_forwarded_for,
             log_level="warning",
+            access_log=False,
         )
     return 0
 

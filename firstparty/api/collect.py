@@ -52,6 +52,20 @@ async def events(request: Request) -> Response:
     return finish(request, collector, response, entry, visitor_id)
 
 
+_HEADERS = "firstparty.headers"  # the request's headers by name, kept in its scope
+
+
+def header(request: Request, name: str) -> str | None:
+    """A request header (`name` in lower case), as `request.headers.get` reads it (the first of
+    repeated ones), from a dict built once per request: the hot path reads several."""
+    scope = request.scope
+    found: dict[str, str] | None = scope.get(_HEADERS)
+    if found is None:
+        pairs = reversed(scope["headers"])
+        found = scope[_HEADERS] = {k.decode("latin-1"): v.decode("latin-1") for k, v in pairs}
+    return found.get(name)
+
+
 def visitor(
     request: Request, collector: service.Collector, entry: Entry
 ) -> tuple[str | None, bool]:
@@ -71,15 +85,14 @@ def arrival(
     minted: bool,
 ) -> prepare.Arrival:
     """What this request says about its events beside their bodies."""
-    headers = request.headers
     return prepare.Arrival(
         source=entry.source,
         received_at=datetime.now(UTC),
         visitor_id=visitor_id,
         new_visitor=minted,
         client_ip=_client_ip(request, collector.runtime.settings.collect),
-        user_agent=headers.get("user-agent"),
-        referer=headers.get("referer"),
+        user_agent=header(request, "user-agent"),
+        referer=header(request, "referer"),
     )
 
 
@@ -133,7 +146,7 @@ def _parse(raw: bytes, limit: int) -> service.Submitted | InputError:
 async def preflight(request: Request) -> Response:
     """CORS preflight: allowed for the origins of the key's source, or of any browser source."""
     collector = _collector(request)
-    origin = request.headers.get("origin")
+    origin = header(request, "origin")
     key = request.query_params.get("key")
     entry = collector.sources.lookup(key) if key else None
     allowed = set(entry.source.origins) if entry else collector.sources.origins()
@@ -156,7 +169,7 @@ async def preflight(request: Request) -> Response:
 
 
 def authorise(request: Request, book: SourceBook) -> Entry:
-    key = request.headers.get("x-write-key") or request.query_params.get("key")
+    key = header(request, "x-write-key") or request.query_params.get("key")
     if not key:
         raise InputError(401, "missing write key (X-Write-Key header or ?key=)")
     return admit(request, book, key)
@@ -167,7 +180,7 @@ def admit(request: Request, book: SourceBook, key: str) -> Entry:
     entry = book.lookup(key)
     if entry is None:
         raise InputError(401, "unknown write key")
-    origin = request.headers.get("origin")
+    origin = header(request, "origin")
     # Browsers always send Origin on cross-site POSTs; its absence means a non-browser client.
     if origin and entry.source.kind == "browser" and origin not in entry.source.origins:
         raise InputError(403, f"origin {origin} is not allowed for source {entry.source.name}")
@@ -194,7 +207,7 @@ def _limited(request: Request, entry: Entry, wait: float, whom: str) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared = header(request, "content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise InputError(413, f"body larger than {limit} bytes")
     body = bytearray()
@@ -213,7 +226,7 @@ def _client_ip(request: Request, settings: CollectSettings) -> str | None:
     if _CLIENT_IP in scope:
         known: str | None = scope[_CLIENT_IP]
         return known
-    if request.headers.get("x-forwarded-for") and not settings.trust_forwarded_for:
+    if header(request, "x-forwarded-for") and not settings.trust_forwarded_for:
         _warn_untrusted_proxy(request.client.host if request.client else None)
     scope[_CLIENT_IP] = address = client_address.client_ip(
         request,
@@ -249,7 +262,7 @@ def forwarded_for(request: Request, collector: service.Collector) -> str | None:
 
     Answered in a preflight's `X-Firstparty-Forwarded-For` header, for `firstparty doctor`.
     """
-    if not request.headers.get("x-forwarded-for"):
+    if not header(request, "x-forwarded-for"):
         return None
     return "used" if collector.runtime.settings.collect.trust_forwarded_for else "ignored"
 
@@ -291,7 +304,7 @@ def cors(request: Request, response: Response, entry: Entry | None) -> None:
     """CORS headers when the request's origin is one of its source's (the OTP answers too)."""
     if entry is None and response.status_code == 429:
         entry = request.scope.get(_REFUSED)
-    origin = request.headers.get("origin")
+    origin = header(request, "origin")
     if entry is not None and origin and origin in entry.source.origins:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"

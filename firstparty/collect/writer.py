@@ -127,6 +127,7 @@ def _store_visitors(
         known = {r.id: r for r in rows}
     states = {v: sessions.State.of(known.get(v)) for v in latest}
     fields = sessions.follow(items, states)
+    campaigns = _last_campaigns(items)
     new = [
         {
             "id": visitor_id,
@@ -134,7 +135,7 @@ def _store_visitors(
             "first_seen_at": item.received_at,
             "last_seen_at": latest[visitor_id].received_at,
             "first_touch": _touch(item),
-            "last_touch": _touch(_last_campaign(visitor_id, items) or item),
+            "last_touch": _touch(campaigns.get(visitor_id) or item),
             "session_started_at": states[visitor_id].started_at,
             "session_number": states[visitor_id].number or None,
         }
@@ -146,7 +147,7 @@ def _store_visitors(
     _move_on(
         conn,
         [item for visitor_id, item in sorted(latest.items()) if visitor_id in known],
-        items,
+        campaigns,
         states,
     )
     seen = [
@@ -190,12 +191,9 @@ def _click_row(
     }
 
 
-def _last_campaign(visitor_id: str, items: Sequence[Prepared]) -> Prepared | None:
-    found = None
-    for item in items:
-        if item.visitor_id == visitor_id and _is_touch(item):
-            found = item
-    return found
+def _last_campaigns(items: Sequence[Prepared]) -> dict[str, Prepared]:
+    """Each visitor's last event of this batch that is a campaign touch (one pass)."""
+    return {item.visitor_id: item for item in items if item.visitor_id and _is_touch(item)}
 
 
 def _is_touch(item: Prepared) -> bool:
@@ -205,7 +203,7 @@ def _is_touch(item: Prepared) -> bool:
 def _move_on(
     conn: Connection,
     latest: list[Prepared],
-    items: Sequence[Prepared],
+    campaigns: dict[str, Prepared],
     states: dict[str, sessions.State],
 ) -> None:
     """Known visitors: last seen now, their session, and a new last touch if this batch has one."""
@@ -220,7 +218,7 @@ def _move_on(
     ]
     touched = []
     for item in latest:
-        campaign = _last_campaign(item.visitor_id or "", items)
+        campaign = campaigns.get(item.visitor_id or "")
         if campaign is not None:
             touched.append({"vid": item.visitor_id, "touch": _touch(campaign)})
     by_id = visitors.c.id == sa.bindparam("vid")

@@ -160,6 +160,8 @@ _plans: dict[tuple[str, str, tuple[str, ...], bool, str | None], _Plan] = {}
 def _naive_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # what the hot path holds: no offset to apply
+        return value.replace(tzinfo=None)
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     if value.utcoffset():
@@ -169,6 +171,8 @@ def _naive_utc(value: datetime | None) -> datetime | None:
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
     # The text SQLAlchemy's SQLite DATETIME stores: "YYYY-MM-DD HH:MM:SS.ffffff".
+    if value is not None and value.tzinfo is UTC:  # the hot path's: the text before "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     v = _naive_utc(value)
     return None if v is None else v.isoformat(" ", "microseconds")
 
