@@ -159,6 +159,8 @@ class Adapter:
     # contract test (tests/destinations/test_contract.py) runs the adapter with. It must map the
     # track event "Lead" and accept a fresh browser Lead carrying the usual identifiers.
     example_settings: ClassVar[Mapping[str, Any]] = {}
+    # A type for tests and demos (the built-in `fake`): listed last where people pick a type.
+    for_tests: ClassVar[bool] = False
 
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings

@@ -51,6 +51,7 @@ class FakeSettings(DestinationSettings):
 class FakeAdapter(Adapter):
     type = "fake"
     settings_model = FakeSettings
+    for_tests = True
     max_batch = 1000
     settings: FakeSettings
 

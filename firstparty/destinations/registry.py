@@ -39,6 +39,11 @@ def by_type(adapters: Iterable[type[Adapter]]) -> dict[str, type[Adapter]]:
 ADAPTERS: Mapping[str, type[Adapter]] = MappingProxyType(by_type(BUILTINS))
 
 
+def picker_order() -> list[str]:
+    """Types as people pick one: the platforms by name, then the types made for tests."""
+    return sorted(ADAPTERS, key=lambda kind: (ADAPTERS[kind].for_tests, kind))
+
+
 def parse(raw: Any, index: int) -> DestinationSettings:
     """Validate one `[[destinations]]` entry against its type's settings schema."""
     where = f"destinations[{index}]"

@@ -110,7 +110,7 @@ async def _destinations(request: Request, outcome: dict[str, Any], status: int =
         rows.append(_row(book, settings, "database", view.state, view, shadowed))
     context = {
         "destinations": rows,
-        "types": sorted(registry.ADAPTERS),
+        "types": registry.picker_order(),
         "error": None,
         "done": None,
         "probe": None,

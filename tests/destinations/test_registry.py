@@ -42,3 +42,10 @@ def test_two_adapters_of_one_type_are_refused() -> None:
 def test_an_unknown_type_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"destinations\[0\]\.type: .*'nope'.*webhook"):
         registry.parse({"name": "x", "type": "nope"}, 0)
+
+
+def test_people_pick_from_the_platforms_first_and_the_test_type_last() -> None:
+    order = registry.picker_order()
+    assert sorted(order) == sorted(registry.ADAPTERS)
+    assert order[-1] == "fake" and order[0] != "fake"
+    assert order[:-1] == sorted(order[:-1])
