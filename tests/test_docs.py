@@ -41,6 +41,7 @@ NOT_RUN = {
     "export": "a deployment's environment",
     "firstparty doctor": "resolves real DNS names",
     "firstparty destinations test": "tests/destinations/test_probe.py runs it on the fakes",
+    "firstparty sources show demo": "tests/test_quickstart.py runs it once the first run made demo",
     "firstparty serve": "tests/test_cli.py and tests/test_first_run.py run the server",
     "firstparty worker": "tests/test_cli.py runs the worker",
     "docker": "no container engine here: tests/ops/test_deployment_files.py lints the Dockerfile "

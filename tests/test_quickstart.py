@@ -158,6 +158,11 @@ def test_the_readme_quick_start_on_a_fresh_copy(tmp_path: Path) -> None:
         )
         assert ran.returncode == 0, ran.stdout + ran.stderr
         assert "created browser source 'www'" in ran.stdout
+        # `sources show demo`: the demo source the first run made, with its key's first characters
+        assert re.search(r"^name:\s+demo$", ran.stdout, re.M), ran.stdout
+        assert re.search(r"^kind:\s+browser$", ran.stdout, re.M), ran.stdout
+        key_start = demo.group(1).split("key=")[1][:7]
+        assert re.search(rf"^key:\s+{re.escape(key_start)}", ran.stdout, re.M), ran.stdout
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
