@@ -3,7 +3,8 @@
 Rows are enqueued in the event's own transaction (`enqueue`), claimed with a lease (`claim`),
 kept alive while their worker sends them (`extend`), finished the moment their answer is known
 (`finish`), handed back when a round is cut short (`release`) and requeued by a replay
-(`requeue`). Nothing else writes `deliveries.status`.
+(`requeue`). Nothing else writes `deliveries.status`. Each change moves the per-day counts of
+`delivery.tally` in the same transaction, from the rows it changed, read under lock first.
 
 Some platforms accept a request and decide later (Google Data Manager answers a request id).
 Such work finishes `confirming` with the platform's `request_id` and a `confirm_until`
@@ -36,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from firstparty.delivery import tally
 from firstparty.store import db
 from firstparty.store.models import deliveries
 
@@ -112,6 +114,7 @@ def row(*, event_pk: str, destination: str, occurred_at: datetime, now: datetime
 def enqueue(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """Add these rows (from `row`) in the caller's transaction: the event's own."""
     db.bulk_insert(conn, deliveries, list(rows))
+    tally.added(conn, rows)
 
 
 def oldest_due(engine: Engine, *, now: datetime) -> datetime | None:
@@ -154,6 +157,8 @@ def _claim_once(
                 d.first_attempt_at,
                 d.request_id,
                 d.confirm_until,
+                d.status,
+                d.created_at,
             )
             .where(d.status.in_(ACTIVE), d.next_attempt_at <= now)
             .where(d.destination.in_(sorted(destinations)))
@@ -175,6 +180,8 @@ def _claim_once(
                 updated_at=now,
             )
         )
+        inflight = DeliveryStatus.INFLIGHT.value
+        tally.move(conn, ((_place(r), _place(r, inflight)) for r in rows))
     return [
         Claim(
             r.id,
@@ -193,6 +200,11 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
     """Record the end of these attempts, each only if the claim is still ours."""
     if not finishes:
         return
+    current = _held(conn, [f.claim.id for f in finishes])
+    ours = [f for f in finishes if _still_ours(current.get(f.claim.id), f.claim.attempt)]
+    tally.move(
+        conn, ((_place(current[f.claim.id]), _place(current[f.claim.id], f.status)) for f in ours)
+    )
     dialect = conn.dialect
     if dialect.name in db.FAST_DIALECTS:
         # The same guarded UPDATE, written once and sent in one driver call: SQLAlchemy's
@@ -258,6 +270,25 @@ _FINISH_SQL = (
 )
 
 
+def _place(row: sa.Row[Any], status: str | None = None) -> tally.Place:
+    """Where a row counts in the tally: its creation day, destination and (new) status."""
+    return (tally.day(row.created_at), row.destination, str(status or row.status))
+
+
+def _held(conn: Connection, ids: Sequence[int]) -> dict[int, sa.Row[Any]]:
+    """These outbox rows as they are, locked until the transaction ends (SQLite: one writer)."""
+    d = deliveries.c
+    columns = (d.id, d.status, d.attempts, d.destination, d.created_at, d.confirm_until)
+    query: sa.Select[Any] = sa.select(*columns).where(d.id.in_(ids))
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return {row.id: row for row in conn.execute(query)}
+
+
+def _still_ours(row: sa.Row[Any] | None, attempt: int) -> bool:
+    return row is not None and row.status == DeliveryStatus.INFLIGHT and row.attempts == attempt
+
+
 def extend(engine: Engine, claims: Iterable[Claim], *, until: datetime) -> int:
     """Move the lease of these claims (those still ours) on to `until`: the worker is alive."""
     groups = _by_attempt(claims)
@@ -288,6 +319,9 @@ def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
     )
     with engine.begin() as conn:
         for (attempt, follow_up), ids in groups.items():
+            current = _held(conn, ids)
+            back = [r for r in current.values() if _still_ours(r, attempt)]
+            tally.move(conn, ((_place(r), _place(r, _waiting_status(r))) for r in back))
             conn.execute(
                 sa.update(deliveries)
                 .where(d.id.in_(ids), d.status == DeliveryStatus.INFLIGHT, d.attempts == attempt)
@@ -298,6 +332,11 @@ def release(engine: Engine, claims: Iterable[Claim], *, now: datetime) -> None:
                     updated_at=now,
                 )
             )
+
+
+def _waiting_status(row: sa.Row[Any]) -> str:
+    """What `release` puts back: a follow-up to confirming, a send to pending."""
+    return DeliveryStatus.PENDING if row.confirm_until is None else DeliveryStatus.CONFIRMING
 
 
 def _by_attempt(claims: Iterable[Claim]) -> dict[tuple[int, bool], list[int]]:
@@ -311,6 +350,8 @@ def _by_attempt(claims: Iterable[Claim]) -> dict[tuple[int, bool], list[int]]:
 def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     """Failed work due again now with a fresh retry window (a replay)."""
     d = deliveries.c
+    failed = [r for r in _held(conn, ids).values() if r.status == DeliveryStatus.FAILED]
+    tally.move(conn, ((_place(r), _place(r, DeliveryStatus.PENDING)) for r in failed))
     conn.execute(
         sa.update(deliveries)
         .where(d.id.in_(ids), d.status == DeliveryStatus.FAILED)

@@ -4,7 +4,8 @@ One row per UTC day of `occurred_at` and key: source, event name, robot or perso
 destination took it: it has outbox rows, all written in its own transaction) and the visitor's
 first touch (utm_source, utm_medium, utm_campaign and the kinds of click id). The writer adds a
 batch's counts in the batch's own transaction (`add`), so a count is exact the moment its events
-are; a privacy erase takes the person's events off (`take`) before deleting them. Retention
+are; a privacy erase takes the person's events (and outbox rows) off (`take`) before deleting
+them. Retention
 pruning keeps the counts: they are aggregates without personal data, the history of traffic.
 """
 
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from firstparty import platforms
+from firstparty.delivery import tally
 from firstparty.store.models import deliveries, event_rollups, events, visitors
 
 CHUNK = 500
@@ -51,8 +53,9 @@ def add(conn: Connection, pks: Collection[str]) -> None:
 
 
 def take(conn: Connection, pks: Collection[str]) -> None:
-    """Uncount these events (about to be deleted, their outbox rows still there)."""
+    """Uncount these events and their outbox rows (about to be deleted, all still there)."""
     _shift(conn, pks, -1)
+    tally.take(conn, pks)
 
 
 def backfill(conn: Connection) -> None:

@@ -2,8 +2,8 @@
 
 Event counts and conversions read the daily rollups (`reports.rollups`), never the events: a
 report costs the same at a thousand events as at ten million. A conversion is an event that at
-least one destination took (it has a row in the outbox). Delivery health reads the window's
-outbox rows on their creation-time index; failures read the failed rows on their status index.
+least one destination took (it has a row in the outbox). Delivery health reads the per-day
+outbox counts (`delivery.tally`); failures read the failed rows on their status index.
 
 Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
 event counts and conversions unless `include_bots` is true.
@@ -161,16 +161,17 @@ def delivery_rates(
 ) -> list[DeliveryRate]:
     """Outbox rows created in the last `days` days, per destination and status."""
     start = window_start(now or datetime.now(UTC), days)
-    d = m.deliveries.c
+    d = m.delivery_rollups.c
     query = (
-        sa.select(d.destination, d.status, sa.func.count().label("n"))
-        .where(d.created_at >= start)
+        sa.select(d.destination, d.status, sa.func.sum(d.count).label("n"))
+        .where(d.day >= start.date())
         .group_by(d.destination, d.status)
     )
     statuses: dict[str, dict[str, int]] = defaultdict(dict)
     with engine.connect() as conn:
         for row in conn.execute(query):
-            statuses[row.destination][row.status] = int(row.n)
+            if row.n:
+                statuses[row.destination][row.status] = int(row.n)
     return [DeliveryRate(name, statuses[name]) for name in sorted(statuses)]
 
 

@@ -125,7 +125,7 @@ events = sa.Table(
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("event_id", CaseSensitive(128), nullable=False, index=True),
     sa.Column("type", sa.String(16), nullable=False),
-    sa.Column("name", sa.String(128), nullable=False, index=True),
+    sa.Column("name", sa.String(128), nullable=False),
     sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("visitor_id", sa.String(32), nullable=True, index=True),
@@ -140,6 +140,8 @@ events = sa.Table(
     sa.Column("bot", sa.String(32), nullable=True),
     sa.UniqueConstraint("source", "event_id"),
     sa.Index("ix_events_source_received_at", "source", "received_at"),
+    # 0009_rollups: one name's events newest first, read from the index (was on name alone).
+    sa.Index("ix_events_name_id", "name", "id"),
 )
 
 # The outbox: one row per (event, destination) that wants it. Written in the event's transaction.
@@ -165,8 +167,6 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_pk", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_destination_status", "destination", "status"),
-    # Added by 0009_rollups: the delivery health report reads the last days' rows.
-    sa.Index("ix_deliveries_created_at_destination_status", "created_at", "destination", "status"),
 )
 
 # The outgoing-request log ("tracks"): one row per HTTP request sent (or built, when dry_run).
@@ -185,7 +185,9 @@ tracks = sa.Table(
     sa.Column("duration_ms", sa.Float(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
-    sa.Index("ix_tracks_destination_status", "destination", "status"),
+    # 0009_rollups: a page of one status (and destination) newest first, read from the index.
+    sa.Index("ix_tracks_destination_status_id", "destination", "status", "id"),
+    sa.Index("ix_tracks_status_id", "status", "id"),
 )
 
 # Which events (and deliveries) each outgoing request carried: the seed's incoming_id link.
@@ -326,5 +328,16 @@ event_rollups = sa.Table(
     sa.Column("utm_medium", sa.String(255), nullable=False),
     sa.Column("utm_campaign", sa.String(255), nullable=False),
     sa.Column("click_kinds", sa.String(64), nullable=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+# Outbox rows per UTC day of creation, destination and status (0009_rollups), moved by
+# delivery/tally.py in the transaction of every status change. No personal data.
+delivery_rollups = sa.Table(
+    "delivery_rollups",
+    metadata,
+    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), primary_key=True),
     sa.Column("count", sa.BigInteger(), nullable=False),
 )

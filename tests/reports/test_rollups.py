@@ -5,14 +5,22 @@ after a privacy erase; and the admin lists page by id, every row exactly once.""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
 from firstparty import platforms
+from firstparty.delivery import outbox
 from firstparty.reports import rollups, summary
-from firstparty.store.models import deliveries, event_rollups, events, visitors
+from firstparty.store.models import (
+    deliveries,
+    delivery_rollups,
+    event_rollups,
+    events,
+    visitors,
+)
 from tests import factories
 from tests.conftest import BROWSER_KEY, BROWSER_UA, SERVER_KEY, AppClient, running_app, settings_for
 from tests.e2e.journey import all_settled
@@ -104,12 +112,52 @@ async def test_rollups_equal_a_direct_count_after_ingest_delivery_and_erase(
         statuses = Counter(r["status"] for r in app.rows(deliveries))
         [rate] = summary.delivery_rates(app.engine)
         assert rate.statuses == dict(statuses) and rate.waiting == 0
+        assert _tallied(app) == _outbox(app)
 
         erased = await app.http.post(
             "/v1/admin/privacy/erase", json={"visitor_id": cookie_of(app)}, headers=ADMIN
         )
         assert erased.status_code == 200, erased.text
         assert _rolled(app) == _direct(app) != direct
+        assert _tallied(app) == _outbox(app)
+
+
+def _outbox(app: AppClient) -> Counter[tuple[str, str, str]]:
+    rows = app.rows(deliveries)
+    return Counter(
+        (r["created_at"].date().isoformat(), r["destination"], r["status"]) for r in rows
+    )
+
+
+def _tallied(app: AppClient) -> Counter[tuple[str, str, str]]:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for r in app.rows(delivery_rollups):
+        counts[(str(r["day"])[:10], r["destination"], r["status"])] += int(r["count"])
+    return +counts
+
+
+async def test_the_outbox_tally_follows_every_status_change(database_url: str) -> None:
+    settings = settings_for(database_url, destinations=[factories.META_CAPI | {"dry_run": True}])
+    async with running_app(settings) as app:  # worker off: the outbox is driven by hand
+        await _ingest(app)
+        engine, now = app.engine, datetime.now(UTC)
+        assert _tallied(app) == _outbox(app) and _outbox(app)
+        claims = outbox.claim(engine, destinations={"meta"}, now=now, lease_seconds=60, limit=5)
+        assert len(claims) == 5 and _tallied(app) == _outbox(app)
+        failed = [outbox.Finish(c, outbox.DeliveryStatus.FAILED, now, "refused") for c in claims]
+        stale = outbox.Finish(claims[0], outbox.DeliveryStatus.DELIVERED, now)  # no longer ours
+        with engine.begin() as conn:
+            outbox.finish(conn, failed[:3], now)
+        with engine.begin() as conn:
+            outbox.finish(conn, [stale], now)
+        assert Counter(r["status"] for r in app.rows(deliveries))["failed"] == 3
+        assert _tallied(app) == _outbox(app)
+        outbox.release(engine, claims[3:], now=now)
+        assert _tallied(app) == _outbox(app)
+        with engine.begin() as conn:
+            outbox.requeue(conn, [c.id for c in claims], now)
+        assert _tallied(app) == _outbox(app)
+        assert {r["status"] for r in app.rows(deliveries)} == {"pending"}
 
 
 def cookie_of(app: AppClient) -> str:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from firstparty.delivery import tally
 from firstparty.reports import summary
 from firstparty.store import db, migrate
 from firstparty.store import models as m
@@ -248,17 +249,24 @@ async def test_no_test_mode_notice_when_every_destination_is_live(sqlite_url: st
 
 
 def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
-    """Marks the destination's outbox rows (oldest first) as a worker would have left them."""
+    """Marks the destination's outbox rows (oldest first) as a worker would have left them,
+    their per-day counts (delivery.tally) moved with them as the outbox moves them."""
     d = m.deliveries.c
     with app.engine.begin() as conn:
-        ids = conn.execute(
-            sa.select(d.id).where(d.destination == destination).order_by(d.id)
-        ).scalars()
-        for pk, status in zip(list(ids), statuses, strict=True):
+        rows = conn.execute(
+            sa.select(d.id, d.created_at, d.status)
+            .where(d.destination == destination)
+            .order_by(d.id)
+        ).all()
+        for row, status in zip(rows, statuses, strict=True):
             error = "400: invalid parameter" if status == "failed" else None
             conn.execute(
-                sa.update(m.deliveries).where(d.id == pk).values(status=status, last_error=error)
+                sa.update(m.deliveries)
+                .where(d.id == row.id)
+                .values(status=status, last_error=error)
             )
+            day = tally.day(row.created_at)
+            tally.move(conn, [((day, destination, row.status), (day, destination, status))])
 
 
 async def test_reports_count_right_on_every_engine(forwarding: AppClient) -> None:

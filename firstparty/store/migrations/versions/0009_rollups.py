@@ -1,4 +1,5 @@
-"""daily event counts for the reports (event_rollups), counted from the stored events
+"""daily counts for the reports (event_rollups, delivery_rollups), counted from stored rows;
+list indexes ordered by id
 
 Revision ID: 0009_rollups
 Revises: 0008_destinations
@@ -7,6 +8,7 @@ Revises: 0008_destinations
 import sqlalchemy as sa
 from alembic import op
 
+from firstparty.delivery import tally
 from firstparty.reports import rollups
 
 revision = "0009_rollups"
@@ -31,15 +33,29 @@ def upgrade() -> None:
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("day", "key", name="pk_event_rollups"),
     )
-    # The delivery health report reads the last days' outbox rows by creation time.
-    op.create_index(
-        "ix_deliveries_created_at_destination_status",
-        "deliveries",
-        ["created_at", "destination", "status"],
+    op.create_table(
+        "delivery_rollups",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("destination", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "destination", "status", name="pk_delivery_rollups"),
     )
+    # List pages newest first through one index, whatever the filter.
+    op.create_index("ix_events_name_id", "events", ["name", "id"])
+    op.drop_index("ix_events_name", table_name="events")
+    op.create_index("ix_tracks_status_id", "tracks", ["status", "id"])
+    op.create_index("ix_tracks_destination_status_id", "tracks", ["destination", "status", "id"])
+    op.drop_index("ix_tracks_destination_status", table_name="tracks")
     rollups.backfill(op.get_bind())
+    tally.backfill(op.get_bind())
 
 
 def downgrade() -> None:
-    op.drop_index("ix_deliveries_created_at_destination_status", table_name="deliveries")
+    op.create_index("ix_tracks_destination_status", "tracks", ["destination", "status"])
+    op.drop_index("ix_tracks_destination_status_id", table_name="tracks")
+    op.drop_index("ix_tracks_status_id", table_name="tracks")
+    op.create_index("ix_events_name", "events", ["name"])
+    op.drop_index("ix_events_name_id", table_name="events")
+    op.drop_table("delivery_rollups")
     op.drop_table("event_rollups")

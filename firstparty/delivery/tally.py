@@ -1,0 +1,95 @@
+"""Outbox rows per UTC day of creation, destination and status, kept as the statuses move.
+
+Every status change of `deliveries` goes through `outbox`, which moves the counts in the same
+transaction, from the rows it changed (read under lock before the change): the delivery health
+report reads these few rows instead of the outbox. Retention pruning keeps the counts (no
+personal data); a privacy erase takes the person's rows off.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from firstparty.store.models import deliveries, delivery_rollups
+
+# One count's place: (day created, destination, status).
+Place = tuple[date, str, str]
+
+
+def day(created_at: datetime) -> date:
+    return created_at.date()
+
+
+def move(conn: Connection, moves: Iterable[tuple[Place, Place | None]]) -> None:
+    """Each (from, to): one row left `from` (None: a new row) and went to `to` (None: gone)."""
+    deltas: Counter[Place] = Counter()
+    for before, after in moves:
+        if before is not None:
+            deltas[before] -= 1
+        if after is not None:
+            deltas[after] += 1
+    _upsert(conn, deltas)
+
+
+def added(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
+    """New outbox rows (outbox.row's dicts)."""
+    deltas = Counter((day(r["created_at"]), r["destination"], str(r["status"])) for r in rows)
+    _upsert(conn, deltas)
+
+
+def take(conn: Connection, event_pks: Iterable[str]) -> None:
+    """Uncount the outbox rows of these events (about to be deleted)."""
+    d = deliveries.c
+    keys = sorted(event_pks)
+    deltas: Counter[Place] = Counter()
+    for start in range(0, len(keys), 500):
+        query = sa.select(d.created_at, d.destination, d.status).where(
+            d.event_pk.in_(keys[start : start + 500])
+        )
+        for row in conn.execute(query):
+            deltas[(day(row.created_at), row.destination, row.status)] -= 1
+    _upsert(conn, deltas)
+
+
+def backfill(conn: Connection) -> None:
+    """Count every stored outbox row (the migration), in id order."""
+    d = deliveries.c
+    after = 0
+    while True:
+        query = sa.select(d.id, d.created_at, d.destination, d.status)
+        rows = conn.execute(query.where(d.id > after).order_by(d.id).limit(5000)).all()
+        if not rows:
+            return
+        _upsert(conn, Counter((day(r.created_at), r.destination, r.status) for r in rows))
+        after = rows[-1].id
+
+
+def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
+    """Add to one row per place; sorted, so concurrent transactions lock in the same order."""
+    rows = [
+        {"day": place[0], "destination": place[1], "status": place[2], "count": n}
+        for place, n in sorted(deltas.items())
+        if n
+    ]
+    if not rows:
+        return
+    table = delivery_rollups
+    stmt: Any
+    if conn.dialect.name in ("postgresql", "sqlite"):
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        base = insert(table)
+        stmt = base.on_conflict_do_update(
+            index_elements=[table.c.day, table.c.destination, table.c.status],
+            set_={"count": table.c.count + base.excluded["count"]},
+        )
+    else:
+        base_my = mysql.insert(table)
+        stmt = base_my.on_duplicate_key_update(count=table.c.count + base_my.inserted["count"])
+    conn.execute(stmt, rows)
