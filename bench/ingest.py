@@ -260,17 +260,18 @@ def report(results: list[dict[str, Any]], seconds: int) -> None:
     )
     print(
         f"{'target':<18}{'req/s':>8}{'% raw':>7}{'% Star':>7}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'@1000/s p50':>12}{'p99':>7}{'RSS MB':>8}{'peak':>6}{'errors':>7}  target"
+        f"{'@1000/s p50':>12}{'p99':>9}{'RSS MB':>8}{'peak':>6}{'errors':>7}  target"
     )
     for r in results:
         s, steady = r["saturation"], r["steady"]
-        fixed = f"{steady['p50']:>12.1f}{steady['p99']:>7.1f}" if steady else f"{'-':>12}{'-':>7}"
+        fixed = f"{steady['p50']:>12.1f} {steady['p99']:>8.1f}" if steady else f"{'-':>12}{'-':>9}"
         errors = s["errors"] + (steady["errors"] if steady else 0)
         print(
             f"{r['label']:<18}{s['rps']:>8.0f}{100 * s['rps'] / raw:>6.0f}%"
             f"{100 * s['rps'] / starlette:>6.0f}%{s['p50']:>8.1f}{s['p99']:>8.1f}{fixed}"
             f"{r['rss']:>8.0f}{r['peak']:>6.0f}{errors:>7.0f}  {verdict(r, raw) if steady else ''}"
         )
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews it)")
     print(
         f"targets: >= {TARGET_RATIO:.0%} of the raw floor (same run), p99 <= {TARGET_P99_MS:.0f} ms"
         f" at 1000/s, peak RSS <= {TARGET_RSS_MB:.0f} MB"
