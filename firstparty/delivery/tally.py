@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from firstparty.store import shards
 from firstparty.store.models import deliveries, delivery_rollups
 
 # One count's place: (day created, destination, status).
@@ -73,8 +74,9 @@ def backfill(conn: Connection) -> None:
 
 def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
     """Add to one row per place; sorted, so concurrent transactions lock in the same order."""
+    shard = shards.of(conn)
     rows = [
-        {"day": place[0], "destination": place[1], "status": place[2], "count": n}
+        {"day": place[0], "destination": place[1], "status": place[2], "shard": shard, "count": n}
         for place, n in sorted(deltas.items())
         if n
     ]
@@ -86,7 +88,7 @@ def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         base = insert(table)
         stmt = base.on_conflict_do_update(
-            index_elements=[table.c.day, table.c.destination, table.c.status],
+            index_elements=[table.c.day, table.c.destination, table.c.status, table.c.shard],
             set_={"count": table.c.count + base.excluded["count"]},
         )
     else:

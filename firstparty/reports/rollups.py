@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from firstparty import platforms
 from firstparty.delivery import tally
+from firstparty.store import shards
 from firstparty.store.models import deliveries, event_rollups, events, visitors
 
 CHUNK = 500
@@ -136,7 +137,8 @@ def _text(value: object) -> str:
 
 def _upsert(conn: Connection, deltas: dict[Key, int]) -> None:
     """One row per key, added to; sorted, so concurrent writers lock rows in the same order."""
-    rows = [_row(key, n) for key, n in sorted(deltas.items()) if n]
+    shard = shards.of(conn)
+    rows = [_row(key, n) | {"shard": shard} for key, n in sorted(deltas.items()) if n]
     if not rows:
         return
     table = event_rollups
@@ -146,7 +148,7 @@ def _upsert(conn: Connection, deltas: dict[Key, int]) -> None:
         insert = postgresql.insert if name == "postgresql" else sqlite.insert
         base = insert(table)
         stmt = base.on_conflict_do_update(
-            index_elements=[table.c.day, table.c.key],
+            index_elements=[table.c.day, table.c.key, table.c.shard],
             set_={"count": table.c.count + base.excluded["count"]},
         )
     else:

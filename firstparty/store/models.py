@@ -313,13 +313,16 @@ destinations = sa.Table(
 )
 
 # Daily event counts (0009_rollups), kept by reports/rollups.py in each batch's transaction: one
-# row per UTC day of occurred_at and `key`, the SHA-256 of the other dimensions (a unique index
-# over the text columns themselves would pass MariaDB's 3,072-byte key limit). No personal data.
+# row per UTC day of occurred_at, `key` (the SHA-256 of the other dimensions: a unique index over
+# the text columns would pass MariaDB's 3,072-byte key limit) and `shard`, the writing
+# connection's (store/shards.py), so concurrent transactions do not queue on one hot row. Reports
+# sum over shards. No personal data.
 event_rollups = sa.Table(
     "event_rollups",
     metadata,
     sa.Column("day", sa.Date(), primary_key=True),
     sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("source", sa.String(64), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("bot", sa.Boolean(), nullable=False),
@@ -332,12 +335,14 @@ event_rollups = sa.Table(
 )
 
 # Outbox rows per UTC day of creation, destination and status (0009_rollups), moved by
-# delivery/tally.py in the transaction of every status change. No personal data.
+# delivery/tally.py in the transaction of every status change, sharded as event_rollups (ingest
+# and every worker move the same few rows). No personal data.
 delivery_rollups = sa.Table(
     "delivery_rollups",
     metadata,
     sa.Column("day", sa.Date(), primary_key=True),
     sa.Column("destination", sa.String(64), primary_key=True),
     sa.Column("status", sa.String(16), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger(), nullable=False),
 )

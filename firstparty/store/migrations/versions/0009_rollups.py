@@ -22,6 +22,7 @@ def upgrade() -> None:
         "event_rollups",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=128), nullable=False),
         sa.Column("bot", sa.Boolean(), nullable=False),
@@ -31,15 +32,18 @@ def upgrade() -> None:
         sa.Column("utm_campaign", sa.String(length=255), nullable=False),
         sa.Column("click_kinds", sa.String(length=64), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "key", name="pk_event_rollups"),
+        sa.PrimaryKeyConstraint("day", "key", "shard", name="pk_event_rollups"),
     )
     op.create_table(
         "delivery_rollups",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("destination", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), autoincrement=False, nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "destination", "status", name="pk_delivery_rollups"),
+        sa.PrimaryKeyConstraint(
+            "day", "destination", "status", "shard", name="pk_delivery_rollups"
+        ),
     )
     # List pages newest first through one index, whatever the filter.
     op.create_index("ix_events_name_id", "events", ["name", "id"])

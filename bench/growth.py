@@ -1,0 +1,344 @@
+"""Flat as data grows: `python bench/growth.py [--engine sqlite|postgresql] [--max N]`.
+
+Starts `firstparty serve` (its embedded worker on, one webhook destination in dry run, so the
+outbox and the request log grow with the events) on a fresh database and loads events through
+`POST /v1/batch` with a server write key (500 events a request, 4 requests at once, a Chrome
+User-Agent in each event's context: robots are judged by it). At each checkpoint it prints the
+ingest rate of the last stretch, the time of every admin page and report (signed in with the
+admin token) and of the admin API's lists, the server's RSS (now and peak) and the bytes on disk
+per stored event, each against its target: ingest >= 90 % of the rate of the first stretch (the
+first 20,000 events, into an empty database), every page <= 500 ms and within 2x of its time at
+the first checkpoint (the empty database's times are printed too, but its lists are empty and
+cost nothing to draw), peak RSS <= 150 MB. Default: 200,000
+events (a few minutes); `--max 10000000` for the long run. A page is timed as the median of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest as ingest_bench  # bench/ingest.py: ports, RSS, a PostgreSQL database
+
+KEY = "wk_bench_server_key_growth"
+TOKEN = "bench-admin-token-0123456789-abcdef"
+USER_AGENT = ingest_bench.USER_AGENT
+PER_REQUEST, CONCURRENT = 500, 4
+TARGET_INGEST, TARGET_PAGE_MS, TARGET_SLOWER, TARGET_RSS_MB = 0.90, 500.0, 2.0, 150.0
+PAGES = (
+    "/admin/",
+    "/admin/?name=Purchase",
+    "/admin/deliveries",
+    "/admin/failures",
+    "/admin/reports",
+    "/admin/reports?bots=include",
+    "/v1/admin/events?limit=100",
+    "/v1/admin/events?limit=100&name=Purchase",
+    "/v1/admin/tracks?limit=100",
+)
+NAMES = ("PageView", "PageView", "PageView", "ViewContent", "Lead", "Purchase")
+CAMPAIGNS = ("google", "meta", "newsletter", "tiktok", "")
+CONFIG = f"""
+admin_token = "{TOKEN}"
+
+[cookie]
+domain = "example.test"
+secure = false
+
+[collect]
+per_address_per_second = 1000000
+per_address_burst = 1000000
+
+[[sources]]
+name = "crm"
+kind = "server"
+write_key = "{KEY}"
+rate_limit_per_second = 1000000
+rate_limit_burst = 1000000
+
+[[destinations]]
+name = "hook"
+type = "webhook"
+url = "https://hooks.example.com/firstparty"
+secret = "bench-webhook-secret-0123456789"
+dry_run = true
+"""
+
+
+def _event(n: int) -> dict[str, Any]:
+    source = CAMPAIGNS[n % len(CAMPAIGNS)]
+    query = f"?utm_source={source}&utm_medium=cpc&utm_campaign=c{n % 7}" if source else ""
+    return {
+        "type": "track",
+        "name": NAMES[n % len(NAMES)],
+        "event_id": f"g{n}",
+        "user_id": f"u{random.randrange(50_000)}",
+        "url": f"https://www.example.test/p/{n % 100}{query}",
+        "properties": {"value": 19.0, "currency": "USD"},
+        "context": {"user_agent": USER_AGENT, "ip": f"198.51.100.{n % 250}"},
+    }
+
+
+async def load(url: str, first: int, count: int) -> float:
+    """Send events [first, first + count); answers the events stored per second."""
+    headers = {"X-Write-Key": KEY, "User-Agent": USER_AGENT}
+    starts = iter(range(first, first + count, PER_REQUEST))
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def sender() -> None:
+            for start in starts:
+                end = min(start + PER_REQUEST, first + count)
+                body = {"events": [_event(n) for n in range(start, end)]}
+                async with http.post(f"{url}/v1/batch", json=body) as answer:
+                    if answer.status not in (200, 202):
+                        raise RuntimeError(f"/v1/batch answered {answer.status}")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(CONCURRENT)))
+        return count / (time.perf_counter() - began)
+
+
+def sign_in(http: httpx.Client) -> None:
+    form = http.get("/admin/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf, "no CSRF field on /admin/login"
+    answer = http.post("/admin/login", data={"csrf": csrf.group(1), "token": TOKEN})
+    assert answer.status_code == 303, answer.status_code
+
+
+def time_pages(http: httpx.Client) -> dict[str, float]:
+    """Each page's median time of 3, in ms (the API with the bearer token)."""
+    timings = {}
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for page in PAGES:
+        runs = []
+        for _ in range(3):
+            began = time.perf_counter()
+            answer = http.get(page, headers=bearer if page.startswith("/v1/") else None)
+            runs.append(1000 * (time.perf_counter() - began))
+            if answer.status_code != 200:
+                raise RuntimeError(f"{page} answered {answer.status_code}")
+        timings[page] = statistics.median(runs)
+    return timings
+
+
+def drain(db_url: str, seconds: float = 300.0) -> float:
+    """Wait until the worker has settled the outbox (bounded); answers the seconds waited."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    waiting = sa.text(
+        "SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE status IN"
+        " ('pending', 'inflight', 'confirming') LIMIT 1) AS w"
+    )
+    began = time.perf_counter()
+    try:
+        while time.perf_counter() - began < seconds:
+            with engine.connect() as conn:
+                if not conn.execute(waiting).scalar():
+                    break
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - began
+
+
+def largest_tables(db_url: str, work: Path) -> str:
+    """Where the bytes are: the biggest tables with their indexes, in MB."""
+    import sqlalchemy as sa
+
+    if db_url.startswith("sqlite"):
+        query = "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8"
+    else:
+        query = (
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r'"
+            " AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC LIMIT 6"
+        )
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(query)).all()
+    except sa.exc.DBAPIError:  # SQLite built without dbstat
+        return "(sizes by table not available)"
+    finally:
+        engine.dispose()
+    return ", ".join(f"{name} {size / 1e6:.1f}" for name, size in rows)
+
+
+def explain(db_url: str) -> None:
+    """Each page's statements, captured as the page's own functions run them, with their plans
+    (EXPLAIN ANALYZE on PostgreSQL; EXPLAIN QUERY PLAN on SQLite): index scans, no full scans."""
+    import sqlalchemy as sa
+
+    from firstparty.reports import browse, summary
+
+    engine = sa.create_engine(db_url)
+    seen: list[tuple[str, Any]] = []
+    sa.event.listen(
+        engine, "before_cursor_execute", lambda c, cur, sql, params, ctx, many: seen.append(
+            (sql, params)
+        ),
+    )  # fmt: skip
+    purchase = browse.EventFilters(name="Purchase")
+    pages: dict[str, Callable[[], object]] = {
+        "events": lambda: browse.events(engine, browse.EventFilters(), 51),
+        "events?name=Purchase": lambda: browse.events(engine, purchase, 51),
+        "deliveries (status=delivered)": lambda: browse.tracks(
+            engine, browse.TrackFilters(status="delivered"), 51
+        ),
+        "tracks": lambda: browse.tracks(engine, browse.TrackFilters(), 101),
+        "failures": lambda: summary.failures(engine),
+        "reports: events per day": lambda: summary.events_per_day(engine),
+        "reports: by utm_source": lambda: summary.conversions_by_utm_source(engine),
+        "reports: by click id": lambda: summary.conversions_by_click_kind(engine),
+        "reports: delivery rates": lambda: summary.delivery_rates(engine),
+    }
+    postgres = engine.dialect.name == "postgresql"
+    prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if postgres else "EXPLAIN QUERY PLAN "
+    for label, call in pages.items():
+        seen.clear()
+        call()
+        for sql, params in list(seen):
+            with engine.connect() as conn:
+                plan = conn.exec_driver_sql(prefix + sql, params).all()
+            print(f"\n[{label}] {' '.join(sql.split())[:160]}")
+            for row in plan:
+                print("   ", row[-1])
+    engine.dispose()
+
+
+def disk_bytes(db_url: str, work: Path) -> int:
+    if db_url.startswith("sqlite"):
+        return sum(p.stat().st_size for p in work.glob("growth.db*"))
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        size = int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+    engine.dispose()
+    return size
+
+
+def checkpoints(limit: int) -> list[int]:
+    marks, n = [], 20_000
+    while n < limit:
+        marks.append(n)
+        n = n * 5 // 2 if str(n)[0] == "2" else n * 2
+    return [*marks, limit]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report_line(
+    stored: int, rate: float, pages: dict[str, float], rss: tuple[float, float], per_event: float,
+    empty: dict[str, Any],
+) -> bool:  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n-- {stored:,} events stored, {per_event:,.0f} bytes on disk per event (load {load})")
+    fine = rate >= TARGET_INGEST * empty["rate"]
+    print(f"  ingest {rate:>8,.0f} events/s  (first {empty['rate']:,.0f})  {verdict(fine)}")
+    passed = fine
+    for page, ms in pages.items():
+        base = empty["base"][page]
+        ok = ms <= TARGET_PAGE_MS and ms <= TARGET_SLOWER * max(base, 5.0)
+        passed &= ok
+        print(f"  {page:<44}{ms:>8.1f} ms  (first {base:.1f})  {verdict(ok)}")
+    ok = rss[1] <= TARGET_RSS_MB
+    print(f"  server RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB  {verdict(ok)}")
+    return passed and ok
+
+
+def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = False) -> bool:
+    port = ingest_bench.free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIRSTPARTY_")}
+    env.update(
+        FIRSTPARTY_SECRET_KEY="g" * 48,
+        FIRSTPARTY_CONFIG=str(work / "growth.toml"),
+        FIRSTPARTY_DATABASE_URL=db_url,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "firstparty.cli", "migrate"], env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "firstparty.cli", "serve", "--port", str(port)]
+    proc = ingest_bench.start(cmd, env, work)
+    passed = True
+    try:
+        ingest_bench.wait_up(url)
+        with httpx.Client(base_url=url, timeout=60) as http:
+            sign_in(http)
+            empty = {"pages": time_pages(http)}
+            rss = ingest_bench.rss_mb(proc.pid)
+            print(f"bench/growth on {engine}: empty database, RSS {rss[0]:.0f} MB; pages (ms):")
+            for page, ms in empty["pages"].items():
+                print(f"  {page:<44}{ms:>8.1f}")
+            stored = 0
+            for mark in checkpoints(limit):
+                rate = asyncio.run(load(url, stored, mark - stored))
+                stored = mark
+                empty.setdefault("rate", rate)  # the first stretch: an almost empty database
+                waited = drain(db_url)
+                print(f"\n(outbox settled {waited:.1f} s after the load)")
+                pages = time_pages(http)
+                # The reference: the first checkpoint, where every list has a full page to show
+                # (an empty database answers empty pages, which costs nothing to draw).
+                empty.setdefault("base", pages)
+                per_event = disk_bytes(db_url, work) / stored
+                rss = ingest_bench.rss_mb(proc.pid)
+                passed &= report_line(stored, rate, pages, rss, per_event, empty)
+            print(f"\nlargest tables (MB, with indexes): {largest_tables(db_url, work)}")
+            if explain_plans:
+                explain(db_url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return passed
+
+
+def with_database(engine: str, work: Path, body: Callable[[str], bool]) -> bool:
+    if engine == "sqlite":
+        return body(f"sqlite:///{work}/growth.db")
+    db_url, drop = ingest_bench.postgres_url()
+    try:
+        return body(db_url)
+    finally:
+        drop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--max", type=int, default=200_000, help="events to load (<= 10,000,000)")
+    parser.add_argument("--explain", action="store_true", help="print each page's query plans")
+    args = parser.parse_args()
+    limit = max(20_000, min(args.max, 10_000_000))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "growth.toml").write_text(CONFIG)
+        passed = with_database(
+            args.engine, work, lambda db: run(args.engine, limit, work, db, args.explain)
+        )
+    print(f"\nbench/growth {args.engine} up to {limit:,} events: {verdict(passed)}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
