@@ -330,7 +330,7 @@ event_rollups = sa.Table(
     sa.Column("utm_source", sa.String(255), nullable=False),
     sa.Column("utm_medium", sa.String(255), nullable=False),
     sa.Column("utm_campaign", sa.String(255), nullable=False),
-    sa.Column("click_kinds", sa.String(64), nullable=False),
+    sa.Column("click_kinds", sa.String(128), nullable=False),  # all kinds: 70 characters
     sa.Column("count", sa.BigInteger(), nullable=False),
 )
 

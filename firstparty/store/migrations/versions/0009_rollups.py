@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("utm_source", sa.String(length=255), nullable=False),
         sa.Column("utm_medium", sa.String(length=255), nullable=False),
         sa.Column("utm_campaign", sa.String(length=255), nullable=False),
-        sa.Column("click_kinds", sa.String(length=64), nullable=False),
+        sa.Column("click_kinds", sa.String(length=128), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("day", "key", "shard", name="pk_event_rollups"),
     )
