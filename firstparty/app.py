@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firstparty import crashes
+from firstparty.alerts import loop as alerts_loop
 from firstparty.api import admin, collect, limits, ops, otp, segment
 from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
@@ -96,6 +97,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _delivery(runtime, embedded),
             _checkpoints(runtime),
             _pruning(runtime),
+            _alerting(runtime),
             _sources_refresh(collector.sources),
             _destinations_refresh(destinations),
         ):
@@ -273,6 +275,22 @@ async def _destinations_refresh(destinations: DestinationBook) -> AsyncIterator[
 
     async with _background(loop()):
         yield
+
+
+@contextlib.asynccontextmanager
+async def _alerting(runtime: Runtime) -> AsyncIterator[None]:
+    """Alert rules judged every `[alerts] interval_seconds` (one process at a time: a lease)."""
+    if not runtime.settings.alerts.enabled:
+        yield
+        return
+    evaluator = alerts_loop.Evaluator(
+        settings=runtime.settings, engine=runtime.engine, book=runtime.destinations
+    )
+    try:
+        async with _background(evaluator.run()):
+            yield
+    finally:
+        await evaluator.close()
 
 
 @contextlib.asynccontextmanager

@@ -217,6 +217,108 @@ class RetentionSettings(Strict):
     prune_max_rows: int = Field(default=1_000_000, ge=1)  # per table and run: a bounded run
 
 
+class DeliverySuccessRule(Strict):
+    """A destination's share of delivered requests below `min_percent` over the window."""
+
+    enabled: bool = True
+    min_percent: float = Field(default=95.0, gt=0, le=100)
+    window_minutes: int = Field(default=15, ge=1, le=1440)
+    min_attempts: int = Field(default=20, ge=1)  # fewer requests in the window: no verdict
+
+
+class QueueLagRule(Strict):
+    """The longest-waiting due delivery has waited more than `max_seconds`."""
+
+    enabled: bool = True
+    max_seconds: int = Field(default=300, ge=1)
+
+
+class SourceSilentRule(Strict):
+    """A source's events over the last `window_minutes` below `min_percent` of the same minutes
+    one week earlier, when that week had at least `min_last_week` events (its usual hours)."""
+
+    enabled: bool = True
+    window_minutes: int = Field(default=30, ge=5, le=1440)
+    min_percent: float = Field(default=50.0, gt=0, le=100)
+    min_last_week: int = Field(default=20, ge=1)
+
+
+class ServerErrorsRule(Strict):
+    """More than `max_count` answers 500 over the window (every process together)."""
+
+    enabled: bool = True
+    max_count: int = Field(default=10, ge=0)
+    window_minutes: int = Field(default=5, ge=1, le=1440)
+
+
+class DestinationSetupRule(Strict):
+    """A destination in its platform's test mode, or unable to send (a secret not set)."""
+
+    enabled: bool = True
+
+
+class AlertWebhook(Strict):
+    """A Slack or Google Chat incoming webhook (or any URL): JSON, signed when `secret` is set."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    secret: SecretStr | None = None  # "env:NAME"; signs the body (X-Firstparty-Signature)
+    # "full": `text` and the alert's fields (Slack, your own receiver); "text": `text` alone
+    # (Google Chat refuses fields it does not know).
+    body: Literal["full", "text"] = "full"
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+
+class AlertEmail(Strict):
+    """Messages by SMTP; `starttls` upgrades a plain connection, `ssl` starts in TLS (465)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    sender: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    to: list[str] = Field(min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None  # "env:NAME"
+    starttls: bool = True
+    ssl: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.match(r"^[^@\s]+@[^@\s]+$", address):
+                raise ValueError(f"{address!r} is not an email address")
+        return value
+
+    @model_validator(mode="after")
+    def _one_tls(self) -> AlertEmail:
+        if self.ssl and self.starttls:
+            raise ValueError("choose ssl (TLS from the start, port 465) or starttls, not both")
+        return self
+
+
+class AlertSettings(Strict):
+    """Alert rules (on by default) and where their messages go (docs/alerts.md)."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=60.0, ge=1)
+    # One message per rule and subject at most this often: a flapping rule sends nothing new.
+    min_interval_minutes: float = Field(default=30.0, ge=0)
+    lease_seconds: int = Field(default=120, ge=10)  # one evaluating process at a time
+    delivery_success: DeliverySuccessRule = DeliverySuccessRule()
+    queue_lag: QueueLagRule = QueueLagRule()
+    source_silent: SourceSilentRule = SourceSilentRule()
+    server_errors: ServerErrorsRule = ServerErrorsRule()
+    destination_setup: DestinationSetupRule = DestinationSetupRule()
+    webhook: AlertWebhook | None = None
+    email: AlertEmail | None = None
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_round(self) -> AlertSettings:
+        if self.lease_seconds <= self.interval_seconds:
+            raise ValueError("lease_seconds must be longer than interval_seconds")
+        return self
+
+
 class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -238,6 +340,7 @@ class Settings(Strict):
     otp: OtpSettings = OtpSettings()
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
+    alerts: AlertSettings = AlertSettings()
     sources: list[SourceSettings] = []
     # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
     destinations: list[Any] = []

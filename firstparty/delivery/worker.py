@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from firstparty import metrics
 from firstparty import settings as settings_mod
+from firstparty.alerts import loop as alerts_loop
 from firstparty.delivery import load, outbox, queue, send, track
 from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations.base import Adapter
@@ -331,9 +332,15 @@ async def _run(settings: Settings) -> None:
     gc.collect()
     gc.freeze()
     await worker.start()
+    evaluator = alerts_loop.Evaluator(settings=settings, engine=engine, book=destinations)
+    alerting = asyncio.create_task(evaluator.run()) if settings.alerts.enabled else None
     try:
         await stop.wait()
     finally:
+        if alerting is not None:
+            alerting.cancel()
+            await asyncio.gather(alerting, return_exceptions=True)
+        await evaluator.close()
         await worker.stop()
         await waker.close()
         engine.dispose()

@@ -346,3 +346,46 @@ delivery_rollups = sa.Table(
     sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger(), nullable=False),
 )
+
+# Alerts (0010_alerts, alerts/state.py). One row per rule and subject (a destination, a source,
+# "outbox", "server"): its state now and since when. `alert_notices` holds, per channel, the
+# state last announced and when, so that two processes or a restart never announce twice and a
+# flapping rule waits out the minimum interval. `alert_lease`: one evaluating process at a time.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("rule", sa.String(32), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # firing | resolved (rules.AlertState)
+    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+alert_notices = sa.Table(
+    "alert_notices",
+    metadata,
+    sa.Column("rule", sa.String(32), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),  # webhook | email
+    sa.Column("state", sa.String(16), nullable=False),  # the state last announced
+    sa.Column("sent_at", UTCDateTime(), nullable=False),
+)
+
+alert_lease = sa.Table(
+    "alert_lease",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# Answers 500, counted per process and written here at each alerts round (alerts/state.py), so
+# the server-errors rule sees every process's.
+server_errors = sa.Table(
+    "server_errors",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("count", sa.Integer(), nullable=False),
+)

@@ -1,0 +1,92 @@
+"""The figures the rules judge, read from the database at `now` (a few indexed queries).
+
+Volumes come from `events` on ix_events_source_received_at: the rollups count whole days, and the
+silence rule compares minutes with the same minutes a week earlier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from firstparty.alerts.evaluate import Figures, Requests, Volume
+from firstparty.delivery import outbox
+from firstparty.settings import AlertSettings
+from firstparty.store.models import events, server_errors, sources, tracks
+
+WEEK = timedelta(days=7)
+
+
+def read(
+    engine: Engine,
+    *,
+    now: datetime,
+    rules: AlertSettings,
+    config_sources: Iterable[str],
+    setup: Mapping[str, str],
+) -> Figures:
+    """Every figure an enabled rule needs; the others left empty."""
+    with engine.connect() as conn:
+        requests = _requests(conn, now, rules) if rules.delivery_success.enabled else {}
+        volumes = _volumes(conn, now, rules, config_sources) if rules.source_silent.enabled else {}
+        errors = _errors(conn, now, rules) if rules.server_errors.enabled else 0
+    oldest = outbox.oldest_due(engine, now=now) if rules.queue_lag.enabled else None
+    return Figures(
+        now=now,
+        requests=requests,
+        oldest_due=oldest,
+        volumes=volumes,
+        server_errors=errors,
+        setup=dict(setup),
+    )
+
+
+def _requests(conn: Connection, now: datetime, rules: AlertSettings) -> dict[str, Requests]:
+    """Outgoing requests per destination over the window (skipped ones are not attempts)."""
+    t = tracks.c
+    since = now - timedelta(minutes=rules.delivery_success.window_minutes)
+    rows = conn.execute(
+        sa.select(t.destination, t.status, sa.func.count())
+        .where(t.created_at > since, t.created_at <= now, t.status != "skipped")
+        .group_by(t.destination, t.status)
+    ).all()
+    delivered: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for destination, status, count in rows:
+        total[destination] = total.get(destination, 0) + count
+        if status == "delivered":
+            delivered[destination] = delivered.get(destination, 0) + count
+    return {name: Requests(delivered.get(name, 0), count) for name, count in total.items()}
+
+
+def _volumes(
+    conn: Connection, now: datetime, rules: AlertSettings, config_sources: Iterable[str]
+) -> dict[str, Volume]:
+    """Each enabled source's events over the window now and one week earlier."""
+    window = timedelta(minutes=rules.source_silent.window_minutes)
+    names = set(config_sources)
+    s = sources.c
+    names.update(conn.execute(sa.select(s.name).where(s.disabled_at.is_(None))).scalars())
+    current = _counts(conn, now - window, now)
+    earlier = _counts(conn, now - WEEK - window, now - WEEK)
+    return {n: Volume(current.get(n, 0), earlier.get(n, 0)) for n in sorted(names)}
+
+
+def _counts(conn: Connection, since: datetime, until: datetime) -> dict[str, int]:
+    e = events.c
+    rows = conn.execute(
+        sa.select(e.source, sa.func.count())
+        .where(e.received_at > since, e.received_at <= until)
+        .group_by(e.source)
+    ).all()
+    return {source: count for source, count in rows}
+
+
+def _errors(conn: Connection, now: datetime, rules: AlertSettings) -> int:
+    c = server_errors.c
+    since = now - timedelta(minutes=rules.server_errors.window_minutes)
+    total = conn.execute(sa.select(sa.func.sum(c.count)).where(c.at > since, c.at <= now)).scalar()
+    return int(total or 0)

@@ -1,0 +1,187 @@
+"""One evaluation round (`Evaluator.round`) and the loop that runs it every `interval_seconds`
+in each server and worker process; the database lease lets one of them evaluate at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from sqlalchemy.engine import Engine
+
+from firstparty import metrics
+from firstparty.alerts import evaluate, figures, notify, state
+from firstparty.alerts.rules import Channel
+from firstparty.destinations.book import DestinationBook
+from firstparty.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round did: whether this process held the lease, messages sent and failed."""
+
+    evaluated: bool
+    sent: int = 0
+    failed: int = 0
+
+
+class Evaluator:
+    """Judges the rules over the database and sends what is owed; `clock` is injectable."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        book: DestinationBook | None = None,
+        clock: Clock = utcnow,
+        client: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.book = book
+        self.clock = clock
+        self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._client = client
+        self._own_client = client is None
+        self._errors_seen = internal_errors()
+
+    @property
+    def channels(self) -> list[Channel]:
+        rules = self.settings.alerts
+        return [
+            channel
+            for channel, on in ((Channel.WEBHOOK, rules.webhook), (Channel.EMAIL, rules.email))
+            if on is not None
+        ]
+
+    async def round(self) -> Round:
+        """Count this process's answers 500, then, holding the lease, evaluate and notify."""
+        now = self.clock()
+        await self._record_errors(now)
+        rules = self.settings.alerts
+        taken = await asyncio.to_thread(
+            state.take_lease,
+            self.engine,
+            holder=self.holder,
+            now=now,
+            seconds=rules.lease_seconds,
+        )
+        if not taken:
+            return Round(evaluated=False)
+        seen = await asyncio.to_thread(
+            figures.read,
+            self.engine,
+            now=now,
+            rules=rules,
+            config_sources=[s.name for s in self.settings.sources],
+            setup=self.setup(),
+        )
+        verdicts = evaluate.evaluate(seen, rules)
+        current = await asyncio.to_thread(state.apply, self.engine, verdicts, now=now)
+        owed = await asyncio.to_thread(
+            state.owed,
+            self.engine,
+            current,
+            channels=self.channels,
+            now=now,
+            min_interval=timedelta(minutes=rules.min_interval_minutes),
+        )
+        sent = failed = 0
+        for notice in owed:
+            if not await asyncio.to_thread(state.claim, self.engine, notice, now=now):
+                continue
+            if await self._send(notice):
+                sent += 1
+            else:
+                failed += 1
+                await asyncio.to_thread(state.unclaim, self.engine, notice)
+        return Round(evaluated=True, sent=sent, failed=failed)
+
+    def setup(self) -> Mapping[str, str]:
+        """Destinations that cannot send (a secret not set) or send in test mode."""
+        if self.book is None:
+            return {
+                name: "environment variable(s) not set: " + ", ".join(unset)
+                for name, unset in self.settings.misconfigured.items()
+            }
+        found = {
+            name: f"in test mode ({a.test_mode})"
+            for name, a in self.book.adapters.items()
+            if a.test_mode is not None
+        }
+        found.update(self.book.problems)
+        return found
+
+    async def _send(self, notice: state.Notice) -> bool:
+        rules, instance = self.settings.alerts, self.settings.public_url
+        try:
+            if notice.channel == Channel.WEBHOOK and rules.webhook is not None:
+                await notify.send_webhook(
+                    rules.webhook, notice.alert, instance=instance, client=self._session()
+                )
+            elif notice.channel == Channel.EMAIL and rules.email is not None:
+                await notify.send_email(rules.email, notice.alert, instance=instance)
+        except notify.NotifyFailed as exc:
+            log.warning(
+                "alert %s %s not sent by %s (%s); retrying at the next round",
+                notice.alert.rule,
+                notice.alert.subject,
+                notice.channel.value,
+                exc,
+            )
+            return False
+        return True
+
+    async def _record_errors(self, now: datetime) -> None:
+        seen = internal_errors()
+        await asyncio.to_thread(
+            state.record_errors, self.engine, count=seen - self._errors_seen, now=now
+        )
+        self._errors_seen = seen
+
+    async def run(self) -> None:
+        """Every `interval_seconds`, a round; a failing round is logged and tried again."""
+        while True:
+            await asyncio.sleep(self.settings.alerts.interval_seconds)
+            try:
+                await self.round()
+            except Exception:  # a busy or unreachable database: the next round tries again
+                log.warning("alerts evaluation failed; retrying at the next round", exc_info=True)
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The HTTP session, opened on the first message (inside the running loop)."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession()
+        return self._client
+
+    async def close(self) -> None:
+        if self._own_client and self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def internal_errors() -> int:
+    """Answers 500 this process has counted (`firstparty_internal_errors_total`, all labels)."""
+    return int(
+        sum(
+            sample.value
+            for family in metrics.INTERNAL_ERRORS.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )
