@@ -15,9 +15,12 @@ from sqlalchemy.engine import Engine
 from firstparty import metrics
 from firstparty.alerts import notify, state
 from firstparty.alerts.loop import Evaluator
+from firstparty.destinations import registry
+from firstparty.destinations.book import DestinationBook
 from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.store.models import alert_notices
+from tests import factories
 from tests.alerts import rows
 from tests.alerts.rows import Clock
 from tests.conftest import settings_for
@@ -231,3 +234,18 @@ def test_the_signature_is_hmac_sha256_of_the_body(
     (request,) = receiver.requests
     assert request.headers["x-firstparty-signature"] == notify.signature(SECRET, request.body)
     assert receiver.messages[0]["alert"]["rule"] == "destination_setup"
+
+
+def test_a_destination_in_test_mode_fires_through_the_destination_book(
+    database_url: str, engine: Engine, receiver: FakeWebhook
+) -> None:
+    meta = {**factories.META_CAPI, "test_event_code": "TEST4242"}
+    settings = _settings(database_url, receiver).model_copy(
+        update={"destinations": registry.parse_all([meta, factories.TIKTOK_EVENTS])}
+    )
+    book = DestinationBook(settings=settings, engine=engine)
+    book.reload()
+    _round(Evaluator(settings=settings, engine=engine, book=book, clock=Clock()))
+    assert [m["text"] for m in receiver.messages] == [
+        "[FIRING] firstparty destination_setup meta: in test mode (test_event_code=TEST4242)"
+    ]
