@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,34 +67,146 @@ def _require(kind: str) -> None:
     pytest.skip(message)
 
 
-def make_database(kind: str, tmp_path: Path) -> Iterator[str]:
-    """Create an empty database of this kind, yield its URL, drop it afterwards."""
-    _require(kind)
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'firstparty.db'}"
-        return
-    name = f"fp_test_{os.getpid()}_{secrets.token_hex(4)}"
+def _admin_engine(kind: str) -> sa.Engine:
     if kind == "postgresql":
-        admin = db.create_engine(
+        return db.create_engine(
             f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
         )
-        url = f"{POSTGRES}/{name}"
-    else:
-        admin = db.create_engine(f"{MYSQL}/", poolclass=sa.NullPool)
-        url = f"{MYSQL}/{name}"
+    return db.create_engine(f"{MYSQL}/", isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+
+
+def _server_url(kind: str, name: str) -> str:
+    return f"{POSTGRES if kind == 'postgresql' else MYSQL}/{name}"
+
+
+def make_database(kind: str, tmp_path: Path, *, migrated: bool = False) -> Iterator[str]:
+    """Create a database of this kind, yield its URL, drop it afterwards.
+
+    Empty by default; `migrated=True` gives one at the newest revision, copied from a template
+    that this test process migrated once (the migrations themselves are tested in
+    tests/store/test_migrations.py; running them again for every test took minutes).
+    """
+    _require(kind)
+    if kind == "sqlite":
+        path = tmp_path / "firstparty.db"
+        if migrated:
+            _copy_sqlite(_template("sqlite"), path)
+        yield f"sqlite:///{path}"
+        return
+    name = f"fp_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = _admin_engine(kind)
     with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-        conn.commit()
+        if migrated:
+            _clone(conn, kind, _template(kind), name)
+        else:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:
-        yield url
+        yield _server_url(kind, name)
     finally:
         with admin.connect() as conn:
             if kind == "postgresql":
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             else:
                 conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-            conn.commit()
         admin.dispose()
+
+
+# One migrated template per engine and test process: a database name (PostgreSQL, MySQL) or the
+# path of a SQLite file, made on first use and dropped at the end of the session. A template is
+# made again when the migration files change under a running session (while developing).
+_templates: dict[str, tuple[str, object]] = {}
+_template_dir: list[Path] = []
+
+
+def _migrations_stamp() -> object:
+    versions = migrate.MIGRATIONS / "versions"
+    return sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in versions.glob("*.py"))
+
+
+def _template(kind: str) -> str:
+    stamp = _migrations_stamp()
+    if kind in _templates:
+        made, made_at = _templates[kind]
+        if made_at == stamp:
+            return made
+        _drop_template(kind, made)
+    if kind == "sqlite":
+        if not _template_dir:
+            _template_dir.append(Path(tempfile.mkdtemp(prefix="fp-template-")))
+        path = _template_dir[0] / f"template-{secrets.token_hex(4)}.db"
+        url = f"sqlite:///{path}"
+        made = str(path)
+    else:
+        made = f"fp_template_{os.getpid()}_{secrets.token_hex(4)}"
+        admin = _admin_engine(kind)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {made}"))
+        admin.dispose()
+        url = _server_url(kind, made)
+    # Registered before migrating, so that a failed migration's database is dropped too.
+    _templates[kind] = (made, None)
+    engine = db.create_engine(url, poolclass=sa.NullPool)
+    migrate.upgrade(engine)
+    engine.dispose()
+    _templates[kind] = (made, stamp)
+    return made
+
+
+def _drop_template(kind: str, made: str) -> None:
+    del _templates[kind]
+    if kind == "sqlite":
+        Path(made).unlink(missing_ok=True)
+        return
+    admin = _admin_engine(kind)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {made}"))
+    admin.dispose()
+
+
+def _copy_sqlite(source: str, target: Path) -> None:
+    """SQLite's online backup: the whole database, whatever is still in its write-ahead log."""
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+def _clone(conn: sa.Connection, kind: str, template: str, name: str) -> None:
+    if kind == "postgresql":
+        # WAL_LOG copies block by block without the checkpoint FILE_COPY forces (PostgreSQL 15+).
+        version = conn.dialect.server_version_info or (0,)
+        strategy = " STRATEGY WAL_LOG" if version >= (15,) else ""
+        conn.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE {template}{strategy}"))
+        return
+    # MySQL/MariaDB have no template databases: each table as SHOW CREATE TABLE gives it (keys,
+    # foreign keys, collations), then the rows the migrations wrote (alembic_version).
+    conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    tables = [
+        str(row[0])
+        for row in conn.execute(
+            sa.text(f"SHOW FULL TABLES FROM {template} WHERE Table_type = 'BASE TABLE'")
+        )
+    ]
+    conn.execute(sa.text(f"USE {name}"))
+    conn.execute(sa.text("SET SESSION foreign_key_checks = 0"))
+    try:
+        for table in tables:
+            ddl = str(conn.execute(sa.text(f"SHOW CREATE TABLE {template}.`{table}`")).one()[1])
+            conn.exec_driver_sql(re.sub(r" AUTO_INCREMENT=\d+", "", ddl))
+        for table in tables:
+            conn.execute(sa.text(f"INSERT INTO `{table}` SELECT * FROM {template}.`{table}`"))
+    finally:
+        conn.execute(sa.text("SET SESSION foreign_key_checks = 1"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_templates() -> Iterator[None]:
+    yield
+    for kind, (made, _) in list(_templates.items()):
+        _drop_template(kind, made)
+    for directory in _template_dir:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=ENGINES)
@@ -101,21 +217,15 @@ def engine_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database_url(engine_kind: str, tmp_path: Path) -> Iterator[str]:
     """An empty, migrated database of each kind in turn."""
-    for url in make_database(engine_kind, tmp_path):
-        engine = db.create_engine(url, poolclass=sa.NullPool)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield url
+    yield from make_database(engine_kind, tmp_path, migrated=True)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """An empty, migrated SQLite database (for tests that are about logic, not the engine)."""
-    url = f"sqlite:///{tmp_path / 'firstparty.db'}"
-    engine = db.create_engine(url, poolclass=sa.NullPool)
-    migrate.upgrade(engine)
-    engine.dispose()
-    return url
+    path = tmp_path / "firstparty.db"
+    _copy_sqlite(_template("sqlite"), path)
+    return f"sqlite:///{path}"
 
 
 BROWSER_KEY = "wk_browser_test_key"

@@ -75,14 +75,17 @@ def test_an_invalid_config_file_is_one_line_naming_the_key(tmp_path: Path) -> No
 
 
 def test_a_different_secret_key_is_refused_at_start_naming_the_fix(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, engine_kind: str
 ) -> None:
     first = run(tmp_path, "sources", FIRSTPARTY_DATABASE_URL=database_url)
     assert first.returncode == 0, first.stderr
     again = run(tmp_path, "sources", FIRSTPARTY_DATABASE_URL=database_url)
     assert again.returncode == 0, again.stderr
     other = "o" * 40
-    for command in (["sources"], ["serve", "--port", "1"], ["worker"], ["prune"]):
+    commands = [["sources"], ["serve", "--port", "1"], ["worker"], ["prune"]]
+    # The fingerprint is kept and compared by the same two statements on every engine
+    # (store/instance.py); each command's refusal is proved on SQLite, the engines by one.
+    for command in commands if engine_kind == "sqlite" else commands[:1]:
         result = run(
             tmp_path, *command, FIRSTPARTY_DATABASE_URL=database_url, FIRSTPARTY_SECRET_KEY=other
         )

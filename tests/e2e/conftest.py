@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
-import sqlalchemy as sa
 
-from firstparty.store import db, migrate
 from tests.conftest import make_database
 from tests.e2e.journey import REDIS, Deployment, Platforms
 from tests.fakes import twilio as fake_twilio
@@ -30,12 +28,6 @@ def _redis_up() -> bool:
         return False
 
 
-def _migrated(url: str) -> None:
-    engine = db.create_engine(url, poolclass=sa.NullPool)
-    migrate.upgrade(engine)
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql+redis"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
     """SQLite with the worker inside the app; PostgreSQL + Redis with a worker beside it."""
@@ -46,8 +38,8 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    with contextlib.contextmanager(make_database)(database, tmp_path) as url:
-        _migrated(url)
+    database_for = contextlib.contextmanager(make_database)
+    with database_for(database, tmp_path, migrated=True) as url:
         yield Deployment(kind, url, None if kind == "sqlite" else REDIS)
 
 
