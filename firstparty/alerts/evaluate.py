@@ -36,6 +36,7 @@ class Figures:
     volumes: Mapping[str, Volume] = field(default_factory=dict)
     server_errors: int = 0
     setup: Mapping[str, str] = field(default_factory=dict)  # destination -> what is wrong
+    destinations: frozenset[str] = frozenset()  # those in force now
 
 
 def evaluate(figures: Figures, rules: AlertSettings) -> Verdicts:
@@ -59,6 +60,8 @@ def evaluate(figures: Figures, rules: AlertSettings) -> Verdicts:
 
 def _delivery_success(figures: Figures, rules: AlertSettings, verdicts: Verdicts) -> None:
     rule = rules.delivery_success
+    for name in figures.destinations - set(figures.requests):  # no request: no verdict
+        verdicts.undecided.add((Rule.DELIVERY_SUCCESS.value, name))
     for name, seen in sorted(figures.requests.items()):
         if seen.total < rule.min_attempts:
             verdicts.undecided.add((Rule.DELIVERY_SUCCESS.value, name))

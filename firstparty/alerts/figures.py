@@ -27,6 +27,7 @@ def read(
     rules: AlertSettings,
     config_sources: Iterable[str],
     setup: Mapping[str, str],
+    destinations: Iterable[str],
 ) -> Figures:
     """Every figure an enabled rule needs; the others left empty."""
     with engine.connect() as conn:
@@ -41,6 +42,7 @@ def read(
         volumes=volumes,
         server_errors=errors,
         setup=dict(setup),
+        destinations=frozenset(destinations),
     )
 
 

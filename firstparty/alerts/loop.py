@@ -90,6 +90,7 @@ class Evaluator:
             rules=rules,
             config_sources=[s.name for s in self.settings.sources],
             setup=self.setup(),
+            destinations=self.destinations(),
         )
         verdicts = evaluate.evaluate(seen, rules)
         current = await asyncio.to_thread(state.apply, self.engine, verdicts, now=now)
@@ -111,6 +112,12 @@ class Evaluator:
                 failed += 1
                 await asyncio.to_thread(state.unclaim, self.engine, notice)
         return Round(evaluated=True, sent=sent, failed=failed)
+
+    def destinations(self) -> list[str]:
+        """The destinations in force now (the book's, else the config file's)."""
+        if self.book is None:
+            return [d.name for d in self.settings.destinations]
+        return list(self.book.adapters)
 
     def setup(self) -> Mapping[str, str]:
         """Destinations that cannot send (a secret not set) or send in test mode."""

@@ -249,3 +249,19 @@ def test_a_destination_in_test_mode_fires_through_the_destination_book(
     assert [m["text"] for m in receiver.messages] == [
         "[FIRING] firstparty destination_setup meta: in test mode (test_event_code=TEST4242)"
     ]
+
+
+def test_a_failing_destination_that_stops_sending_keeps_firing(
+    database_url: str, engine: Engine, receiver: FakeWebhook
+) -> None:
+    settings = _settings(database_url, receiver).model_copy(
+        update={"destinations": registry.parse_all([factories.META_CAPI])}
+    )
+    clock = Clock()
+    evaluator = Evaluator(settings=settings, engine=engine, clock=clock)
+    rows.add_requests(engine, "meta", delivered=0, failed=25, at=clock.now)
+    _round(evaluator)
+    clock.advance(hours=2)  # backing off: no request in the window, no verdict
+    _round(evaluator)
+    assert _texts(receiver) == ["[FIRING] firstparty delivery_success meta"]
+    assert [a.state.value for a in state.listing(engine)] == ["firing"]

@@ -54,3 +54,12 @@ def test_destination_setup_fires_per_destination() -> None:
 def test_a_disabled_rule_never_fires() -> None:
     rules = AlertSettings.model_validate({"server_errors": {"enabled": False}})
     assert _fired(Figures(now=START, server_errors=1000), rules) == set()
+
+
+def test_a_destination_with_no_request_in_the_window_keeps_its_state() -> None:
+    figures = Figures(
+        now=START, requests={"meta": Requests(1, 50)}, destinations=frozenset({"meta", "tiktok"})
+    )
+    verdicts = evaluate(figures, RULES)
+    assert [f.key for f in verdicts.firing] == [("delivery_success", "meta")]
+    assert verdicts.undecided == {("delivery_success", "tiktok")}
