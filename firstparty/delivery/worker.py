@@ -216,6 +216,8 @@ class Worker:
             if claimed >= self.claim_limit or self._stopping:
                 continue
             wait = await self._idle_wait()
+            if self._stopping:  # stop() came while reading the next due time: it cancelled
+                break  # only the idle lanes, so this one would wait out its grace period
             self._idle.add(index)
             try:
                 await self.queue.wait(wait)
