@@ -6,17 +6,19 @@ and the tracker are two names of one registrable domain, as in production.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +30,9 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tests.conftest import BROWSER_UA
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 SITE_HOST = "www.example.test"
 TRACKER_HOST = "t.example.test"
@@ -59,6 +64,36 @@ def browser_missing() -> str | None:
     if not os.access(CHROMIUM, os.X_OK):
         return f"{CHROMIUM} is missing (apt-get install chromium)"
     return None
+
+
+def require_browser() -> None:
+    """Skip a real-browser test that cannot run here; on CI, fail it instead."""
+    reason = browser_missing()
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def admin_page(base: str, token: str, *, height: int = 720) -> Iterator[Page]:
+    """A Chromium page signed in to the admin UI served at `base` (1280 pixels wide)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = chromium.new_context(
+            ignore_https_errors=True, viewport={"width": 1280, "height": height}
+        )
+        context.set_default_timeout(20_000)
+        page = context.new_page()
+        page.goto(f"{base}/admin/login")
+        page.fill("input[name=token]", token)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/admin/")
+        yield page
 
 
 def certificate(directory: Path) -> tuple[Path, Path]:

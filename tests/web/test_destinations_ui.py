@@ -5,7 +5,6 @@ server and worker without a restart. Two apps on one database play two processes
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -204,25 +203,8 @@ def served(tmp_path: Path, meta: fake_meta.FakeMeta) -> Iterator[str]:
 
 
 def test_screenshots_of_adding_a_destination(served: str, meta: fake_meta.FakeMeta) -> None:
-    reason = harness.browser_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=harness.CHROMIUM, headless=True, args=harness.CHROMIUM_ARGS
-        )
-        context = chromium.new_context(
-            ignore_https_errors=True, viewport={"width": 1280, "height": 720}
-        )
-        page = context.new_page()
-        page.goto(f"{served}/admin/login")
-        page.fill("input[name=token]", TOKEN)
-        page.click("button[type=submit]")
+    with harness.admin_page(served, TOKEN) as page:
         page.goto(f"{served}/admin/destinations")
         page.select_option("#add select[name=type]", "meta_capi")
         page.click("#add button")
@@ -241,7 +223,6 @@ def test_screenshots_of_adding_a_destination(served: str, meta: fake_meta.FakeMe
         assert "events_received" in page.inner_text(".exchange-answer")
         assert fake_meta.ACCESS_TOKEN not in page.content()
         page.screenshot(path=str(ARTIFACTS / "admin-destinations-stored.png"), full_page=True)
-        chromium.close()
     assert meta.test_event_codes == ["TEST5"]
 
 

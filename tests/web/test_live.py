@@ -4,7 +4,6 @@ strict fake of tests/fakes/meta.py behind a real worker)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,28 +69,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, fake_meta.FakeMeta]]:
 def test_the_live_page_shows_events_and_answers_as_they_come(
     served: tuple[str, fake_meta.FakeMeta],
 ) -> None:
-    reason = harness.browser_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     base, meta = served
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=harness.CHROMIUM, headless=True, args=harness.CHROMIUM_ARGS
-        )
-        context = chromium.new_context(
-            ignore_https_errors=True, viewport={"width": 1280, "height": 600}
-        )
-        context.set_default_timeout(20_000)
-        page = context.new_page()
-        page.goto(f"{base}/admin/login")
-        page.fill("input[name=token]", TOKEN)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/admin/")
+    with harness.admin_page(base, TOKEN, height=600) as page:
         page.goto(f"{base}/admin/live")
         page.wait_for_function(
             "document.querySelector('#live-state').textContent.includes('following')"
@@ -116,5 +96,4 @@ def test_the_live_page_shows_events_and_answers_as_they_come(
         assert "meta: delivered (try 1) — 200" in delivered.inner_text()
         assert '"events_received": 1' in delivered.inner_text()
         page.screenshot(path=str(ARTIFACTS / "admin-live.png"), full_page=True)
-        chromium.close()
     assert len(meta.events) == 1

@@ -4,7 +4,6 @@ messages of the CLI. Through the real app; the platform is the strict Meta fake.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -123,25 +122,8 @@ def served(tmp_path: Path, meta: fake_meta.FakeMeta) -> Iterator[str]:
 
 
 def test_screenshots_of_sources_and_a_test_event(served: str) -> None:
-    reason = harness.browser_missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser test cannot run: {reason}", pytrace=False)
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=harness.CHROMIUM, headless=True, args=harness.CHROMIUM_ARGS
-        )
-        context = chromium.new_context(
-            ignore_https_errors=True, viewport={"width": 1280, "height": 720}
-        )
-        page = context.new_page()
-        page.goto(f"{served}/admin/login")
-        page.fill("input[name=token]", TOKEN)
-        page.click("button[type=submit]")
+    with harness.admin_page(served, TOKEN) as page:
         page.goto(f"{served}/admin/sources")
         page.click("button.rotate")
         assert page.inner_text("#new-key").startswith("sk_")
@@ -152,4 +134,3 @@ def test_screenshots_of_sources_and_a_test_event(served: str) -> None:
         assert "test" in page.inner_text("#outcome")
         assert "events_received" in page.inner_text(".exchange-answer")
         page.screenshot(path=str(ARTIFACTS / "admin-destinations.png"), full_page=True)
-        chromium.close()
