@@ -4,7 +4,9 @@
 
 One `firstparty.delivery.worker` process on SQLite delivers to a fake receiver in another
 process, both on 127.0.0.1. Wake-ups go through Redis on 127.0.0.1:6379 when it answers
-(the `firstparty worker` deployment), else the worker polls. Figures are printed, not asserted.
+(the `firstparty worker` deployment), else the worker polls. The last line is PASS or FAIL
+against the targets (>= 5,000 deliveries/s batched, worker peak RSS <= 150 MB); nothing is
+asserted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from firstparty.store.models import deliveries, events  # noqa: E402
 
 SECRET = "bench-secret-" + "x" * 40
 REDIS = "redis://127.0.0.1:6379/0"
+TARGET_BATCHED_RATE, TARGET_RSS_MB = 5000.0, 150.0
 
 
 def serve_receiver(port: int) -> None:
@@ -136,6 +139,16 @@ def rss_mb(pid: int) -> tuple[float, float]:
         key, _, value = line.partition(":")
         fields[key] = value.strip()
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def verdict(batched: float, peak_mb: float) -> str:
+    """PASS when both targets hold: batched deliveries/s and the worker's peak RSS."""
+    misses = []
+    if batched < TARGET_BATCHED_RATE:
+        misses.append(f"batched {batched:.0f}/s < {TARGET_BATCHED_RATE:.0f}")
+    if peak_mb > TARGET_RSS_MB:
+        misses.append(f"RSS {peak_mb:.0f} MB > {TARGET_RSS_MB:.0f}")
+    return "PASS" if not misses else "FAIL (" + ", ".join(misses) + ")"
 
 
 def redis_up() -> bool:
@@ -242,8 +255,9 @@ batch_size = 1
     )
     try:
         ok = wait_done(engine, "batched", args.events, 60)
+        batched = rate(engine, "batched") if ok else 0.0
         print(
-            f"batched (1000/request): {rate(engine, 'batched'):8.0f} deliveries/s"
+            f"batched (1000/request): {batched:8.0f} deliveries/s"
             f"  ({args.events} events{'' if ok else ', NOT all delivered in 60 s'})"
         )
         # Queued only now: unbatched work claimed alongside would slow the batched figure.
@@ -266,6 +280,10 @@ batch_size = 1
         )
         current, peak = rss_mb(worker.pid)
         print(f"worker RSS: {current:.0f} MB now, {peak:.0f} MB peak")
+        print(
+            f"targets: >= {TARGET_BATCHED_RATE:.0f} deliveries/s batched, worker peak RSS"
+            f" <= {TARGET_RSS_MB:.0f} MB: {verdict(batched, peak)}"
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(20)

@@ -8,6 +8,7 @@ personal data); a privacy erase takes the person's rows off.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -82,16 +83,19 @@ def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
     ]
     if not rows:
         return
+    conn.execute(_statement(conn.dialect.name), rows)
+
+
+@functools.cache
+def _statement(dialect: str) -> Any:
+    """The upsert adding `count`, built once per dialect (building it costs more than the rows)."""
     table = delivery_rollups
-    stmt: Any
-    if conn.dialect.name in ("postgresql", "sqlite"):
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         base = insert(table)
-        stmt = base.on_conflict_do_update(
+        return base.on_conflict_do_update(
             index_elements=[table.c.day, table.c.destination, table.c.status, table.c.shard],
             set_={"count": table.c.count + base.excluded["count"]},
         )
-    else:
-        base_my = mysql.insert(table)
-        stmt = base_my.on_duplicate_key_update(count=table.c.count + base_my.inserted["count"])
-    conn.execute(stmt, rows)
+    base_my = mysql.insert(table)
+    return base_my.on_duplicate_key_update(count=table.c.count + base_my.inserted["count"])
