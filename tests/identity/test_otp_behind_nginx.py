@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BROWSER_KEY, BROWSER_UA, SECRET, SERVER_KEY
+from tests.processes import wait_answering
 from tests.test_cli import BIN, clean_env, free_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -106,17 +107,8 @@ def _nginx_or_skip() -> None:
     pytest.skip(message)
 
 
-def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            pytest.fail(f"{url} exited {proc.returncode}: {log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{url} did not answer: {log.read_text(errors='replace')}")
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -146,7 +138,7 @@ def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proxied]
             stderr=out,
         )
     try:
-        _wait_up(f"http://127.0.0.1:{upstream}", app, app_log)
+        wait_answering(f"http://127.0.0.1:{upstream}", app, partial(_text, app_log))
         with nginx_log.open("wb") as out:
             nginx = subprocess.Popen(
                 [NGINX, "-p", str(tmp_path), "-c", "nginx.conf", "-e", "nginx-error.log"],
@@ -154,7 +146,7 @@ def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proxied]
                 stderr=out,
             )
         try:
-            _wait_up(f"http://127.0.0.1:{port}", nginx, nginx_log)
+            wait_answering(f"http://127.0.0.1:{port}", nginx, partial(_text, nginx_log))
             yield Proxied(f"http://127.0.0.1:{port}", request.param)
         finally:
             _stop(nginx)

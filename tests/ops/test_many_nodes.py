@@ -24,6 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from firstparty.store.models import deliveries, events
 from tests.conftest import BROWSER_KEY, BROWSER_UA, SECRET, make_database
 from tests.fakes import meta as fake_meta
 from tests.fakes.server import Received, Reply
+from tests.processes import wait_answering
 from tests.test_cli import BIN, clean_env, free_port
 
 pytestmark = pytest.mark.slow
@@ -152,16 +154,7 @@ class Cluster:
         return (self.home / f"{name}.log").read_text(errors="replace")
 
     def wait_ready(self, url: str, name: str) -> None:
-        for _ in range(300):
-            if self.procs[name].poll() is not None:
-                pytest.fail(f"{name} exited {self.procs[name].returncode}: {self.log(name)}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{name} did not become ready: {self.log(name)}")
+        wait_answering(url, self.procs[name], partial(self.log, name), path="/readyz")
 
     def in_rotation(self) -> set[str]:
         """The servers HAProxy has up, from its stats socket (a test-only config file)."""
