@@ -1,0 +1,94 @@
+"""The audience adapter interface: pure builders of the platforms' add/remove requests.
+
+An audience adapter, like a conversion adapter (`destinations.base`), never does I/O. Given the
+members to add or remove it *builds* the HTTP requests (at most `max_members` members each);
+given the answer to one of them it *interprets* it into an outcome per member. The sync engine
+owns the HTTP client, the outgoing-request log, the acknowledged set and the retries.
+
+    sync engine                          adapter (pure)
+    -----------                          --------------
+    desired - acknowledged = adds  ───▶  build(Change.ADD, members, token)    -> [OutgoingRequest]
+    acknowledged - desired = removes ─▶  build(Change.REMOVE, members, token) -> [OutgoingRequest]
+    send each request              ───▶  interpret(request, response) -> {member key: Outcome}
+    export                         ───▶  export(members) -> (header, rows)
+
+`OutgoingRequest.event_pks` carries the member keys of a request here, in order. A member's
+identifiers are the hashes firstparty already stores (`identity.pii.KEYS`: `em`, `em_google`,
+`ph` (digits, no "+"), `ph_e164`, `external_id`, ...): adapters pick the ones their platform
+matches on and never hash a stored hash again.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
+from firstparty.destinations.base import (
+    DestinationSettings,
+    Outcome,
+    OutgoingRequest,
+    Response,
+)
+
+__all__ = ["AudienceAdapter", "Change", "Member"]
+
+
+class Change(StrEnum):
+    """What a request does to the platform's list."""
+
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member: a person (`u:<user id>`, all their devices) or a lone visitor (`v:<id>`)."""
+
+    key: str
+    identifiers: Mapping[str, str]  # stored hashes by `identity.pii.KEYS` name
+    ad_user_data: bool = False
+    ad_personalization: bool = False
+
+
+class AudienceAdapter:
+    """Base of every audience adapter; subclasses set the class attributes and override."""
+
+    type: ClassVar[str]
+    settings_model: ClassVar[builtins.type[DestinationSettings]] = DestinationSettings
+    max_members: ClassVar[int] = 10_000  # per request
+    min_members: ClassVar[int] = 100  # matched members the platform needs before targeting
+    identifier_keys: ClassVar[tuple[str, ...]] = ()  # the stored hashes it matches on
+
+    def __init__(self, settings: DestinationSettings) -> None:
+        self.settings = settings
+
+    def usable(self, member: Member) -> bool:
+        """Whether the member carries at least one identifier this platform matches on."""
+        return any(member.identifiers.get(key) for key in self.identifier_keys)
+
+    @property
+    def needs_token(self) -> bool:
+        return False
+
+    def token_request(self) -> OutgoingRequest | None:
+        return None
+
+    def read_token(self, response: Response) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def build(
+        self, change: Change, members: Sequence[Member], token: str | None = None
+    ) -> list[OutgoingRequest]:
+        """The requests adding or removing these members (each at most `max_members`)."""
+        raise NotImplementedError
+
+    def interpret(self, request: OutgoingRequest, response: Response) -> dict[str, Outcome]:
+        """An outcome (Delivered, Retry or Rejected) for every member key the request carries."""
+        raise NotImplementedError
+
+    def export(self, members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:
+        """The platform's upload format for manual upload: a header and one row per member."""
+        raise NotImplementedError
