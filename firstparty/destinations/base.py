@@ -58,7 +58,7 @@ __all__ = [
 class OutgoingRequest:
     """One HTTP request to send; `json` is encoded by the worker, `body` is sent as is."""
 
-    method: Literal["GET", "POST", "PUT"]
+    method: Literal["GET", "POST", "PUT", "DELETE"]  # DELETE: Meta's audience removals
     url: str
     event_pks: tuple[str, ...]  # the events this request carries, in order
     headers: Mapping[str, str] = field(default_factory=dict)
