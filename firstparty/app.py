@@ -38,6 +38,7 @@ from firstparty.store import db, instance
 from firstparty.tracker import serve
 from firstparty.web import admin as admin_ui
 from firstparty.web import demo, live, operate
+from firstparty.web import reports as reports_ui
 
 log = logging.getLogger("firstparty")
 CHECKPOINT_SECONDS = 1.0
@@ -57,6 +58,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         admin_ui.routes,
         live.routes,
         operate.routes,
+        reports_ui.routes,
     ]
 
 

@@ -319,6 +319,21 @@ class AlertSettings(Strict):
         return self
 
 
+class ReportsSettings(Strict):
+    """How the admin reports read (docs/admin.md)."""
+
+    # The time zone whose days the reports count by, unless the viewer picks another (`tz`).
+    time_zone: str = "UTC"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from firstparty.reports import period
+
+        period.zone(value)  # ValueError names the bad name
+        return value
+
+
 class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -341,6 +356,7 @@ class Settings(Strict):
     delivery: DeliverySettings = DeliverySettings()
     retention: RetentionSettings = RetentionSettings()
     alerts: AlertSettings = AlertSettings()
+    reports: ReportsSettings = ReportsSettings()
     sources: list[SourceSettings] = []
     # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
     destinations: list[Any] = []

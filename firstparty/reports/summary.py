@@ -1,7 +1,8 @@
 """Operator reports: events per day, conversions by first touch, delivery health, failures.
 
-Event counts and conversions read the daily rollups (`reports.rollups`), never the events: a
-report costs the same at a thousand events as at ten million. A conversion is an event that at
+Each takes a `period.Period` (local days in a time zone, optionally one source). Event counts
+and conversions read the rollups (`reports.rollups`), never the events: a report costs the same
+at a thousand events as at ten million. A conversion is an event that at
 least one destination took (it has a row in the outbox). Delivery health reads the per-day
 outbox counts (`delivery.tally`); failures read the failed rows on their status index.
 
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 from firstparty import platforms
 from firstparty.delivery import outbox
 from firstparty.delivery.outbox import DeliveryStatus
+from firstparty.reports import period as period_mod
 from firstparty.store import models as m
 
 DAYS = 14
@@ -79,23 +81,45 @@ def window_start(now: datetime, days: int = DAYS) -> datetime:
     return datetime.combine(today - timedelta(days=days - 1), time(), tzinfo=UTC)
 
 
+def default_period(now: datetime | None = None) -> period_mod.Period:
+    """The last 14 UTC days, today included, all sources (what a bare /admin/reports shows)."""
+    return period_mod.parse({}, default_zone="UTC", now=now or datetime.now(UTC))
+
+
+def _within(
+    period: period_mod.Period | None, now: datetime | None, *, source: bool = True
+) -> tuple[period_mod.Period, list[sa.ColumnElement[bool]]]:
+    """The period (default: `default_period`) and the rollup conditions selecting it."""
+    chosen = period or default_period(now)
+    r = m.event_rollups.c
+    where = [r.day >= chosen.first, r.day <= chosen.last]
+    if source and chosen.source:
+        where.append(r.source == chosen.source)
+    return chosen, where
+
+
 def events_per_day(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
+    engine: Engine,
+    *,
+    period: period_mod.Period | None = None,
+    now: datetime | None = None,
+    include_bots: bool = False,
 ) -> EventsPerDay:
-    """Events by occurrence day and name over the last `days` days, today included."""
-    start = window_start(now or datetime.now(UTC), days)
+    """Events by occurrence day and name over the period's days."""
+    chosen, where = _within(period, now)
     r = m.event_rollups.c
     query = (
         sa.select(r.day, r.name, sa.func.sum(r.count).label("n"))
-        .where(r.day >= start.date(), *_people_only(include_bots))
+        .where(*where, *_people_only(include_bots))
         .group_by(r.day, r.name)
     )
     with engine.connect() as conn:
         rows = [(_day(row.day), row.name, int(row.n)) for row in conn.execute(query) if row.n]
     names = sorted({name for _, name, _ in rows})
     counts = {(d, name): n for d, name, n in rows}
-    span = [start.date() + timedelta(days=i) for i in range(days)]
-    return EventsPerDay(names, [(d, [counts.get((d, name), 0) for name in names]) for d in span])
+    return EventsPerDay(
+        names, [(d, [counts.get((d, name), 0) for name in names]) for d in chosen.days]
+    )
 
 
 def _day(value: object) -> date:
@@ -109,36 +133,44 @@ def _people_only(include_bots: bool) -> list[sa.ColumnElement[bool]]:
 
 
 def _conversions(
-    column: sa.Column[str], start: datetime, include_bots: bool
+    column: sa.Column[str], where: list[sa.ColumnElement[bool]], include_bots: bool
 ) -> sa.Select[str, Any]:
-    """Converted events since `start` summed by one first-touch column of the rollups."""
+    """Converted events of the period summed by one first-touch column of the rollups."""
     r = m.event_rollups.c
     return (
         sa.select(column, sa.func.sum(r.count).label("n"))
-        .where(r.day >= start.date(), r.converted.is_(True), *_people_only(include_bots))
+        .where(*where, r.converted.is_(True), *_people_only(include_bots))
         .group_by(column)
     )
 
 
 def conversions_by_utm_source(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
+    engine: Engine,
+    *,
+    period: period_mod.Period | None = None,
+    now: datetime | None = None,
+    include_bots: bool = False,
 ) -> list[Bucket]:
-    """Conversions of the last `days` days by the visitor's first-touch utm_source."""
-    start = window_start(now or datetime.now(UTC), days)
-    query = _conversions(m.event_rollups.c.utm_source, start, include_bots)
+    """Conversions of the period by the visitor's first-touch utm_source."""
+    _, where = _within(period, now)
+    query = _conversions(m.event_rollups.c.utm_source, where, include_bots)
     with engine.connect() as conn:
         return _buckets((row[0] or NONE, int(row.n or 0)) for row in conn.execute(query))
 
 
 def conversions_by_click_kind(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None, include_bots: bool = False
+    engine: Engine,
+    *,
+    period: period_mod.Period | None = None,
+    now: datetime | None = None,
+    include_bots: bool = False,
 ) -> list[Bucket]:
-    """Conversions of the last `days` days by the kinds of click id in the visitor's first touch.
+    """Conversions of the period by the kinds of click id in the visitor's first touch.
 
     A first touch with two kinds (gclid and fbclid) counts once under each.
     """
-    start = window_start(now or datetime.now(UTC), days)
-    query = _conversions(m.event_rollups.c.click_kinds, start, include_bots)
+    _, where = _within(period, now)
+    query = _conversions(m.event_rollups.c.click_kinds, where, include_bots)
     counts: dict[str, int] = {kind: 0 for kind in platforms.CLICK_IDS}
     counts[NONE] = 0
     with engine.connect() as conn:
@@ -157,14 +189,14 @@ def _buckets(pairs: Iterable[tuple[str, int]]) -> list[Bucket]:
 
 
 def delivery_rates(
-    engine: Engine, *, days: int = DAYS, now: datetime | None = None
+    engine: Engine, *, period: period_mod.Period | None = None, now: datetime | None = None
 ) -> list[DeliveryRate]:
-    """Outbox rows created in the last `days` days, per destination and status."""
-    start = window_start(now or datetime.now(UTC), days)
+    """Outbox rows created in the period, per destination and status (every source)."""
+    chosen = period or default_period(now)
     d = m.delivery_rollups.c
     query = (
         sa.select(d.destination, d.status, sa.func.sum(d.count).label("n"))
-        .where(d.day >= start.date())
+        .where(d.day >= chosen.first, d.day <= chosen.last)
         .group_by(d.destination, d.status)
     )
     statuses: dict[str, dict[str, int]] = defaultdict(dict)

@@ -406,23 +406,6 @@ async def _failures(request: Request, replayed: dict[str, Any] | None) -> Respon
     return _render(request, "admin_failures.html", context)
 
 
-async def reports_page(request: Request) -> Response:
-    engine = request.app.state.runtime.engine
-    bots = request.query_params.get("bots") == "include"  # robots' events: left out by default
-
-    def gather() -> dict[str, Any]:
-        return {
-            "days": summary.DAYS,
-            "bots": bots,
-            "per_day": summary.events_per_day(engine, include_bots=bots),
-            "by_source": summary.conversions_by_utm_source(engine, include_bots=bots),
-            "by_click": summary.conversions_by_click_kind(engine, include_bots=bots),
-            "rates": summary.delivery_rates(engine),
-        }
-
-    return _render(request, "admin_reports.html", await asyncio.to_thread(gather))
-
-
 async def to_index(request: Request) -> Response:
     return RedirectResponse("/admin/", 308)
 
@@ -437,5 +420,4 @@ routes = [
     Route("/admin/deliveries", _signed_in(deliveries_page), methods=["GET"]),
     Route("/admin/failures", _signed_in(failures_page), methods=["GET"]),
     Route("/admin/replay", _signed_in(replay_failed), methods=["POST"]),
-    Route("/admin/reports", _signed_in(reports_page), methods=["GET"]),
 ]
