@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from firstparty import crashes
 from firstparty.alerts import loop as alerts_loop
 from firstparty.api import admin, collect, limits, ops, otp, segment
+from firstparty.audiences import service as audience_service
 from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _checkpoints(runtime),
             _pruning(runtime),
             _alerting(runtime),
+            _audiences(runtime),
             _sources_refresh(collector.sources),
             _destinations_refresh(destinations),
         ):
@@ -277,6 +279,20 @@ async def _destinations_refresh(destinations: DestinationBook) -> AsyncIterator[
 
     async with _background(loop()):
         yield
+
+
+@contextlib.asynccontextmanager
+async def _audiences(runtime: Runtime) -> AsyncIterator[None]:
+    """Audiences synced on their schedule (one process per audience at a time: a lease)."""
+    if not any(a.every_minutes and a.destinations for a in runtime.settings.audiences):
+        yield
+        return
+    scheduler = audience_service.Scheduler(settings=runtime.settings, engine=runtime.engine)
+    try:
+        async with _background(scheduler.run()):
+            yield
+    finally:
+        await scheduler.close()
 
 
 @contextlib.asynccontextmanager

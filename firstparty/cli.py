@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from firstparty import cli_errors, doctor
 from firstparty import settings as settings_mod
+from firstparty.audiences import cli as audiences_cli
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
 from firstparty.store import db, instance, migrate
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--live", action="store_true", help="send a real event if no test mode")
     probe.set_defaults(handler=_destinations_test)
     dest.set_defaults(handler=_destinations_list)
+
+    aud = sub.add_parser("audiences", help="list, preview, sync or export audiences")
+    audiences_cli.add_arguments(aud)
 
     prune = sub.add_parser("prune", help="delete rows older than their retention")
     prune.set_defaults(handler=_prune)
@@ -600,9 +604,15 @@ def _stored_destination(settings: Settings, name: str) -> DestinationSettings:
 
 def _destinations_test(args: argparse.Namespace) -> int:
     from firstparty.delivery import probe
+    from firstparty.destinations import registry
 
     settings = load_settings(args)
     found = {d.name: d for d in settings.destinations}.get(args.name)
+    if found is not None and found.type not in registry.ADAPTERS:
+        raise ConfigError(
+            f"{args.name} is an audience destination ({found.type}): it takes no events; "
+            "see `firstparty audiences preview NAME` and `firstparty audiences sync NAME`"
+        )
     if found is None:
         found = _stored_destination(settings, args.name)
     if args.name in settings.misconfigured:

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from firstparty.audiences.definition import AudienceSettings
 from firstparty.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./firstparty.db"
@@ -360,6 +361,9 @@ class Settings(Strict):
     sources: list[SourceSettings] = []
     # Each entry is parsed by its type's own settings schema (see `destinations.registry`).
     destinations: list[Any] = []
+    # People chosen by rules over their events, kept in sync on audience destinations
+    # (audiences/definition.py, docs/audiences.md).
+    audiences: list[AudienceSettings] = []
     # A destination whose `env:` secret is not set: by default the server starts, keeps routing
     # its events (they wait, pending) and reports it; `strict_start = true` refuses to start.
     strict_start: bool = False
@@ -409,6 +413,30 @@ class Settings(Strict):
         from firstparty.destinations import registry
 
         return registry.parse_all(value)
+
+    @model_validator(mode="after")
+    def _audiences_have_their_destinations(self) -> Settings:
+        """Each audience names existing destinations of an audience type, once per name."""
+        from firstparty.audiences import registry
+
+        names = [a.name for a in self.audiences]
+        if len(set(names)) != len(names):
+            raise ValueError("audience names must be unique")
+        kinds = {d.name: d.type for d in self.destinations}
+        for index, audience in enumerate(self.audiences):
+            for name in audience.destinations:
+                kind = kinds.get(name)
+                if kind is None:
+                    raise ValueError(
+                        f"audiences[{index}].destinations: no destination named {name!r}"
+                    )
+                if kind not in registry.ADAPTERS:
+                    known = ", ".join(sorted(registry.ADAPTERS)) or "none installed"
+                    raise ValueError(
+                        f"audiences[{index}].destinations: {name!r} is a {kind} destination, "
+                        f"not an audience one ({known})"
+                    )
+        return self
 
     @property
     def admin_on(self) -> bool:

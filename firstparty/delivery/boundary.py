@@ -12,21 +12,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, Protocol
 
 from firstparty import metrics
-from firstparty.destinations.base import Adapter, Outcome, Rejected, Retry
+from firstparty.destinations.base import DestinationSettings, Outcome, Rejected, Retry
 from firstparty.errors import AdapterError, DeliveryError, RetryableError
 
 log = logging.getLogger(__name__)
 
 Step = Literal[
-    "skip", "token_request", "read_token", "build", "interpret", "follow_up", "interpret_follow_up"
+    "skip",
+    "token_request",
+    "read_token",
+    "build",
+    "interpret",
+    "follow_up",
+    "interpret_follow_up",
+    "export",
 ]
 
 
+class Configured(Protocol):
+    """What the boundary needs of an adapter (a destination's or an audience's): its settings."""
+
+    settings: DestinationSettings
+
+
 @contextmanager
-def adapter_call(adapter: Adapter, step: Step) -> Iterator[None]:
+def adapter_call(adapter: Configured, step: Step) -> Iterator[None]:
     """Map every exception of one adapter step into the `DeliveryError` tree."""
     try:
         yield

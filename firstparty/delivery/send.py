@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import aiohttp
 import msgspec
@@ -66,6 +67,19 @@ class Settled:
 
 # Makes a settlement durable; `deliver` awaits it before it counts the claims as settled.
 Save = Callable[[Settled], Awaitable[None]]
+# Logs one request sent outside a batch (a token request), durably, before `token_of` returns.
+LogSent = Callable[[Sent], Awaitable[None]]
+
+
+class Tokened(boundary.Configured, Protocol):
+    """What `token_of` needs of an adapter: a destination's or an audience's (audiences.sync)."""
+
+    @property
+    def needs_token(self) -> bool: ...
+
+    def token_request(self) -> OutgoingRequest | None: ...
+
+    def read_token(self, response: Response) -> tuple[str, float]: ...
 
 
 @dataclass
@@ -284,11 +298,19 @@ class Sender:
         )
 
     async def _token(self, batch: _Batch) -> tuple[str, bool]:
-        """The destination's access token, and whether it was fetched just now (logged).
+        """The destination's access token, and whether it was fetched just now (logged)."""
 
-        Raises `DeliveryError` when there is none to be had; the caller fails the batch with it.
+        async def log(sent: Sent) -> None:
+            await batch.settle({}, sent)
+
+        return await self.token_of(batch.adapter, log)
+
+    async def token_of(self, adapter: Tokened, log: LogSent) -> tuple[str, bool]:
+        """The adapter's access token, and whether it was fetched just now (its request logged
+        through `log`).
+
+        Raises `DeliveryError` when there is none to be had; the caller fails its work with it.
         """
-        adapter = batch.adapter
         name = adapter.settings.name
         async with self._token_locks.setdefault(name, asyncio.Lock()):
             cached = self._tokens.get(name)
@@ -302,15 +324,27 @@ class Sender:
             try:
                 token, lifetime = _read_token(adapter, answer)
             except DeliveryError:
-                await batch.settle({}, _sent_of(request, answer, DeliveryStatus.FAILED))
+                await log(_sent_of(request, answer, DeliveryStatus.FAILED))
                 raise
             # The answer carries the new token: mask it in the log as well.
             masked = dataclasses.replace(request, secrets=(*request.secrets, token))
-            await batch.settle({}, _sent_of(masked, answer, DeliveryStatus.DELIVERED))
+            await log(_sent_of(masked, answer, DeliveryStatus.DELIVERED))
             self._tokens[name] = (token, time.monotonic() + lifetime - TOKEN_MARGIN_SECONDS)
             return token, True
 
-    async def _http(self, adapter: Adapter, request: OutgoingRequest) -> _Answer:
+    def drop_token(self, name: str) -> None:
+        """Forget a destination's cached token (the platform refused it: HTTP 401)."""
+        self._tokens.pop(name, None)
+
+    async def exchange(
+        self, adapter: boundary.Configured, request: OutgoingRequest
+    ) -> tuple[Response | None, Sent]:
+        """Send one request outside a batch (audiences.sync): the answer, None on a transport
+        error, and its log entry (status left for the caller to set)."""
+        answer = await self._http(adapter, request)
+        return answer.response, _sent_of(request, answer, None)
+
+    async def _http(self, adapter: boundary.Configured, request: OutgoingRequest) -> _Answer:
         session = self._session(adapter)
         headers = dict(request.headers)
         data, encoded = request.body, None
@@ -329,7 +363,7 @@ class Sender:
             return _Answer(None, error, (time.perf_counter() - start) * 1000, encoded)
         return _Answer(response, None, (time.perf_counter() - start) * 1000, encoded)
 
-    def _session(self, adapter: Adapter) -> aiohttp.ClientSession:
+    def _session(self, adapter: boundary.Configured) -> aiohttp.ClientSession:
         name = adapter.settings.name
         if name not in self._sessions:
             self._sessions[name] = aiohttp.ClientSession(
@@ -339,7 +373,7 @@ class Sender:
         return self._sessions[name]
 
 
-def _read_token(adapter: Adapter, answer: _Answer) -> tuple[str, float]:
+def _read_token(adapter: Tokened, answer: _Answer) -> tuple[str, float]:
     """The token from a token answer, or the `DeliveryError` that says why there is none."""
     response = answer.response
     if response is None:

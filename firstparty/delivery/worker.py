@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from firstparty import metrics
 from firstparty import settings as settings_mod
 from firstparty.alerts import loop as alerts_loop
+from firstparty.audiences import service as audience_service
 from firstparty.delivery import load, outbox, queue, send, track
 from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations.base import Adapter
@@ -342,13 +343,18 @@ async def _run(settings: Settings) -> None:
     await worker.start()
     evaluator = alerts_loop.Evaluator(settings=settings, engine=engine, book=destinations)
     alerting = asyncio.create_task(evaluator.run()) if settings.alerts.enabled else None
+    # Audiences due on their schedule; every worker (and server) tries, a lease picks one.
+    audiences = audience_service.Scheduler(settings=settings, engine=engine)
+    scheduled = asyncio.create_task(audiences.run()) if settings.audiences else None
     try:
         await stop.wait()
     finally:
-        if alerting is not None:
-            alerting.cancel()
-            await asyncio.gather(alerting, return_exceptions=True)
+        for task in (alerting, scheduled):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await evaluator.close()
+        await audiences.close()
         await worker.stop()
         await waker.close()
         engine.dispose()

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from firstparty.audiences import registry as audience_registry
 from firstparty.destinations import fake, ga4_mp, google_ads, meta_capi, tiktok_events, webhook
 from firstparty.destinations.base import Adapter, DestinationSettings
 from firstparty.settings import describe_errors
@@ -50,14 +51,22 @@ def parse(raw: Any, index: int) -> DestinationSettings:
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: must be a table")
     kind = raw.get("type")
-    adapter = ADAPTERS.get(kind) if isinstance(kind, str) else None
-    if adapter is None:
-        known = ", ".join(sorted(ADAPTERS))
+    model = _settings_model(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(sorted([*ADAPTERS, *audience_registry.ADAPTERS]))
         raise ValueError(f"{where}.type: unknown destination type {kind!r} (known: {known})")
     try:
-        return adapter.settings_model.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ValueError("; ".join(describe_errors(exc, where))) from None
+
+
+def _settings_model(kind: str) -> type[DestinationSettings] | None:
+    """The settings schema of an event type, or of an audience type (`audiences.registry`)."""
+    if kind in ADAPTERS:
+        return ADAPTERS[kind].settings_model
+    audience = audience_registry.ADAPTERS.get(kind)
+    return audience.settings_model if audience is not None else None
 
 
 def parse_all(raws: list[Any]) -> list[DestinationSettings]:
@@ -73,8 +82,10 @@ def adapter_for(settings: DestinationSettings) -> Adapter:
 
 
 def adapters(destinations: list[DestinationSettings]) -> dict[str, Adapter]:
-    """One adapter per configured destination, keyed by destination name."""
-    return {d.name: adapter_for(d) for d in destinations}
+    """One adapter per configured destination that takes events, keyed by destination name.
+
+    Audience destinations are left out: no event is ever routed to them (`audiences.sync`)."""
+    return {d.name: adapter_for(d) for d in destinations if d.type in ADAPTERS}
 
 
 def deliverable(

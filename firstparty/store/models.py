@@ -389,3 +389,54 @@ server_errors = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False, index=True),
     sa.Column("count", sa.Integer(), nullable=False),
 )
+
+# Audiences (0011_audiences, audiences/). Per audience and destination, the members the platform
+# acknowledged: the hashes sent (needed to remove them later, even once the person is erased
+# here) and their digest (a member whose hashes changed is sent again). One row per sync run and
+# destination, the audience's size at each run (the chart), and the schedule: when each audience
+# runs next and which process holds it (one at a time).
+audience_members_acked = sa.Table(
+    "audience_members_acked",
+    metadata,
+    sa.Column("audience", sa.String(64), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("member_key", sa.String(40), primary_key=True),  # u:<user id> | v:<visitor id>
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("identifiers", JSONType, nullable=False),  # stored hashes only
+    sa.Column("acked_at", UTCDateTime(), nullable=False),
+)
+
+audience_runs = sa.Table(
+    "audience_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("audience", sa.String(64), nullable=False),
+    sa.Column("destination", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),  # schedule | command | button
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("size", sa.Integer(), nullable=False),  # members this destination should hold
+    sa.Column("adds", sa.Integer(), nullable=False),  # acknowledged additions
+    sa.Column("removes", sa.Integer(), nullable=False),  # acknowledged removals
+    sa.Column("errors", sa.Integer(), nullable=False),  # members not acknowledged: next run
+    sa.Column("detail", sa.Text(), nullable=True),
+    sa.Index("ix_audience_runs_audience_destination_id", "audience", "destination", "id"),
+)
+
+audience_sizes = sa.Table(
+    "audience_sizes",
+    metadata,
+    sa.Column("audience", sa.String(64), primary_key=True),
+    sa.Column("at", UTCDateTime(), primary_key=True),
+    sa.Column("size", sa.Integer(), nullable=False),  # people matching the rules
+    sa.Column("consented", sa.Integer(), nullable=False),  # of whom ad platforms may get
+)
+
+audience_schedule = sa.Table(
+    "audience_schedule",
+    metadata,
+    sa.Column("audience", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("lease_until", UTCDateTime(), nullable=False),
+    sa.Column("next_run_at", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,384 @@
+"""Keep one audience in sync on its destinations: incremental and exact.
+
+Per destination, the platform's list is known by what it acknowledged (`audience_members_acked`).
+A run computes the members now (`members.matching`, consent applied, only those carrying an
+identifier the platform matches on), then
+
+    adds    = desired - acknowledged   (and members whose hashes changed: sent again)
+    removes = acknowledged - desired   (converted out, consent withdrawn, erased, expired)
+
+sends every add before any remove, in requests of at most `adapter.max_members` members, logs
+each request in the outgoing-request log (`tracks`, as the delivery worker does, through
+`delivery.send.Sender` and `delivery.track`), and marks acknowledged (or removed) exactly the
+members the platform accepted. A member refused or not answered stays as it was: the next run
+computes it again and retries it. Removals use the hashes the platform was sent, kept with the
+acknowledgement, so an erased person is removed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from firstparty.audiences import members
+from firstparty.audiences.base import AudienceAdapter, Change, Member
+from firstparty.audiences.definition import AudienceSettings
+from firstparty.delivery import boundary, send, track
+from firstparty.delivery.outbox import DeliveryStatus
+from firstparty.delivery.track import Sent
+from firstparty.destinations.base import (
+    Delivered,
+    Outcome,
+    OutgoingRequest,
+    Rejected,
+    Response,
+    Retry,
+)
+from firstparty.errors import DeliveryError
+from firstparty.store import db
+from firstparty.store.models import audience_members_acked, audience_runs, audience_sizes
+
+log = logging.getLogger(__name__)
+ACKED = audience_members_acked
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one audience is now, before anything is sent."""
+
+    size: int  # people matching the rules
+    consented: list[Member]  # of whom ad platforms may get (consent)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run did on one destination."""
+
+    audience: str
+    destination: str
+    size: int  # members this destination should hold
+    adds: int  # acknowledged additions
+    removes: int  # acknowledged removals
+    errors: int  # members not acknowledged (retried next run)
+    detail: str = ""
+    warning: str | None = None  # below the platform's minimum
+
+
+def plan(engine: Engine, audience: AudienceSettings, *, now: datetime) -> Plan:
+    """The audience's members now (blocking: run it in a thread)."""
+    size = 0
+    consented: list[Member] = []
+    for member in members.matching(engine, audience, now=now):
+        size += 1
+        if members.consented(member):
+            consented.append(member)
+    return Plan(size, consented)
+
+
+def sent_identifiers(adapter: AudienceAdapter, member: Member) -> dict[str, str]:
+    """The identifiers this platform matches on, as sent (and kept to remove the member)."""
+    return {k: member.identifiers[k] for k in adapter.identifier_keys if member.identifiers.get(k)}
+
+
+def digest(identifiers: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(identifiers), sort_keys=True).encode()).hexdigest()
+
+
+def minimum_warning(adapter: AudienceAdapter, count: int) -> str | None:
+    """A warning when fewer members than the platform needs to target the audience."""
+    if count >= adapter.min_members:
+        return None
+    return (
+        f"{adapter.settings.name}: {count} member(s) with an identifier {adapter.type} matches on; "
+        f"the platform needs about {adapter.min_members} matched people before it can target "
+        "this audience (synced anyway)"
+    )
+
+
+class Syncer:
+    """Runs audiences against their destinations; holds the HTTP sessions and token cache."""
+
+    def __init__(self, *, engine: Engine, sender: send.Sender) -> None:
+        self.engine = engine
+        self.sender = sender
+
+    async def run(
+        self,
+        audience: AudienceSettings,
+        adapters: Mapping[str, AudienceAdapter],
+        *,
+        trigger: str,
+        now: datetime | None = None,
+    ) -> list[RunResult]:
+        """One run of this audience on each of its destinations (those in `adapters`)."""
+        now = now or datetime.now(UTC)
+        planned = await asyncio.to_thread(plan, self.engine, audience, now=now)
+        await asyncio.to_thread(_record_size, self.engine, audience.name, planned, now)
+        results = []
+        for name in audience.destinations:
+            adapter = adapters.get(name)
+            if adapter is None:
+                results.append(RunResult(audience.name, name, 0, 0, 0, 0, "cannot send: not set"))
+                continue
+            results.append(await self._destination(audience, adapter, planned, trigger))
+        return results
+
+    async def _destination(
+        self, audience: AudienceSettings, adapter: AudienceAdapter, planned: Plan, trigger: str
+    ) -> RunResult:
+        name = adapter.settings.name
+        desired = {m.key: m for m in planned.consented if adapter.usable(m)}
+        acked = await asyncio.to_thread(_acked, self.engine, audience.name, name)
+        adds = [m for k, m in desired.items() if acked.get(k, ("",))[0] != _digest(adapter, m)]
+        removes = [Member(k, ids) for k, (_, ids) in acked.items() if k not in desired]
+        warning = minimum_warning(adapter, len(desired)) if not acked else None
+        if warning:
+            log.warning("audience %s: %s", audience.name, warning)
+        run_id = await asyncio.to_thread(
+            _start_run, self.engine, audience.name, name, trigger, len(desired)
+        )
+        run = _Run(self, audience.name, adapter, run_id)
+        try:
+            token = await self._token(run)
+            for change, batch in _batches(adds, removes, adapter.max_members):
+                await run.send(change, batch, token)
+        except DeliveryError as exc:
+            run.failed(str(exc))
+        result = RunResult(
+            audience.name,
+            name,
+            len(desired),
+            run.adds,
+            run.removes,
+            len(adds) + len(removes) - run.adds - run.removes,
+            "; ".join(run.problems[:3]),
+            warning,
+        )
+        await asyncio.to_thread(_finish_run, self.engine, run_id, result)
+        return result
+
+    async def _token(self, run: _Run) -> str | None:
+        adapter = run.adapter
+        if not adapter.needs_token or adapter.settings.dry_run:
+            return None
+
+        async def logged(sent: Sent) -> None:
+            await asyncio.to_thread(_log, self.engine, adapter.settings.name, sent)
+
+        token, _fresh = await self.sender.token_of(adapter, logged)
+        return token
+
+
+def _batches(
+    adds: Sequence[Member], removes: Sequence[Member], size: int
+) -> Iterator[tuple[Change, Sequence[Member]]]:
+    """Every add before any remove, at most `size` members a request."""
+    for change, group in ((Change.ADD, adds), (Change.REMOVE, removes)):
+        for start in range(0, len(group), size):
+            yield change, group[start : start + size]
+
+
+def _digest(adapter: AudienceAdapter, member: Member) -> str:
+    return digest(sent_identifiers(adapter, member))
+
+
+class _Run:
+    """One destination's run in progress: sends, and saves what each answer settled."""
+
+    def __init__(self, syncer: Syncer, audience: str, adapter: AudienceAdapter, run_id: int):
+        self.syncer = syncer
+        self.audience = audience
+        self.adapter = adapter
+        self.run_id = run_id
+        self.adds = 0
+        self.removes = 0
+        self.problems: list[str] = []
+
+    def failed(self, reason: str) -> None:
+        self.problems.append(reason)
+
+    async def send(self, change: Change, batch: Sequence[Member], token: str | None) -> None:
+        adapter = self.adapter
+        try:
+            with boundary.adapter_call(adapter, "build"):
+                requests = adapter.build(change, batch, token)
+        except DeliveryError as exc:
+            self.failed(f"{change.value}: {exc}")
+            return
+        by_key = {m.key: m for m in batch}
+        for request in requests:
+            await self._one(change, request, by_key)
+
+    async def _one(
+        self, change: Change, request: OutgoingRequest, by_key: dict[str, Member]
+    ) -> None:
+        adapter = self.adapter
+        if adapter.settings.dry_run:
+            sent = Sent(request, 1, DeliveryStatus.SKIPPED, error="dry_run: not sent")
+            await asyncio.to_thread(_log, self.syncer.engine, adapter.settings.name, sent)
+            self.failed("dry_run: nothing sent")
+            return
+        response, sent = await self.syncer.sender.exchange(adapter, request)
+        if response is None:
+            outcomes: dict[str, Outcome] = {
+                k: Retry(f"transport: {sent.error}") for k in request.event_pks
+            }
+        else:
+            outcomes = _interpret(adapter, request, response)
+            if response.status == 401:
+                self.syncer.sender.drop_token(adapter.settings.name)
+        accepted = [
+            by_key[k] for k, o in outcomes.items() if isinstance(o, Delivered) and k in by_key
+        ]
+        refused = {k: o for k, o in outcomes.items() if not isinstance(o, Delivered)}
+        for outcome in list(refused.values())[:1]:
+            reason = outcome.reason if isinstance(outcome, Retry | Rejected) else str(outcome)
+            self.failed(f"{change.value}: {reason}")
+        status = DeliveryStatus.DELIVERED if not refused else DeliveryStatus.FAILED
+        await asyncio.to_thread(
+            _settle,
+            self.syncer.engine,
+            audience=self.audience,
+            adapter=adapter,
+            change=change,
+            accepted=accepted,
+            sent=dataclasses.replace(sent, status=status),
+        )
+        if change == Change.ADD:
+            self.adds += len(accepted)
+        else:
+            self.removes += len(accepted)
+
+
+def _interpret(
+    adapter: AudienceAdapter, request: OutgoingRequest, response: Response
+) -> dict[str, Outcome]:
+    try:
+        with boundary.adapter_call(adapter, "interpret"):
+            got = adapter.interpret(request, response)
+    except DeliveryError as exc:
+        failed = boundary.outcome(exc)
+        return {k: failed for k in request.event_pks}
+    missing = Rejected("the adapter gave no outcome for this member")
+    return {k: got.get(k, missing) for k in request.event_pks}
+
+
+# ---------------------------------------------------------------- the database
+
+
+def _acked(
+    engine: Engine, audience: str, destination: str
+) -> dict[str, tuple[str, dict[str, str]]]:
+    c = ACKED.c
+    query = sa.select(c.member_key, c.digest, c.identifiers).where(
+        c.audience == audience, c.destination == destination
+    )
+    with engine.connect() as conn:
+        rows = conn.execution_options(yield_per=members.STREAM_ROWS).execute(query)
+        return {r.member_key: (r.digest, dict(r.identifiers or {})) for r in rows}
+
+
+def _settle(
+    engine: Engine,
+    *,
+    audience: str,
+    adapter: AudienceAdapter,
+    change: Change,
+    accepted: list[Member],
+    sent: Sent,
+) -> None:
+    """Log the request and mark what the platform accepted, in one transaction."""
+    destination = adapter.settings.name
+    now = datetime.now(UTC)
+    keys = [m.key for m in accepted]
+    c = ACKED.c
+    with engine.begin() as conn:
+        track.record(conn, destination=destination, sent=sent, now=now)
+        for start in range(0, len(keys), 500):
+            conn.execute(
+                sa.delete(ACKED).where(
+                    c.audience == audience,
+                    c.destination == destination,
+                    c.member_key.in_(keys[start : start + 500]),
+                )
+            )
+        if change == Change.ADD and accepted:
+            rows = []
+            for member in accepted:
+                identifiers = sent_identifiers(adapter, member)
+                rows.append(
+                    {
+                        "audience": audience,
+                        "destination": destination,
+                        "member_key": member.key,
+                        "digest": digest(identifiers),
+                        "identifiers": identifiers,
+                        "acked_at": now,
+                    }
+                )
+            db.bulk_insert(conn, ACKED, rows)
+
+
+def _log(engine: Engine, destination: str, sent: Sent) -> None:
+    with engine.begin() as conn:
+        track.record(conn, destination=destination, sent=sent, now=datetime.now(UTC))
+
+
+def _record_size(engine: Engine, audience: str, planned: Plan, now: datetime) -> None:
+    with engine.begin() as conn:
+        db.insert_ignore(
+            conn,
+            audience_sizes,
+            [
+                {
+                    "audience": audience,
+                    "at": now,
+                    "size": planned.size,
+                    "consented": len(planned.consented),
+                }
+            ],
+        )
+
+
+def _start_run(engine: Engine, audience: str, destination: str, trigger: str, size: int) -> int:
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(audience_runs).values(
+                audience=audience,
+                destination=destination,
+                trigger=trigger,
+                started_at=datetime.now(UTC),
+                size=size,
+                adds=0,
+                removes=0,
+                errors=0,
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def _finish_run(engine: Engine, run_id: int, result: RunResult) -> None:
+    detail = "; ".join(d for d in (result.detail, result.warning or "") if d) or None
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(audience_runs)
+            .where(audience_runs.c.id == run_id)
+            .values(
+                finished_at=datetime.now(UTC),
+                adds=result.adds,
+                removes=result.removes,
+                errors=result.errors,
+                detail=detail,
+            )
+        )
