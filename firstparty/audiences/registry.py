@@ -12,9 +12,14 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from firstparty.audiences.base import AudienceAdapter
+from firstparty.audiences.platforms import google, meta, tiktok
 from firstparty.destinations.base import DestinationSettings
 
-BUILTINS: tuple[type[AudienceAdapter], ...] = ()
+BUILTINS: tuple[type[AudienceAdapter], ...] = (
+    meta.MetaCustomAudience,
+    google.GoogleCustomerMatch,
+    tiktok.TikTokAudience,
+)
 
 
 def by_type(adapters: Iterable[type[AudienceAdapter]]) -> dict[str, type[AudienceAdapter]]:
