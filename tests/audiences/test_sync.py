@@ -1,0 +1,168 @@
+"""Audience sync end to end on Meta's strict fake: people built through the app, the first sync
+adds exactly the members, later syncs remove who converted, withdrew consent or was erased, a
+failed batch is retried at the next run, and 25,000 members go in batches within Meta's limit;
+on SQLite and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from firstparty.audiences import service
+from firstparty.audiences.sync import RunResult
+from firstparty.privacy import service as privacy
+from firstparty.settings import Settings
+from firstparty.store import db
+from firstparty.store.models import audience_members_acked, audience_runs, events, tracks
+from tests.audiences.people import Cast, cast, named
+from tests.conftest import SECRET
+from tests.e2e.journey import Deployment, server_send, serving, sha256
+from tests.fakes import twilio as fake_twilio
+from tests.identity.conftest import otp_config
+
+meta_audience = pytest.importorskip("tests.fakes.meta_audience")
+
+LEADS = {
+    "name": "leads",
+    "destinations": ["meta-leads"],
+    "rules": [{"did": "Lead", "within_days": 30}, {"did_not": "Purchase", "within_days": 90}],
+}
+
+
+@pytest.fixture
+def meta() -> Iterator[Any]:
+    with meta_audience.FakeMetaAudience() as fake:
+        yield fake
+
+
+def settings_of(deployment: Deployment, meta: Any, **more: Any) -> Settings:
+    destination = {
+        "name": "meta-leads",
+        "type": "meta_custom_audience",
+        "audience_id": meta_audience.AUDIENCE_ID,
+        "access_token": meta_audience.ACCESS_TOKEN,
+        "api_base": meta.api_base,
+    }
+    return deployment.settings(destinations=[destination], audiences=[LEADS], **more)
+
+
+async def sync(settings: Settings) -> RunResult:
+    engine = db.create_engine(settings.database_url)
+    try:
+        [result] = await service.sync_now(
+            settings=settings, engine=engine, name="leads", trigger="command"
+        )
+    finally:
+        engine.dispose()
+    return result
+
+
+def emails(*addresses: str) -> set[str]:
+    return {sha256(a) for a in addresses}
+
+
+def counts(result: RunResult) -> tuple[int, int, int, int]:
+    return result.size, result.adds, result.removes, result.errors
+
+
+async def test_first_sync_adds_exactly_then_leavers_are_removed(
+    deployment: Deployment, meta: Any, twilio: fake_twilio.FakeTwilio
+) -> None:
+    settings = settings_of(deployment, meta, otp=otp_config(twilio))
+    async with serving(settings) as app:
+        p: Cast = await cast(app, twilio)
+        first = await sync(settings)
+        # Granted consent and a Lead without Purchase: the person (both devices), small, googler.
+        assert counts(first) == (3, 3, 0, 0)
+        assert first.warning and "about 100 matched people" in first.warning
+        held = emails("jane.doe@example.com", "small@example.com", "googler@example.com")
+        assert meta.emails() == held and meta.size() == 3
+        assert counts(await sync(settings)) == (3, 0, 0, 0)  # nothing changed, nothing sent
+        # small converts; googler withdraws consent; the person is erased.
+        await server_send(app, named("Purchase", visitor_id=p.small[2:]))
+        denied = {"ad_user_data": "denied", "ad_personalization": "denied"}
+        await server_send(app, named("ConsentUpdate", denied, visitor_id=p.googler[2:]))
+        engine = app.engine
+        privacy.erase_person(
+            engine, who=privacy.Who(user_id=p.person[2:]), secret=SECRET, default_region="US"
+        )
+        assert counts(await sync(settings)) == (0, 0, 3, 0)
+        assert meta.size() == 0
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(audience_members_acked)).all() == []
+            logged = conn.execute(
+                sa.select(tracks.c.method, tracks.c.status).where(
+                    tracks.c.destination == "meta-leads"
+                )
+            ).all()
+            runs = conn.execute(sa.select(audience_runs.c.trigger)).scalars().all()
+        assert sorted(logged) == [("DELETE", "delivered"), ("POST", "delivered")]
+        assert runs == ["command"] * 3
+
+
+async def test_a_failed_batch_is_retried_at_the_next_run(
+    deployment: Deployment, meta: Any, twilio: fake_twilio.FakeTwilio
+) -> None:
+    settings = settings_of(deployment, meta, otp=otp_config(twilio))
+    async with serving(settings) as app:
+        await cast(app, twilio)
+        meta.fail_next(1)
+        failed = await sync(settings)
+        assert counts(failed) == (3, 0, 0, 3)
+        assert "retry" in failed.detail.lower() or "unexpected" in failed.detail.lower()
+        assert meta.size() == 0
+        assert counts(await sync(settings)) == (3, 3, 0, 0)
+        assert meta.size() == 3
+        with app.engine.connect() as conn:
+            statuses = conn.execute(sa.select(tracks.c.status).order_by(tracks.c.id)).scalars()
+            assert list(statuses) == ["failed", "delivered"]
+
+
+def bulk_leads(engine: sa.Engine, count: int) -> None:
+    """`count` lone visitors with one consented Lead each, written through the store layer."""
+    now = datetime.now(UTC) - timedelta(hours=1)
+    consent = {"ad_user_data": "granted", "ad_personalization": "granted"}
+    rows = [
+        {
+            "id": f"01BULK{n:020d}",
+            "source": "crm",
+            "event_id": f"bulk-{n}",
+            "type": "track",
+            "name": "Lead",
+            "occurred_at": now,
+            "received_at": now,
+            "visitor_id": f"bulk{n:010d}",
+            "user_id": None,
+            "request": {"type": "track", "name": "Lead"},
+            "response": {},
+            "user": {"em": sha256(f"person{n}@example.com")},
+            "context": {},
+            "consent": consent,
+            "bot": None,
+        }
+        for n in range(count)
+    ]
+    with engine.begin() as conn:
+        for start in range(0, count, 5000):
+            db.bulk_insert(conn, events, rows[start : start + 5000])
+
+
+async def test_25000_members_sync_in_batches_within_the_limit(
+    deployment: Deployment, meta: Any
+) -> None:
+    settings = settings_of(deployment, meta)
+    engine = db.create_engine(settings.database_url)
+    try:
+        bulk_leads(engine, 25_000)
+    finally:
+        engine.dispose()
+    assert counts(await sync(settings)) == (25_000, 25_000, 0, 0)
+    sizes = [len(r.json()["payload"]["data"]) for r in meta.requests]
+    assert sizes == [10_000, 10_000, 5_000]
+    assert meta.size() == 25_000
+    assert counts(await sync(settings)) == (25_000, 0, 0, 0)
+    assert len(meta.requests) == 3
