@@ -38,6 +38,7 @@ from firstparty.settings import Settings
 from firstparty.store import db, instance
 from firstparty.tracker import serve
 from firstparty.web import admin as admin_ui
+from firstparty.web import audiences as audiences_ui
 from firstparty.web import demo, live, operate
 from firstparty.web import reports as reports_ui
 
@@ -60,6 +61,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         live.routes,
         operate.routes,
         reports_ui.routes,
+        audiences_ui.routes,
     ]
 
 

@@ -226,6 +226,10 @@ def document() -> dict[str, Any]:
         "/admin/failures": _page("Admin UI: failed deliveries by destination and reason"),
         "/admin/replay": _page("Admin UI: re-queue failed deliveries", "post"),
         "/admin/reports": _page("Admin UI: events per day, conversions, delivery success"),
+        "/admin/audiences": _page(
+            "Admin UI: audiences, their rules, size over time, coverage and last syncs"
+        ),
+        "/admin/audiences/sync": _page("Admin UI: sync one audience now (field `name`)", "post"),
         "/admin/live": _page("Admin UI: events as they arrive, then their deliveries"),
         "/admin/live/stream": {
             "get": {
