@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
         destinations=destinations,
         notifier=queue.make_queue(settings),
     )
-    route = destinations.route
+    route = destinations.plan
 
     secret = settings.secret_key.get_secret_value()
 

@@ -310,6 +310,46 @@ DEFAULT_EVENTS: dict[str, dict[str, str]] = {
 # Never sent to an ad platform as an event, whatever its mapping says.
 NEVER_SENT = frozenset({"identify"})
 
+# The kinds of event that are conversions (a sale, a lead, a sign-up...), by our names: what the
+# platforms optimise and bid on (Meta's conversion events, TikTok's, GA4's key events), unlike
+# page views, views of a product or a cart. A destination's `conversions` setting overrides the
+# list it gets from these (`default_conversions`); docs/admin.md says how reports use it.
+CONVERSION_KINDS: frozenset[str] = frozenset(
+    {
+        "Purchase",
+        "Lead",
+        "CompleteRegistration",
+        "StartTrial",
+        "Subscribe",
+        "SubmitApplication",
+        "Schedule",
+        "Contact",
+    }
+)
+# Every mapped event is a conversion there: google_ads uploads only conversion actions.
+ALL_MAPPED_CONVERT = frozenset({"google_ads"})
+
+
+def default_conversions(destination_type: str) -> frozenset[str] | None:
+    """The names (as the destination sends them) that are conversions by default; None: all.
+
+    An ad platform's standard names for the conversion kinds (Meta `Purchase`, GA4
+    `generate_lead`); a forwarder (webhook, fake) sends our names and Segment's, so those.
+    """
+    if destination_type in ALL_MAPPED_CONVERT:
+        return None
+    field = {"meta_capi": "meta", "tiktok_events": "tiktok", "ga4_mp": "ga4"}.get(destination_type)
+    kinds = [kind for kind in STANDARD_EVENTS if kind.ours in CONVERSION_KINDS]
+    if field is None:
+        return frozenset(name for kind in kinds for name in (kind.ours, *kind.segment))
+    return frozenset(name for kind in kinds if (name := getattr(kind, field)))
+
+
+def legacy_conversion_names() -> frozenset[str]:
+    """Incoming names counted as conversions for events stored before the rule was kept per
+    event (migration 0012): our names and Segment's of the conversion kinds."""
+    return default_conversions("webhook") or frozenset()
+
 
 def default_events(destination_type: str) -> dict[str, str] | None:
     """The default name mapping of a destination type; None: it forwards every event."""

@@ -22,14 +22,16 @@ from firstparty import metrics
 from firstparty.collect import boundary, sessions, touch
 from firstparty.collect.prepare import Prepared
 from firstparty.delivery import outbox as delivery_outbox
+from firstparty.destinations import book
 from firstparty.errors import FieldError
 from firstparty.reports import rollups
 from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, events, visitors
 
 log = logging.getLogger("firstparty.collect")
-# Which destinations want an event: (type, name, flagged as a bot) -> destination names.
-Router = Callable[[str, str, bool], Sequence[str]]
+# Which destinations want an event, and whether it is a conversion for one of them:
+# (type, name, flagged as a bot) -> book.Route.
+Router = Callable[[str, str, bool], book.Route]
 # Resolves a person named by phone (server sources) to a user id, inside the transaction.
 PhoneResolver = Callable[[Connection, str], str | None]
 
@@ -59,18 +61,18 @@ def write(
     """
     users, sessions = _store_visitors(conn, items)
     people = [_person(conn, item, users, resolve_phone) for item in items]
+    routes = [route(item.type, item.name, item.bot is not None) for item in items]
     rows = [
-        _event_row(item, user_id, sessions.get(item.pk))
-        for item, user_id in zip(items, people, strict=True)
+        _event_row(item, user_id, sessions.get(item.pk), way.conversion)
+        for item, user_id, way in zip(items, people, routes, strict=True)
     ]
     landed = bulk_insert(conn, events, rows, ignore=True, key="id") or set()
     _store_own_clicks(conn, [item for item in items if item.pk in landed])
     stored: list[Stored] = []
     outbox: list[dict[str, Any]] = []
-    for item, user_id in zip(items, people, strict=True):
+    for item, user_id, way in zip(items, people, routes, strict=True):
         if item.pk in landed:
-            wanted = route(item.type, item.name, item.bot is not None)
-            work = [_outbox_row(item, name) for name in wanted]
+            work = [_outbox_row(item, name) for name in way.destinations]
             outbox += work
             stored.append(Stored(item.pk, False, user_id, len(work)))
         else:
@@ -256,7 +258,7 @@ def _original_pk(conn: Connection, item: Prepared) -> str:
 
 
 def _event_row(
-    item: Prepared, user_id: str | None, session: dict[str, str] | None
+    item: Prepared, user_id: str | None, session: dict[str, str] | None, converted: bool
 ) -> dict[str, Any]:
     return {
         "id": item.pk,
@@ -280,6 +282,7 @@ def _event_row(
         "context": {**item.context, **session} if session else item.context,
         "consent": item.consent,
         "bot": item.bot,
+        "converted": converted,
     }
 
 

@@ -3,7 +3,7 @@
 Rows are enqueued in the event's own transaction (`enqueue`), claimed with a lease (`claim`),
 kept alive while their worker sends them (`extend`), finished the moment their answer is known
 (`finish`), handed back when a round is cut short (`release`) and requeued by a replay
-(`requeue`). Nothing else writes `deliveries.status`. Each change moves the per-day counts of
+(`requeue`). Nothing else writes `deliveries.status`. Each change moves the per-hour counts of
 `delivery.tally` in the same transaction, from the rows it changed, read under lock first.
 
 Some platforms accept a request and decide later (Google Data Manager answers a request id).
@@ -271,8 +271,8 @@ _FINISH_SQL = (
 
 
 def _place(row: sa.Row[Any], status: str | None = None) -> tally.Place:
-    """Where a row counts in the tally: its creation day, destination and (new) status."""
-    return (tally.day(row.created_at), row.destination, str(status or row.status))
+    """Where a row counts in the tally: its creation hour, destination and (new) status."""
+    return (tally.hour(row.created_at), row.destination, str(status or row.status))
 
 
 def _held(conn: Connection, ids: Sequence[int]) -> dict[int, sa.Row[Any]]:

@@ -1,4 +1,4 @@
-"""Outbox rows per UTC day of creation, destination and status, kept as the statuses move.
+"""Outbox rows per UTC hour of creation, destination and status, kept as the statuses move.
 
 Every status change of `deliveries` goes through `outbox`, which moves the counts in the same
 transaction, from the rows it changed (read under lock before the change): the delivery health
@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,12 +21,13 @@ from sqlalchemy.engine import Connection
 from firstparty.store import shards
 from firstparty.store.models import deliveries, delivery_rollups
 
-# One count's place: (day created, destination, status).
-Place = tuple[date, str, str]
+# One count's place: (UTC hour created, destination, status).
+Place = tuple[datetime, str, str]
 
 
-def day(created_at: datetime) -> date:
-    return created_at.date()
+def hour(created_at: datetime) -> datetime:
+    """The UTC hour an outbox row counts in: the start of the hour it was created in."""
+    return created_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def move(conn: Connection, moves: Iterable[tuple[Place, Place | None]]) -> None:
@@ -42,7 +43,7 @@ def move(conn: Connection, moves: Iterable[tuple[Place, Place | None]]) -> None:
 
 def added(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """New outbox rows (outbox.row's dicts)."""
-    deltas = Counter((day(r["created_at"]), r["destination"], str(r["status"])) for r in rows)
+    deltas = Counter((hour(r["created_at"]), r["destination"], str(r["status"])) for r in rows)
     _upsert(conn, deltas)
 
 
@@ -56,7 +57,7 @@ def take(conn: Connection, event_pks: Iterable[str]) -> None:
             d.event_pk.in_(keys[start : start + 500])
         )
         for row in conn.execute(query):
-            deltas[(day(row.created_at), row.destination, row.status)] -= 1
+            deltas[(hour(row.created_at), row.destination, row.status)] -= 1
     _upsert(conn, deltas)
 
 
@@ -69,7 +70,7 @@ def backfill(conn: Connection) -> None:
         rows = conn.execute(query.where(d.id > after).order_by(d.id).limit(5000)).all()
         if not rows:
             return
-        _upsert(conn, Counter((day(r.created_at), r.destination, r.status) for r in rows))
+        _upsert(conn, Counter((hour(r.created_at), r.destination, r.status) for r in rows))
         after = rows[-1].id
 
 
@@ -77,7 +78,7 @@ def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
     """Add to one row per place; sorted, so concurrent transactions lock in the same order."""
     shard = shards.of(conn)
     rows = [
-        {"day": place[0], "destination": place[1], "status": place[2], "shard": shard, "count": n}
+        {"hour": place[0], "destination": place[1], "status": place[2], "shard": shard, "count": n}
         for place, n in sorted(deltas.items())
         if n
     ]
@@ -94,7 +95,7 @@ def _statement(dialect: str) -> Any:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         base = insert(table)
         return base.on_conflict_do_update(
-            index_elements=[table.c.day, table.c.destination, table.c.status, table.c.shard],
+            index_elements=[table.c.hour, table.c.destination, table.c.status, table.c.shard],
             set_={"count": table.c.count + base.excluded["count"]},
         )
     base_my = mysql.insert(table)

@@ -136,6 +136,19 @@ class DestinationSettings(BaseModel):
     # Events flagged as from a crawler or headless browser (events.bot) are sent only when true.
     # Ad platforms: off, so robots are never counted as conversions; webhook: on (its default).
     forward_bots: bool = False
+    # The names this destination sends (after `events`) that are conversions, for the reports;
+    # None: the platform's default (`platforms.default_conversions`). Not sent anywhere.
+    conversions: list[str] | None = None
+
+    def is_conversion(self, event_name: str) -> bool:
+        """Whether this destination sends the event as one of its conversions."""
+        mapped = self.mapped_name(event_name)
+        if mapped is None:
+            return False
+        names = platforms.default_conversions(self.type)
+        if self.conversions is not None:
+            names = frozenset(self.conversions)
+        return names is None or mapped in names
 
     def mapped_name(self, event_name: str) -> str | None:
         """The platform's name for this event, or None when the destination does not want it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from sqlalchemy.engine import Engine
 
@@ -22,6 +23,14 @@ from firstparty.settings import Settings
 
 # How often a process looks at the table (the worker, before a round; the server, in a loop).
 REFRESH_SECONDS = 2.0
+
+
+class Route(NamedTuple):
+    """Where an event goes: the destinations that take it, and whether one of them takes it as
+    a conversion (`DestinationSettings.is_conversion`), the rule the reports count by."""
+
+    destinations: list[str]
+    conversion: bool
 
 
 class DestinationBook:
@@ -83,3 +92,10 @@ class DestinationBook:
     def route(self, event_type: str, name: str, bot: bool) -> list[str]:
         """The destinations that take this event, for its outbox rows."""
         return [n for n, a in self.adapters.items() if a.wants(event_type, name, bot=bot)]
+
+    def plan(self, event_type: str, name: str, bot: bool) -> Route:
+        """`route`, and whether the event is a conversion for one of those destinations."""
+        adapters = self.adapters
+        taking = [n for n, a in adapters.items() if a.wants(event_type, name, bot=bot)]
+        conversion = any(adapters[n].settings.is_conversion(name) for n in taking)
+        return Route(taking, conversion)

@@ -1,12 +1,17 @@
-"""Daily event counts kept beside the events, so reports never scan the events table.
+"""Hourly event counts kept beside the events, so reports never scan the events table.
 
-One row per UTC day of `occurred_at` and key: source, event name, robot or person, converted (a
-destination took it: it has outbox rows, all written in its own transaction) and the visitor's
-first touch (utm_source, utm_medium, utm_campaign and the kinds of click id). The writer adds a
-batch's counts in the batch's own transaction (`add`), so a count is exact the moment its events
-are; a privacy erase takes the person's events (and outbox rows) off (`take`) before deleting
-them. Retention
-pruning keeps the counts: they are aggregates without personal data, the history of traffic.
+One row per UTC hour of `occurred_at` (its start: reports sum the hours of a local day, see
+`reports.period`) and key: source, event name, robot or person, converted and the visitor's
+first touch (utm_source, utm_medium, utm_campaign and the kinds of click id). Converted is
+`events.converted`, decided at ingest: a destination that took the event maps it to one of its
+conversions (`DestinationSettings.is_conversion`). Events stored before migration 0012 have
+none; they count as converted when they have outbox rows and their name is a conversion kind
+(`platforms.legacy_conversion_names`), the rule the migration counted them by.
+
+The writer adds a batch's counts in the batch's own transaction (`add`), so a count is exact
+the moment its events are; a privacy erase takes the person's events (and outbox rows) off
+(`take`) before deleting them. Retention pruning keeps the counts: they are aggregates without
+personal data, the history of traffic.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass
-from datetime import date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +37,7 @@ CHUNK = 500
 
 @dataclass(frozen=True, order=True)
 class Key:
-    day: date
+    hour: datetime
     source: str
     name: str
     bot: bool
@@ -86,8 +91,22 @@ def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
         yield values[start : start + CHUNK]
 
 
+def converted_column() -> sa.ColumnElement[bool]:
+    """Whether an event counts as converted: `events.converted`, else the legacy rule."""
+    legacy = sa.and_(
+        events.c.name.in_(sorted(platforms.legacy_conversion_names())),
+        sa.exists().where(deliveries.c.event_pk == events.c.id),
+    )
+    return sa.case((events.c.converted.is_(None), legacy), else_=events.c.converted)
+
+
+def hour(moment: datetime) -> datetime:
+    """The UTC hour a moment counts in (its start)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def _keys(conn: Connection, pks: Sequence[str]) -> Iterable[Key]:
-    converted = sa.exists().where(deliveries.c.event_pk == events.c.id)
+    converted = converted_column()
     query = (
         sa.select(
             events.c.occurred_at,
@@ -119,7 +138,7 @@ def _key(
     clicks = touch.get("click_ids") or {}
     kinds = ",".join(k for k in platforms.CLICK_IDS if clicks.get(k) is not None)
     return Key(
-        occurred_at.date(),
+        hour(occurred_at),
         source,
         name,
         bot is not None,
@@ -148,7 +167,7 @@ def _upsert(conn: Connection, deltas: dict[Key, int]) -> None:
         insert = postgresql.insert if name == "postgresql" else sqlite.insert
         base = insert(table)
         stmt = base.on_conflict_do_update(
-            index_elements=[table.c.day, table.c.key, table.c.shard],
+            index_elements=[table.c.hour, table.c.key, table.c.shard],
             set_={"count": table.c.count + base.excluded["count"]},
         )
     else:
@@ -159,7 +178,7 @@ def _upsert(conn: Connection, deltas: dict[Key, int]) -> None:
 
 def _row(key: Key, n: int) -> dict[str, Any]:
     return {
-        "day": key.day,
+        "hour": key.hour,
         "key": key.digest,
         "source": key.source,
         "name": key.name,

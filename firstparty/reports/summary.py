@@ -1,10 +1,14 @@
-"""Operator reports: events per day, conversions by first touch, delivery health, failures.
+"""Operator reports: events and conversions per day, conversions by first touch, delivery
+outcomes per destination and day, failures.
 
-Each takes a `period.Period` (local days in a time zone, optionally one source). Event counts
-and conversions read the rollups (`reports.rollups`), never the events: a report costs the same
-at a thousand events as at ten million. A conversion is an event that at
-least one destination took (it has a row in the outbox). Delivery health reads the per-day
-outbox counts (`delivery.tally`); failures read the failed rows on their status index.
+Each takes a `period.Period`: local days in a time zone, optionally one source. They read the
+hourly rollups, never the events: a report costs the same at a thousand events as at ten
+million, and a local day is the UTC hours that start on it (`reports.period`). A conversion is
+an event that a destination it went to maps to one of its conversions (`events.converted`,
+see `reports.rollups` and docs/admin.md), not every event forwarded. Delivery outcomes read the
+hourly outbox counts (`delivery.tally`) by the hour the outbox row was made; they are not kept
+per source, so the source filter leaves them as they are. Failures read the failed rows on
+their status index.
 
 Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
 event counts and conversions unless `include_bots` is true.
@@ -29,14 +33,37 @@ from firstparty.store import models as m
 
 DAYS = 14
 NONE = "(none)"
+# The outcomes charted per destination, in stacking order; `waiting` sums outbox.ACTIVE.
+OUTCOMES = ("delivered", "test", "skipped", "failed", "waiting")
 
 
 @dataclass(frozen=True)
 class EventsPerDay:
-    """Event counts per UTC day (oldest first) and event name; `counts[i]` follows `names`."""
+    """Event counts per local day (oldest first) and event name; `counts[i]` follows `names`."""
 
     names: list[str]
     days: list[tuple[date, list[int]]]
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """One local day: events (robots' left out unless asked) and conversions among them."""
+
+    day: date
+    events: int
+    conversions: int
+
+
+@dataclass(frozen=True)
+class DestinationDays:
+    """One destination's outbox rows by the local day they were made and outcome (`OUTCOMES`)."""
+
+    destination: str
+    days: list[tuple[date, dict[str, int]]]
+
+    @property
+    def total(self) -> int:
+        return sum(sum(counts.values()) for _, counts in self.days)
 
 
 @dataclass(frozen=True)
@@ -86,16 +113,19 @@ def default_period(now: datetime | None = None) -> period_mod.Period:
     return period_mod.parse({}, default_zone="UTC", now=now or datetime.now(UTC))
 
 
-def _within(
-    period: period_mod.Period | None, now: datetime | None, *, source: bool = True
-) -> tuple[period_mod.Period, list[sa.ColumnElement[bool]]]:
-    """The period (default: `default_period`) and the rollup conditions selecting it."""
-    chosen = period or default_period(now)
+def _chosen(period: period_mod.Period | None, now: datetime | None) -> period_mod.Period:
+    return period or default_period(now)
+
+
+def _event_where(chosen: period_mod.Period, include_bots: bool) -> list[sa.ColumnElement[bool]]:
+    """The event rollup rows of the period's hours (and source), robots' left out by default."""
     r = m.event_rollups.c
-    where = [r.day >= chosen.first, r.day <= chosen.last]
-    if source and chosen.source:
+    where = [r.hour >= chosen.start, r.hour < chosen.end]
+    if chosen.source:
         where.append(r.source == chosen.source)
-    return chosen, where
+    if not include_bots:
+        where.append(r.bot.is_(False))
+    return where
 
 
 def events_per_day(
@@ -105,41 +135,58 @@ def events_per_day(
     now: datetime | None = None,
     include_bots: bool = False,
 ) -> EventsPerDay:
-    """Events by occurrence day and name over the period's days."""
-    chosen, where = _within(period, now)
+    """Events by local day of occurrence and name over the period's days."""
+    chosen = _chosen(period, now)
     r = m.event_rollups.c
     query = (
-        sa.select(r.day, r.name, sa.func.sum(r.count).label("n"))
-        .where(*where, *_people_only(include_bots))
-        .group_by(r.day, r.name)
+        sa.select(r.hour, r.name, sa.func.sum(r.count).label("n"))
+        .where(*_event_where(chosen, include_bots))
+        .group_by(r.hour, r.name)
     )
+    counts: dict[tuple[date, str], int] = defaultdict(int)
     with engine.connect() as conn:
-        rows = [(_day(row.day), row.name, int(row.n)) for row in conn.execute(query) if row.n]
-    names = sorted({name for _, name, _ in rows})
-    counts = {(d, name): n for d, name, n in rows}
+        for row in conn.execute(query):
+            counts[(chosen.day_of(row.hour), row.name)] += int(row.n or 0)
+    names = sorted({name for (_, name), n in counts.items() if n})
     return EventsPerDay(
         names, [(d, [counts.get((d, name), 0) for name in names]) for d in chosen.days]
     )
 
 
-def _day(value: object) -> date:
-    """A date, whatever the driver answers (SQLite may give a string)."""
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
-def _people_only(include_bots: bool) -> list[sa.ColumnElement[bool]]:
-    """The condition leaving out robots' events, unless they are asked for."""
-    return [] if include_bots else [m.event_rollups.c.bot.is_(False)]
+def totals_per_day(
+    engine: Engine,
+    *,
+    period: period_mod.Period | None = None,
+    now: datetime | None = None,
+    include_bots: bool = False,
+) -> list[DayTotals]:
+    """Events and conversions per local day of the period (the first chart)."""
+    chosen = _chosen(period, now)
+    r = m.event_rollups.c
+    query = (
+        sa.select(r.hour, r.converted, sa.func.sum(r.count).label("n"))
+        .where(*_event_where(chosen, include_bots))
+        .group_by(r.hour, r.converted)
+    )
+    events: dict[date, int] = defaultdict(int)
+    conversions: dict[date, int] = defaultdict(int)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            day, n = chosen.day_of(row.hour), int(row.n or 0)
+            events[day] += n
+            if row.converted:
+                conversions[day] += n
+    return [DayTotals(d, events.get(d, 0), conversions.get(d, 0)) for d in chosen.days]
 
 
 def _conversions(
-    column: sa.Column[str], where: list[sa.ColumnElement[bool]], include_bots: bool
+    column: sa.Column[str], chosen: period_mod.Period, include_bots: bool
 ) -> sa.Select[str, Any]:
     """Converted events of the period summed by one first-touch column of the rollups."""
     r = m.event_rollups.c
     return (
         sa.select(column, sa.func.sum(r.count).label("n"))
-        .where(*where, r.converted.is_(True), *_people_only(include_bots))
+        .where(*_event_where(chosen, include_bots), r.converted.is_(True))
         .group_by(column)
     )
 
@@ -152,8 +199,7 @@ def conversions_by_utm_source(
     include_bots: bool = False,
 ) -> list[Bucket]:
     """Conversions of the period by the visitor's first-touch utm_source."""
-    _, where = _within(period, now)
-    query = _conversions(m.event_rollups.c.utm_source, where, include_bots)
+    query = _conversions(m.event_rollups.c.utm_source, _chosen(period, now), include_bots)
     with engine.connect() as conn:
         return _buckets((row[0] or NONE, int(row.n or 0)) for row in conn.execute(query))
 
@@ -169,8 +215,7 @@ def conversions_by_click_kind(
 
     A first touch with two kinds (gclid and fbclid) counts once under each.
     """
-    _, where = _within(period, now)
-    query = _conversions(m.event_rollups.c.click_kinds, where, include_bots)
+    query = _conversions(m.event_rollups.c.click_kinds, _chosen(period, now), include_bots)
     counts: dict[str, int] = {kind: 0 for kind in platforms.CLICK_IDS}
     counts[NONE] = 0
     with engine.connect() as conn:
@@ -188,15 +233,19 @@ def _buckets(pairs: Iterable[tuple[str, int]]) -> list[Bucket]:
     return [Bucket(label, count) for label, count in ranked if count]
 
 
+def _outbox_where(chosen: period_mod.Period) -> list[sa.ColumnElement[bool]]:
+    d = m.delivery_rollups.c
+    return [d.hour >= chosen.start, d.hour < chosen.end]
+
+
 def delivery_rates(
     engine: Engine, *, period: period_mod.Period | None = None, now: datetime | None = None
 ) -> list[DeliveryRate]:
-    """Outbox rows created in the period, per destination and status (every source)."""
-    chosen = period or default_period(now)
+    """Outbox rows made in the period, per destination and status (every source)."""
     d = m.delivery_rollups.c
     query = (
         sa.select(d.destination, d.status, sa.func.sum(d.count).label("n"))
-        .where(d.day >= chosen.first, d.day <= chosen.last)
+        .where(*_outbox_where(_chosen(period, now)))
         .group_by(d.destination, d.status)
     )
     statuses: dict[str, dict[str, int]] = defaultdict(dict)
@@ -205,6 +254,32 @@ def delivery_rates(
             if row.n:
                 statuses[row.destination][row.status] = int(row.n)
     return [DeliveryRate(name, statuses[name]) for name in sorted(statuses)]
+
+
+def outcomes_per_day(
+    engine: Engine, *, period: period_mod.Period | None = None, now: datetime | None = None
+) -> list[DestinationDays]:
+    """Each destination's outbox rows per local day made and outcome (the second chart)."""
+    chosen = _chosen(period, now)
+    d = m.delivery_rollups.c
+    query = (
+        sa.select(d.hour, d.destination, d.status, sa.func.sum(d.count).label("n"))
+        .where(*_outbox_where(chosen))
+        .group_by(d.hour, d.destination, d.status)
+    )
+    counts: dict[str, dict[date, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            outcome = "waiting" if row.status in outbox.ACTIVE else str(row.status)
+            cell = counts[row.destination][chosen.day_of(row.hour)]
+            cell[outcome] = cell.get(outcome, 0) + int(row.n or 0)
+    return [
+        DestinationDays(
+            name, [(day, {o: counts[name][day].get(o, 0) for o in OUTCOMES}) for day in chosen.days]
+        )
+        for name in sorted(counts)
+        if any(any(c.values()) for c in counts[name].values())
+    ]
 
 
 def failures(engine: Engine) -> list[FailureGroup]:

@@ -138,6 +138,10 @@ events = sa.Table(
     # Added by 0006_abuse: why the event looks automated (a known crawler, a headless browser...);
     # null for a person. Flagged events are kept but not forwarded to ad platforms by default.
     sa.Column("bot", sa.String(32), nullable=True),
+    # Added by 0012_reports: whether a destination took it as a conversion (destinations'
+    # `is_conversion`, decided at ingest); null for events stored before, counted by
+    # reports.rollups' legacy rule.
+    sa.Column("converted", sa.Boolean(), nullable=True),
     sa.UniqueConstraint("source", "event_id"),
     sa.Index("ix_events_source_received_at", "source", "received_at"),
     # 0009_rollups: one name's events newest first, read from the index (was on name alone).
@@ -312,15 +316,15 @@ destinations = sa.Table(
     sa.Column("version", sa.BigInteger(), nullable=False),
 )
 
-# Daily event counts (0009_rollups), kept by reports/rollups.py in each batch's transaction: one
-# row per UTC day of occurred_at, `key` (the SHA-256 of the other dimensions: a unique index over
-# the text columns would pass MariaDB's 3,072-byte key limit) and `shard`, the writing
-# connection's (store/shards.py), so concurrent transactions do not queue on one hot row. Reports
-# sum over shards. No personal data.
+# Hourly event counts (0009_rollups, hourly since 0012_reports), kept by reports/rollups.py in
+# each batch's transaction: one row per UTC hour of occurred_at (its start), `key` (the SHA-256
+# of the other dimensions: a unique index over the text columns would pass MariaDB's 3,072-byte
+# key limit) and `shard`, the writing connection's (store/shards.py), so concurrent
+# transactions do not queue on one hot row. Reports sum over shards. No personal data.
 event_rollups = sa.Table(
     "event_rollups",
     metadata,
-    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("hour", UTCDateTime(), primary_key=True),
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("source", sa.String(64), nullable=False),
@@ -334,13 +338,14 @@ event_rollups = sa.Table(
     sa.Column("count", sa.BigInteger(), nullable=False),
 )
 
-# Outbox rows per UTC day of creation, destination and status (0009_rollups), moved by
+# Outbox rows per UTC hour of creation, destination and status (0009_rollups, hourly since
+# 0012_reports), moved by
 # delivery/tally.py in the transaction of every status change, sharded as event_rollups (ingest
 # and every worker move the same few rows). No personal data.
 delivery_rollups = sa.Table(
     "delivery_rollups",
     metadata,
-    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("hour", UTCDateTime(), primary_key=True),
     sa.Column("destination", sa.String(64), primary_key=True),
     sa.Column("status", sa.String(16), primary_key=True),
     sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),

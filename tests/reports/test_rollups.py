@@ -1,4 +1,4 @@
-"""The daily rollups the reports read agree with a direct count over the stored events: after
+"""The hourly rollups the reports read agree with a direct count over the stored events: after
 ingest (single and batch, people and robots, campaigns and click ids), after delivery, and
 after a privacy erase; and the admin lists page by id, every row exactly once."""
 
@@ -12,7 +12,7 @@ import httpx
 import sqlalchemy as sa
 
 from firstparty import platforms
-from firstparty.delivery import outbox
+from firstparty.delivery import outbox, tally
 from firstparty.reports import rollups, summary
 from firstparty.store.models import (
     deliveries,
@@ -50,7 +50,7 @@ async def _send(
 
 def _direct(app: AppClient) -> Counter[Row]:
     """Every stored event counted as the rollups should, from events, visitors and the outbox."""
-    converted = sa.exists().where(deliveries.c.event_pk == events.c.id)
+    converted = rollups.converted_column()
     query = sa.select(
         events.c.occurred_at,
         events.c.source,
@@ -66,15 +66,15 @@ def _direct(app: AppClient) -> Counter[Row]:
             clicks = touch.get("click_ids") or {}
             kinds = ",".join(k for k in platforms.CLICK_IDS if k in clicks)
             utm = (touch.get("utm") or {}).get("utm_source") or ""
-            day = r.occurred_at.date().isoformat()
-            counts[(day, r.source, r.name, r.bot is not None, bool(r.converted), utm, kinds)] += 1
+            hour = rollups.hour(r.occurred_at).isoformat()
+            counts[(hour, r.source, r.name, r.bot is not None, bool(r.converted), utm, kinds)] += 1
     return counts
 
 
 def _rolled(app: AppClient) -> Counter[Row]:
     counts: Counter[Row] = Counter()
     for r in app.rows(event_rollups):
-        key = (str(r["day"])[:10], r["source"], r["name"], bool(r["bot"]), bool(r["converted"]))
+        key = (r["hour"].isoformat(), r["source"], r["name"], bool(r["bot"]), bool(r["converted"]))
         counts[(*key, r["utm_source"], r["click_kinds"])] += int(r["count"])
     return +counts  # rows taken down to zero by an erase count for nothing
 
@@ -125,14 +125,14 @@ async def test_rollups_equal_a_direct_count_after_ingest_delivery_and_erase(
 def _outbox(app: AppClient) -> Counter[tuple[str, str, str]]:
     rows = app.rows(deliveries)
     return Counter(
-        (r["created_at"].date().isoformat(), r["destination"], r["status"]) for r in rows
+        (tally.hour(r["created_at"]).isoformat(), r["destination"], r["status"]) for r in rows
     )
 
 
 def _tallied(app: AppClient) -> Counter[tuple[str, str, str]]:
     counts: Counter[tuple[str, str, str]] = Counter()
     for r in app.rows(delivery_rollups):
-        counts[(str(r["day"])[:10], r["destination"], r["status"])] += int(r["count"])
+        counts[(r["hour"].isoformat(), r["destination"], r["status"])] += int(r["count"])
     return +counts
 
 

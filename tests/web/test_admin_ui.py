@@ -251,7 +251,7 @@ async def test_no_test_mode_notice_when_every_destination_is_live(sqlite_url: st
 
 def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
     """Marks the destination's outbox rows (oldest first) as a worker would have left them,
-    their per-day counts (delivery.tally) moved with them as the outbox moves them."""
+    their per-hour counts (delivery.tally) moved with them as the outbox moves them."""
     d = m.deliveries.c
     with app.engine.begin() as conn:
         rows = conn.execute(
@@ -266,8 +266,8 @@ def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
                 .where(d.id == row.id)
                 .values(status=status, last_error=error)
             )
-            day = tally.day(row.created_at)
-            tally.move(conn, [((day, destination, row.status), (day, destination, status))])
+            hour = tally.hour(row.created_at)
+            tally.move(conn, [((hour, destination, row.status), (hour, destination, status))])
 
 
 async def test_reports_count_right_on_every_engine(forwarding: AppClient) -> None:

@@ -1,4 +1,4 @@
-"""daily counts for the reports (event_rollups, delivery_rollups), counted from stored rows;
+"""daily counts for the reports (event_rollups, delivery_rollups), counted by 0012_reports;
 list indexes ordered by id
 
 Revision ID: 0009_rollups
@@ -7,9 +7,6 @@ Revises: 0008_destinations
 
 import sqlalchemy as sa
 from alembic import op
-
-from firstparty.delivery import tally
-from firstparty.reports import rollups
 
 revision = "0009_rollups"
 down_revision = "0008_destinations"
@@ -51,8 +48,8 @@ def upgrade() -> None:
     op.create_index("ix_tracks_status_id", "tracks", ["status", "id"])
     op.create_index("ix_tracks_destination_status_id", "tracks", ["destination", "status", "id"])
     op.drop_index("ix_tracks_destination_status", table_name="tracks")
-    rollups.backfill(op.get_bind())
-    tally.backfill(op.get_bind())
+    # The stored events and outbox rows are counted by 0012_reports, by hour (the counting code
+    # writes the hourly tables it makes).
 
 
 def downgrade() -> None:

@@ -1,0 +1,111 @@
+"""The reports through the real app on SQLite and PostgreSQL: what counts as a conversion,
+local days in the viewer's time zone across midnight, the source filter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firstparty.reports import period, summary
+from tests import factories
+from tests.conftest import (
+    BROWSER_KEY,
+    SERVER_KEY,
+    AppClient,
+    make_database,
+    running_app,
+    settings_for,
+)
+
+SITE = "https://www.example.test"
+# Three days ago, so server events may carry these times (they accept up to 90 days back).
+DAY = datetime.now(UTC).date() - timedelta(days=3)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def report_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from make_database(str(request.param), tmp_path, migrated=True)
+
+
+@pytest.fixture
+async def app(report_db: str) -> AsyncIterator[AppClient]:
+    destinations = [factories.META_CAPI | {"dry_run": True}, factories.FORWARDERS["webhook"]]
+    async with running_app(settings_for(report_db, destinations=destinations)) as client:
+        yield client
+
+
+def at(day: date, hour: int, minute: int = 0) -> str:
+    return datetime.combine(day, time(hour, minute), tzinfo=UTC).isoformat()
+
+
+async def send(app: AppClient, event_id: str, name: str, when: str, key: str = SERVER_KEY) -> None:
+    body: dict[str, Any] = {"type": "track", "name": name, "event_id": event_id, "timestamp": when}
+    if name == "page":
+        body = {"type": "page", "url": f"{SITE}/", "event_id": event_id, "timestamp": when}
+    headers = {"X-Write-Key": key, "Origin": SITE}
+    if key == SERVER_KEY:
+        body["user_id"] = "u1"
+    answer = await app.http.post("/v1/events", json=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+
+
+def custom(tz: str, source: str | None = None) -> period.Period:
+    query = {
+        "from": (DAY - timedelta(days=1)).isoformat(),
+        "to": (DAY + timedelta(days=1)).isoformat(),
+    }
+    return period.parse(
+        query | {"tz": tz, "source": source or ""}, default_zone="UTC", now=datetime.now(UTC)
+    )
+
+
+async def test_a_conversion_is_what_a_destination_maps_to_one(app: AppClient) -> None:
+    await send(app, "p1", "page", at(DAY, 12))  # Meta PageView and the webhook: no conversion
+    await send(app, "b1", "Purchase", at(DAY, 12))  # Meta Purchase: a conversion
+    await send(app, "c1", "AddToCart", at(DAY, 12))  # the webhook only, not a conversion kind
+    await send(app, "x1", "Clicked", at(DAY, 12))  # the webhook forwards it: no conversion
+    [_, middle, _] = summary.totals_per_day(app.engine, period=custom("UTC"))
+    assert (middle.day, middle.events, middle.conversions) == (DAY, 4, 1)
+    by_source = summary.conversions_by_utm_source(app.engine, period=custom("UTC"))
+    assert by_source == [summary.Bucket(summary.NONE, 1)]
+
+
+async def test_local_days_across_midnight(app: AppClient) -> None:
+    await send(app, "late", "Lead", at(DAY, 23, 30))  # 00:30 next day in Paris (+1 in winter)
+    await send(app, "eve", "Lead", at(DAY, 22, 30))  # 23:30 in Paris, the same day
+    await send(app, "early", "Lead", at(DAY, 3, 30))  # 22:30 the day before in New York (-5)
+
+    def per_day(tz: str) -> list[tuple[date, int, int]]:
+        return [
+            (t.day, t.events, t.conversions)
+            for t in summary.totals_per_day(app.engine, period=custom(tz))
+        ]
+
+    before, after = DAY - timedelta(days=1), DAY + timedelta(days=1)
+    offset = datetime.combine(DAY, time(12), tzinfo=UTC).astimezone(period.zone("Europe/Paris"))
+    if offset.utcoffset() == timedelta(hours=1):  # the test's day is in Paris winter time
+        assert per_day("Europe/Paris") == [(before, 0, 0), (DAY, 2, 2), (after, 1, 1)]
+    assert per_day("UTC") == [(before, 0, 0), (DAY, 3, 3), (after, 0, 0)]
+    assert per_day("Asia/Tokyo")[1:] == [(DAY, 1, 1), (after, 2, 2)]  # +9: 03:30 is 12:30
+    names = summary.events_per_day(app.engine, period=custom("America/Los_Angeles"))
+    assert names.names == ["Lead"] and [c for _, c in names.days] == [[1], [2], [0]]
+
+
+async def test_the_source_filter(app: AppClient) -> None:
+    await send(app, "w1", "Purchase", at(datetime.now(UTC).date(), 0), key=BROWSER_KEY)
+    await send(app, "s1", "Purchase", at(DAY, 12))
+    everything = summary.totals_per_day(app.engine, period=custom("UTC"))
+    web = summary.totals_per_day(app.engine, period=custom("UTC", "www"))
+    crm = summary.totals_per_day(app.engine, period=custom("UTC", "crm"))
+    assert sum(t.events for t in everything) == 1 and sum(t.events for t in crm) == 1
+    assert sum(t.events for t in web) == 0
+    today = period.parse(
+        {"range": "today", "source": "www"}, default_zone="UTC", now=datetime.now(UTC)
+    )
+    assert [
+        (t.events, t.conversions) for t in summary.totals_per_day(app.engine, period=today)
+    ] == [(1, 1)]
