@@ -236,14 +236,20 @@ class _Run:
             outcomes = _interpret(adapter, request, response)
             if response.status == 401:
                 self.syncer.sender.drop_token(adapter.settings.name)
-        accepted = [
-            by_key[k] for k, o in outcomes.items() if isinstance(o, Delivered) and k in by_key
-        ]
-        refused = {k: o for k, o in outcomes.items() if not isinstance(o, Delivered)}
+        # Accepted in the platform's test mode (Google's validateOnly) stores nothing: not
+        # acknowledged, so the members go for real once the test mode is off.
+        accepted = [by_key[k] for k, o in outcomes.items() if _stored(o) and k in by_key]
+        refused = {k: o for k, o in outcomes.items() if not _stored(o)}
         for outcome in list(refused.values())[:1]:
-            reason = outcome.reason if isinstance(outcome, Retry | Rejected) else str(outcome)
-            self.failed(f"{change.value}: {reason}")
-        status = DeliveryStatus.DELIVERED if not refused else DeliveryStatus.FAILED
+            self.failed(f"{change.value}: {_reason(outcome)}")
+        tested = refused and all(isinstance(o, Delivered) for o in refused.values())
+        status = (
+            DeliveryStatus.DELIVERED
+            if not refused
+            else DeliveryStatus.TEST
+            if tested
+            else DeliveryStatus.FAILED
+        )
         await asyncio.to_thread(
             _settle,
             self.syncer.engine,
@@ -257,6 +263,16 @@ class _Run:
             self.adds += len(accepted)
         else:
             self.removes += len(accepted)
+
+
+def _stored(outcome: Outcome) -> bool:
+    return isinstance(outcome, Delivered) and not outcome.test
+
+
+def _reason(outcome: Outcome) -> str:
+    if isinstance(outcome, Delivered):
+        return "accepted in the platform's test mode: nothing stored"
+    return outcome.reason
 
 
 def _interpret(

@@ -280,3 +280,14 @@ def test_an_audience_destination_takes_no_events(tmp_path: Path) -> None:
     )
     assert settings.destinations[0].type == kind
     assert registry.adapters(settings.destinations) == {}
+
+
+async def test_rules_on_mariadb(tmp_path: Path, twilio: fake_twilio.FakeTwilio) -> None:
+    """The membership pass (ordering by person, JSON columns, a second connection while the
+    first streams) on the third engine."""
+    with contextlib.contextmanager(make_database)("mysql", tmp_path, migrated=True) as url:
+        settings, p = await made(Deployment("mysql", url, None), twilio)
+        assert keys(settings, "leads") == {p.person, p.small, p.private, p.googler}
+        assert keys(settings, "big") == {p.person, p.private, p.buyer}
+        assert keys(settings, "verified") == {p.person}
+        assert keys(settings, "google") == {p.googler}

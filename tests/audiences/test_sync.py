@@ -5,6 +5,7 @@ on SQLite and on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,9 @@ from firstparty.settings import Settings
 from firstparty.store import db
 from firstparty.store.models import audience_members_acked, audience_runs, events, tracks
 from tests.audiences.people import Cast, cast, named
-from tests.conftest import SECRET
+from tests.conftest import SECRET, make_database
 from tests.e2e.journey import Deployment, server_send, serving, sha256
+from tests.fakes import google_audience
 from tests.fakes import twilio as fake_twilio
 from tests.identity.conftest import otp_config
 
@@ -166,3 +168,54 @@ async def test_25000_members_sync_in_batches_within_the_limit(
     assert meta.size() == 25_000
     assert counts(await sync(settings)) == (25_000, 0, 0, 0)
     assert len(meta.requests) == 3
+
+
+async def test_google_test_mode_acknowledges_nothing_then_sends_for_real(
+    tmp_path: Any, twilio: fake_twilio.FakeTwilio
+) -> None:
+    """Google's validateOnly passes the request without storing it: nothing is acknowledged, so
+    the members go for real once validate_only is off (and the OAuth token is fetched once)."""
+    with (
+        contextlib.contextmanager(make_database)("sqlite", tmp_path, migrated=True) as url,
+        google_audience.FakeGoogleAudience() as google,
+    ):
+        oauth = google.add_refresh_token("cid.apps", "cid-secret", "1//refresh")
+        deployment = Deployment("sqlite", url, None)
+        entry = {
+            "name": "google-leads",
+            "type": "google_customer_match",
+            "customer_id": google_audience.CUSTOMER_ID,
+            "user_list_id": google_audience.USER_LIST_ID,
+            "oauth": oauth,
+            "accept_customer_match_terms": True,
+            "api_base": google.url + "/v1",
+            "token_url": google.url + "/token",
+        }
+        leads = LEADS | {"destinations": ["google-leads"]}
+
+        def settings(**more: Any) -> Settings:
+            return deployment.settings(
+                destinations=[entry | more], audiences=[leads], otp=otp_config(twilio)
+            )
+
+        async with serving(settings()) as app:
+            await cast(app, twilio)
+        tested = await sync(settings(validate_only=True))
+        assert counts(tested) == (3, 0, 0, 3) and "test mode" in tested.detail
+        assert google.size() == 0
+        assert counts(await sync(settings())) == (3, 3, 0, 0)
+        assert google.size() == 3
+        engine = db.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                logged = conn.execute(
+                    sa.select(tracks.c.url, tracks.c.status).order_by(tracks.c.id)
+                ).all()
+        finally:
+            engine.dispose()
+        assert [(u.rsplit("/", 1)[-1], s) for u, s in logged] == [
+            ("token", "delivered"),
+            ("audienceMembers:ingest", "test"),
+            ("token", "delivered"),
+            ("audienceMembers:ingest", "delivered"),
+        ]
