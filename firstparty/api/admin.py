@@ -81,6 +81,7 @@ async def list_events(request: Request) -> Response:
     filters = browse.EventFilters(
         name=given_.text("name", query.get("name")),
         source=given_.text("source", query.get("source")),
+        event_id=given_.text("event_id", query.get("event_id")),
         visitor_id=given_.row_id("visitor_id", query.get("visitor_id")),
         user_id=given_.row_id("user_id", query.get("user_id")),
         since=_time(request, "since"),

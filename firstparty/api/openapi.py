@@ -189,7 +189,7 @@ def document() -> dict[str, Any]:
             }
         },
         "/v1/admin/events": _admin_op(
-            "List events", ["name", "visitor_id", "user_id", "source", *filters]
+            "List events", ["name", "event_id", "visitor_id", "user_id", "source", *filters]
         ),
         "/v1/admin/events/{id}": _admin_op("One event with its outgoing requests", []),
         "/v1/admin/tracks": _admin_op(

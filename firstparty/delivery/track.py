@@ -82,8 +82,20 @@ def request_body(request: OutgoingRequest, encoded: bytes | None = None) -> Any:
             return msgspec.Raw(text)
         return redact_json(request.json, request.secrets)
     if request.body is not None:
-        return redact(request.body.decode("utf-8", "replace"), request.secrets)
+        return json_or_text(redact(request.body.decode("utf-8", "replace"), request.secrets))
     return None
+
+
+def json_or_text(text: str) -> Any:
+    """A body that is a JSON object or array as that value (so every destination's body is
+    stored alike, whether its adapter gave JSON or bytes); any other body as its text."""
+    if not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+    return value if isinstance(value, dict | list) else text
 
 
 def record(conn: Connection, *, destination: str, sent: Sent, now: datetime) -> int:

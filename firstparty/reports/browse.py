@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, RowMapping
 
+from firstparty.delivery import track
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
 
@@ -20,6 +21,7 @@ TRACK_STATUSES = tuple(s.value for s in DeliveryStatus if s != DeliveryStatus.IN
 class EventFilters:
     name: str | None = None
     source: str | None = None
+    event_id: str | None = None
     visitor_id: str | None = None
     user_id: str | None = None
     since: datetime | None = None
@@ -63,6 +65,7 @@ def events(engine: Engine, f: EventFilters, limit: int) -> list[dict[str, Any]]:
     for column, value in (
         (m.events.c.name, f.name),
         (m.events.c.source, f.source),
+        (m.events.c.event_id, f.event_id),
         (m.events.c.visitor_id, f.visitor_id),
         (m.events.c.user_id, f.user_id),
     ):
@@ -148,7 +151,10 @@ def _track_item(row: RowMapping) -> dict[str, Any]:
         "attempt": row["attempt"],
         "method": row["method"],
         "url": row["url"],
-        "request": row["request"],
+        # Logged before bodies were stored alike, a JSON body may still be a string here.
+        "request": track.json_or_text(row["request"])
+        if isinstance(row["request"], str)
+        else row["request"],
         "response_status": row["response_status"],
         "response_body": row["response_body"],
         "duration_ms": row["duration_ms"],

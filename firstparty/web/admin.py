@@ -14,7 +14,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import math
 import secrets
 import time
@@ -25,19 +24,20 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from firstparty.api import admin_input
-from firstparty.delivery import replay
+from firstparty.delivery import outbox, replay
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.errors import InputError
 from firstparty.reports import browse, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
-from firstparty.web import signin
+from firstparty.web import shown, signin
 
 SESSION_COOKIE = "fp_admin"
 LOGIN_COOKIE = "fp_admin_login"
@@ -59,8 +59,10 @@ HEADERS = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+@jinja2.pass_context
+def _when(context: jinja2.runtime.Context, value: datetime | str | None) -> Markup:
+    """A time as the page's zone shows it (`shown.when`)."""
+    return shown.when(value, context.get("zone", UTC))
 
 
 def _templates() -> Jinja2Templates:
@@ -69,7 +71,9 @@ def _templates() -> Jinja2Templates:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["pretty"] = _pretty
+    env.filters["pretty"] = shown.pretty
+    env.filters["when"] = _when
+    env.globals["short_error"] = shown.short_error
     return Jinja2Templates(env=env)
 
 
@@ -185,6 +189,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
         "csrf": csrf_token(settings, session) if session else "",
         "signed_in": getattr(request.state, "signed_in", False),
         "path": request.url.path,
+        "zone": UTC,
     }
     return TEMPLATES.TemplateResponse(
         request, name, {**base, **context}, status_code=status, headers=HEADERS
@@ -309,9 +314,10 @@ async def logout(request: Request) -> Response:
 
 async def events_page(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    filters = _filters(request, "name", "source", "visitor_id", "user_id")
+    filters = _filters(request, "name", "source", "event_id", "visitor_id", "user_id")
     query = browse.EventFilters(
         name=admin_input.text("name", filters.get("name")),
+        event_id=admin_input.text("event_id", filters.get("event_id")),
         source=admin_input.text("source", filters.get("source")),
         visitor_id=admin_input.row_id("visitor_id", filters.get("visitor_id")),
         user_id=admin_input.row_id("user_id", filters.get("user_id")),
@@ -332,7 +338,8 @@ async def event_page(request: Request) -> Response:
     found = await asyncio.to_thread(browse.event, runtime.engine, pk) if pk else None
     if found is None:
         return _error(request, 404, "No such event.")
-    return _render(request, "admin_event.html", {"event": found})
+    waiting = [status.value for status in outbox.ACTIVE]  # a next attempt is planned
+    return _render(request, "admin_event.html", {"event": found, "waiting": waiting})
 
 
 async def deliveries_page(request: Request) -> Response:
