@@ -34,7 +34,7 @@ from firstparty.api import admin_input
 from firstparty.delivery import outbox, replay
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.errors import InputError
-from firstparty.reports import browse, summary
+from firstparty.reports import browse, period, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.web import shown, signin
@@ -61,8 +61,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 @jinja2.pass_context
 def _when(context: jinja2.runtime.Context, value: datetime | str | None) -> Markup:
-    """A time as the page's zone shows it (`shown.when`)."""
-    return shown.when(value, context.get("zone", UTC))
+    """A time in the zone of `reports.time_zone` (`shown.when`)."""
+    return shown.when(value, context.get("shown_zone", UTC))
 
 
 def _templates() -> Jinja2Templates:
@@ -189,7 +189,7 @@ def _render(request: Request, name: str, context: dict[str, Any], status: int = 
         "csrf": csrf_token(settings, session) if session else "",
         "signed_in": getattr(request.state, "signed_in", False),
         "path": request.url.path,
-        "zone": UTC,
+        "shown_zone": period.zone(settings.reports.time_zone),
     }
     return TEMPLATES.TemplateResponse(
         request, name, {**base, **context}, status_code=status, headers=HEADERS

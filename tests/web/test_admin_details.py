@@ -24,7 +24,7 @@ from firstparty.store import models as m
 from tests import factories
 from tests.alerts import rows
 from tests.browser import harness
-from tests.conftest import AppClient, settings_for
+from tests.conftest import AppClient, running_app, settings_for
 from tests.web.test_admin_ui import TOKEN, server_send, signed_in_page
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -81,6 +81,14 @@ async def test_times_show_to_the_second_with_the_zone_and_the_stored_value_as_ti
     shown = re.findall(r'<time datetime="([^"]+)" title="([^"]+)">([^<]+)</time>', page)
     assert ("2026-11-02T09:00:05.123456+00:00",) * 2 + ("2026-11-02 09:00:05 UTC",) in shown
     assert ">2026-11-02T09:00:05.123456" not in page  # never as the visible text
+
+
+async def test_times_show_in_the_reports_time_zone_when_one_is_set(sqlite_url: str) -> None:
+    settings = settings_for(sqlite_url, reports={"time_zone": "Europe/Paris"})
+    async with running_app(settings) as app:
+        rows.add_events(app.engine, "crm", 1, at=AT)
+        page = await signed_in_page(app.http)
+    assert 'title="2026-11-02T09:00:05.123456+00:00">2026-11-02 10:00:05 CET</time>' in page
 
 
 async def test_the_events_list_filters_by_event_id_in_the_ui_and_the_api(
