@@ -7,15 +7,19 @@ gives the `_report_filters.html` partial what it shows; other report pages use b
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
+from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from firstparty.collect import sources
-from firstparty.reports import period, summary
+from firstparty.reports import charts, export, period, summary
 from firstparty.runtime import Runtime
 from firstparty.web import admin
 
@@ -48,27 +52,89 @@ def filter_context(request: Request, chosen: period.Period) -> dict[str, Any]:
     }
 
 
-async def reports_page(request: Request) -> Response:
-    runtime = _runtime(request)
-    engine = runtime.engine
-    chosen = period_of(request)
-    bots = request.query_params.get("bots") == "include"  # robots' events: left out by default
+@dataclass(frozen=True)
+class Numbers:
+    """Everything /admin/reports shows, for one period."""
 
-    def gather() -> dict[str, Any]:
+    totals: list[summary.DayTotals]
+    per_day: summary.EventsPerDay
+    by_source: list[summary.Bucket]
+    by_click: list[summary.Bucket]
+    rates: list[summary.DeliveryRate]
+    outcomes: list[summary.DestinationDays]
+
+
+def gather(engine: Engine, chosen: period.Period, bots: bool) -> Numbers:
+    """Every report of the page, each reading the rollups for the period."""
+    return Numbers(
+        totals=summary.totals_per_day(engine, period=chosen, include_bots=bots),
+        per_day=summary.events_per_day(engine, period=chosen, include_bots=bots),
+        by_source=summary.conversions_by_utm_source(engine, period=chosen, include_bots=bots),
+        by_click=summary.conversions_by_click_kind(engine, period=chosen, include_bots=bots),
+        rates=summary.delivery_rates(engine, period=chosen),
+        outcomes=summary.outcomes_per_day(engine, period=chosen),
+    )
+
+
+# The CSV downloads: /admin/reports/NAME.csv with the page's query string.
+DOWNLOADS: dict[str, Callable[[Numbers], export.Table]] = {
+    "daily": lambda n: export.daily(n.totals),
+    "events": lambda n: export.names(n.per_day),
+    "utm-source": lambda n: export.buckets("utm_source", n.by_source),
+    "click-id": lambda n: export.buckets("click_id", n.by_click),
+    "delivery": lambda n: export.rates(n.rates),
+    "outcomes": lambda n: export.outcomes(n.outcomes),
+}
+
+
+def _bots(request: Request) -> bool:
+    """Robots' events are left out unless `bots=include`."""
+    return request.query_params.get("bots") == "include"
+
+
+def _query(chosen: period.Period, bots: bool) -> str:
+    return urlencode(chosen.query() | ({"bots": "include"} if bots else {}))
+
+
+async def reports_page(request: Request) -> Response:
+    chosen, bots = period_of(request), _bots(request)
+    engine = _runtime(request).engine
+
+    def build() -> dict[str, Any]:
+        numbers = gather(engine, chosen, bots)
         return {
             **filter_context(request, chosen),
             "bots": bots,
-            "per_day": summary.events_per_day(engine, period=chosen, include_bots=bots),
-            "by_source": summary.conversions_by_utm_source(
-                engine, period=chosen, include_bots=bots
-            ),
-            "by_click": summary.conversions_by_click_kind(engine, period=chosen, include_bots=bots),
-            "rates": summary.delivery_rates(engine, period=chosen),
+            "numbers": numbers,
+            "per_day": numbers.per_day,
+            "by_source": numbers.by_source,
+            "by_click": numbers.by_click,
+            "rates": numbers.rates,
+            "daily_chart": charts.daily(numbers.totals, chosen),
+            "outcome_charts": [
+                (one, charts.outcomes(one, chosen, i)) for i, one in enumerate(numbers.outcomes)
+            ],
+            "query": _query(chosen, bots),
         }
 
-    return admin._render(request, "admin_reports.html", await asyncio.to_thread(gather))
+    return admin._render(request, "admin_reports.html", await asyncio.to_thread(build))
+
+
+async def report_csv(request: Request) -> Response:
+    """One report's numbers as CSV, for the same period as the page."""
+    name = request.path_params["name"]
+    if name not in DOWNLOADS:
+        return admin._error(request, 404, "No such report.")
+    chosen, bots = period_of(request), _bots(request)
+    engine = _runtime(request).engine
+    numbers = await asyncio.to_thread(gather, engine, chosen, bots)
+    filename = f"firstparty-{name}-{chosen.first.isoformat()}-{chosen.last.isoformat()}.csv"
+    headers = {**admin.HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'}
+    body = export.csv_text(DOWNLOADS[name](numbers))
+    return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 routes = [
     Route("/admin/reports", admin._signed_in(reports_page), methods=["GET"]),
+    Route("/admin/reports/{name}.csv", admin._signed_in(report_csv), methods=["GET"]),
 ]

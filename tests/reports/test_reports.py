@@ -20,6 +20,7 @@ from tests.conftest import (
     running_app,
     settings_for,
 )
+from tests.web.test_admin_ui import sign_in
 
 SITE = "https://www.example.test"
 # Three days ago, so server events may carry these times (they accept up to 90 days back).
@@ -109,3 +110,53 @@ async def test_the_source_filter(app: AppClient) -> None:
     assert [
         (t.events, t.conversions) for t in summary.totals_per_day(app.engine, period=today)
     ] == [(1, 1)]
+
+
+TODAY = DAY + timedelta(days=3)  # outbox rows count on the day they were queued: today
+
+
+def window(tz: str = "UTC") -> str:
+    first = DAY - timedelta(days=1)
+    return f"range=custom&from={first.isoformat()}&to={TODAY.isoformat()}&tz={tz}"
+
+
+async def test_the_page_charts_and_csv_downloads(app: AppClient) -> None:
+    await send(app, "b1", "Purchase", at(DAY, 12))
+    await send(app, "p1", "page", at(DAY, 13))
+    await send(app, "f1", '=HYPERLINK("http://evil.example")', at(DAY, 14))
+    assert (await sign_in(app.http)).status_code == 303
+
+    page = await app.http.get(f"/admin/reports?{window()}")
+    assert page.status_code == 200
+    html = page.text
+    assert '<svg xmlns="http://www.w3.org/2000/svg" role="img"' in html
+    assert '<title id="daily-title">Events and conversions per day</title>' in html
+    assert "3 events and 1 conversions in all" in html  # the chart's <desc>
+    assert '<title id="outcomes0-title">Delivery outcomes per day: hook</title>' in html
+    assert '<title id="outcomes1-title">Delivery outcomes per day: meta</title>' in html
+    first = DAY - timedelta(days=1)
+    same = f"range=custom&tz=UTC&from={first.isoformat()}&to={TODAY.isoformat()}"
+    assert f'href="/admin/reports/daily.csv?{same}"' in html.replace("&amp;", "&")
+
+    daily = await app.http.get(f"/admin/reports/daily.csv?{window()}")
+    assert daily.status_code == 200
+    assert daily.headers["content-type"] == "text/csv; charset=utf-8"
+    assert daily.headers["content-disposition"] == (
+        f'attachment; filename="firstparty-daily-{first.isoformat()}-{TODAY.isoformat()}.csv"'
+    )
+    days = [first + timedelta(days=i) for i in range(5)]
+    assert daily.text.splitlines() == [
+        "day,events,conversions",
+        *(f"{d.isoformat()},{3 if d == DAY else 0},{1 if d == DAY else 0}" for d in days),
+    ]
+    names = (await app.http.get(f"/admin/reports/events.csv?{window()}")).text.splitlines()
+    assert f'{DAY.isoformat()},"\'=HYPERLINK(""http://evil.example"")",1' in names
+    outcomes = (await app.http.get(f"/admin/reports/outcomes.csv?{window()}")).text.splitlines()
+    assert outcomes[0] == "destination,day,delivered,test,skipped,failed,waiting"
+    assert f"meta,{TODAY.isoformat()},0,0,0,0,2" in outcomes  # Purchase and the page: pending
+    assert f"hook,{TODAY.isoformat()},0,0,0,0,3" in outcomes
+    assert f"meta,{DAY.isoformat()},0,0,0,0,0" in outcomes
+
+    assert (await app.http.get(f"/admin/reports/nothing.csv?{window()}")).status_code == 404
+    bad = await app.http.get("/admin/reports/daily.csv?tz=Nowhere/Land")
+    assert bad.status_code == 400 and "tz:" in bad.text
