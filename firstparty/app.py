@@ -37,6 +37,7 @@ from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db, instance
 from firstparty.tracker import serve
+from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
 from firstparty.web import audiences as audiences_ui
 from firstparty.web import demo, live, operate
@@ -62,6 +63,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         operate.routes,
         reports_ui.routes,
         audiences_ui.routes,
+        acquisition_ui.routes,
     ]
 
 

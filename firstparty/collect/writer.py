@@ -24,7 +24,7 @@ from firstparty.collect.prepare import Prepared
 from firstparty.delivery import outbox as delivery_outbox
 from firstparty.destinations import book
 from firstparty.errors import FieldError
-from firstparty.reports import rollups
+from firstparty.reports import conversion_rollups, rollups
 from firstparty.store.db import bulk_insert
 from firstparty.store.models import click_ids, events, visitors
 
@@ -70,14 +70,19 @@ def write(
     _store_own_clicks(conn, [item for item in items if item.pk in landed])
     stored: list[Stored] = []
     outbox: list[dict[str, Any]] = []
+    converted: list[str] = []
     for item, user_id, way in zip(items, people, routes, strict=True):
         if item.pk in landed:
             work = [_outbox_row(item, name) for name in way.destinations]
             outbox += work
+            if way.conversion:
+                converted.append(item.pk)
             stored.append(Stored(item.pk, False, user_id, len(work)))
         else:
             stored.append(Stored(_original_pk(conn, item), True, user_id))
     delivery_outbox.enqueue(conn, outbox)
+    if converted:  # nothing to read or write for a batch without a conversion
+        conversion_rollups.add(conn, converted)
     rollups.add(conn, landed)  # last: the rows it locks are held only until the commit
     return stored
 

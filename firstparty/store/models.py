@@ -445,3 +445,45 @@ audience_schedule = sa.Table(
     sa.Column("lease_until", UTCDateTime(), nullable=False),
     sa.Column("next_run_at", UTCDateTime(), nullable=False),
 )
+
+# Conversions per UTC hour of occurred_at with their credit (0013_attribution,
+# reports/conversion_rollups.py), added in the ingest transaction of each converting batch:
+# source, event name, the person's first and last touch (channel, source, medium, campaign),
+# cross-device, currency, the ad platforms with a click id in window and those whose browser
+# pixel would likely have missed the conversion (`recovered`: "meta:no_cookie+aged,..."). `key`
+# is the SHA-256 of those dimensions, `shard` as in event_rollups. `value_micros`: the summed
+# value in millionths of the currency (exact sums). No personal data.
+conversion_rollups = sa.Table(
+    "conversion_rollups",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("ft_channel", sa.String(32), nullable=False),
+    sa.Column("ft_source", sa.String(255), nullable=False),
+    sa.Column("ft_medium", sa.String(255), nullable=False),
+    sa.Column("ft_campaign", sa.String(255), nullable=False),
+    sa.Column("lt_channel", sa.String(32), nullable=False),
+    sa.Column("lt_source", sa.String(255), nullable=False),
+    sa.Column("lt_medium", sa.String(255), nullable=False),
+    sa.Column("lt_campaign", sa.String(255), nullable=False),
+    sa.Column("cross_device", sa.Boolean(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),  # "" when the event had no value
+    sa.Column("clicked", sa.String(64), nullable=False),
+    sa.Column("recovered", sa.String(128), nullable=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+    sa.Column("value_micros", sa.BigInteger(), nullable=False),
+)
+
+# Funnels saved from the admin UI (0013_attribution) beside the config file's `[[funnels]]`:
+# `steps` as the config writes them (reports/funnel_spec.py parses both the same way).
+funnels = sa.Table(
+    "funnels",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("steps", JSONType, nullable=False),
+    sa.Column("window_hours", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)

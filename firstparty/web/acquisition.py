@@ -1,0 +1,107 @@
+"""The acquisition report at `/admin/reports/acquisition`: first and last touch by channel and
+campaign, the cross-device share, recovered conversions per platform; `?format=csv` downloads
+the tables as one CSV (a `table` column says which)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from firstparty.errors import FieldError, InputError
+from firstparty.reports import acquisition as service
+from firstparty.reports import channels, credit
+from firstparty.web import admin, reports
+
+
+async def acquisition_page(request: Request) -> Response:
+    engine = request.app.state.runtime.engine
+    chosen = reports.period_of(request)
+    wanted = request.query_params.get("format", "html")
+    if wanted not in ("html", "csv"):
+        raise InputError(400, "bad report query", [FieldError("format", "must be html or csv")])
+
+    def gather() -> tuple[service.Acquisition, list[service.Recovered]]:
+        return service.acquisition(engine, period=chosen), service.recovered(engine, period=chosen)
+
+    found, saved = await asyncio.to_thread(gather)
+    if wanted == "csv":
+        name = f"acquisition-{chosen.first.isoformat()}-{chosen.last.isoformat()}.csv"
+        return csv_response(name, _csv_rows(found, saved))
+    context = {
+        **reports.filter_context(request, chosen),
+        "report": found,
+        "recovered": saved,
+        "money": service.money,
+        "rules": channels.RULES,
+        "reasons": credit.REASONS,
+        "csv_query": {**chosen.query(), "format": "csv"},
+    }
+    return admin._render(request, "admin_acquisition.html", context)
+
+
+def csv_response(filename: str, rows: Iterator[list[Any]]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for row in rows:
+        writer.writerow([_safe(cell) for cell in row])
+    headers = {
+        **admin.HEADERS,
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def _safe(cell: Any) -> str:
+    """A cell a spreadsheet will not run: text starting with = + - @ gets a leading quote."""
+    text = "" if cell is None else str(cell)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _number(text) else text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_rows(found: service.Acquisition, saved: list[service.Recovered]) -> Iterator[list[Any]]:
+    yield [
+        "table",
+        "channel",
+        "source",
+        "medium",
+        "campaign",
+        "touch",
+        "conversions",
+        "currency",
+        "value",
+    ]
+    for table, lines in (("by_channel", found.by_channel), ("by_campaign", found.by_campaign)):
+        for line in lines:
+            label = list(line.label) + [""] * (4 - len(line.label))
+            for touch, tally in (("first", line.first), ("last", line.last)):
+                if not tally.count:
+                    continue
+                amounts: list[tuple[str, Any]] = list(service.money(tally.values))
+                for currency, value in amounts or [("", "")]:
+                    yield [table, *label, touch, tally.count, currency, value]
+    yield ["cross_device", "", "", "", "", "", found.cross_device, "", ""]
+    yield ["total", "", "", "", "", "", found.total.count, "", ""]
+    for p in saved:
+        yield ["recovered", p.platform, "", "", "", "clicked", p.clicked, "", ""]
+        yield ["recovered", p.platform, "", "", "", "recovered", p.recovered, "", ""]
+        for reason, n in p.reasons.items():
+            yield ["recovered", p.platform, "", "", "", reason, n, "", ""]
+
+
+routes = [
+    Route("/admin/reports/acquisition", admin._signed_in(acquisition_page), methods=["GET"]),
+]
