@@ -9,10 +9,13 @@ page computes each audience's members as a sync would (nothing is sent) and the 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,8 +24,9 @@ from firstparty.audiences import history, preview, registry, service
 from firstparty.audiences.definition import AudienceSettings
 from firstparty.audiences.sync import RunResult
 from firstparty.errors import ConfigError
+from firstparty.reports import charts, period
 from firstparty.runtime import Runtime
-from firstparty.web import admin, size_chart
+from firstparty.web import admin
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class AudienceView:
     audience: AudienceSettings
     size: int
     consented: int
-    chart: size_chart.Chart | None
+    chart: Markup | None  # the size over time (reports.charts), None before any run
+    sizes: list[history.SizePoint]  # the chart's numbers, for the table beside it
     destinations: list[DestinationView]
 
 
@@ -87,8 +92,9 @@ def _views(runtime: Runtime) -> list[AudienceView]:
     now = datetime.now(UTC)
     runs = history.last_runs(engine)
     types = {d.name: d.type for d in settings.destinations}
+    zone = period.zone(settings.reports.time_zone)
     views = []
-    for audience in settings.audiences:
+    for index, audience in enumerate(settings.audiences):
         seen = preview.preview(settings, engine, name=audience.name, now=now)
         covered = {c.destination: c for c in seen.coverage}
         destinations = [
@@ -102,13 +108,37 @@ def _views(runtime: Runtime) -> list[AudienceView]:
             )
             for name in audience.destinations
         ]
-        points = history.sizes(engine, audience.name)
-        views.append(
-            AudienceView(
-                audience, seen.size, seen.consented, size_chart.chart(points), destinations
-            )
-        )
+        sizes = history.sizes(engine, audience.name)
+        chart = size_chart(audience.name, sizes, zone, index)
+        view = AudienceView(audience, seen.size, seen.consented, chart, sizes, destinations)
+        views.append(view)
     return views
+
+
+def size_chart(
+    name: str, points: Sequence[history.SizePoint], zone: ZoneInfo, index: int
+) -> Markup | None:
+    """The audience's recorded sizes as bars, oldest first, consented drawn over matching."""
+    if not points:
+        return None
+    last = points[-1]
+    chart = charts.Chart(
+        title=f"Size of {name} over time",
+        description=(
+            f"Bars per recorded size ({len(points)}, one per run), the people matching the rules "
+            f"with, over them, those who may be sent to ad platforms; the latest, "
+            f"{last.at.astimezone(zone):%Y-%m-%d %H:%M}: {last.size:,} matching, "
+            f"{last.consented:,} consented."
+        ),
+        x_label=f"run ({zone.key})",
+        y_label="people",
+        labels=[f"{p.at.astimezone(zone):%b %d %H:%M}" for p in points],
+        series=[
+            charts.Series("matching", [p.size for p in points], charts.EVENTS_COLOR),
+            charts.Series("consented", [p.consented for p in points], charts.CONVERSIONS_COLOR),
+        ],
+    )
+    return charts.svg(chart, uid=f"size{index}")
 
 
 def _minimum(kind: str) -> int:

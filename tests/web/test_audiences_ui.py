@@ -100,7 +100,8 @@ async def test_the_page_shows_each_audience_and_the_button_syncs(
     assert "meta_leads: 3 added, 0 removed, 0 not acknowledged" in synced.text
     assert "tiktok_leads: 3 added, 0 removed" in synced.text
     assert meta.size() == 3 and tiktok.size() == 3
-    assert '<polyline class="size-line"' in synced.text and "(button)" in synced.text
+    assert '<title id="size0-title">Size of leads over time</title>' in synced.text
+    assert "(button)" in synced.text
     assert synced.text.count("never synced") == 0
 
 
@@ -166,7 +167,10 @@ def test_the_audiences_page_in_chromium(
         page.click("#audience-leads button[type=submit]")
         page.locator("#sync-done").wait_for()
         assert "meta_leads: 4 added" in page.locator("#sync-done").inner_text()
-        assert page.locator("#audience-leads svg.size-chart circle").count() == 6
+        bars = page.locator("#size-leads svg rect:has(title)")
+        assert bars.count() == 12  # six runs, matching and consented
+        assert "4 people matching" not in bars.last.inner_html()
+        assert "4 consented" in bars.last.inner_html()
         row = page.locator('#audience-leads tr[data-destination="tiktok_leads"]')
         assert "needs about 1,000 matched people" in row.inner_text()
         page.screenshot(path=str(ARTIFACTS / "admin-audiences.png"), full_page=True)
