@@ -212,3 +212,21 @@ def test_the_fake_refuses_uploads_without_the_terms_accepted() -> None:
         assert isinstance(outcome, Rejected)
         assert "TERMS_AND_CONDITIONS_NOT_SIGNED" in outcome.reason
         assert fake.size() == 0
+
+
+def test_request_status_through_the_fake_processing_then_success_with_match_rate() -> None:
+    with google_audience.FakeGoogleAudience() as fake:
+        fake.match_rate = "MATCH_RATE_RANGE_51_TO_60"
+        token = fake.issue_token(google_audience.DATAMANAGER)
+        a = adapter(api_base=fake.url + "/v1")
+        (request,) = a.build(Change.ADD, [member(1), member(2)], token=token)
+        accepted = a.interpret(request, send(request))["u:1"]
+        assert isinstance(accepted, Delivered) and accepted.follow_up
+        request_id = accepted.follow_up
+        ask = a.follow_up(request_id, request.event_pks, token)
+        first = a.interpret_follow_up(ask, send(ask))
+        assert all(isinstance(o, Retry) and "PROCESSING" in o.reason for o in first.values())
+        done = a.interpret_follow_up(ask, send(ask))
+        assert all(isinstance(o, Delivered) and "51_TO_60" in o.detail for o in done.values())
+        unknown = a.follow_up("no-such-request", ["u:1"], token)
+        assert isinstance(a.interpret_follow_up(unknown, send(unknown))["u:1"], Rejected)
