@@ -41,6 +41,7 @@ from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
 from firstparty.web import audiences as audiences_ui
 from firstparty.web import demo, live, operate
+from firstparty.web import funnels as funnels_ui
 from firstparty.web import reports as reports_ui
 
 log = logging.getLogger("firstparty")
@@ -64,6 +65,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         reports_ui.routes,
         audiences_ui.routes,
         acquisition_ui.routes,
+        funnels_ui.routes,
     ]
 
 

@@ -335,6 +335,21 @@ class ReportsSettings(Strict):
         return value
 
 
+class FunnelSettings(Strict):
+    """A `[[funnels]]` entry: ordered steps, one a line (reports/funnel_spec.py, docs/admin.md)."""
+
+    name: str
+    steps: list[str]
+    window_hours: int = 24
+
+    @model_validator(mode="after")
+    def _steps_parse(self) -> FunnelSettings:
+        from firstparty.reports import funnel_spec
+
+        funnel_spec.parse(self.name, self.steps, self.window_hours)  # ValueError names the part
+        return self
+
+
 class Settings(Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -364,6 +379,8 @@ class Settings(Strict):
     # People chosen by rules over their events, kept in sync on audience destinations
     # (audiences/definition.py, docs/audiences.md).
     audiences: list[AudienceSettings] = []
+    # Funnels shown under /admin/reports/funnels, beside those saved from the UI.
+    funnels: list[FunnelSettings] = []
     # A destination whose `env:` secret is not set: by default the server starts, keeps routing
     # its events (they wait, pending) and reports it; `strict_start = true` refuses to start.
     strict_start: bool = False
@@ -394,6 +411,14 @@ class Settings(Strict):
         if value is not None and not _ORIGIN.match(value.rstrip("/")):
             raise ValueError(f"public_url {value!r} must look like https://t.example.com")
         return value.rstrip("/") if value is not None else None
+
+    @field_validator("funnels")
+    @classmethod
+    def _unique_funnels(cls, value: list[FunnelSettings]) -> list[FunnelSettings]:
+        names = [f.name for f in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"funnel names must be unique: {sorted(names)}")
+        return value
 
     @field_validator("sources")
     @classmethod

@@ -1,0 +1,246 @@
+"""Funnels: how many people went through ordered steps within a window, by first-touch channel.
+
+Sources: the config file's `[[funnels]]` and the `funnels` table (saved from the admin UI);
+`all_funnels` lists both, config first. `compute` reads the events of the period (plus one
+window after it, for people who entered near its end) through the `occurred_at` index, streamed
+in time order, only the columns it needs and only robots-free rows of the steps' event names
+(and page views when a step is a page). Cost: one pass over those events, memory per person
+entered, at most `MAX_PEOPLE` people (later entrants are left out and the result says so) and
+`MAX_ROWS` rows read (each joined to its visitor by primary key, for the person); then one
+read of the entrants' visitors per 5,000, for their first-touch channel.
+
+Semantics: a person is the verified user the event's visitor belongs to now, else the user the
+event names (server sources), else its visitor: one person's devices make one journey.
+A person enters at their first step-1 event in the period; each next step counts when it comes
+after the previous one and within `window_hours` of the entry. An attempt that ran out of time
+may start again at a later step-1 event; a person counts once, at the deepest step reached.
+The median time between steps is over the people who made that step.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from firstparty.reports import channels
+from firstparty.reports.funnel_spec import Funnel, Step, parse
+from firstparty.reports.period import Period
+from firstparty.settings import Settings
+from firstparty.store.models import events, funnels, visitors
+
+MAX_PEOPLE = 200_000
+MAX_ROWS = 5_000_000
+STREAM = 2000
+IN_LIST = 5000
+
+
+@dataclass
+class _Attempt:
+    visitor_id: str | None
+    started: datetime
+    times: list[datetime] = field(default_factory=list)  # when each step was reached
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: Step
+    people: int
+    from_previous: float | None  # share of the previous step's people (None for step 1)
+    from_first: float | None
+    median_seconds: float | None  # median time from the previous step
+
+
+@dataclass(frozen=True)
+class FunnelResult:
+    funnel: Funnel
+    steps: list[StepResult]
+    by_channel: list[tuple[str, list[int]]]  # channel, people per step
+    rows_read: int
+    capped: bool
+
+
+def all_funnels(settings: Settings, engine: Engine) -> list[Funnel]:
+    """The config file's funnels, then those saved from the UI (a saved one never shadows)."""
+    found = [parse(f.name, f.steps, f.window_hours) for f in settings.funnels]
+    taken = {f.name for f in found}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(funnels).order_by(funnels.c.name))
+        for row in rows:
+            if row.name not in taken:
+                found.append(parse(row.name, list(row.steps), row.window_hours, saved=True))
+    return found
+
+
+def save(engine: Engine, *, funnel: Funnel, now: datetime) -> None:
+    """Store a funnel made in the UI (its name free: the caller checked)."""
+    row = {
+        "name": funnel.name,
+        "steps": [str(step) for step in funnel.steps],
+        "window_hours": funnel.window_hours,
+        "created_at": now,
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.insert(funnels).values(**row))
+
+
+def delete(engine: Engine, *, name: str) -> bool:
+    with engine.begin() as conn:
+        return conn.execute(sa.delete(funnels).where(funnels.c.name == name)).rowcount > 0
+
+
+def compute(engine: Engine, *, funnel: Funnel, period: Period) -> FunnelResult:
+    """The funnel over the people who entered it in the period."""
+    window = timedelta(hours=funnel.window_hours)
+    best: dict[str, _Attempt] = {}
+    current: dict[str, _Attempt] = {}
+    rows_read, capped = 0, False
+    with engine.connect() as conn:
+        for row in _rows(conn, funnel, period, window):
+            rows_read += 1
+            if rows_read > MAX_ROWS:
+                capped = True
+                break
+            person = row.linked or row.user_id or row.visitor_id
+            if person is None:
+                continue
+            entered = row.occurred_at < period.end
+            if person not in current and len(current) >= MAX_PEOPLE:
+                capped = capped or entered
+                continue
+            _advance(funnel, current, best, person, row, window, entered)
+        per_step, by_channel, medians = _tally(conn, funnel, best)
+    return FunnelResult(
+        funnel, _steps(funnel, per_step, medians), by_channel, min(rows_read, MAX_ROWS), capped
+    )
+
+
+def _rows(conn: Connection, funnel: Funnel, period: Period, window: timedelta) -> Iterator[Any]:
+    names = sorted({s.target for s in funnel.steps if s.kind == "event"})
+    kinds = [sa.and_(events.c.type == "track", events.c.name.in_(names))] if names else []
+    if any(s.kind == "page" for s in funnel.steps):
+        kinds.append(events.c.type == "page")
+    query = (
+        sa.select(
+            events.c.occurred_at,
+            events.c.visitor_id,
+            events.c.user_id,
+            events.c.type,
+            events.c.name,
+            events.c.request,
+            visitors.c.user_id.label("linked"),
+        )
+        .select_from(events.outerjoin(visitors, visitors.c.id == events.c.visitor_id))
+        .where(
+            events.c.occurred_at >= period.start,
+            events.c.occurred_at < period.end + window,
+            events.c.bot.is_(None),
+            sa.or_(*kinds),
+        )
+        .order_by(events.c.occurred_at, events.c.id)
+    )
+    if period.source:
+        query = query.where(events.c.source == period.source)
+    result = conn.execution_options(stream_results=True, yield_per=STREAM).execute(query)
+    yield from result
+
+
+def _advance(
+    funnel: Funnel,
+    current: dict[str, _Attempt],
+    best: dict[str, _Attempt],
+    person: str,
+    row: Any,
+    window: timedelta,
+    entered: bool,
+) -> None:
+    request = row.request if isinstance(row.request, Mapping) else {}
+    props = request.get("properties")
+    props = props if isinstance(props, Mapping) else {}
+    path = _path(request.get("url"))
+    attempt = current.get(person)
+    steps = funnel.steps
+    at = row.occurred_at
+    if attempt is not None and len(attempt.times) < len(steps) and at <= attempt.started + window:
+        nxt = steps[len(attempt.times)]
+        if nxt.matches(type_=row.type, name=row.name, path=path, props=props):
+            attempt.times.append(at)
+            _keep(best, person, attempt)
+            return
+    done = attempt is not None and len(attempt.times) == len(steps)
+    free = attempt is None or (not done and at > attempt.started + window)
+    if entered and free and steps[0].matches(type_=row.type, name=row.name, path=path, props=props):
+        current[person] = _Attempt(row.visitor_id, at, [at])
+        _keep(best, person, current[person])
+
+
+def _keep(best: dict[str, _Attempt], person: str, attempt: _Attempt) -> None:
+    if person not in best or len(attempt.times) > len(best[person].times):
+        best[person] = attempt
+
+
+def _tally(
+    conn: Connection, funnel: Funnel, best: Mapping[str, _Attempt]
+) -> tuple[list[int], list[tuple[str, list[int]]], list[float | None]]:
+    size = len(funnel.steps)
+    per_step = [0] * size
+    gaps: list[list[float]] = [[] for _ in range(size)]
+    channel_of = _channels(conn, {a.visitor_id for a in best.values() if a.visitor_id})
+    by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * size)
+    for attempt in best.values():
+        channel = channel_of.get(attempt.visitor_id or "", channels.Channel.UNKNOWN.value)
+        for index, at in enumerate(attempt.times):
+            per_step[index] += 1
+            by_channel[channel][index] += 1
+            if index:
+                gaps[index].append((at - attempt.times[index - 1]).total_seconds())
+    medians = [statistics.median(g) if g else None for g in gaps]
+    ranked = sorted(by_channel.items(), key=lambda item: (-item[1][0], item[0]))
+    return per_step, ranked, medians
+
+
+def _channels(conn: Connection, visitor_ids: set[str]) -> dict[str, str]:
+    """Each visitor's first-touch channel, read IN_LIST at a time."""
+    ordered = sorted(visitor_ids)
+    found: dict[str, str] = {}
+    for start in range(0, len(ordered), IN_LIST):
+        chunk = ordered[start : start + IN_LIST]
+        query = sa.select(visitors.c.id, visitors.c.first_touch).where(visitors.c.id.in_(chunk))
+        for row in conn.execute(query):
+            touch = row.first_touch if isinstance(row.first_touch, Mapping) else {}
+            found[row.id] = channels.channel_of(touch).value
+    return found
+
+
+def _steps(
+    funnel: Funnel, per_step: Sequence[int], medians: Sequence[float | None]
+) -> list[StepResult]:
+    results = []
+    for index, step in enumerate(funnel.steps):
+        previous = per_step[index - 1] if index else None
+        results.append(
+            StepResult(
+                step,
+                per_step[index],
+                per_step[index] / previous if previous else None,
+                per_step[index] / per_step[0] if index and per_step[0] else None,
+                medians[index],
+            )
+        )
+    return results
+
+
+def _path(url: object) -> str | None:
+    if not isinstance(url, str):
+        return None
+    try:
+        return urlsplit(url).path or "/"
+    except ValueError:
+        return None

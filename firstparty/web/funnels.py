@@ -1,0 +1,161 @@
+"""Funnel pages under `/admin/reports/funnels`: the list with a form to save one, each funnel's
+steps for the period (`?format=csv` too), and deleting a funnel saved from the UI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from firstparty.errors import FieldError, InputError
+from firstparty.reports import funnel_spec, funnels
+from firstparty.runtime import Runtime
+from firstparty.web import admin, reports
+from firstparty.web.acquisition import csv_response
+
+MAX_STEP_LINES = 20
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def funnels_page(request: Request) -> Response:
+    return await _listing(request, {}, None, 200)
+
+
+async def _listing(
+    request: Request, form: dict[str, str], problem: str | None, status: int
+) -> Response:
+    runtime = _runtime(request)
+    chosen = reports.period_of(request)
+    found = await asyncio.to_thread(funnels.all_funnels, runtime.settings, runtime.engine)
+    context = {
+        **reports.filter_context(request, chosen),
+        "funnels": found,
+        "form": form,
+        "problem": problem,
+        "max_window": funnel_spec.MAX_WINDOW_HOURS,
+    }
+    return admin._render(request, "admin_funnels.html", context, status)
+
+
+async def save_funnel(request: Request) -> Response:
+    runtime = _runtime(request)
+    form = await admin._form(request)
+    try:
+        funnel = _parsed(form)
+    except ValueError as exc:
+        return await _listing(request, form, str(exc), 400)
+    existing = await asyncio.to_thread(funnels.all_funnels, runtime.settings, runtime.engine)
+    if funnel.name in {f.name for f in existing}:
+        return await _listing(request, form, f"a funnel named {funnel.name!r} exists", 409)
+    try:
+        await asyncio.to_thread(funnels.save, runtime.engine, funnel=funnel, now=datetime.now(UTC))
+    except sa.exc.IntegrityError:  # saved meanwhile by another request
+        return await _listing(request, form, f"a funnel named {funnel.name!r} exists", 409)
+    return RedirectResponse(f"/admin/reports/funnels/{quote(funnel.name)}", 303)
+
+
+def _parsed(form: dict[str, str]) -> funnel_spec.Funnel:
+    lines = [line for line in form.get("steps", "").splitlines() if line.strip()]
+    if len(lines) > MAX_STEP_LINES:
+        raise ValueError(f"at most {funnel_spec.MAX_STEPS} steps")
+    raw_window = form.get("window_hours", "").strip() or "24"
+    if not raw_window.isdigit() or len(raw_window) > 6:
+        raise ValueError("window (hours) must be a whole number")
+    return funnel_spec.parse(form.get("name", "").strip(), lines, int(raw_window), saved=True)
+
+
+async def funnel_page(request: Request) -> Response:
+    runtime = _runtime(request)
+    chosen = reports.period_of(request)
+    wanted = request.query_params.get("format", "html")
+    if wanted not in ("html", "csv"):
+        raise InputError(400, "bad report query", [FieldError("format", "must be html or csv")])
+    funnel = await _named(request)
+    result = await asyncio.to_thread(funnels.compute, runtime.engine, funnel=funnel, period=chosen)
+    if wanted == "csv":
+        name = f"funnel-{funnel.name}-{chosen.first.isoformat()}-{chosen.last.isoformat()}.csv"
+        return csv_response(name, _csv_rows(result))
+    context = {
+        **reports.filter_context(request, chosen),
+        "result": result,
+        "duration": duration,
+        "csv_href": f"{request.url.path}?{urlencode({**chosen.query(), 'format': 'csv'})}",
+    }
+    return admin._render(request, "admin_funnel.html", context)
+
+
+async def delete_funnel(request: Request) -> Response:
+    runtime = _runtime(request)
+    funnel = await _named(request)
+    if not funnel.saved:
+        return admin._error(
+            request, 400, f"The funnel {funnel.name!r} is in the config file: remove it there."
+        )
+    await asyncio.to_thread(funnels.delete, runtime.engine, name=funnel.name)
+    return RedirectResponse("/admin/reports/funnels", 303)
+
+
+async def _named(request: Request) -> funnel_spec.Funnel:
+    runtime = _runtime(request)
+    name = request.path_params["name"]
+    found = await asyncio.to_thread(funnels.all_funnels, runtime.settings, runtime.engine)
+    for funnel in found:
+        if funnel.name == name:
+            return funnel
+    raise InputError(404, "not found", [FieldError("name", "no funnel of that name")])
+
+
+def _csv_rows(result: funnels.FunnelResult) -> Iterator[list[Any]]:
+    channels = [channel for channel, _ in result.by_channel]
+    yield ["step", "definition", "people", "from_previous", "from_first", "median_seconds"] + [
+        f"channel:{c}" for c in channels
+    ]
+    for index, step in enumerate(result.steps):
+        by_channel = [counts[index] for _, counts in result.by_channel]
+        yield [
+            index + 1,
+            str(step.step),
+            step.people,
+            _ratio(step.from_previous),
+            _ratio(step.from_first),
+            "" if step.median_seconds is None else round(step.median_seconds),
+            *by_channel,
+        ]
+
+
+def duration(seconds: float | None) -> str:
+    """A median time in words: 45 s, 12 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+routes = [
+    Route("/admin/reports/funnels", admin._signed_in(funnels_page), methods=["GET"]),
+    Route("/admin/reports/funnels", admin._signed_in(save_funnel), methods=["POST"]),
+    Route("/admin/reports/funnels/{name}", admin._signed_in(funnel_page), methods=["GET"]),
+    Route(
+        "/admin/reports/funnels/{name}/delete", admin._signed_in(delete_funnel), methods=["POST"]
+    ),
+]
