@@ -72,6 +72,13 @@ META_REFUSALS = [
         None,
     ),
     ("bad session", "1", meta_body(session={"session_id": "x", "batch_seq": 1}), 100, None),
+    (
+        "session not starting at 1",
+        "1",
+        meta_body(session={"session_id": 7, "batch_seq": 2, "last_batch_flag": True}),
+        100,
+        None,
+    ),
 ]
 
 
@@ -108,6 +115,18 @@ def test_meta_adds_counts_invalid_rows_and_deletes_by_any_match_key(
     )
     assert removed.status_code == 200
     assert meta.held["1"] == [{"EMAIL": H}]
+    meta.held["1"].clear()
+
+
+def test_meta_sessions_run_in_order_and_close(meta: meta_audience.FakeMetaAudience) -> None:
+    rows = {"schema": ["EMAIL"], "data": [[H]]}
+
+    def call(seq: int, last: bool) -> int:
+        session = {"session_id": 99, "batch_seq": seq, "last_batch_flag": last}
+        body = meta_body(payload=rows, session=session)
+        return httpx.post(f"{meta.api_base}/1/users", json=body).status_code
+
+    assert [call(1, False), call(3, False), call(2, True), call(3, False)] == [200, 400, 200, 400]
     meta.held["1"].clear()
 
 
@@ -280,6 +299,25 @@ GOOGLE_REFUSALS = [
         "ingest",
         ingest(audienceMembers=[google_member({"address": {"givenName": H, "familyName": H}})]),
         "REQUIRED_FIELD_MISSING",
+    ),
+    (
+        "region code",
+        "ingest",
+        ingest(
+            audienceMembers=[
+                google_member(
+                    {
+                        "address": {
+                            "givenName": H,
+                            "familyName": H,
+                            "regionCode": "usa",
+                            "postalCode": "1",
+                        }
+                    }
+                )
+            ]
+        ),
+        "INVALID_COUNTRY_CODE",
     ),
     (
         "consent value",

@@ -6,10 +6,11 @@ Checked fail-fast, answered with `google.rpc.Status` and `BadRequest.fieldViolat
 Manager does: the bearer token and its `datamanager` scope; the request's fields (remove takes no
 `consent` or `termsOfService`); 1 to 10 destinations, each a GOOGLE_ADS operating account and a
 known user list id as `productDestinationId`; 1 to 10,000 audience members; each with 1 to 10
-user identifiers of exactly one kind (email, phone, complete address); hashes valid for the
-request's `encoding` (required with user data); consent values from Google's enum, on the request
-and per member; on ingest, the Customer Match terms of service accepted. The reasons of the
-fake's own checks (TOO_MANY_AUDIENCE_MEMBERS, TERMS_AND_CONDITIONS_NOT_SIGNED) are unconfirmed.
+user identifiers of exactly one kind (email, phone, complete address, its region a two-letter
+upper-case code); hashes valid for the request's `encoding` (required with user data); consent
+values from Google's enum, on the request and per member; on ingest, the Customer Match terms of
+service accepted. The reasons of the fake's own checks (TOO_MANY_AUDIENCE_MEMBERS,
+TERMS_AND_CONDITIONS_NOT_SIGNED, INVALID_COUNTRY_CODE) are unconfirmed.
 
 A member whose consent (its own, else the request's) denies adUserData or adPersonalization is
 not added. A person is held as its identifiers; remove drops every held person sharing one.
@@ -18,6 +19,7 @@ not added. A person is held as its identifiers; remove drops every held person s
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -199,6 +201,13 @@ def _member_violations(where: str, member: Any, encoding: Any) -> list[Violation
             continue
         if "address" in ident and set(ident["address"] or {}) != ADDRESS_KEYS:
             problems.append((f"{at}.address", "Incomplete address.", "REQUIRED_FIELD_MISSING"))
+            continue
+        if "address" in ident and not re.fullmatch(
+            r"[A-Z]{2}", str(ident["address"]["regionCode"])
+        ):
+            problems.append(
+                (f"{at}.address.region_code", "Invalid region code.", "INVALID_COUNTRY_CODE")
+            )
             continue
         for key, value in _hashed_values(ident):
             if not _encoded_ok(value, encoding):

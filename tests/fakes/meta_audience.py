@@ -5,8 +5,9 @@ Every request is checked as Meta would: the token (code 190) and `appsecret_proo
 id (code 100 subcode 33), a flagged audience (code 100 subcode 1713230, edits blocked),
 `payload.schema` keys from Meta's multi-key list without repeats, every row as wide as the
 schema, at most 10,000 rows, every cell a string and, for the keys Meta wants hashed (all but
-EXTERN_ID and MADID), "" or a lower-case 64-hex SHA-256, and the `session` object's fields. A row
-with no value at all is counted in `num_invalid_entries`. The answer carries Meta's fields
+EXTERN_ID and MADID), "" or a lower-case 64-hex SHA-256, and the `session` object's fields
+(`batch_seq` 1, 2, ... within a session, nothing after its `last_batch_flag`). A row with no
+value at all is counted in `num_invalid_entries`. The answer carries Meta's fields
 (`audience_id`, `session_id`, `num_received`, `num_invalid_entries`, `invalid_entry_samples`).
 The Graph error codes are Meta's; the wording of the fake's own checks is its own.
 
@@ -225,6 +226,11 @@ class FakeMetaAudience(FakeServer):
             raise GraphError(100, "Invalid parameter: session_id and batch_seq are required")
         if not isinstance(session.get("last_batch_flag"), bool):
             raise GraphError(100, "Invalid parameter: last_batch_flag must be a boolean")
+        earlier = [s for s in self.sessions if s["session_id"] == session["session_id"]]
+        if any(s["last_batch_flag"] for s in earlier):
+            raise GraphError(100, "Invalid parameter: this session's last batch was sent")
+        if session["batch_seq"] != len(earlier) + 1:
+            raise GraphError(100, "Invalid parameter: batch_seq must follow the session's last")
         return session
 
     def _error(self, error: GraphError) -> dict[str, Any]:
