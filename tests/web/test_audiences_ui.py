@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from firstparty.audiences import service
 from firstparty.store import db, migrate
 from firstparty.store.models import audience_sizes
 from tests.audiences.people import lead
@@ -121,6 +122,22 @@ async def test_bad_posts_change_nothing(
     anonymous = httpx.AsyncClient(transport=client.http._transport, base_url=client.http.base_url)
     async with anonymous:
         assert (await anonymous.get("/admin/audiences")).status_code == 303
+
+
+async def test_a_sync_running_elsewhere_is_a_409_notice(
+    app: tuple[AppClient, meta_audience.FakeMetaAudience, tiktok_audience.FakeTikTokAudience],
+) -> None:
+    client, meta, _ = app
+    page = await signed_in_page(client.http, "/admin/audiences")
+    leads = service.find(client.settings, "leads")
+    now = datetime.now(UTC)
+    assert service.take(client.engine, leads, holder="other-process", now=now, due_only=False)
+    busy = await client.http.post(
+        "/admin/audiences/sync", data={"csrf": csrf_in(page), "name": "leads"}
+    )
+    assert busy.status_code == 409 and 'id="sync-error"' in busy.text
+    assert "being synced by another process" in busy.text
+    assert meta.requests == []
 
 
 # ---------------------------------------------------------------- in Chromium
