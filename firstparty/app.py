@@ -39,6 +39,7 @@ from firstparty.store import db, instance
 from firstparty.tracker import serve
 from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
+from firstparty.web import alerts as alerts_ui
 from firstparty.web import audiences as audiences_ui
 from firstparty.web import demo, live, operate
 from firstparty.web import funnels as funnels_ui
@@ -66,6 +67,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         audiences_ui.routes,
         acquisition_ui.routes,
         funnels_ui.routes,
+        alerts_ui.routes,
     ]
 
 

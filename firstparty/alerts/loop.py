@@ -106,11 +106,13 @@ class Evaluator:
         for notice in owed:
             if not await asyncio.to_thread(state.claim, self.engine, notice, now=now):
                 continue
-            if await self._send(notice):
+            error = await self._send(notice)
+            if error is None:
                 sent += 1
             else:
                 failed += 1
                 await asyncio.to_thread(state.unclaim, self.engine, notice)
+            await asyncio.to_thread(state.record_notice, self.engine, notice, at=now, error=error)
         return Round(evaluated=True, sent=sent, failed=failed)
 
     def destinations(self) -> list[str]:
@@ -134,7 +136,8 @@ class Evaluator:
         found.update(self.book.problems)
         return found
 
-    async def _send(self, notice: state.Notice) -> bool:
+    async def _send(self, notice: state.Notice) -> str | None:
+        """Send one message; None when the channel took it, else why not."""
         rules, instance = self.settings.alerts, self.settings.public_url
         try:
             if notice.channel == Channel.WEBHOOK and rules.webhook is not None:
@@ -151,8 +154,8 @@ class Evaluator:
                 notice.channel.value,
                 exc,
             )
-            return False
-        return True
+            return str(exc)
+        return None
 
     async def _record_errors(self, now: datetime) -> None:
         seen = internal_errors()

@@ -30,6 +30,13 @@ class Channel(StrEnum):
     EMAIL = "email"
 
 
+class NoticeOutcome(StrEnum):
+    """What became of one message to one channel (alert_history)."""
+
+    SENT = "sent"
+    FAILED = "failed"  # not accepted; tried again at the next round
+
+
 Key = tuple[str, str]  # (rule, subject)
 
 

@@ -15,8 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from firstparty.alerts.rules import AlertState, Channel, Key, Verdicts
-from firstparty.store.models import alert_lease, alert_notices, alerts, server_errors
+from firstparty.alerts.rules import AlertState, Channel, Key, NoticeOutcome, Verdicts
+from firstparty.store.models import (
+    alert_history,
+    alert_lease,
+    alert_notices,
+    alerts,
+    server_errors,
+)
 
 LEASE = "evaluator"
 ERRORS_KEPT = timedelta(days=1)  # longer than any window
@@ -169,6 +175,63 @@ def _notice_is(notice: Notice) -> list[sa.ColumnElement[bool]]:
         c.subject == notice.alert.subject,
         c.channel == notice.channel.value,
     ]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message tried (alert_history), newest first on the Alerts page."""
+
+    id: int
+    at: datetime
+    rule: str
+    subject: str
+    state: AlertState
+    channel: Channel
+    outcome: NoticeOutcome
+    detail: str
+    error: str | None
+
+
+def record_notice(engine: Engine, notice: Notice, *, at: datetime, error: str | None) -> None:
+    """Keep what one message said and whether the channel took it (`error`: why not)."""
+    alert = notice.alert
+    outcome = NoticeOutcome.SENT if error is None else NoticeOutcome.FAILED
+    with engine.begin() as conn:
+        conn.execute(
+            alert_history.insert().values(
+                at=at,
+                rule=alert.rule,
+                subject=alert.subject,
+                state=alert.state.value,
+                channel=notice.channel.value,
+                outcome=outcome.value,
+                detail=alert.detail,
+                error=error,
+            )
+        )
+
+
+def history(engine: Engine, *, before: int | None, limit: int) -> list[Sent]:
+    """Messages tried, newest first; `before`: the last id of the previous page."""
+    c = alert_history.c
+    query = sa.select(alert_history).order_by(c.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(c.id < before)
+    with engine.connect() as conn:
+        return [
+            Sent(
+                id=r.id,
+                at=r.at,
+                rule=r.rule,
+                subject=r.subject,
+                state=AlertState(r.state),
+                channel=Channel(r.channel),
+                outcome=NoticeOutcome(r.outcome),
+                detail=r.detail,
+                error=r.error,
+            )
+            for r in conn.execute(query)
+        ]
 
 
 def record_errors(engine: Engine, *, count: int, now: datetime) -> None:

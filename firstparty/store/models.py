@@ -377,6 +377,21 @@ alert_notices = sa.Table(
     sa.Column("sent_at", UTCDateTime(), nullable=False),
 )
 
+# Every message tried, one row each (`state.record_notice`): what the Alerts page lists.
+alert_history = sa.Table(
+    "alert_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("rule", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # what was announced: firing | resolved
+    sa.Column("channel", sa.String(16), nullable=False),  # webhook | email
+    sa.Column("outcome", sa.String(16), nullable=False),  # sent | failed (rules.NoticeOutcome)
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),  # why it failed; retried at the next round
+)
+
 alert_lease = sa.Table(
     "alert_lease",
     metadata,
