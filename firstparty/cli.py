@@ -543,10 +543,14 @@ def _privacy_export(args: argparse.Namespace) -> int:
 
 
 def _destinations_list(args: argparse.Namespace) -> int:
+    from firstparty.destinations import registry
+
     settings = load_settings(args)
     for found in settings.destinations:
         unset = settings.misconfigured.get(found.name)
         state = f"cannot send: {', '.join(unset)} not set" if unset else "ready"
+        if found.type not in registry.ADAPTERS:
+            state += " (audience: firstparty audiences)"
         print(f"{found.name:<20} {found.type:<16} {state}")
     try:
         added = _stored_listing(settings)

@@ -119,7 +119,8 @@ def _sync(args: argparse.Namespace) -> int:
         print(_result_line(result))
         if result.warning:
             print(f"  warning: {result.warning}")
-    return 1 if any(r.errors for r in results) else 0
+    unsent = any(r.errors or r.detail.startswith("cannot send") for r in results)
+    return 1 if unsent else 0
 
 
 def _result_line(result: RunResult) -> str:

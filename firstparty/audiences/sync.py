@@ -127,7 +127,8 @@ class Syncer:
         for name in audience.destinations:
             adapter = adapters.get(name)
             if adapter is None:
-                results.append(RunResult(audience.name, name, 0, 0, 0, 0, "cannot send: not set"))
+                reason = "cannot send: its environment variable(s) are not set"
+                results.append(RunResult(audience.name, name, 0, 0, 0, 0, reason))
                 continue
             results.append(await self._destination(audience, adapter, planned, trigger))
         return results

@@ -135,7 +135,8 @@ def _row(
         "kept_in": kept_in,
         "state": "shadowed by the config file" if shadowed else state,
         "problem": book.problems.get(name) if not shadowed else None,
-        "live": found is not None and state == "enabled",
+        # An audience destination takes no events: no test event (audiences are synced instead).
+        "live": found is not None and state == "enabled" and found.type in registry.ADAPTERS,
         "needs_code": found is not None
         and "test_event_code" in type(found).model_fields
         and not getattr(found, "test_event_code", None),

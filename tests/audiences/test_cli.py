@@ -198,3 +198,40 @@ async def test_the_schedule_runs_a_due_audience_once_across_processes(
             await one.close()
             await two.close()
             engine.dispose()
+
+
+def test_audience_destinations_are_listed_never_sent_a_test_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fakes() as (meta, google, tiktok):
+        url = f"sqlite:///{tmp_path}/fp.db"
+        path = tmp_path / "firstparty.toml"
+        path.write_text(config(url, meta, google, tiktok))
+        assert cli.main(["--config", str(path), "destinations"]) == 0
+        listed = capsys.readouterr().out
+        assert "meta-leads" in listed and "ready (audience: firstparty audiences)" in listed
+        code = cli.main(["--config", str(path), "destinations", "test", "meta-leads"])
+        assert code == 2
+        assert (
+            "meta-leads is an audience destination (meta_custom_audience): it takes no events"
+            in (capsys.readouterr().err)
+        )
+        assert meta.requests == []
+
+
+async def test_the_destinations_page_offers_no_test_event_for_an_audience(tmp_path: Path) -> None:
+    from tests.conftest import running_app
+    from tests.web.test_admin_ui import signed_in_page
+
+    with (
+        contextlib.contextmanager(make_database)("sqlite", tmp_path, migrated=True) as url,
+        fakes() as (meta, google, tiktok),
+    ):
+        path = tmp_path / "firstparty.toml"
+        path.write_text(config(url, meta, google, tiktok))
+        settings = settings_mod.load({}, config_path=str(path))
+        async with running_app(settings) as app:
+            page = await signed_in_page(app.http, "/admin/destinations")
+        row = page[page.index("meta-leads") :].split("</tr>", 1)[0]
+        assert "meta_custom_audience" in row and "ready" in row
+        assert "test event" not in row.lower() and 'name="name"' not in row

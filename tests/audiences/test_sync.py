@@ -111,7 +111,7 @@ async def test_a_failed_batch_is_retried_at_the_next_run(
 ) -> None:
     settings = settings_of(deployment, meta, otp=otp_config(twilio))
     async with serving(settings) as app:
-        await cast(app, twilio)
+        p = await cast(app, twilio)
         meta.fail_next(1)
         failed = await sync(settings)
         assert counts(failed) == (3, 0, 0, 3)
@@ -119,9 +119,16 @@ async def test_a_failed_batch_is_retried_at_the_next_run(
         assert meta.size() == 0
         assert counts(await sync(settings)) == (3, 3, 0, 0)
         assert meta.size() == 3
+        # A failed removal leaves the member acknowledged: removed at the next run.
+        await server_send(app, named("Purchase", visitor_id=p.small[2:]))
+        meta.fail_next(1)
+        assert counts(await sync(settings)) == (2, 0, 0, 1)
+        assert sha256("small@example.com") in meta.emails()
+        assert counts(await sync(settings)) == (2, 0, 1, 0)
+        assert sha256("small@example.com") not in meta.emails() and meta.size() == 2
         with app.engine.connect() as conn:
             statuses = conn.execute(sa.select(tracks.c.status).order_by(tracks.c.id)).scalars()
-            assert list(statuses) == ["failed", "delivered"]
+            assert list(statuses) == ["failed", "delivered", "failed", "delivered"]
 
 
 def bulk_leads(engine: sa.Engine, count: int) -> None:
