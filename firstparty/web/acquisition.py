@@ -5,8 +5,6 @@ the tables as one CSV (a `table` column says which)."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +14,7 @@ from starlette.routing import Route
 
 from firstparty.errors import FieldError, InputError
 from firstparty.reports import acquisition as service
-from firstparty.reports import channels, credit
+from firstparty.reports import channels, credit, export
 from firstparty.web import admin, reports
 
 
@@ -47,29 +45,20 @@ async def acquisition_page(request: Request) -> Response:
 
 
 def csv_response(filename: str, rows: Iterator[list[Any]]) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    for row in rows:
-        writer.writerow([_safe(cell) for cell in row])
-    headers = {
-        **admin.HEADERS,
-        "Content-Disposition": f'attachment; filename="{filename}"',
-    }
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+    """Rows (the header first) as a CSV download, formula-safe as every report's
+    (`reports.export`)."""
+    header, *body = [[_cell(c) for c in row] for row in rows]
+    text = export.csv_text(export.Table([str(c) for c in header], body))
+    headers = {**admin.HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
 
 
-def _safe(cell: Any) -> str:
-    """A cell a spreadsheet will not run: text starting with = + - @ gets a leading quote."""
-    text = "" if cell is None else str(cell)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _number(text) else text
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _cell(value: Any) -> export.Cell:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int | float | str):
+        return value
+    return float(value)  # a Decimal amount
 
 
 def _csv_rows(found: service.Acquisition, saved: list[service.Recovered]) -> Iterator[list[Any]]:
