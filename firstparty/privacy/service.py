@@ -5,7 +5,9 @@ An email or phone finds the person through the hashes stored with events (and, f
 user it verified). Erasing deletes rather than anonymises: the person's events, visitors, device
 links, click ids, outbox rows, one-time codes (to their numbers or asked by their visitors), and
 every outgoing request that carried one of their events (the whole logged request: its body holds
-their hashes). Reports count fewer events afterwards; the replay audit (`replays`) holds only
+their hashes), and every logged audience request that carried their hashes (audiences: the
+platforms themselves drop the person at the next sync, from the acknowledged hashes kept for
+that). Reports count fewer events afterwards; the replay audit (`replays`) holds only
 counts and is kept.
 """
 
@@ -22,6 +24,8 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty.identity import pii, users
 from firstparty.reports import rollups
 from firstparty.store.models import (
+    audience_members_acked,
+    audience_runs,
     click_ids,
     deliveries,
     events,
@@ -183,6 +187,7 @@ def erase(conn: Connection, person: Person) -> dict[str, int]:
         track_ids |= _column_values(
             conn, track_events.c.track_id, track_events.c.event_pk.in_(chunk)
         )
+    track_ids |= _audience_tracks(conn, person)
     rollups.take(conn, person.event_pks)  # the reports count the person's events no more
     removed = {
         "track_events": _delete(conn, track_events, track_events.c.track_id, track_ids)
@@ -203,6 +208,51 @@ def erase(conn: Connection, person: Person) -> dict[str, int]:
         "users": _delete(conn, users_table, users_table.c.id, person.user_ids),
     }
     return removed
+
+
+def _audience_tracks(conn: Connection, person: Person) -> set[Any]:
+    """The logged audience requests whose body holds one of the person's hashes (those of their
+    events, and those the platforms acknowledged for them)."""
+    destinations = _column_values(conn, audience_runs.c.destination, sa.true())
+    if not destinations:
+        return set()
+    digests: set[str] = set()
+    for chunk in _chunks(person.event_pks):
+        for row in conn.execute(sa.select(events.c.user).where(events.c.id.in_(chunk))):
+            digests |= _hashes(row.user)
+    keys = {f"u:{u}" for u in person.user_ids} | {f"v:{v}" for v in person.visitor_ids}
+    acked = audience_members_acked.c
+    for chunk in _chunks(keys):
+        for row in conn.execute(sa.select(acked.identifiers).where(acked.member_key.in_(chunk))):
+            digests |= _hashes(row.identifiers)
+    for chunk in _chunks(person.user_ids):
+        for row in conn.execute(
+            sa.select(users_table.c.phone_hashes).where(users_table.c.id.in_(chunk))
+        ):
+            digests |= _hashes(row.phone_hashes)
+    text = sa.cast(tracks.c.request, sa.Text)
+    found: set[Any] = set()
+    for digest in sorted(digests):
+        found |= _column_values(
+            conn,
+            tracks.c.id,
+            sa.and_(
+                tracks.c.destination.in_(sorted(destinations)),
+                text.contains(digest, autoescape=True),
+            ),
+        )
+    return found
+
+
+# Hashes that name one person (a country's or a gender's hash is shared by many: never searched).
+_PERSONAL = ("em", "em_google", "ph", "ph_e164", "external_id")
+
+
+def _hashes(value: Any) -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    found = (value.get(k) for k in _PERSONAL)
+    return {v for v in found if isinstance(v, str) and pii.HASHED.match(v)}
 
 
 def erase_person(engine: Engine, *, who: Who, secret: str, default_region: str) -> dict[str, int]:
