@@ -35,7 +35,7 @@ from firstparty.identity import users
 from firstparty.privacy import retention
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
-from firstparty.store import db, instance
+from firstparty.store import db, instance, partitions
 from firstparty.tracker import serve
 from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
@@ -321,10 +321,18 @@ async def _alerting(runtime: Runtime) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
-    """Delete rows past their retention a while after start, then every day (bounded chunks)."""
+    """Delete rows past their retention a while after start, then every day (bounded chunks).
+
+    At start, first, this month's and next month's partitions (PostgreSQL) where missing; each
+    prune round makes them again, so a server up for months never runs out of them.
+    """
     retention_settings = runtime.settings.retention
 
     async def loop() -> None:
+        try:
+            await asyncio.to_thread(partitions.ensure, runtime.engine)
+        except Exception:  # the default partition takes the rows meanwhile; the round retries
+            log.warning("making partitions failed; retrying at the next round", exc_info=True)
         await asyncio.sleep(retention_settings.prune_first_delay_seconds)
         while True:
             try:

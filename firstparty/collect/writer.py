@@ -25,8 +25,9 @@ from firstparty.delivery import outbox as delivery_outbox
 from firstparty.destinations import book
 from firstparty.errors import FieldError
 from firstparty.reports import conversion_rollups, rollups
+from firstparty.store import partitions
 from firstparty.store.db import bulk_insert
-from firstparty.store.models import click_ids, events, visitors
+from firstparty.store.models import click_ids, event_keys, events, visitors
 
 log = logging.getLogger("firstparty.collect")
 # Which destinations want an event, and whether it is a conversion for one of them:
@@ -66,7 +67,7 @@ def write(
         _event_row(item, user_id, sessions.get(item.pk), way.conversion)
         for item, user_id, way in zip(items, people, routes, strict=True)
     ]
-    landed = bulk_insert(conn, events, rows, ignore=True, key="id") or set()
+    landed = _store_events(conn, rows)
     _store_own_clicks(conn, [item for item in items if item.pk in landed])
     stored: list[Stored] = []
     outbox: list[dict[str, Any]] = []
@@ -255,9 +256,27 @@ def _touch(item: Prepared) -> dict[str, Any]:
     )
 
 
+def _store_events(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the events whose (source, event_id) is new; the pks of those inserted.
+
+    A partitioned `events` (PostgreSQL) cannot hold that unique key: its `event_keys` row is
+    claimed first, in the same transaction, and only the events that claimed one are inserted.
+    """
+    if not partitions.partitioned(conn.dialect):
+        return bulk_insert(conn, events, rows, ignore=True, key="id") or set()
+    keys = [{"source": r["source"], "event_id": r["event_id"], "event_pk": r["id"]} for r in rows]
+    landed: set[str] = bulk_insert(conn, event_keys, keys, ignore=True, key="event_pk") or set()
+    bulk_insert(conn, events, [row for row in rows if row["id"] in landed])
+    return landed
+
+
 def _original_pk(conn: Connection, item: Prepared) -> str:
-    query = sa.select(events.c.id).where(
-        events.c.source == item.source.name, events.c.event_id == item.event_id
+    if partitions.partitioned(conn.dialect):
+        table, pk = event_keys, event_keys.c.event_pk
+    else:
+        table, pk = events, events.c.id
+    query = sa.select(pk).where(
+        table.c.source == item.source.name, table.c.event_id == item.event_id
     )
     return str(conn.execute(query).scalar_one())
 

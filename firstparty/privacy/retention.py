@@ -2,9 +2,15 @@
 
 Each chunk is its own short transaction, so ingest never waits long on a prune; a run stops
 after `prune_max_rows` per table (the next run goes on). An event goes with its outbox rows,
-its click ids and its links to logged requests; a logged request with its links. The admin
-sign-in rows go once they no longer count: failures past their window, revocations past the
-session's expiry (whatever the settings).
+its click ids, its de-duplication key and its links to logged requests; a logged request with
+its links. The admin sign-in rows go once they no longer count: failures past their window,
+revocations past the session's expiry (whatever the settings).
+
+On PostgreSQL events and tracks are kept in monthly partitions (store/partitions.py): a month
+wholly past the retention is dropped at once, after its rows' outbox rows, click ids, keys and
+links were deleted in chunks (they live in plain tables); the month the cutoff falls in, and
+the default partition, are pruned row by row as on the other engines. Each round first makes
+this month's and next month's partitions where missing.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty.settings import RetentionSettings
+from firstparty.store import partitions
 from firstparty.store.models import (
     admin_login_failures,
     admin_revocations,
     click_ids,
     deliveries,
+    event_keys,
     events,
     otp_attempts,
     otp_codes,
@@ -38,16 +46,63 @@ def _older(
     return [row[0] for row in conn.execute(query)]
 
 
-def _drop_events(conn: Connection, ids: list[Any]) -> None:
+def _event_rows(conn: Connection, ids: list[Any]) -> None:
+    """What goes with these events, in the tables that are not partitioned."""
     conn.execute(sa.delete(track_events).where(track_events.c.event_pk.in_(ids)))
     conn.execute(sa.delete(deliveries).where(deliveries.c.event_pk.in_(ids)))
     conn.execute(sa.delete(click_ids).where(click_ids.c.event_pk.in_(ids)))
+    conn.execute(sa.delete(event_keys).where(event_keys.c.event_pk.in_(ids)))
+
+
+def _drop_events(conn: Connection, ids: list[Any]) -> None:
+    _event_rows(conn, ids)
     conn.execute(sa.delete(events).where(events.c.id.in_(ids)))
 
 
-def _drop_tracks(conn: Connection, ids: list[Any]) -> None:
+def _track_rows(conn: Connection, ids: list[Any]) -> None:
     conn.execute(sa.delete(track_events).where(track_events.c.track_id.in_(ids)))
+
+
+def _drop_tracks(conn: Connection, ids: list[Any]) -> None:
+    _track_rows(conn, ids)
     conn.execute(sa.delete(tracks).where(tracks.c.id.in_(ids)))
+
+
+# Partitioned table -> what goes with a chunk of its rows.
+_WITH_ROWS: dict[str, Callable[[Connection, list[Any]], None]] = {
+    "events": _event_rows,
+    "tracks": _track_rows,
+}
+
+
+def _drop_partitions(
+    engine: Engine, table: sa.Table, cutoff: datetime, settings: RetentionSettings
+) -> int:
+    """Drop the months of `table` wholly older than `cutoff`; the rows they held.
+
+    The rows that go with theirs are deleted first, chunk by chunk through the month's ids; a
+    month is dropped only once that is done (a run that stops midway starts it again).
+    """
+    if not partitions.partitioned(engine.dialect) or table.name not in _WITH_ROWS:
+        return 0
+    with engine.connect() as conn:
+        old = partitions.older(conn, table.name, cutoff)
+    removed = 0
+    for partition in old:
+        after: object | None = None
+        while True:
+            with engine.begin() as conn:
+                ids = partitions.ids(
+                    conn, partition.name, after=after, limit=settings.prune_chunk_rows
+                )
+                if ids:
+                    _WITH_ROWS[table.name](conn, ids)
+            removed += len(ids)
+            if len(ids) < settings.prune_chunk_rows:
+                break
+            after = ids[-1]
+        partitions.drop(engine, partition.name)
+    return removed
 
 
 def _drop_rows(table: sa.Table) -> Callable[[Connection, list[Any]], None]:
@@ -83,6 +138,7 @@ def prune(
 ) -> dict[str, int]:
     """Delete what is older than each table's retention; the rows removed per table."""
     now = now or datetime.now(UTC)
+    partitions.ensure(engine, now=now)
     plan = [
         ("events", settings.events_days, events, events.c.received_at, _drop_events),
         ("tracks", settings.tracks_days, tracks, tracks.c.created_at, _drop_tracks),
@@ -100,7 +156,8 @@ def prune(
         if days is None:
             continue
         cutoff = now - timedelta(days=days)
-        removed[name] = _prune(engine, table, time, drop, cutoff, settings)
+        removed[name] = _drop_partitions(engine, table, cutoff, settings)
+        removed[name] += _prune(engine, table, time, drop, cutoff, settings)
     failures = admin_login_failures
     removed["admin_login_failures"] = _prune(
         engine, failures, failures.c.created_at, _drop_rows(failures), now - signin.WINDOW, settings

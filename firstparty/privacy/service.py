@@ -28,6 +28,7 @@ from firstparty.store.models import (
     audience_runs,
     click_ids,
     deliveries,
+    event_keys,
     events,
     otp_attempts,
     otp_codes,
@@ -189,6 +190,7 @@ def erase(conn: Connection, person: Person) -> dict[str, int]:
         )
     track_ids |= _audience_tracks(conn, person)
     rollups.take(conn, person.event_pks)  # the reports count the person's events no more
+    _delete(conn, event_keys, event_keys.c.event_pk, person.event_pks)  # part of each event
     removed = {
         "track_events": _delete(conn, track_events, track_events.c.track_id, track_ids)
         + _delete(conn, track_events, track_events.c.event_pk, person.event_pks),

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from firstparty.store import partitions
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -20,11 +22,14 @@ def _config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (default: the newest)."""
+    """Bring the schema to `revision` (default: the newest), with this month's and next
+    month's partitions (PostgreSQL, once partitioned)."""
     config = _config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+    if revision == "head":
+        partitions.ensure(engine)
 
 
 def downgrade(engine: Engine, revision: str) -> None:

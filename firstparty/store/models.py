@@ -118,6 +118,11 @@ click_ids = sa.Table(
     sa.UniqueConstraint("visitor_id", "kind", "value"),
 )
 
+# On PostgreSQL, `events` and `tracks` are partitioned by month of their time column (received_at,
+# created_at; 0015_partition, store/partitions.py): their primary keys there also hold that column
+# (a partitioned table's unique keys must), so the unique (source, event_id) below and the foreign
+# keys to events.id and tracks.id exist on SQLite and MySQL/MariaDB only. PostgreSQL refuses a
+# duplicate through `event_keys` instead, written in the event's transaction.
 events = sa.Table(
     "events",
     metadata,
@@ -146,6 +151,17 @@ events = sa.Table(
     sa.Index("ix_events_source_received_at", "source", "received_at"),
     # 0009_rollups: one name's events newest first, read from the index (was on name alone).
     sa.Index("ix_events_name_id", "name", "id"),
+)
+
+# The ingest de-duplication of a partitioned `events` (PostgreSQL, 0015_partition): one row per
+# (source, event_id) stored, naming the event's row. Empty on SQLite and MySQL/MariaDB, where the
+# unique (source, event_id) of `events` itself refuses a duplicate. Goes with its event.
+event_keys = sa.Table(
+    "event_keys",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("event_id", CaseSensitive(128), primary_key=True),
+    sa.Column("event_pk", sa.String(26), nullable=False, index=True),
 )
 
 # The outbox: one row per (event, destination) that wants it. Written in the event's transaction.

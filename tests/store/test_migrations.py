@@ -3,17 +3,47 @@ three engines."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from firstparty.store import db, migrate, models
+from firstparty.store import db, migrate, models, partitions
+
+# What a partitioned table cannot have on PostgreSQL (0015_partition; models.events says why).
+PARTITIONED_LACKS = [
+    ("add_constraint", "events", "uq_events_source_event_id"),
+    ("add_fk", "deliveries", "fk_deliveries_event_pk"),
+    ("add_fk", "track_events", "fk_track_events_track_id"),
+]
+
+
+def _partition_names(conn: sa.Connection) -> set[str]:
+    if not partitions.partitioned(conn.dialect):
+        return set()
+    return {p.name for table in partitions.PARTITIONED for p in partitions.listed(conn, table)}
 
 
 def _differences(engine: sa.Engine) -> list[object]:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": False})
-        return list(compare_metadata(context, models.metadata))
+        skipped = _partition_names(conn)
+
+        def include_name(name: str | None, type_: str, parent: Any) -> bool:
+            return not (type_ == "table" and name in skipped)
+
+        opts = {"compare_type": False, "include_name": include_name}
+        context = MigrationContext.configure(conn, opts=opts)
+        found = list(compare_metadata(context, models.metadata))
+    if engine.dialect.name != "postgresql":
+        return found
+    lacks = sorted((d[0], d[1].table.name, d[1].name) for d in found if _is_lack(d))
+    assert lacks == sorted(PARTITIONED_LACKS)
+    return [d for d in found if not _is_lack(d)]
+
+
+def _is_lack(difference: Any) -> bool:
+    return isinstance(difference, tuple) and difference[0] in ("add_constraint", "add_fk")
 
 
 def test_migrated_schema_matches_the_models(database_url: str) -> None:
