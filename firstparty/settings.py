@@ -253,9 +253,13 @@ class ServerErrorsRule(Strict):
 
 
 class DestinationSetupRule(Strict):
-    """A destination in its platform's test mode, or unable to send (a secret not set)."""
+    """A destination in its platform's test mode, unable to send (a secret not set), with a
+    credential expiring within `credential_warning_days` (its `credential_expires_at`), or whose
+    newest request in the last `refused_window_minutes` was refused for its credential."""
 
     enabled: bool = True
+    credential_warning_days: int = Field(default=14, ge=0, le=365)
+    refused_window_minutes: int = Field(default=60, ge=1, le=1440)
 
 
 class AlertWebhook(Strict):

@@ -92,3 +92,17 @@ def _errors(conn: Connection, now: datetime, rules: AlertSettings) -> int:
     since = now - timedelta(minutes=rules.server_errors.window_minutes)
     total = conn.execute(sa.select(sa.func.sum(c.count)).where(c.at > since, c.at <= now)).scalar()
     return int(total or 0)
+
+
+def newest_answers(engine: Engine, *, now: datetime, minutes: int) -> dict[str, tuple[int, str]]:
+    """Each destination's newest answered request over the last `minutes`: (status, body)."""
+    t = tracks.c
+    since = now - timedelta(minutes=minutes)
+    newest = (
+        sa.select(sa.func.max(t.id))
+        .where(t.created_at > since, t.created_at <= now, t.response_status.is_not(None))
+        .group_by(t.destination)
+    )
+    query = sa.select(t.destination, t.response_status, t.response_body).where(t.id.in_(newest))
+    with engine.connect() as conn:
+        return {d: (status, body or "") for d, status, body in conn.execute(query)}

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from firstparty import metrics
 from firstparty.alerts import evaluate, figures, notify, state
 from firstparty.alerts.rules import Channel
+from firstparty.destinations.base import DestinationSettings
 from firstparty.destinations.book import DestinationBook
 from firstparty.settings import Settings
 
@@ -83,13 +84,14 @@ class Evaluator:
         )
         if not taken:
             return Round(evaluated=False)
+        setup = await asyncio.to_thread(self.setup, now) if rules.destination_setup.enabled else {}
         seen = await asyncio.to_thread(
             figures.read,
             self.engine,
             now=now,
             rules=rules,
             config_sources=[s.name for s in self.settings.sources],
-            setup=self.setup(),
+            setup=setup,
             destinations=self.destinations(),
         )
         verdicts = evaluate.evaluate(seen, rules)
@@ -121,20 +123,49 @@ class Evaluator:
             return [d.name for d in self.settings.destinations]
         return list(self.book.adapters)
 
-    def setup(self) -> Mapping[str, str]:
-        """Destinations that cannot send (a secret not set) or send in test mode."""
+    def setup(self, now: datetime) -> Mapping[str, str]:
+        """What is wrong with each destination: unable to send (a secret not set), in test
+        mode, a credential expiring soon, or refused by the platform in its newest answer."""
+        found: dict[str, list[str]] = {}
         if self.book is None:
-            return {
-                name: "environment variable(s) not set: " + ", ".join(unset)
-                for name, unset in self.settings.misconfigured.items()
-            }
-        found = {
-            name: f"in test mode ({a.test_mode})"
-            for name, a in self.book.adapters.items()
-            if a.test_mode is not None
-        }
-        found.update(self.book.problems)
-        return found
+            for name, unset in self.settings.misconfigured.items():
+                found[name] = ["environment variable(s) not set: " + ", ".join(unset)]
+            for d in self.settings.destinations:
+                if isinstance(d, DestinationSettings):
+                    self._expiry(found, d, now)
+            return {name: "; ".join(problems) for name, problems in found.items()}
+        adapters = self.book.adapters
+        for name, problem in self.book.problems.items():
+            found.setdefault(name, []).append(problem)
+        for name, adapter in adapters.items():
+            if adapter.test_mode is not None:
+                found.setdefault(name, []).append(f"in test mode ({adapter.test_mode})")
+            self._expiry(found, adapter.settings, now)
+        window = self.settings.alerts.destination_setup.refused_window_minutes
+        answers = figures.newest_answers(self.engine, now=now, minutes=window)
+        for name, (status, body) in sorted(answers.items()):
+            sender = adapters.get(name)
+            refused = sender.credential_refused(status, body) if sender is not None else None
+            if refused is not None:
+                found.setdefault(name, []).append(refused)
+        return {name: "; ".join(problems) for name, problems in found.items()}
+
+    def _expiry(
+        self, found: dict[str, list[str]], destination: DestinationSettings, now: datetime
+    ) -> None:
+        """Note a credential past or within `credential_warning_days` of its declared end."""
+        ends = destination.credential_expires_at
+        if ends is None:
+            return
+        days = self.settings.alerts.destination_setup.credential_warning_days
+        when = f"{ends:%Y-%m-%d %H:%M} UTC"
+        if ends <= now:
+            found.setdefault(destination.name, []).append(f"credential expired at {when}")
+        elif ends - now <= timedelta(days=days):
+            left = (ends - now).total_seconds() / 86400
+            found.setdefault(destination.name, []).append(
+                f"credential expires at {when} (in {left:.1f} days; warning from {days} days)"
+            )
 
     async def _send(self, notice: state.Notice) -> str | None:
         """Send one message; None when the channel took it, else why not."""

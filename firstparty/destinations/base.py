@@ -26,11 +26,11 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from firstparty import platforms
 from firstparty.event import Event
@@ -139,6 +139,24 @@ class DestinationSettings(BaseModel):
     # The names this destination sends (after `events`) that are conversions, for the reports;
     # None: the platform's default (`platforms.default_conversions`). Not sent anywhere.
     conversions: list[str] | None = None
+    # When the platform credential (token, refresh token, key) stops working, if known: the
+    # destination_setup alert fires `alerts.destination_setup.credential_warning_days` before.
+    credential_expires_at: datetime | None = None
+
+    @field_validator("credential_expires_at", mode="before")
+    @classmethod
+    def _a_moment(cls, value: Any) -> Any:
+        """A day (TOML `2027-01-31`) is its midnight UTC; a time without a zone is UTC."""
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("credential_expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
     def is_conversion(self, event_name: str) -> bool:
         """Whether this destination sends the event as one of its conversions."""
@@ -203,6 +221,11 @@ class Adapter:
     @property
     def test_mode(self) -> str | None:
         """How this destination is in its platform's test mode (`test_event_code=…`), or None."""
+        return None
+
+    def credential_refused(self, status: int, body: str) -> str | None:
+        """Why this logged answer says the platform refused the credential itself (expired,
+        revoked), or None. Read by the destination_setup alert from the request log."""
         return None
 
     @property

@@ -162,6 +162,9 @@ def credentials(oauth: SecretStr) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
+# The token endpoint's answers that no retry fixes: the credentials themselves are refused.
+REFUSED_GRANTS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+
 # ---------------------------------------------------------------- the adapter
 
 
@@ -251,6 +254,24 @@ class GoogleAds(base.Adapter):
             body=urllib.parse.urlencode(form).encode(),
             secrets=secrets,
         )
+
+    def credential_refused(self, status: int, body: str) -> str | None:
+        """The token endpoint refusing the refresh token or service-account key (`invalid_grant`:
+        expired, revoked, key deleted), or the API refusing the access token (401
+        UNAUTHENTICATED, after the worker fetched a fresh one)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        if status in (400, 401) and data.get("error") in REFUSED_GRANTS:
+            words = ": ".join(str(data[k]) for k in ("error", "error_description") if k in data)
+            return f"Google refused the OAuth credentials: {words}"
+        error = data.get("error")
+        if status == 401 and isinstance(error, dict) and error.get("status") == "UNAUTHENTICATED":
+            return f"Google refused the access token: {error.get('message', 'UNAUTHENTICATED')}"
+        return None
 
     def read_token(self, response: base.Response) -> tuple[str, float]:
         """The access token and its lifetime; PermanentError/RetryableError with Google's words."""

@@ -40,6 +40,7 @@ TRANSIENT_CODES = frozenset({1, 2, 341, 368, 5000, 21009})
 THROTTLE_CODES = frozenset({4, 17, 32, 613, 80003, 80004})
 # Codes about the token, the app's permissions or the pixel: no event of the batch can pass.
 CONFIG_CODES = frozenset({3, 10, 102, 190, *range(200, 300)})
+TOKEN_CODE = 190  # OAuthException: the access token expired, was revoked or is invalid
 OBJECT_MISSING = 33  # code 100 subcode 33: the pixel id does not exist or is not reachable
 # Where an error names the event at fault: Graph's own path syntax `$['data'][2]` in
 # error_user_msg, message or error_data (spec section 6), a bare "data[2]", or an "event_index"
@@ -212,6 +213,13 @@ class MetaCapi(base.Adapter):
         return dict(zip(LDU_KEYS, values, strict=True))
 
     # ------------------------------------------------------------ reading the answer
+
+    def credential_refused(self, status: int, body: str) -> str | None:
+        """Graph error 190 (OAuthException): the access token expired or was revoked."""
+        error = _graph_error(base.Response(status, {}, body.encode()))
+        if error is None or error.get("code") != TOKEN_CODE:
+            return None
+        return f"Meta refused the access token: {_describe(error)}"
 
     def interpret(
         self, request: base.OutgoingRequest, response: base.Response
