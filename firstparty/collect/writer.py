@@ -318,6 +318,7 @@ def _outbox_row(item: Prepared, destination: str) -> dict[str, Any]:
     return delivery_outbox.row(
         event_pk=item.pk,
         destination=destination,
+        source=item.source.name,
         occurred_at=item.occurred_at,
         now=item.received_at,
     )

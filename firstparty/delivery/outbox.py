@@ -97,11 +97,14 @@ class Finish:
     confirm_until: datetime | None = None  # while confirming: when to stop asking
 
 
-def row(*, event_pk: str, destination: str, occurred_at: datetime, now: datetime) -> dict[str, Any]:
+def row(
+    *, event_pk: str, destination: str, source: str, occurred_at: datetime, now: datetime
+) -> dict[str, Any]:
     """A new outbox row: due now."""
     return {
         "event_pk": event_pk,
         "destination": destination,
+        "source": source,
         "status": DeliveryStatus.PENDING,
         "attempts": 0,
         "next_attempt_at": now,
@@ -159,6 +162,7 @@ def _claim_once(
                 d.confirm_until,
                 d.status,
                 d.created_at,
+                d.source,
             )
             .where(d.status.in_(ACTIVE), d.next_attempt_at <= now)
             .where(d.destination.in_(sorted(destinations)))
@@ -271,14 +275,19 @@ _FINISH_SQL = (
 
 
 def _place(row: sa.Row[Any], status: str | None = None) -> tally.Place:
-    """Where a row counts in the tally: its creation hour, destination and (new) status."""
-    return (tally.hour(row.created_at), row.destination, str(status or row.status))
+    """Where a row counts in the tally: its creation hour, destination, (new) status, source."""
+    return (
+        tally.hour(row.created_at),
+        row.destination,
+        str(status or row.status),
+        row.source or "",
+    )
 
 
 def _held(conn: Connection, ids: Sequence[int]) -> dict[int, sa.Row[Any]]:
     """These outbox rows as they are, locked until the transaction ends (SQLite: one writer)."""
     d = deliveries.c
-    columns = (d.id, d.status, d.attempts, d.destination, d.created_at, d.confirm_until)
+    columns = (d.id, d.status, d.attempts, d.destination, d.created_at, d.confirm_until, d.source)
     query: sa.Select[Any] = sa.select(*columns).where(d.id.in_(ids))
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()

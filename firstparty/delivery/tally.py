@@ -1,4 +1,5 @@
-"""Outbox rows per UTC hour of creation, destination and status, kept as the statuses move.
+"""Outbox rows per UTC hour of creation, destination, status and the event's source, kept as
+the statuses move.
 
 Every status change of `deliveries` goes through `outbox`, which moves the counts in the same
 transaction, from the rows it changed (read under lock before the change): the delivery health
@@ -21,8 +22,8 @@ from sqlalchemy.engine import Connection
 from firstparty.store import shards
 from firstparty.store.models import deliveries, delivery_rollups
 
-# One count's place: (UTC hour created, destination, status).
-Place = tuple[datetime, str, str]
+# One count's place: (UTC hour created, destination, status, the event's source or "").
+Place = tuple[datetime, str, str, str]
 
 
 def hour(created_at: datetime) -> datetime:
@@ -43,7 +44,10 @@ def move(conn: Connection, moves: Iterable[tuple[Place, Place | None]]) -> None:
 
 def added(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
     """New outbox rows (outbox.row's dicts)."""
-    deltas = Counter((hour(r["created_at"]), r["destination"], str(r["status"])) for r in rows)
+    deltas = Counter(
+        (hour(r["created_at"]), r["destination"], str(r["status"]), r.get("source") or "")
+        for r in rows
+    )
     _upsert(conn, deltas)
 
 
@@ -53,11 +57,11 @@ def take(conn: Connection, event_pks: Iterable[str]) -> None:
     keys = sorted(event_pks)
     deltas: Counter[Place] = Counter()
     for start in range(0, len(keys), 500):
-        query = sa.select(d.created_at, d.destination, d.status).where(
+        query = sa.select(d.created_at, d.destination, d.status, d.source).where(
             d.event_pk.in_(keys[start : start + 500])
         )
         for row in conn.execute(query):
-            deltas[(hour(row.created_at), row.destination, row.status)] -= 1
+            deltas[(hour(row.created_at), row.destination, row.status, row.source or "")] -= 1
     _upsert(conn, deltas)
 
 
@@ -66,11 +70,12 @@ def backfill(conn: Connection) -> None:
     d = deliveries.c
     after = 0
     while True:
-        query = sa.select(d.id, d.created_at, d.destination, d.status)
+        query = sa.select(d.id, d.created_at, d.destination, d.status, d.source)
         rows = conn.execute(query.where(d.id > after).order_by(d.id).limit(5000)).all()
         if not rows:
             return
-        _upsert(conn, Counter((hour(r.created_at), r.destination, r.status) for r in rows))
+        places = ((hour(r.created_at), r.destination, r.status, r.source or "") for r in rows)
+        _upsert(conn, Counter(places))
         after = rows[-1].id
 
 
@@ -78,7 +83,14 @@ def _upsert(conn: Connection, deltas: Counter[Place]) -> None:
     """Add to one row per place; sorted, so concurrent transactions lock in the same order."""
     shard = shards.of(conn)
     rows = [
-        {"hour": place[0], "destination": place[1], "status": place[2], "shard": shard, "count": n}
+        {
+            "hour": place[0],
+            "destination": place[1],
+            "status": place[2],
+            "source": place[3],
+            "shard": shard,
+            "count": n,
+        }
         for place, n in sorted(deltas.items())
         if n
     ]
@@ -95,7 +107,13 @@ def _statement(dialect: str) -> Any:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         base = insert(table)
         return base.on_conflict_do_update(
-            index_elements=[table.c.hour, table.c.destination, table.c.status, table.c.shard],
+            index_elements=[
+                table.c.hour,
+                table.c.destination,
+                table.c.status,
+                table.c.source,
+                table.c.shard,
+            ],
             set_={"count": table.c.count + base.excluded["count"]},
         )
     base_my = mysql.insert(table)

@@ -6,9 +6,8 @@ hourly rollups, never the events: a report costs the same at a thousand events a
 million, and a local day is the UTC hours that start on it (`reports.period`). A conversion is
 an event that a destination it went to maps to one of its conversions (`events.converted`,
 see `reports.rollups` and docs/admin.md), not every event forwarded. Delivery outcomes read the
-hourly outbox counts (`delivery.tally`) by the hour the outbox row was made; they are not kept
-per source, so the source filter leaves them as they are. Failures read the failed rows on
-their status index.
+hourly outbox counts (`delivery.tally`, per destination, status and the event's source) by the
+hour the outbox row was made. Failures read the failed rows on their status index.
 
 Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
 event counts and conversions unless `include_bots` is true.
@@ -234,14 +233,18 @@ def _buckets(pairs: Iterable[tuple[str, int]]) -> list[Bucket]:
 
 
 def _outbox_where(chosen: period_mod.Period) -> list[sa.ColumnElement[bool]]:
+    """The outbox count rows of the period's hours (and source)."""
     d = m.delivery_rollups.c
-    return [d.hour >= chosen.start, d.hour < chosen.end]
+    where = [d.hour >= chosen.start, d.hour < chosen.end]
+    if chosen.source:
+        where.append(d.source == chosen.source)
+    return where
 
 
 def delivery_rates(
     engine: Engine, *, period: period_mod.Period | None = None, now: datetime | None = None
 ) -> list[DeliveryRate]:
-    """Outbox rows made in the period, per destination and status (every source)."""
+    """Outbox rows made in the period, per destination and status."""
     d = m.delivery_rollups.c
     query = (
         sa.select(d.destination, d.status, sa.func.sum(d.count).label("n"))

@@ -47,7 +47,7 @@ def _settle(engine: sa.Engine) -> None:
     d, e = m.deliveries.c, m.events.c
     with engine.begin() as conn:
         rows = conn.execute(
-            sa.select(d.id, d.destination, d.status, d.created_at, e.occurred_at)
+            sa.select(d.id, d.destination, d.status, d.created_at, d.source, e.occurred_at)
             .join(m.events, e.id == d.event_pk)
             .order_by(d.id)
         ).all()
@@ -58,8 +58,9 @@ def _settle(engine: sa.Engine) -> None:
                 .where(d.id == row.id)
                 .values(status=status, created_at=row.occurred_at)
             )
-            before = (tally.hour(row.created_at), row.destination, row.status)
-            tally.move(conn, [(before, (tally.hour(row.occurred_at), row.destination, status))])
+            before = (tally.hour(row.created_at), row.destination, row.status, row.source)
+            after = (tally.hour(row.occurred_at), row.destination, status, row.source)
+            tally.move(conn, [(before, after)])
 
 
 @pytest.fixture

@@ -107,6 +107,15 @@ async def test_the_source_filter(app: AppClient) -> None:
     today = period.parse(
         {"range": "today", "source": "www"}, default_zone="UTC", now=datetime.now(UTC)
     )
+    rates = summary.delivery_rates(app.engine, period=today)  # queued today: both events
+    assert {r.destination: r.total for r in rates} == {"meta": 1, "hook": 1}
+    outcomes = summary.outcomes_per_day(app.engine, period=today)
+    assert [(o.destination, o.total) for o in outcomes] == [("hook", 1), ("meta", 1)]
+    every = summary.delivery_rates(
+        app.engine,
+        period=period.parse({"range": "today"}, default_zone="UTC", now=datetime.now(UTC)),
+    )
+    assert {r.destination: r.total for r in every} == {"meta": 2, "hook": 2}
     assert [
         (t.events, t.conversions) for t in summary.totals_per_day(app.engine, period=today)
     ] == [(1, 1)]

@@ -122,17 +122,19 @@ async def test_rollups_equal_a_direct_count_after_ingest_delivery_and_erase(
         assert _tallied(app) == _outbox(app)
 
 
-def _outbox(app: AppClient) -> Counter[tuple[str, str, str]]:
+def _outbox(app: AppClient) -> Counter[tuple[str, str, str, str]]:
     rows = app.rows(deliveries)
     return Counter(
-        (tally.hour(r["created_at"]).isoformat(), r["destination"], r["status"]) for r in rows
+        (tally.hour(r["created_at"]).isoformat(), r["destination"], r["status"], r["source"])
+        for r in rows
     )
 
 
-def _tallied(app: AppClient) -> Counter[tuple[str, str, str]]:
-    counts: Counter[tuple[str, str, str]] = Counter()
+def _tallied(app: AppClient) -> Counter[tuple[str, str, str, str]]:
+    counts: Counter[tuple[str, str, str, str]] = Counter()
     for r in app.rows(delivery_rollups):
-        counts[(r["hour"].isoformat(), r["destination"], r["status"])] += int(r["count"])
+        place = (r["hour"].isoformat(), r["destination"], r["status"], r["source"])
+        counts[place] += int(r["count"])
     return +counts
 
 

@@ -1,6 +1,7 @@
-"""0012_reports on a database with data: the daily counts become hourly ones counted from the
-stored events and outbox rows, what the daily rows held beyond them (pruned events) is kept at
-00:00 UTC of its day, and the downgrade sums the hours back into days."""
+"""0012_reports and 0015_reports_source on a database with data: the daily counts become
+hourly ones counted from the stored events and outbox rows, what the daily rows held beyond
+them (pruned events) is kept at 00:00 UTC of its day with the source "" (unknown), each outbox
+row gets its event's source, and the downgrade sums the hours back into days."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from firstparty.store import db, migrate
-from firstparty.store.models import delivery_rollups, event_rollups
+from firstparty.store.models import deliveries, delivery_rollups, event_rollups
 from tests.conftest import SERVER_KEY, running_app, settings_for
 from tests.delivery.outbox import fake_destination
 
@@ -89,4 +90,11 @@ async def test_the_daily_counts_become_hourly(database_url: str) -> None:
     again_events, again_outbox = _hourly(engine)
     assert again_events == events + Counter({(midnight, "old", "Purchase", True): 7})
     assert again_outbox == outbox + Counter({(midnight, "fake", "delivered"): 7})
+    with engine.connect() as conn:  # 0015: each count has its events' source; pruned ones ""
+        rows = conn.execute(sa.select(delivery_rollups.c.source, delivery_rollups.c["count"]))
+        by_source = Counter[str]()
+        for source, n in rows:
+            by_source[source] += int(n)
+        stamped = conn.execute(sa.select(deliveries.c.source)).scalars().all()
+    assert +by_source == Counter({"crm": 4, "": 7}) and stamped == ["crm"] * 4
     engine.dispose()

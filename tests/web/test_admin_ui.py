@@ -255,7 +255,7 @@ def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
     d = m.deliveries.c
     with app.engine.begin() as conn:
         rows = conn.execute(
-            sa.select(d.id, d.created_at, d.status)
+            sa.select(d.id, d.created_at, d.status, d.source)
             .where(d.destination == destination)
             .order_by(d.id)
         ).all()
@@ -267,7 +267,8 @@ def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
                 .values(status=status, last_error=error)
             )
             hour = tally.hour(row.created_at)
-            tally.move(conn, [((hour, destination, row.status), (hour, destination, status))])
+            before, after = (hour, destination, row.status), (hour, destination, status)
+            tally.move(conn, [((*before, row.source), (*after, row.source))])
 
 
 async def test_reports_count_right_on_every_engine(forwarding: AppClient) -> None:

@@ -43,7 +43,7 @@ def upgrade() -> None:
     _insert(conn, "event_rollups", _left_events(daily, present))
     _insert(conn, "delivery_rollups", _left_outbox(daily_outbox, present_outbox))
     rollups.backfill(conn)
-    tally.backfill(conn)
+    _insert(conn, "delivery_rollups", _hourly_outbox(conn))
 
 
 def downgrade() -> None:
@@ -183,6 +183,19 @@ def _present_outbox(conn: sa.Connection) -> Counter[tuple[Any, ...]]:
     d = deliveries.c
     query = sa.select(d.id, d.created_at, d.destination, d.status)
     return Counter((r.created_at.date(), r.destination, r.status) for r in _rows(conn, query, d.id))
+
+
+def _hourly_outbox(conn: sa.Connection) -> list[dict[str, Any]]:
+    """The stored outbox rows counted by hour (the shape of this revision: no source yet)."""
+    d = deliveries.c
+    query = sa.select(d.id, d.created_at, d.destination, d.status)
+    counted = Counter(
+        (tally.hour(r.created_at), r.destination, r.status) for r in _rows(conn, query, d.id)
+    )
+    return [
+        {"hour": hour, "destination": dest, "status": status, "shard": 1, "count": n}
+        for (hour, dest, status), n in sorted(counted.items(), key=repr)
+    ]
 
 
 def _left_outbox(
