@@ -43,6 +43,7 @@ from firstparty.web import alerts as alerts_ui
 from firstparty.web import audiences as audiences_ui
 from firstparty.web import demo, live, operate
 from firstparty.web import funnels as funnels_ui
+from firstparty.web import health as health_ui
 from firstparty.web import reports as reports_ui
 
 log = logging.getLogger("firstparty")
@@ -63,6 +64,7 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         admin_ui.routes,
         live.routes,
         operate.routes,
+        health_ui.routes,  # before reports_ui: its /admin/reports/{name}.csv
         reports_ui.routes,
         audiences_ui.routes,
         acquisition_ui.routes,

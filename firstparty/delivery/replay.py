@@ -52,13 +52,20 @@ def replay(
     since: datetime | None = None,
     until: datetime | None = None,
     event_name: str | None = None,
+    delivery_id: int | None = None,
     dry_run: bool = False,
     now: datetime | None = None,
     progress: Progress | None = None,
+    audit: bool = True,
 ) -> ReplayResult:
-    """Re-queue the failed work matching the filters; callers then wake the workers."""
+    """Re-queue the failed work matching the filters; callers then wake the workers.
+
+    `audit=False` (with `dry_run`): a preview, left out of the `replays` audit.
+    """
     now = now or datetime.now(UTC)
     where = _filters(destination, since, until, event_name)
+    if delivery_id is not None:
+        where.append(deliveries.c.id == delivery_id)
     with engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(_joined()).where(*where))
         matched = int(total.scalar_one())
@@ -85,8 +92,90 @@ def replay(
         if progress:
             progress(done, matched)
     result = ReplayResult(matched, requeued, dict(skipped), dry_run)
-    _audit(engine, result, destination, since, until, event_name, now)
+    if audit or not dry_run:
+        filters = {"destination": destination, "event": event_name, "delivery": delivery_id}
+        _audit(engine, result, filters, since, until, now)
     return result
+
+
+def preview(
+    engine: Engine,
+    *,
+    settings: Settings,
+    adapters: Mapping[str, Adapter],
+    destination: str | None = None,
+    delivery_id: int | None = None,
+    now: datetime | None = None,
+) -> ReplayResult:
+    """What a replay would do now (re-queue, skip and why), doing nothing and auditing nothing."""
+    return replay(
+        engine,
+        settings=settings,
+        adapters=adapters,
+        destination=destination,
+        delivery_id=delivery_id,
+        dry_run=True,
+        now=now,
+        audit=False,
+    )
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One failed delivery as the failures page lists it."""
+
+    id: int
+    destination: str
+    event_pk: str
+    event_name: str
+    occurred_at: datetime
+    failed_at: datetime
+    last_error: str | None
+    # The last moment the platform still takes the event (`Adapter.accepted_until`); None: no
+    # limit, or the destination is not configured.
+    replayable_until: datetime | None
+    refusal: str | None  # why a replay now would skip it; None: it would be re-queued
+
+
+def failed(
+    engine: Engine,
+    *,
+    settings: Settings,
+    adapters: Mapping[str, Adapter],
+    limit: int = 50,
+    now: datetime | None = None,
+) -> list[Failed]:
+    """The most recently failed deliveries (on the status index), each with its replay window."""
+    now = now or datetime.now(UTC)
+    d = deliveries.c
+    query = (
+        sa.select(d.id, d.event_pk, d.destination, d.occurred_at, d.updated_at, d.last_error)
+        .where(d.status == outbox.DeliveryStatus.FAILED)
+        .order_by(d.updated_at.desc(), d.id.desc())
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+        kinds = load.source_kinds(conn, settings)
+        loaded = load.load_events(conn, {r.event_pk for r in rows}, kinds=kinds)
+    found = []
+    for row in rows:
+        adapter, event = adapters.get(row.destination), loaded.get(row.event_pk)
+        until = adapter.accepted_until(event) if adapter and event else None
+        found.append(
+            Failed(
+                row.id,
+                row.destination,
+                row.event_pk,
+                event.name if event else "(missing)",
+                row.occurred_at,
+                row.updated_at,
+                row.last_error,
+                until,
+                _refusal(adapter, row, event, now),
+            )
+        )
+    return found
 
 
 def _joined() -> sa.Join:
@@ -135,20 +224,21 @@ def _refusal(adapter: Adapter | None, row: Any, event: Event | None, now: dateti
 def _audit(
     engine: Engine,
     result: ReplayResult,
-    destination: str | None,
+    given: Mapping[str, object],
     since: datetime | None,
     until: datetime | None,
-    event_name: str | None,
     now: datetime,
 ) -> None:
     filters = {
-        "destination": destination,
+        "destination": given["destination"],
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
-        "event": event_name,
+        "event": given["event"],
         "dry_run": result.dry_run,
         "skipped": result.skipped,
     }
+    if given.get("delivery") is not None:
+        filters["delivery"] = given["delivery"]
     with engine.begin() as conn:
         conn.execute(
             sa.insert(replays).values(

@@ -21,14 +21,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import aiohttp
 import msgspec
 
-from firstparty.delivery import boundary, retry, settle
+from firstparty.delivery import boundary, health, retry, settle
 from firstparty.delivery.outbox import Claim, DeliveryStatus, Finish
 from firstparty.delivery.track import Sent
 from firstparty.destinations.base import (
@@ -63,6 +63,8 @@ class Settled:
     destination: str
     finishes: list[Finish]
     sent: list[Sent]
+    # What the delivery health and match quality rollups count of it (`health.record`).
+    facts: list[health.Fact] = field(default_factory=list)
 
 
 # Makes a settlement durable; `deliver` awaits it before it counts the claims as settled.
@@ -103,6 +105,7 @@ class _Batch:
         self.claims = {c.event_pk: c for c in claims}
         self.open = set(self.claims)  # not settled yet
         self.alone: list[str] = []  # refused in a batch without a culprit: resend one by one
+        self.events: Mapping[str, Event] = {}  # the claims' events, as sent
         self._save = save
 
     def attempt(self, request: OutgoingRequest) -> int:
@@ -122,7 +125,8 @@ class _Batch:
         finishes = [self._finish(self.claims[pk], o) for pk, o in final.items()]
         logged = [] if sent is None else [self._logged(sent, got, finishes)]
         if finishes or logged:
-            await self._save(Settled(self.adapter.settings.name, finishes, logged))
+            facts = health.facts(finishes, final, self.events, sent)
+            await self._save(Settled(self.adapter.settings.name, finishes, logged, facts))
         self.open -= final.keys()
 
     def _logged(self, sent: Sent, got: Mapping[str, Outcome], finishes: list[Finish]) -> Sent:
@@ -180,6 +184,7 @@ class Sender:
         """
         batch = _Batch(self.delivery, adapter, claims, save)
         events = {pk: clamp(event, batch.now) for pk, event in events.items()}
+        batch.events = events
         follow_ups = [c for c in claims if c.follow_up]
         if follow_ups:
             await self._follow_up(batch, follow_ups, events)

@@ -25,9 +25,9 @@ from firstparty import metrics
 from firstparty import settings as settings_mod
 from firstparty.alerts import loop as alerts_loop
 from firstparty.audiences import service as audience_service
-from firstparty.delivery import load, outbox, queue, send, track
+from firstparty.delivery import health, load, outbox, queue, send, track
 from firstparty.delivery.outbox import Claim, DeliveryStatus
-from firstparty.destinations.base import Adapter
+from firstparty.destinations.base import Adapter, Rejected
 from firstparty.destinations.book import DestinationBook
 from firstparty.event import Event
 from firstparty.settings import Settings
@@ -187,7 +187,10 @@ class Worker:
             now = datetime.now(UTC)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             finishes = [outbox.Finish(c, DeliveryStatus.FAILED, now, reason) for c in claims]
-            await save(send.Settled(name, [f for f in finishes if f.claim in held], []))
+            finishes = [f for f in finishes if f.claim in held]
+            failed = {c.event_pk: Rejected(reason, "internal error") for c in claims}
+            facts = health.facts(finishes, failed, events, None)
+            await save(send.Settled(name, finishes, [], facts))
 
     async def _heartbeat(self, held: set[Claim]) -> None:
         """While the round runs, keep the lease of what it still holds (the worker is alive)."""
@@ -310,6 +313,7 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
     with engine.begin() as conn:
         outbox.finish(conn, [f for settled in group for f in settled.finishes], now)
         for settled in group:
+            health.record(conn, settled.destination, settled.facts, now)
             for sent in settled.sent:
                 track.record(conn, destination=settled.destination, sent=sent, now=now)
     for settled in group:

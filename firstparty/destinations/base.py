@@ -45,6 +45,7 @@ __all__ = [
     "Response",
     "Retry",
     "Skipped",
+    "Verdict",
     "batch_refused",
     "event_json",
     "retry_after",
@@ -99,11 +100,15 @@ class Retry:
     # Send this event again in a request of its own: the platform refused a whole batch without
     # naming the event at fault, so resending each alone finds it (see `batch_refused`).
     alone: bool = False
+    # The platform's own error code (`Graph 100/2804019`), for the delivery health report;
+    # None: the report shows the HTTP status of the answer instead. Not compared: a label.
+    code: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class Rejected:
     reason: str  # the platform's own message, kept for the operator and replay
+    code: str | None = field(default=None, compare=False)  # as on `Retry`
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,17 @@ class Skipped:
 
 
 Outcome = Delivered | Retry | Rejected | Skipped
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The platform's own judgement of how well it matched one event name (its score or range,
+    as the platform states it, e.g. Meta's Event Match Quality "6.8" or Google's "41_TO_50")."""
+
+    event_name: str  # the platform's event name; "" when the verdict is for every event
+    metric: str  # event_match_quality | match_rate_range
+    value: str
+    detail: str = ""  # e.g. Meta's match key feedback, short
 
 
 # ---------------------------------------------------------------- settings and the adapter
@@ -192,6 +208,9 @@ class Adapter:
     example_settings: ClassVar[Mapping[str, Any]] = {}
     # A type for tests and demos (the built-in `fake`): listed last where people pick a type.
     for_tests: ClassVar[bool] = False
+    # The identifiers the platform matches events to people with (`match_keys.KEYS`): the
+    # columns of the match quality report for destinations of this type.
+    match_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: DestinationSettings) -> None:
         self.settings = settings
@@ -211,12 +230,37 @@ class Adapter:
 
     def skip(self, event: Event, now: datetime) -> str | None:
         """A reason not to send this event now, or None. Default: the platform's age window."""
-        if self.max_event_age is not None and now - event.occurred_at > self.max_event_age:
+        limit = self.age_limit
+        if limit is not None and now - event.occurred_at > limit:
             return (
                 f"event is {_age(now - event.occurred_at)} old; {self.type} accepts events "
-                f"up to {_age(self.max_event_age)} old"
+                f"up to {_age(limit)} old"
             )
         return None
+
+    def accepted_until(self, event: Event) -> datetime | None:
+        """The last moment the platform still takes this event (its age window from the event
+        time), so the last moment a replay can send it; None: no limit. Agrees with `skip`."""
+        limit = self.age_limit
+        return None if limit is None else event.occurred_at + limit
+
+    @property
+    def age_limit(self) -> timedelta | None:
+        """How old an event the platform takes, with this destination's settings."""
+        return self.max_event_age
+
+    # ------------------------------------------------- the platform's verdict (match quality)
+
+    def quality_requests(
+        self, token: str | None, request_ids: Sequence[str]
+    ) -> list[OutgoingRequest]:
+        """Requests asking the platform how well it matched our events (Meta's dataset quality,
+        Google's match-rate range of recent requests `request_ids`); none by default."""
+        return []
+
+    def read_quality(self, request: OutgoingRequest, response: Response) -> list[Verdict]:
+        """The platform's verdicts in the answer to one of `quality_requests`."""
+        return []
 
     @property
     def test_mode(self) -> str | None:
@@ -342,7 +386,9 @@ def event_json(event: Event, name: str | None = None) -> dict[str, Any]:
     }
 
 
-def batch_refused(event_pks: Sequence[str], reason: str, culprit: int | None) -> dict[str, Outcome]:
+def batch_refused(
+    event_pks: Sequence[str], reason: str, culprit: int | None, code: str | None = None
+) -> dict[str, Outcome]:
     """Outcomes when a platform refused a whole batch because of one event.
 
     The event at index `culprit` is rejected and the others are sent again at once without it.
@@ -352,8 +398,8 @@ def batch_refused(event_pks: Sequence[str], reason: str, culprit: int | None) ->
     if culprit is not None and 0 <= culprit < len(event_pks):
         bad = event_pks[culprit]
         again = Retry(f"batch refused because of event {bad}; sent again without it", after=0)
-        return {pk: Rejected(reason) if pk == bad else again for pk in event_pks}
+        return {pk: Rejected(reason, code) if pk == bad else again for pk in event_pks}
     if len(event_pks) == 1:
-        return {event_pks[0]: Rejected(reason)}
+        return {event_pks[0]: Rejected(reason, code)}
     alone = Retry(f"batch refused, event at fault not named ({reason}); sent again alone", 0, True)
     return dict.fromkeys(event_pks, alone)

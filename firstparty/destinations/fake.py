@@ -34,6 +34,7 @@ from firstparty.destinations.base import (
     status_outcome,
 )
 from firstparty.event import Event
+from firstparty.identity import match_keys as match_keys_mod
 
 
 class FakeSettings(DestinationSettings):
@@ -53,12 +54,18 @@ class FakeAdapter(Adapter):
     settings_model = FakeSettings
     for_tests = True
     max_batch = 1000
+    match_keys = match_keys_mod.KEYS  # plays any platform
     settings: FakeSettings
 
     @property
     def test_mode(self) -> str | None:
         code = self.settings.test_event_code
         return f"test_event_code={code}" if code else None
+
+    @property
+    def age_limit(self) -> timedelta | None:
+        days = self.settings.max_event_age_days
+        return None if days is None else timedelta(days=days)
 
     def skip(self, event: Event, now: datetime) -> str | None:
         days = self.settings.max_event_age_days

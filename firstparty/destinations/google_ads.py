@@ -175,6 +175,7 @@ class GoogleAds(base.Adapter):
     settings_model = GoogleAdsSettings
     max_batch = 2000
     max_event_age = CLICK_WINDOW
+    match_keys = ("email", "phone", "gclid", "gbraid", "wbraid")
     example_settings: ClassVar[Mapping[str, Any]] = {
         "name": "google",
         "type": "google_ads",

@@ -109,6 +109,7 @@ class MetaCapi(base.Adapter):
     settings: MetaCapiSettings
     max_batch = 1000
     max_event_age = timedelta(days=7)
+    match_keys = ("email", "phone", "external_id", "fbc", "fbp", "ip", "user_agent")
     example_settings: ClassVar[Mapping[str, Any]] = {
         "name": "meta",
         "type": "meta_capi",
@@ -124,10 +125,18 @@ class MetaCapi(base.Adapter):
         code = self.settings.test_event_code
         return f"test_event_code={code}" if code else None
 
+    def accepted_until(self, event: Event) -> datetime | None:
+        return event.occurred_at + self._window(self._action_source(event))
+
+    @staticmethod
+    def _window(source: str) -> timedelta:
+        """How old an event Meta takes: 62 days for physical_store, else 7 (spec section 1)."""
+        return timedelta(days=62 if source == "physical_store" else 7)
+
     def skip(self, event: Event, now: datetime) -> str | None:
         """Events Meta would refuse, which would make it refuse the whole batch with them."""
         source = self._action_source(event)
-        window = timedelta(days=62 if source == "physical_store" else 7)
+        window = self._window(source)
         if now - event.occurred_at > window:
             days = (now - event.occurred_at) / timedelta(days=1)
             return (
@@ -236,15 +245,17 @@ class MetaCapi(base.Adapter):
             return dict.fromkeys(pks, base.Rejected(reason))
         reason = _describe(error)
         code, subcode = error.get("code"), error.get("error_subcode")
+        named = f"Graph {code}" + (f"/{subcode}" if subcode else "")
         retryable = code in TRANSIENT_CODES or code in THROTTLE_CODES
         if error.get("is_transient") is True or retryable or response.status >= 500:
-            return dict.fromkeys(pks, base.Retry(reason, base.retry_after(response.headers)))
+            after = base.retry_after(response.headers)
+            return dict.fromkeys(pks, base.Retry(reason, after, code=named))
         if code in CONFIG_CODES or (code == 100 and subcode == OBJECT_MISSING):
-            return dict.fromkeys(pks, base.Rejected(reason))
+            return dict.fromkeys(pks, base.Rejected(reason, named))
         # Anything else is about an event's content, and one bad event sinks the batch. When
         # Meta names it, it alone fails and the rest go again at once as one batch (a second bad
         # event is then named in turn); otherwise each is sent again alone.
-        return base.batch_refused(pks, reason, _culprit(error, len(pks)))
+        return base.batch_refused(pks, reason, _culprit(error, len(pks)), named)
 
 
 def user_data(event: Event) -> dict[str, Any]:

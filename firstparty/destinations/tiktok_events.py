@@ -89,6 +89,7 @@ class TikTokEvents(base.Adapter):
     settings: TikTokEventsSettings
     max_batch = 1000
     max_event_age = timedelta(days=28)
+    match_keys = ("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent")
     example_settings: ClassVar[Mapping[str, Any]] = {
         "name": "tiktok",
         "type": "tiktok_events",
@@ -101,6 +102,11 @@ class TikTokEvents(base.Adapter):
     def test_mode(self) -> str | None:
         code = self.settings.test_event_code
         return f"test_event_code={code}" if code else None
+
+    @property
+    def age_limit(self) -> timedelta | None:
+        days = self.settings.max_event_age_days
+        return None if days is None else timedelta(days=days)
 
     def skip(self, event: Event, now: datetime) -> str | None:
         """Events past the configured age window, or from visitors who denied ad_user_data."""
@@ -184,11 +190,13 @@ class TikTokEvents(base.Adapter):
             if code == PARTIAL and code not in self.settings.code_treatment:
                 return _partial(pks, body, reason, base.Delivered(detail, test=test))
             return dict.fromkeys(pks, base.Delivered(detail, test=test))
+        named = f"TikTok {code}"
         if treatment == "retry":
-            return dict.fromkeys(pks, base.Retry(reason, after))
+            return dict.fromkeys(pks, base.Retry(reason, after, code=named))
         if code in REQUEST_CODES or code in self.settings.code_treatment:
-            return dict.fromkeys(pks, base.Rejected(reason))
-        return base.batch_refused(pks, reason, _culprit(str(body.get("message")), len(pks)))
+            return dict.fromkeys(pks, base.Rejected(reason, named))
+        culprit = _culprit(str(body.get("message")), len(pks))
+        return base.batch_refused(pks, reason, culprit, named)
 
     def treatment(self, code: int) -> Treatment:
         """What an answer code means: the settings' override, the table, else by its range."""

@@ -522,3 +522,63 @@ funnels = sa.Table(
     sa.Column("window_hours", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
+
+# Delivery health and match quality (0015_health, delivery/health.py), moved in the worker's
+# transaction that settles the work (beside delivery_rollups), sharded as event_rollups. One row
+# per UTC hour of the settlement, destination, source and event name. No personal data.
+# `delivery_outcomes`: settlements by outcome (delivered, test, accepted, retried, failed,
+# skipped) and code (the platform's error code, the HTTP status, or the skip reason's shape).
+delivery_outcomes = sa.Table(
+    "delivery_outcomes",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("event_name", sa.String(128), primary_key=True),
+    sa.Column("outcome", sa.String(16), primary_key=True),
+    sa.Column("code", sa.String(160), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+# Events sent per request-latency bucket (`health.BUCKETS_MS`; an event counts the duration of
+# the request that carried it): percentiles without reading `tracks`.
+delivery_latency = sa.Table(
+    "delivery_latency",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("event_name", sa.String(128), primary_key=True),
+    sa.Column("bucket", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+# Events a platform accepted, and of them those carrying each identifier (`identity.match_keys`;
+# key "*": all of them), for the match quality report.
+match_rollups = sa.Table(
+    "match_rollups",
+    metadata,
+    sa.Column("hour", UTCDateTime(), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("event_name", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(16), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+# The platforms' own verdicts on matching (delivery/verdicts.py, pulled on a schedule): Meta's
+# Event Match Quality per event name, Google's match-rate range; one row per UTC day fetched.
+platform_verdicts = sa.Table(
+    "platform_verdicts",
+    metadata,
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("event_name", sa.String(128), primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("value", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("fetched_at", UTCDateTime(), nullable=False),
+)

@@ -381,32 +381,52 @@ async def failures_page(request: Request) -> Response:
 
 
 async def replay_failed(request: Request) -> Response:
-    """Re-queues failed work of one destination (or all), then wakes the workers."""
+    """Re-queues failed work of one destination (or all, or one delivery), then wakes the
+    workers; the page then says what was re-queued and what was skipped, and why."""
     runtime: Runtime = request.app.state.runtime
-    destination = (await _form(request)).get("destination") or None
+    form = await _form(request)
+    destination = form.get("destination") or None
     if destination is not None and destination not in runtime.adapters:
         return _error(request, 422, "That destination is not configured; it cannot be replayed.")
+    one = form.get("delivery") or None
+    if one is not None and not (one.isdigit() and len(one) <= 18):
+        return _error(request, 422, "delivery: a delivery id (digits).")
     result = await asyncio.to_thread(
         replay.replay,
         runtime.engine,
         settings=runtime.settings,
         adapters=runtime.adapters,
         destination=destination,
+        delivery_id=None if one is None else int(one),
     )
     if result.requeued:
         await runtime.notifier.notify()
-    return await _failures(request, {"destination": destination, "result": result})
+    return await _failures(request, {"destination": destination, "result": result, "one": one})
 
 
 async def _failures(request: Request, replayed: dict[str, Any] | None) -> Response:
     runtime: Runtime = request.app.state.runtime
-    groups = await asyncio.to_thread(summary.failures, runtime.engine)
-    totals: dict[str, int] = {}
-    for group in groups:
-        totals[group.destination] = totals.get(group.destination, 0) + group.count
+
+    def gather() -> dict[str, Any]:
+        groups = summary.failures(runtime.engine)
+        totals: dict[str, int] = {}
+        for group in groups:
+            totals[group.destination] = totals.get(group.destination, 0) + group.count
+        settings, adapters = runtime.settings, runtime.adapters
+        previews = {
+            name: replay.preview(
+                runtime.engine, settings=settings, adapters=adapters, destination=name
+            )
+            for name in totals
+            if name in adapters
+        }
+        listed = replay.failed(
+            runtime.engine, settings=settings, adapters=adapters, limit=PAGE_SIZE
+        )
+        return {"groups": groups, "totals": totals, "previews": previews, "failed": listed}
+
     context = {
-        "groups": groups,
-        "totals": totals,
+        **(await asyncio.to_thread(gather)),
         "configured": set(runtime.adapters),
         "replayed": replayed,
     }
