@@ -184,7 +184,7 @@ deliveries = sa.Table(
     # its outcome is followed up (status `confirming`) and after, and when to stop asking.
     sa.Column("request_id", sa.String(255), nullable=True),
     sa.Column("confirm_until", UTCDateTime(), nullable=True),
-    # Added by 0015_reports_source: the event's source, so the outbox counts (delivery_rollups)
+    # Added by 0016_reports_source: the event's source, so the outbox counts (delivery_rollups)
     # can be read per source; null only for rows a test or tool wrote without it.
     sa.Column("source", sa.String(64), nullable=True),
     sa.UniqueConstraint("event_pk", "destination"),
@@ -367,7 +367,7 @@ delivery_rollups = sa.Table(
     sa.Column("hour", UTCDateTime(), primary_key=True),
     sa.Column("destination", sa.String(64), primary_key=True),
     sa.Column("status", sa.String(16), primary_key=True),
-    sa.Column("source", sa.String(64), primary_key=True),  # 0015_reports_source; "" unknown
+    sa.Column("source", sa.String(64), primary_key=True),  # 0016_reports_source; "" unknown
     sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger(), nullable=False),
 )

@@ -1,4 +1,4 @@
-"""0012_reports and 0015_reports_source on a database with data: the daily counts become
+"""0012_reports and 0016_reports_source on a database with data: the daily counts become
 hourly ones counted from the stored events and outbox rows, what the daily rows held beyond
 them (pruned events) is kept at 00:00 UTC of its day with the source "" (unknown), each outbox
 row gets its event's source, and the downgrade sums the hours back into days."""
@@ -90,7 +90,7 @@ async def test_the_daily_counts_become_hourly(database_url: str) -> None:
     again_events, again_outbox = _hourly(engine)
     assert again_events == events + Counter({(midnight, "old", "Purchase", True): 7})
     assert again_outbox == outbox + Counter({(midnight, "fake", "delivered"): 7})
-    with engine.connect() as conn:  # 0015: each count has its events' source; pruned ones ""
+    with engine.connect() as conn:  # 0016: each count has its events' source; pruned ones ""
         rows = conn.execute(sa.select(delivery_rollups.c.source, delivery_rollups.c["count"]))
         by_source = Counter[str]()
         for source, n in rows:

@@ -4,8 +4,8 @@
 Each outbox row takes its event's source; the counts are made again from the stored rows, and
 what they held beyond them (rows of pruned events) is kept with the source "" (unknown).
 
-Revision ID: 0015_reports_source
-Revises: 0014_polish
+Revision ID: 0016_reports_source
+Revises: 0015_partition
 """
 
 from collections import Counter
@@ -17,8 +17,8 @@ from alembic import op
 from firstparty.delivery import tally
 from firstparty.store.models import UTCDateTime
 
-revision = "0015_reports_source"
-down_revision = "0014_polish"
+revision = "0016_reports_source"
+down_revision = "0015_partition"
 branch_labels = None
 depends_on = None
 
