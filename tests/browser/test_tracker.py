@@ -334,6 +334,46 @@ def test_demo_page_shows_the_whole_flow(stack: Stack, page: Page) -> None:
     assert row["name"] == "Lead" and row["user"]
 
 
+@pytest.mark.parametrize(
+    ("viewport", "shot"), [((390, 844), "demo-phone.png"), ((1280, 800), "demo-desktop.png")]
+)
+def test_the_demo_fits_a_phone_and_a_desktop(
+    stack: Stack, browser: Browser, viewport: tuple[int, int], shot: str
+) -> None:
+    width, height = viewport
+    phone = width < 760
+    context = browser.new_context(
+        ignore_https_errors=True,
+        viewport={"width": width, "height": height},
+        is_mobile=phone,
+        has_touch=phone,
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    long_campaign = "spring-sale-" * 12  # a long landing URL, as ad links are
+    page.goto(
+        f"{stack.tracker}/demo/?gclid=demo-gclid-1&fbclid=demo-fbclid-1&ttclid=demo-ttclid-1"
+        f"&utm_source=demo&utm_campaign={long_campaign}"
+    )
+    _loaded(page)
+    page.click("#lead button[type=submit]")
+    lead_id = page.text_content("#lead-result").rsplit(" ", 1)[-1]  # type: ignore[union-attr]
+    page.wait_for_selector(f"#feed tr[data-event-id='{lead_id}']")
+    page.wait_for_selector("#clicks .pill")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    table = page.evaluate("document.getElementById('feed-table').getBoundingClientRect().right")
+    assert table <= width
+    cards = page.evaluate("getComputedStyle(document.querySelector('#feed-table thead')).display")
+    assert (cards == "none") is phone  # a phone reads cards, a desktop the table
+    label = page.evaluate(
+        "getComputedStyle(document.querySelector('#feed td[data-label]'), '::before').content"
+    )
+    assert (label == '"received"') is phone
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
+    context.close()
+
+
 def _requests_to_collector(page: Page) -> list[str]:
     """The order in which requests to the collector start ('sent') and are answered."""
     log: list[str] = []
