@@ -523,7 +523,7 @@ funnels = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
-# Delivery health and match quality (0015_health, delivery/health.py), moved in the worker's
+# Delivery health and match quality (0017_health, delivery/health.py), moved in the worker's
 # transaction that settles the work (beside delivery_rollups), sharded as event_rollups. One row
 # per UTC hour of the settlement, destination, source and event name. No personal data.
 # `delivery_outcomes`: settlements by outcome (delivered, test, accepted, retried, failed,

@@ -1,7 +1,7 @@
 """delivery health and match quality rollups, the platforms' verdicts, the verdicts lease
 
-Revision ID: 0015_health
-Revises: 0014_polish
+Revision ID: 0017_health
+Revises: 0016_reports_source
 """
 
 from datetime import UTC, datetime
@@ -11,8 +11,8 @@ from alembic import op
 
 from firstparty.store.models import UTCDateTime
 
-revision = "0015_health"
-down_revision = "0014_polish"
+revision = "0017_health"
+down_revision = "0016_reports_source"
 branch_labels = None
 depends_on = None
 
