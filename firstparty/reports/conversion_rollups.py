@@ -158,13 +158,15 @@ def _devices(conn: Connection, rows: Sequence[Any]) -> dict[tuple[str, str], lis
     return found
 
 
-def _clicks(conn: Connection, visitor_ids: set[str]) -> list[credit.Click]:
+def _clicks(conn: Connection, visitor_ids: set[str]) -> credit.Clicks:
     if not visitor_ids:
-        return []
+        return credit.Clicks([])
     query = sa.select(click_ids.c.visitor_id, click_ids.c.kind, click_ids.c.first_seen_at).where(
         click_ids.c.visitor_id.in_(sorted(visitor_ids))
     )
-    return [credit.Click(r.visitor_id, r.kind, r.first_seen_at) for r in conn.execute(query)]
+    return credit.Clicks(
+        [credit.Click(r.visitor_id, r.kind, r.first_seen_at) for r in conn.execute(query)]
+    )
 
 
 def _key(row: Any, found: credit.Credit, currency: str) -> Key:

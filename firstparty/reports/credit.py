@@ -18,6 +18,9 @@ conversion does not count).
 
 from __future__ import annotations
 
+import bisect
+import functools
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +50,17 @@ class Device:
     first_touch: Mapping[str, Any]
     last_touch: Mapping[str, Any]
 
+    @functools.cached_property
+    def first(self) -> channels.Attribution:
+        """Its first touch's attribution, worked out once per batch (conversions share it)."""
+        return channels.attribute(self.first_touch)
+
+    @functools.cached_property
+    def last(self) -> tuple[datetime, channels.Attribution]:
+        """When its last touch was, and its attribution."""
+        at = _at(self.last_touch) or self.first_seen_at
+        return at, channels.attribute(self.last_touch or self.first_touch)
+
 
 @dataclass(frozen=True)
 class Click:
@@ -73,7 +87,7 @@ class Credit:
     recovered: tuple[tuple[str, tuple[str, ...]], ...]  # (platform, reasons), reasons non-empty
 
 
-def credit(conversion: Conversion, devices: Sequence[Device], clicks: Sequence[Click]) -> Credit:
+def credit(conversion: Conversion, devices: Sequence[Device], clicks: Clicks) -> Credit:
     """The credit of one conversion, given the person's devices and their click ids."""
     until = conversion.occurred_at + CLOCK_SKEW
     own = conversion.visitor_id
@@ -85,7 +99,7 @@ def credit(conversion: Conversion, devices: Sequence[Device], clicks: Sequence[C
     cross = own is not None and own in {d.visitor_id for d in known}
     cross = cross and (first.visitor_id != own or last[0] != own)
     clicked, recovered = _recovered(conversion, {d.visitor_id for d in known}, clicks)
-    return Credit(channels.attribute(first.first_touch), last[1], cross, clicked, tuple(recovered))
+    return Credit(first.first, last[1], cross, clicked, tuple(recovered))
 
 
 def _last(
@@ -94,8 +108,7 @@ def _last(
     """(device, attribution) of the latest non-direct last touch up to `until`."""
     best: tuple[datetime, str, channels.Attribution] | None = None
     for device in devices:
-        at = _at(device.last_touch) or device.first_seen_at
-        found = channels.attribute(device.last_touch)
+        at, found = device.last
         if found.channel is channels.Channel.DIRECT or at > until:
             continue
         if best is None or (at, device.visitor_id == own) > (best[0], best[1] == own):
@@ -103,29 +116,50 @@ def _last(
     if best is not None:
         return best[1], best[2]
     home = next((d for d in devices if d.visitor_id == own), devices[0])
-    return home.visitor_id, channels.attribute(home.last_touch or home.first_touch)
+    return home.visitor_id, home.last[1]
+
+
+class Clicks:
+    """The click ids of a batch's devices, by device and platform, oldest first: the newest
+    usable one of a conversion is found by bisection, whatever the number of clicks."""
+
+    def __init__(self, clicks: Sequence[Click]) -> None:
+        kinds = {k.name: k.platform for k in platforms.CLICK_KINDS}
+        found: dict[tuple[str, P], list[Click]] = defaultdict(list)
+        for click in clicks:
+            platform = kinds.get(click.kind)
+            if platform in RECOVERABLE:
+                found[(click.visitor_id, platform)].append(click)
+        for ordered in found.values():
+            ordered.sort(key=_first_seen)
+        self._by = dict(found)
+
+    def newest(self, devices: set[str], platform: P, at: datetime) -> Click | None:
+        """The devices' newest click of the platform seen by `at` (with the clock skew) and
+        still within its window."""
+        best: Click | None = None
+        for visitor_id in devices:
+            ordered = self._by.get((visitor_id, platform), [])
+            index = bisect.bisect_right(ordered, at + CLOCK_SKEW, key=_first_seen)
+            click = ordered[index - 1] if index else None  # a platform's kinds share a window
+            if click is None or at - click.first_seen_at > platforms.window_of(click.kind):
+                continue
+            if best is None or click.first_seen_at > best.first_seen_at:
+                best = click
+        return best
 
 
 def _recovered(
-    conversion: Conversion, devices: set[str], clicks: Sequence[Click]
+    conversion: Conversion, devices: set[str], clicks: Clicks
 ) -> tuple[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]:
     at = conversion.occurred_at
     clicked: list[str] = []
     recovered: list[tuple[str, tuple[str, ...]]] = []
     for platform in RECOVERABLE:
-        kinds = platforms.click_ids_of(platform)
-        usable = [
-            c
-            for c in clicks
-            if c.kind in kinds
-            and c.visitor_id in devices
-            and c.first_seen_at <= at + CLOCK_SKEW
-            and at - c.first_seen_at <= platforms.window_of(c.kind)
-        ]
-        if not usable:
+        newest = clicks.newest(devices, platform, at)
+        if newest is None:
             continue
         clicked.append(platform.value)
-        newest = max(usable, key=lambda c: c.first_seen_at)
         cookies = [c.field for c in platforms.PIXEL_COOKIES if c.platform == platform]
         reasons = {
             "no_cookie": not any(conversion.context.get(field) for field in cookies),
@@ -136,6 +170,10 @@ def _recovered(
         if found:
             recovered.append((platform.value, found))
     return tuple(clicked), recovered
+
+
+def _first_seen(click: Click) -> datetime:
+    return click.first_seen_at
 
 
 def _at(touch: Mapping[str, Any]) -> datetime | None:
