@@ -8,6 +8,7 @@ import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from firstparty.alerts.loop import Evaluator
 from firstparty.alerts.rules import AlertState, Channel
 from firstparty.settings import Settings
 from firstparty.store import db, migrate
+from tests import factories
 from tests.alerts import rows
 from tests.alerts.rows import Clock
 from tests.browser import harness
@@ -35,13 +37,13 @@ def receiver() -> Iterator[FakeWebhook]:
         yield fake
 
 
-def alerting(database_url: str, receiver: FakeWebhook) -> Settings:
+def alerting(database_url: str, receiver: FakeWebhook, **more: Any) -> Settings:
     alerts = {
         "webhook": {"url": receiver.url + "/hook", "secret": SECRET},
         "delivery_success": {"min_percent": 90, "window_minutes": 10},
         "source_silent": {"enabled": False},
     }
-    return settings_for(database_url, alerts=alerts)
+    return settings_for(database_url, alerts=alerts, **more)
 
 
 async def evaluate(settings: Settings, engine: sa.Engine, clock: Clock) -> None:
@@ -163,7 +165,9 @@ def served(tmp_path: Path, receiver: FakeWebhook) -> Iterator[tuple[str, sa.Engi
     url = f"sqlite:///{tmp_path / 'firstparty.db'}"
     engine = db.create_engine(url, poolclass=sa.NullPool)
     migrate.upgrade(engine)
-    settings = alerting(url, receiver)
+    # Meta's token ends ten days after the test clock's start: destination_setup fires.
+    meta = {**factories.META_CAPI, "credential_expires_at": "2026-11-12T09:00:00Z"}
+    settings = alerting(url, receiver, destinations=[meta])
     with harness.ServerThread(create_app(settings), harness.certificate(tmp_path)) as server:
         yield f"https://127.0.0.1:{server.port}", engine, settings
     engine.dispose()
@@ -188,7 +192,8 @@ def test_screenshot_of_the_alerts_page_with_a_rule_firing(
     ARTIFACTS.mkdir(exist_ok=True)
     with harness.admin_page(base, TOKEN, height=900) as page:
         page.goto(f"{base}/admin/alerts")
-        assert page.inner_text("#firing-count") == "2 firing."
-        assert page.locator("#alert-history tbody tr").count() == 2
+        assert page.inner_text("#firing-count") == "3 firing."
+        assert page.locator("#alert-history tbody tr").count() == 3
+        assert "credential expires at 2026-11-12 09:00 UTC" in page.inner_text("#alert-states")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.screenshot(path=str(ARTIFACTS / "admin-alerts.png"), full_page=True)
