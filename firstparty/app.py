@@ -41,7 +41,8 @@ from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
 from firstparty.web import alerts as alerts_ui
 from firstparty.web import audiences as audiences_ui
-from firstparty.web import demo, live, operate
+from firstparty.web import audit as audit_ui
+from firstparty.web import demo, live, login, operate
 from firstparty.web import funnels as funnels_ui
 from firstparty.web import health as health_ui
 from firstparty.web import reports as reports_ui
@@ -62,6 +63,8 @@ def route_modules() -> list[Sequence[BaseRoute]]:
         serve.routes,
         demo.routes,
         admin_ui.routes,
+        login.routes,
+        audit_ui.routes,
         live.routes,
         operate.routes,
         health_ui.routes,  # before reports_ui: its /admin/reports/{name}.csv

@@ -1,4 +1,4 @@
-"""The `firstparty` command: serve, worker, migrate, replay, sources, doctor."""
+"""The `firstparty` command: serve, worker, migrate, replay, sources, operators, doctor."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from firstparty import cli_errors, doctor
 from firstparty import settings as settings_mod
 from firstparty.audiences import cli as audiences_cli
 from firstparty.errors import ConfigError
+from firstparty.operators import audit
+from firstparty.operators import commands as operators_commands
 from firstparty.settings import Settings
 from firstparty.store import db, instance, migrate
 
@@ -127,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
 
     prune = sub.add_parser("prune", help="delete rows older than their retention")
     prune.set_defaults(handler=_prune)
+
+    operators_commands.add_arguments(sub)
 
     doc = sub.add_parser("doctor", help="check a deployment against Safari's cookie caps")
     doctor.add_arguments(doc)
@@ -350,6 +354,7 @@ def _replay(args: argparse.Namespace) -> int:
             event_name=args.event,
             dry_run=args.dry_run,
             progress=_progress_bar,
+            actor=audit.CLI,
         )
     finally:
         engine.dispose()
@@ -441,6 +446,9 @@ def _sources_act(args: argparse.Namespace) -> int:
             print(f"source {args.name!r} is {keys.set_state(**where, state=state).state}")
         else:
             _print_source(keys.show(**where))
+        if args.action != "show":
+            action = audit.Action("source_" + args.action)
+            audit.write(engine, actor=audit.CLI, action=action, subject=args.name)
     finally:
         engine.dispose()
     return 0
@@ -487,6 +495,13 @@ def _sources_create(args: argparse.Namespace) -> int:
             rate_limit_per_second=args.rate_limit,
             rate_limit_burst=args.burst,
         )
+        audit.write(
+            engine,
+            actor=audit.CLI,
+            action=audit.Action.SOURCE_CREATE,
+            subject=args.name,
+            detail={"kind": args.kind},
+        )
     except sa.exc.IntegrityError:
         print(f"firstparty: a source named {args.name!r} exists already", file=sys.stderr)
         return 1
@@ -515,14 +530,15 @@ def _privacy_run(args: argparse.Namespace, action: str) -> Any:
     assert isinstance(who, service.Who)
     settings = load_settings(args)
     engine = open_database(settings)
-    run = service.erase_person if action == "erase" else service.export_person
+    where: dict[str, Any] = {
+        "who": who,
+        "secret": settings.secret_key.get_secret_value(),
+        "default_region": settings.otp.default_region,
+    }
     try:
-        return run(
-            engine,
-            who=who,
-            secret=settings.secret_key.get_secret_value(),
-            default_region=settings.otp.default_region,
-        )
+        if action == "erase":
+            return service.erase_person(engine, **where, actor=audit.CLI)
+        return service.export_person(engine, **where)
     except pii.InvalidValue as exc:
         raise ConfigError(f"{exc}") from None
     finally:

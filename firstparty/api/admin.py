@@ -1,4 +1,5 @@
-"""The admin API (`/v1/admin/*`), behind the bearer token `FIRSTPARTY_ADMIN_TOKEN`."""
+"""The admin API (`/v1/admin/*`), behind the bearer token `FIRSTPARTY_ADMIN_TOKEN`: full rights,
+written to the audit log as actor `api` (replays, erasures, wrong tokens)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from firstparty.api import admin_input as given_
 from firstparty.delivery import replay
 from firstparty.errors import FieldError, InputError
 from firstparty.identity import pii
+from firstparty.operators import audit
 from firstparty.privacy import service as privacy
 from firstparty.reports import browse
 from firstparty.runtime import Runtime
@@ -37,6 +39,13 @@ def _authorised(handler: Handler) -> Handler:
             raise _unauthorised("missing admin token")
         attempt = await _try(request, runtime)
         if not given.startswith("Bearer ") or not settings.admin_token_matches(given[7:]):
+            await asyncio.to_thread(
+                audit.write,
+                runtime.engine,
+                actor=audit.API,
+                action=audit.Action.SIGN_IN_FAILED,
+                detail={"surface": "api"},
+            )
             raise _unauthorised("wrong admin token")
         await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
         return await handler(request)
@@ -159,6 +168,7 @@ async def replay_failed(request: Request) -> Response:
         until=given_.time("until", given.get("until")),
         event_name=given_.text("event", given.get("event")),
         dry_run=_flag(given.get("dry_run")),
+        actor=audit.API,
     )
     if result.requeued and not result.dry_run:
         await runtime.notifier.notify()
@@ -218,7 +228,7 @@ def _text_ok(field: str, value: str) -> bool:
     return True
 
 
-async def _run_privacy(request: Request, action: Callable[..., Any]) -> Any:
+async def _run_privacy(request: Request, action: Callable[..., Any], **extra: Any) -> Any:
     runtime: Runtime = request.app.state.runtime
     who = await _person(request)
     try:
@@ -228,6 +238,7 @@ async def _run_privacy(request: Request, action: Callable[..., Any]) -> Any:
             who=who,
             secret=runtime.settings.secret_key.get_secret_value(),
             default_region=runtime.settings.otp.default_region,
+            **extra,
         )
     except pii.InvalidValue as exc:
         field = "phone" if who.phone else "email"
@@ -241,7 +252,7 @@ async def privacy_export(request: Request) -> Response:
 
 async def privacy_erase(request: Request) -> Response:
     """Delete one person's rows; answers the number removed per table."""
-    removed = await _run_privacy(request, privacy.erase_person)
+    removed = await _run_privacy(request, privacy.erase_person, actor=audit.API)
     return JSONResponse({"removed": removed, "total": sum(removed.values())})
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty.delivery import load, outbox
 from firstparty.destinations.base import Adapter
 from firstparty.event import Event
+from firstparty.operators import audit as audit_log
 from firstparty.settings import Settings
 from firstparty.store.models import deliveries, events, replays
 
@@ -57,10 +58,12 @@ def replay(
     now: datetime | None = None,
     progress: Progress | None = None,
     audit: bool = True,
+    actor: str | None = None,
 ) -> ReplayResult:
     """Re-queue the failed work matching the filters; callers then wake the workers.
 
-    `audit=False` (with `dry_run`): a preview, left out of the `replays` audit.
+    `audit=False` (with `dry_run`): a preview, left out of the `replays` audit. `actor`: who asked,
+    for the audit log (written with the replay's own record; a dry run is not).
     """
     now = now or datetime.now(UTC)
     where = _filters(destination, since, until, event_name)
@@ -94,7 +97,7 @@ def replay(
     result = ReplayResult(matched, requeued, dict(skipped), dry_run)
     if audit or not dry_run:
         filters = {"destination": destination, "event": event_name, "delivery": delivery_id}
-        _audit(engine, result, filters, since, until, now)
+        _audit(engine, result, filters, since, until, now, actor)
     return result
 
 
@@ -228,6 +231,7 @@ def _audit(
     since: datetime | None,
     until: datetime | None,
     now: datetime,
+    actor: str | None,
 ) -> None:
     filters = {
         "destination": given["destination"],
@@ -248,3 +252,14 @@ def _audit(
                 skipped=result.skipped_total,
             )
         )
+        if actor is not None and not result.dry_run:
+            detail = {**filters, "matched": result.matched, "requeued": result.requeued}
+            subject = str(given["destination"] or "every destination")
+            audit_log.record(
+                conn,
+                actor=actor,
+                action=audit_log.Action.REPLAY,
+                subject=subject,
+                detail=detail,
+                at=now,
+            )

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from firstparty.identity import pii, users
+from firstparty.operators import audit
 from firstparty.reports import rollups
 from firstparty.store.models import (
     audience_members_acked,
@@ -257,10 +258,21 @@ def _hashes(value: Any) -> set[str]:
     return {v for v in found if isinstance(v, str) and pii.HASHED.match(v)}
 
 
-def erase_person(engine: Engine, *, who: Who, secret: str, default_region: str) -> dict[str, int]:
-    """Find and erase the person in one transaction; the rows removed per table."""
+def erase_person(
+    engine: Engine, *, who: Who, secret: str, default_region: str, actor: str | None = None
+) -> dict[str, int]:
+    """Find and erase the person in one transaction; the rows removed per table. `actor`: who
+    asked, written to the audit log in the same transaction (naming the kinds of identifier
+    given, never their values: the log must not keep what was erased)."""
     with engine.begin() as conn:
-        return erase(conn, find(conn, who=who, secret=secret, default_region=default_region))
+        removed = erase(conn, find(conn, who=who, secret=secret, default_region=default_region))
+        if actor is not None:
+            named_by = [k for k in ("user_id", "visitor_id", "phone", "email") if getattr(who, k)]
+            detail = {"named_by": named_by, "removed": sum(removed.values())}
+            audit.record(
+                conn, actor=actor, action=audit.Action.ERASE, subject="person", detail=detail
+            )
+        return removed
 
 
 def export_person(

@@ -582,3 +582,32 @@ platform_verdicts = sa.Table(
     sa.Column("detail", sa.Text(), nullable=False),
     sa.Column("fetched_at", UTCDateTime(), nullable=False),
 )
+
+# Operator accounts of the admin UI (0018_operators, operators/accounts.py): the email case-folded
+# (unique), an argon2id hash, a role (accounts.Role). Disabled accounts stay for the audit log.
+operators = sa.Table(
+    "operators",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("disabled_at", UTCDateTime(), nullable=True),
+    sa.Column("last_sign_in_at", UTCDateTime(), nullable=True),
+)
+
+# Who changed what (0018_operators, operators/audit.py): newest first by id (keyset pages),
+# filtered by action or actor. No secrets and no personal data in `detail`.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(254), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(254), nullable=False),
+    sa.Column("detail", JSONType, nullable=False),
+    sa.Index("ix_audit_log_action_id", "action", "id"),
+    sa.Index("ix_audit_log_actor_id", "actor", "id"),
+)

@@ -1,22 +1,20 @@
 """The operator UI at `/admin/`: events, deliveries, failures with replay, reports.
 
-Signing in with FIRSTPARTY_ADMIN_TOKEN sets a session cookie holding only a nonce, an expiry and
-an HMAC (secret key) over both and a digest of the token, so rotating the token ends every
-session; signing out stores the nonce as revoked (`signin`), which every process honours. Wrong
-tokens make their client address wait longer and longer (`signin`). Every POST carries a CSRF
-token derived from the session (or, on the login form, from a short-lived login cookie). Pages
-are Jinja templates with autoescaping; there is no script.
+People sign in with an operator account (email and password, `operators.accounts`) or, to break
+the glass, with FIRSTPARTY_ADMIN_TOKEN; the session cookie (`sessions`) says who they are.
+Signing out stores the nonce as revoked (`signin`), which every process honours. Wrong passwords
+and tokens make their client address (and a password's account) wait longer and longer
+(`signin`). Every page needs a session (`_signed_in`); every change also needs the operator role
+(`_operator_only`): a viewer reads everything and changes nothing. Sign-ins, sign-outs and changes
+go to the audit log (`operators.audit`). Every POST carries a CSRF token derived from the session
+(or, on the login form, from a short-lived login cookie). Pages are Jinja templates with
+autoescaping; there is no script.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import hmac
-import math
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,11 +35,10 @@ from firstparty.errors import InputError
 from firstparty.reports import browse, period, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
-from firstparty.web import shown, signin
+from firstparty.web import sessions, shown
 
 SESSION_COOKIE = "fp_admin"
 LOGIN_COOKIE = "fp_admin_login"
-SESSION_SECONDS = 12 * 3600
 LOGIN_SECONDS = 3600
 PAGE_SIZE = 50
 MAX_FORM_BYTES = 16 * 1024
@@ -80,56 +77,13 @@ def _templates() -> Jinja2Templates:
 TEMPLATES = _templates()
 
 
-# Session and CSRF tokens.
-
-
-def _mac(settings: Settings, *parts: str) -> str:
-    key = settings.secret_key.get_secret_value().encode()
-    digest = hmac.new(key, "\x1f".join(parts).encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def _token_tag(settings: Settings) -> str:
-    return settings.admin_tag
-
-
-def issue_session(settings: Settings, now: float) -> str:
-    """A session cookie value: nonce.expiry.mac — never the admin token."""
-    nonce, expiry = secrets.token_urlsafe(16), str(int(now) + SESSION_SECONDS)
-    return (
-        f"{nonce}.{expiry}.{_mac(settings, 'admin-session', nonce, expiry, _token_tag(settings))}"
-    )
-
-
-def session_valid(settings: Settings, value: str | None, now: float) -> bool:
-    """Whether the cookie value is a session this server issued, unexpired, for today's token."""
-    if not settings.admin_on or not value or value.count(".") != 2:
-        return False
-    nonce, expiry, mac = value.split(".")
-    if not expiry.isdigit() or int(expiry) <= now:
-        return False
-    expected = _mac(settings, "admin-session", nonce, expiry, _token_tag(settings))
-    return hmac.compare_digest(mac.encode(), expected.encode())
-
-
-async def session_active(runtime: Runtime, value: str | None) -> bool:
-    """A valid session (`session_valid`) that was not signed out, in any process."""
-    if not session_valid(runtime.settings, value, time.time()):
-        return False
-    assert value is not None
-    nonce = value.split(".")[0]
-    return not await asyncio.to_thread(signin.revoked, runtime.engine, nonce)
-
-
-def csrf_token(settings: Settings, seed: str) -> str:
-    """The form token bound to a session (or login) cookie value."""
-    return _mac(settings, "admin-csrf", seed)
+# CSRF tokens (the session cookies themselves: `sessions`).
 
 
 def _csrf_ok(settings: Settings, seed: str | None, given: str | None) -> bool:
     if not seed or not given:
         return False
-    return hmac.compare_digest(given.encode(), csrf_token(settings, seed).encode())
+    return hmac.compare_digest(given.encode(), sessions.csrf_token(settings, seed).encode())
 
 
 def external_https(request: Request, settings: Settings) -> bool:
@@ -185,9 +139,12 @@ async def _form(request: Request) -> dict[str, str]:
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     session = request.cookies.get(SESSION_COOKIE)
     settings = _settings(request)
+    who: sessions.Principal | None = getattr(request.state, "principal", None)
     base = {
-        "csrf": csrf_token(settings, session) if session else "",
-        "signed_in": getattr(request.state, "signed_in", False),
+        "csrf": sessions.csrf_token(settings, session) if session else "",
+        "signed_in": who is not None,
+        "who": who,
+        "can_change": who is not None and who.can_change,
         "path": request.url.path,
         "shown_zone": period.zone(settings.reports.time_zone),
     }
@@ -205,14 +162,16 @@ def _to_login() -> Response:
 
 
 def _signed_in(handler: Handler) -> Handler:
-    """Refuses without a session (to the login page) and, on POST, without the CSRF token."""
+    """Refuses without a session (to the login page) and, on POST, without the CSRF token;
+    `request.state.principal` is who the session stands for."""
 
     async def guarded(request: Request) -> Response:
         settings = _settings(request)
         session = request.cookies.get(SESSION_COOKIE)
-        if not await session_active(request.app.state.runtime, session):
+        who = await sessions.principal(request.app.state.runtime, session)
+        if who is None:
             return _to_login()
-        request.state.signed_in = True
+        request.state.principal = who
         if request.method == "POST":
             form = await _form(request)
             if not _csrf_ok(settings, session, form.get("csrf")):
@@ -226,6 +185,30 @@ def _signed_in(handler: Handler) -> Handler:
     return guarded
 
 
+def _operator_only(handler: Handler) -> Handler:
+    """A change: signed in (`_signed_in`) with the operator role; a viewer gets a 403 page and
+    nothing is done."""
+
+    async def guarded(request: Request) -> Response:
+        if not principal(request).can_change:
+            message = (
+                f"You are signed in as a {principal(request).role}: viewers can read every page "
+                "but not change anything. Ask an operator to do this, or to give you their role."
+            )
+            return _error(request, 403, message)
+        return await handler(request)
+
+    checked = _signed_in(guarded)
+    checked.operator_only = True  # type: ignore[attr-defined]  # tests/operators checks routes
+    return checked
+
+
+def principal(request: Request) -> sessions.Principal:
+    """Who this signed-in request acts as (set by `_signed_in`)."""
+    who: sessions.Principal = request.state.principal
+    return who
+
+
 def _filters(request: Request, *names: str) -> dict[str, str]:
     """The non-empty query parameters among `names`."""
     return {n: v for n in names if (v := request.query_params.get(n, "").strip())}
@@ -235,78 +218,6 @@ def _next_link(path: str, filters: dict[str, str], items: list[dict[str, Any]]) 
     if len(items) <= PAGE_SIZE:
         return None
     return f"{path}?{urlencode({**filters, 'cursor': items[PAGE_SIZE - 1]['cursor']})}"
-
-
-# Sign in and out.
-
-
-async def login_page(request: Request) -> Response:
-    settings = _settings(request)
-    if not settings.admin_on:
-        return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
-    if await session_active(request.app.state.runtime, request.cookies.get(SESSION_COOKIE)):
-        return RedirectResponse("/admin/", 303)
-    return _login_form(request, "", 200)
-
-
-def _login_form(
-    request: Request, error: str, status: int, headers: dict[str, str] | None = None
-) -> Response:
-    seed = request.cookies.get(LOGIN_COOKIE) or ""
-    if len(seed) != 22:
-        seed = secrets.token_urlsafe(16)
-    context = {"login_csrf": csrf_token(_settings(request), seed), "error": error}
-    response = _render(request, "admin_login.html", context, status)
-    response.headers.update(headers or {})
-    _set_cookie(request, response, LOGIN_COOKIE, seed, LOGIN_SECONDS)
-    return response
-
-
-async def _token_try(request: Request) -> signin.Attempt:
-    runtime: Runtime = request.app.state.runtime
-    return await signin.begin_request(request, runtime, signin.Surface.UI)
-
-
-def _wait_words(seconds: int) -> str:
-    return f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
-
-
-async def login(request: Request) -> Response:
-    settings = _settings(request)
-    if not settings.admin_on:
-        return _error(request, 403, "The admin UI is off: set FIRSTPARTY_ADMIN_TOKEN to use it.")
-    form = await _form(request)
-    if not _csrf_ok(settings, request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
-        return _login_form(request, "The form expired; please sign in again.", 403)
-    attempt = await _token_try(request)
-    if attempt.refused:
-        wait = attempt.retry_after
-        message = (
-            "Too many wrong tokens from your address: sign-in is paused. "
-            f"Try again in {_wait_words(wait)}."
-        )
-        return _login_form(request, message, 429, {"Retry-After": str(wait)})
-    if not settings.admin_token_matches(form.get("token", "")):
-        return _login_form(request, "Wrong admin token.", 401)
-    runtime: Runtime = request.app.state.runtime
-    await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
-    response = RedirectResponse("/admin/", 303)
-    _set_cookie(
-        request, response, SESSION_COOKIE, issue_session(settings, time.time()), SESSION_SECONDS
-    )
-    _delete_cookie(request, response, LOGIN_COOKIE)
-    return response
-
-
-async def logout(request: Request) -> Response:
-    """Ends the session here and in every process: its nonce is revoked until its expiry."""
-    runtime: Runtime = request.app.state.runtime
-    nonce, expiry, _ = request.cookies[SESSION_COOKIE].split(".")
-    expires_at = datetime.fromtimestamp(int(expiry), UTC)
-    await asyncio.to_thread(signin.revoke, runtime.engine, nonce=nonce, expires_at=expires_at)
-    response = _to_login()
-    _delete_cookie(request, response, SESSION_COOKIE)
-    return response
 
 
 # Pages.
@@ -398,6 +309,7 @@ async def replay_failed(request: Request) -> Response:
         adapters=runtime.adapters,
         destination=destination,
         delivery_id=None if one is None else int(one),
+        actor=principal(request).actor,
     )
     if result.requeued:
         await runtime.notifier.notify()
@@ -439,12 +351,9 @@ async def to_index(request: Request) -> Response:
 
 routes = [
     Route("/admin", to_index, methods=["GET", "HEAD"]),
-    Route("/admin/login", login_page, methods=["GET"]),
-    Route("/admin/login", login, methods=["POST"]),
-    Route("/admin/logout", _signed_in(logout), methods=["POST"]),
     Route("/admin/", _signed_in(events_page), methods=["GET"]),
     Route("/admin/events/{id}", _signed_in(event_page), methods=["GET"]),
     Route("/admin/deliveries", _signed_in(deliveries_page), methods=["GET"]),
     Route("/admin/failures", _signed_in(failures_page), methods=["GET"]),
-    Route("/admin/replay", _signed_in(replay_failed), methods=["POST"]),
+    Route("/admin/replay", _operator_only(replay_failed), methods=["POST"]),
 ]

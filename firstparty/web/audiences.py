@@ -157,5 +157,5 @@ def _problem(runtime: Runtime, name: str, types: dict[str, str]) -> str:
 
 routes = [
     Route("/admin/audiences", admin._signed_in(audiences_page), methods=["GET"]),
-    Route("/admin/audiences/sync", admin._signed_in(sync_audience), methods=["POST"]),
+    Route("/admin/audiences/sync", admin._operator_only(sync_audience), methods=["POST"]),
 ]

@@ -153,9 +153,11 @@ def _ratio(value: float | None) -> str:
 
 routes = [
     Route("/admin/reports/funnels", admin._signed_in(funnels_page), methods=["GET"]),
-    Route("/admin/reports/funnels", admin._signed_in(save_funnel), methods=["POST"]),
+    Route("/admin/reports/funnels", admin._operator_only(save_funnel), methods=["POST"]),
     Route("/admin/reports/funnels/{name}", admin._signed_in(funnel_page), methods=["GET"]),
     Route(
-        "/admin/reports/funnels/{name}/delete", admin._signed_in(delete_funnel), methods=["POST"]
+        "/admin/reports/funnels/{name}/delete",
+        admin._operator_only(delete_funnel),
+        methods=["POST"],
     ),
 ]

@@ -2,8 +2,9 @@
 and those added here, stored in the database) with a test-event button.
 
 Thin handlers over the services the CLI uses (`collect.keys`, `delivery.probe`): the same
-rules and messages in both. Every change is a POST carrying the session's CSRF token
-(`admin._signed_in`); a new key is shown once, on the page that made it.
+rules and messages in both. Every change is a POST carrying the session's CSRF token, made by
+the operator role (`admin._operator_only`), and written to the audit log once done; a new key
+is shown once, on the page that made it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from firstparty.destinations import book, registry, stored
 from firstparty.destinations.base import DestinationSettings
 from firstparty.destinations.book import DestinationBook
 from firstparty.errors import ConfigError
+from firstparty.operators import audit
 from firstparty.runtime import Runtime
 from firstparty.web import admin, destination_form
 
@@ -48,7 +50,22 @@ async def source_action(request: Request) -> Response:
         done = await asyncio.to_thread(_act, action, where)
     except ConfigError as exc:
         return await _sources(request, {"error": str(exc)}, 409)
+    await _audit(request, audit.Action("source_" + action), name)
     return await _sources(request, done)
+
+
+async def _audit(
+    request: Request, action: audit.Action, subject: str, detail: dict[str, Any] | None = None
+) -> None:
+    """The audit row of a change just made (these services keep their own transactions)."""
+    await asyncio.to_thread(
+        audit.write,
+        _runtime(request).engine,
+        actor=admin.principal(request).actor,
+        action=action,
+        subject=subject,
+        detail=detail or {},
+    )
 
 
 def _act(action: str, where: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +112,8 @@ async def test_event(request: Request) -> Response:
         )
     except ConfigError as exc:
         return await _destinations(request, {"error": str(exc)}, 409)
+    outcome = {"mode": result.mode, "ok": result.ok}
+    await _audit(request, audit.Action.DESTINATION_TEST, found.name, outcome)
     return await _destinations(request, {"probe": result})
 
 
@@ -199,6 +218,8 @@ async def save_destination(request: Request) -> Response:
     except stored.StoredError as exc:
         return again(exc.problems, exc.status)
     await asyncio.to_thread(runtime.destinations.reload)
+    done_action = audit.Action.DESTINATION_CREATE if creating else audit.Action.DESTINATION_UPDATE
+    await _audit(request, done_action, name, {"type": kind})
     verb = "Added" if creating else "Saved"
     done = f"{verb} {name}: every server and worker uses it within {book.REFRESH_SECONDS:.0f} s."
     return await _destinations(request, {"done": done})
@@ -250,6 +271,7 @@ async def destination_action(request: Request) -> Response:
     except stored.StoredError as exc:
         return await _destinations(request, {"error": str(exc)}, exc.status)
     await asyncio.to_thread(runtime.destinations.reload)
+    await _audit(request, audit.Action("destination_" + action), name)
     return await _destinations(request, {"done": done})
 
 
@@ -268,11 +290,11 @@ DESTINATION_ACTIONS = ("disable", "enable", "delete")
 
 routes = [
     Route("/admin/sources", admin._signed_in(sources_page), methods=["GET"]),
-    Route("/admin/sources", admin._signed_in(source_action), methods=["POST"]),
+    Route("/admin/sources", admin._operator_only(source_action), methods=["POST"]),
     Route("/admin/destinations", admin._signed_in(destinations_page), methods=["GET"]),
-    Route("/admin/destinations/test", admin._signed_in(test_event), methods=["POST"]),
-    Route("/admin/destinations/new", admin._signed_in(new_destination), methods=["GET"]),
-    Route("/admin/destinations/edit", admin._signed_in(edit_destination), methods=["GET"]),
-    Route("/admin/destinations/save", admin._signed_in(save_destination), methods=["POST"]),
-    Route("/admin/destinations/state", admin._signed_in(destination_action), methods=["POST"]),
+    Route("/admin/destinations/test", admin._operator_only(test_event), methods=["POST"]),
+    Route("/admin/destinations/new", admin._operator_only(new_destination), methods=["GET"]),
+    Route("/admin/destinations/edit", admin._operator_only(edit_destination), methods=["GET"]),
+    Route("/admin/destinations/save", admin._operator_only(save_destination), methods=["POST"]),
+    Route("/admin/destinations/state", admin._operator_only(destination_action), methods=["POST"]),
 ]

@@ -1,7 +1,9 @@
 """Admin sign-in guards kept in the database, so every server process applies them alike.
 
 Growing delays: each try of the admin token (the sign-in form or a bearer token on the admin API)
-is first recorded as a failure of its client address (a keyed hash of it, never the address), then
+or of an operator's password is first recorded as a failure of its client address (a keyed hash
+of it, never the address) — and a password try also as one of the account (a keyed hash of the
+email, known or not, so the delay names nobody) — then
 judged by the failures before it: after `FREE_FAILURES` within `WINDOW`, the next try waits
 2, 4, 8, ... seconds after the latest failure, at most `MAX_DELAY_SECONDS`. A refused try is not
 checked and not counted; a right token clears its address. Recording first means concurrent tries
@@ -26,7 +28,7 @@ from starlette.requests import Request
 
 from firstparty import metrics
 from firstparty.collect import client_address
-from firstparty.identity import otp
+from firstparty.identity import otp, pii
 from firstparty.runtime import Runtime
 from firstparty.store.models import admin_login_failures, admin_revocations
 
@@ -40,6 +42,7 @@ class Surface(StrEnum):
 
     UI = "ui"
     API = "api"
+    ACCOUNT = "account"  # an operator account's password, whatever the address
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,11 @@ def address_key(secret: str, address: str | None) -> str:
     return otp.ip_key(secret, address) or otp.ip_key(secret, "unknown") or ""
 
 
+def account_key(secret: str, email: str) -> str:
+    """The keyed hash stored for the operator account an email names (existing or not)."""
+    return pii.keyed_hash(secret, "operator-account:" + email.strip().lower())
+
+
 def delay_after(failures: int) -> int:
     """Seconds to wait after the latest of `failures` recent failures."""
     if failures < FREE_FAILURES:
@@ -70,8 +78,13 @@ def delay_after(failures: int) -> int:
 def begin(
     engine: Engine, *, secret: str, address: str | None, surface: Surface, now: datetime
 ) -> Attempt:
-    """Record this try as a failure, then let it through or refuse it (counted in a metric)."""
-    key = address_key(secret, address)
+    """Record this try as a failure of its address, then let it through or refuse it."""
+    return begin_key(engine, key=address_key(secret, address), surface=surface, now=now)
+
+
+def begin_key(engine: Engine, *, key: str, surface: Surface, now: datetime) -> Attempt:
+    """Record this try as a failure of `key`, then let it through or refuse it (counted in a
+    metric)."""
     insert = sa.insert(admin_login_failures).values(address=key, created_at=now)
     with engine.begin() as conn:
         inserted = conn.execute(insert).inserted_primary_key
@@ -107,6 +120,14 @@ async def begin_request(request: Request, runtime: Runtime, surface: Surface) ->
         address=address,
         surface=surface,
         now=datetime.now(UTC),
+    )
+
+
+async def begin_account(runtime: Runtime, email: str) -> Attempt:
+    """`begin` for the operator account this email names."""
+    key = account_key(runtime.settings.secret_key.get_secret_value(), email)
+    return await asyncio.to_thread(
+        begin_key, runtime.engine, key=key, surface=Surface.ACCOUNT, now=datetime.now(UTC)
     )
 
 

@@ -77,8 +77,27 @@ def require_browser() -> None:
 
 
 @contextlib.contextmanager
-def admin_page(base: str, token: str, *, height: int = 720) -> Iterator[Page]:
-    """A Chromium page signed in to the admin UI served at `base` (1280 pixels wide)."""
+def admin_page(
+    base: str, token: str = "", *, height: int = 720, account: tuple[str, str] | None = None
+) -> Iterator[Page]:
+    """A Chromium page signed in to the admin UI served at `base` (1280 pixels wide): with the
+    break-glass admin `token`, or as the operator `account` (email, password)."""
+    with admin_browser(height=height) as page:
+        page.goto(f"{base}/admin/login")
+        if account is not None:
+            page.fill("input[name=email]", account[0])
+            page.fill("input[name=password]", account[1])
+            page.click("#account-form button[type=submit]")
+        else:
+            page.fill("input[name=token]", token)
+            page.click("#token-form button[type=submit]")
+        page.wait_for_url(f"{base}/admin/")
+        yield page
+
+
+@contextlib.contextmanager
+def admin_browser(*, height: int = 720) -> Iterator[Page]:
+    """A fresh Chromium page (1280 pixels wide, no cookies) for the admin UI."""
     require_browser()
     from playwright.sync_api import sync_playwright
 
@@ -88,12 +107,7 @@ def admin_page(base: str, token: str, *, height: int = 720) -> Iterator[Page]:
             ignore_https_errors=True, viewport={"width": 1280, "height": height}
         )
         context.set_default_timeout(20_000)
-        page = context.new_page()
-        page.goto(f"{base}/admin/login")
-        page.fill("input[name=token]", token)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{base}/admin/")
-        yield page
+        yield context.new_page()
 
 
 def certificate(directory: Path) -> tuple[Path, Path]:

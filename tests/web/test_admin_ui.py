@@ -22,7 +22,7 @@ from firstparty.delivery import tally
 from firstparty.reports import summary
 from firstparty.store import db, migrate
 from firstparty.store import models as m
-from firstparty.web import admin
+from firstparty.web import admin, sessions
 from tests.browser import harness
 from tests.conftest import (
     BROWSER_KEY,
@@ -129,7 +129,7 @@ async def test_sign_in_sets_a_signed_strict_cookie_and_sign_out_clears_it(
     attributes = {a.strip().lower() for a in cookie.split(";")[1:]}
     assert {"httponly", "samesite=strict", "secure", "path=/admin"} <= attributes
     value = cookie.split(";")[0].split("=", 1)[1]
-    assert TOKEN not in value and admin.session_valid(sqlite_client.settings, value, time.time())
+    assert TOKEN not in value and sessions.session_valid(sqlite_client.settings, value, time.time())
     assert "Sign out" in await signed_in_page(http)
 
     # Signed over its expiry: a longer life is a forgery.
@@ -155,13 +155,13 @@ async def test_cookie_is_not_secure_on_plain_http(sqlite_client: AppClient) -> N
 def test_sessions_expire_and_end_when_the_token_changes(sqlite_url: str) -> None:
     settings = settings_for(sqlite_url)
     now = time.time()
-    value = admin.issue_session(settings, now)
-    assert admin.session_valid(settings, value, now)
-    assert not admin.session_valid(settings, value, now + admin.SESSION_SECONDS + 1)
-    assert not admin.session_valid(
+    value = sessions.issue_session(settings, now)
+    assert sessions.session_valid(settings, value, now)
+    assert not sessions.session_valid(settings, value, now + sessions.SESSION_SECONDS + 1)
+    assert not sessions.session_valid(
         settings_for(sqlite_url, admin_token="rotated-admin-token-2"), value, now
     )
-    assert not admin.session_valid(settings_for(sqlite_url, admin_token=None), value, now)
+    assert not sessions.session_valid(settings_for(sqlite_url, admin_token=None), value, now)
 
 
 async def test_posts_need_the_csrf_token(sqlite_client: AppClient) -> None:
@@ -169,7 +169,7 @@ async def test_posts_need_the_csrf_token(sqlite_client: AppClient) -> None:
     login = await http.get("/admin/login")
     refused = await http.post("/admin/login", data={"token": TOKEN})
     assert refused.status_code == 403 and admin.SESSION_COOKIE not in http.cookies
-    other = admin.csrf_token(sqlite_client.settings, "another-login-cookie-x")
+    other = sessions.csrf_token(sqlite_client.settings, "another-login-cookie-x")
     refused = await http.post("/admin/login", data={"token": TOKEN, "csrf": other})
     assert refused.status_code == 403
     assert csrf_in(login.text)
@@ -537,7 +537,7 @@ def test_screenshots_of_events_and_failures(served: tuple[str, sa.Engine]) -> No
         page.goto(f"{base}/admin/")
         assert page.url.endswith("/admin/login")
         page.fill("input[name=token]", TOKEN)
-        page.click("button[type=submit]")
+        page.click("#token-form button[type=submit]")
         page.wait_for_url(f"{base}/admin/")
         assert page.locator("#events tbody tr").count() == 5
         page.screenshot(path=str(ARTIFACTS / "admin-events.png"), full_page=True)

@@ -20,7 +20,7 @@ from firstparty.errors import ConfigError
 from firstparty.privacy import retention
 from firstparty.settings import RetentionSettings
 from firstparty.store import models as m
-from firstparty.web import admin, signin
+from firstparty.web import admin, sessions, signin
 from tests.conftest import AppClient, running_app, settings_for
 from tests.web.test_admin_ui import TOKEN, csrf_in, sign_in, signed_in_page
 
@@ -194,7 +194,7 @@ async def test_prune_removes_expired_revocations_and_old_failures(app: AppClient
         "admin_login_failures": 0,
         "admin_revocations": 0,
     }
-    later = datetime.now(UTC) + timedelta(seconds=admin.SESSION_SECONDS + 60)
+    later = datetime.now(UTC) + timedelta(seconds=sessions.SESSION_SECONDS + 60)
     assert retention.prune(app.engine, keep, now=later + signin.WINDOW) == {
         "admin_login_failures": 1,
         "admin_revocations": 1,

@@ -1,0 +1,1 @@
+"""Operator accounts (email, password, role) and the audit log of what people changed."""
