@@ -44,6 +44,14 @@ def engine(sqlite_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture
+def any_engine(database_url: str) -> Iterator[Engine]:
+    """Each engine: the newest-answer query is SQL of its own."""
+    engine = db.create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
 def configured(url: str, receiver: FakeWebhook, *entries: dict[str, Any]) -> Settings:
     alerts = {"webhook": {"url": receiver.url, "secret": SECRET}, "min_interval_minutes": 0}
     settings = settings_for(url, alerts=alerts)
@@ -115,12 +123,13 @@ def log(engine: Engine, destination: str, request: base.OutgoingRequest, clock: 
 
 
 def test_meta_refusing_the_access_token_fires_and_resolves_when_accepted_again(
-    sqlite_url: str, engine: Engine, receiver: FakeWebhook
+    database_url: str, any_engine: Engine, receiver: FakeWebhook
 ) -> None:
+    engine = any_engine
     clock, lead = Clock(), factories.rich_lead(Clock().now - timedelta(minutes=5))
     with fake_meta.FakeMeta() as platform:
         entry = {**factories.META_CAPI, "api_base": platform.api_base}
-        settings = configured(sqlite_url, receiver, entry)
+        settings = configured(database_url, receiver, entry)
         stale = factories.meta(api_base=platform.api_base, access_token="EAAB-revoked")
         log(engine, "meta", stale.build([lead("a")])[0], clock)
         evaluate(settings, engine, clock)
