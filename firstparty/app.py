@@ -27,7 +27,7 @@ from firstparty.audiences import service as audience_service
 from firstparty.collect import service
 from firstparty.collect.sources import SourceBook
 from firstparty.collect.writer import GroupWriter
-from firstparty.delivery import queue, worker
+from firstparty.delivery import queue, verdicts, worker
 from firstparty.destinations import book
 from firstparty.destinations.book import DestinationBook
 from firstparty.errors import InputError
@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _pruning(runtime),
             _alerting(runtime),
             _audiences(runtime),
+            _verdicts(runtime),
             _sources_refresh(collector.sources),
             _destinations_refresh(destinations),
         ):
@@ -306,6 +307,19 @@ async def _audiences(runtime: Runtime) -> AsyncIterator[None]:
             yield
     finally:
         await scheduler.close()
+
+
+@contextlib.asynccontextmanager
+async def _verdicts(runtime: Runtime) -> AsyncIterator[None]:
+    """The platforms' verdicts on matching pulled every few hours (a lease: one process)."""
+    puller = verdicts.Puller(
+        settings=runtime.settings, engine=runtime.engine, book=runtime.destinations
+    )
+    try:
+        async with _background(puller.run()):
+            yield
+    finally:
+        await puller.close()
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,8 @@ Step = Literal[
     "follow_up",
     "interpret_follow_up",
     "export",
+    "quality_requests",
+    "read_quality",
 ]
 
 

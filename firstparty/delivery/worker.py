@@ -25,7 +25,7 @@ from firstparty import metrics
 from firstparty import settings as settings_mod
 from firstparty.alerts import loop as alerts_loop
 from firstparty.audiences import service as audience_service
-from firstparty.delivery import health, load, outbox, queue, send, track
+from firstparty.delivery import health, load, outbox, queue, send, track, verdicts
 from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations.base import Adapter, Rejected
 from firstparty.destinations.book import DestinationBook
@@ -350,15 +350,19 @@ async def _run(settings: Settings) -> None:
     # Audiences due on their schedule; every worker (and server) tries, a lease picks one.
     audiences = audience_service.Scheduler(settings=settings, engine=engine)
     scheduled = asyncio.create_task(audiences.run()) if settings.audiences else None
+    # The platforms' verdicts on matching (Meta's EMQ, Google's match rate), a lease picks one.
+    puller = verdicts.Puller(settings=settings, engine=engine, book=destinations)
+    pulling = asyncio.create_task(puller.run())
     try:
         await stop.wait()
     finally:
-        for task in (alerting, scheduled):
+        for task in (alerting, scheduled, pulling):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await evaluator.close()
         await audiences.close()
+        await puller.close()
         await worker.stop()
         await waker.close()
         engine.dispose()

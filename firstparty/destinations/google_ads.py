@@ -342,6 +342,38 @@ class GoogleAds(base.Adapter):
             secrets=(token,) if token else (),
         )
 
+    def quality_requests(
+        self, token: str | None, request_ids: Sequence[str]
+    ) -> list[base.OutgoingRequest]:
+        """`requestStatus:retrieve` of recent accepted ingests: Google states a match-rate range
+        for uploads with user data (Data Manager only)."""
+        if self.settings.api != "data_manager":
+            return []
+        return [self.follow_up(request_id, (), token) for request_id in request_ids]
+
+    def read_quality(
+        self, request: base.OutgoingRequest, response: base.Response
+    ) -> list[base.Verdict]:
+        """The match-rate range per conversion action, under the event name mapped to it."""
+        if response.status != 200:
+            text = response.body[:300].decode("utf-8", "replace")
+            fails = RetryableError if response.status >= 500 else PermanentError
+            raise fails(f"requestStatus:retrieve refused: HTTP {response.status}: {text}")
+        names = {action: name for name, action in self.settings.conversion_actions.items()}
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.url).query)
+        asked = (query.get("requestId") or [""])[0]
+        found = []
+        for entry in google_rpc.json_body(response).get("requestStatusPerDestination") or []:
+            rate = google_rpc.match_rate(entry) if isinstance(entry, dict) else None
+            if rate is None:
+                continue
+            destination = entry.get("destination") or {}
+            action = str(destination.get("productDestinationId") or destination.get("reference"))
+            name = names.get(action, "")
+            detail = f"conversion action {action}, request {asked}"
+            found.append(base.Verdict(name, "match_rate_range", rate, detail))
+        return found
+
     def interpret_follow_up(
         self, request: base.OutgoingRequest, response: base.Response, events: Sequence[Event]
     ) -> dict[str, base.Outcome]:

@@ -214,7 +214,7 @@ def request_status(entry: Mapping[str, Any] | None, action: str, ours: int) -> b
     if state == FINISHED_WELL:
         # Kept (in the delivery's last_error) only when Google said more than "done".
         said_more = (
-            errors or _match_rate(entry) or _counts(entry.get("warningInfo"), "warningCounts")
+            errors or match_rate(entry) or _counts(entry.get("warningInfo"), "warningCounts")
         )
         return base.Delivered(summary if said_more else "")
     if state in FAILED:
@@ -234,7 +234,7 @@ def _summary(
     records = (entry.get("eventsIngestionStatus") or {}).get("recordCount")
     if records is not None:
         text += f": {records} record(s)"
-    match = _match_rate(entry)
+    match = match_rate(entry)
     if match:
         text += f"; match rate {match}"
     if errors:
@@ -245,7 +245,7 @@ def _summary(
     return text
 
 
-def _match_rate(entry: Mapping[str, Any]) -> str | None:
+def match_rate(entry: Mapping[str, Any]) -> str | None:
     # uploadMatchRateRange (MATCH_RATE_RANGE_41_TO_50, ...) sits in the user-data status.
     for status in (
         entry.get("eventsIngestionStatus") or {},

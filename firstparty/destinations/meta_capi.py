@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -19,6 +20,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from firstparty import platforms
 from firstparty.destinations import base
+from firstparty.errors import PermanentError, RetryableError
 from firstparty.event import Event
 from firstparty.identity import pii
 
@@ -71,6 +73,12 @@ BASELINE_INVALID = (
     {"ln", "ge"},
 )
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The Dataset Quality API's Event Match Quality per event name (developers.facebook.com/docs/
+# marketing-api/conversions-api/dataset-quality-api): GET {api_base}/dataset_quality.
+QUALITY_FIELDS = (
+    "web{event_match_quality{composite_score,match_key_feedback{identifier,coverage{percentage}}},"
+    "event_name}"
+)
 
 
 class MetaCapiSettings(base.DestinationSettings):
@@ -221,6 +229,58 @@ class MetaCapi(base.Adapter):
         )
         return dict(zip(LDU_KEYS, values, strict=True))
 
+    # ------------------------------------------------------------ Event Match Quality
+
+    def quality_requests(
+        self, token: str | None, request_ids: Sequence[str]
+    ) -> list[base.OutgoingRequest]:
+        """`GET dataset_quality?dataset_id=…&fields=web{…}&access_token=…` (a GET: the token
+        goes in the query, masked in the request log like every secret)."""
+        access_token = self.settings.access_token.get_secret_value()
+        query = {"dataset_id": self.settings.pixel_id, "fields": QUALITY_FIELDS}
+        query["access_token"] = access_token
+        secrets = [access_token]
+        if self.settings.app_secret is not None:
+            key = self.settings.app_secret.get_secret_value().encode()
+            proof = hmac.new(key, access_token.encode(), hashlib.sha256).hexdigest()
+            query["appsecret_proof"] = proof
+            secrets += [self.settings.app_secret.get_secret_value(), proof]
+        url = f"{self.settings.api_base.rstrip('/')}/dataset_quality?"
+        return [
+            base.OutgoingRequest(
+                method="GET",
+                url=url + urllib.parse.urlencode(query),
+                event_pks=(),
+                secrets=tuple(secrets),
+            )
+        ]
+
+    def read_quality(
+        self, request: base.OutgoingRequest, response: base.Response
+    ) -> list[base.Verdict]:
+        """One verdict per event name in `web`: the composite score and the match keys'
+        coverage as Meta states them."""
+        error = _graph_error(response)
+        if error is not None or response.status != 200:
+            reason = _describe(error) if error else f"HTTP {response.status}"
+            fails = RetryableError if response.status >= 500 else PermanentError
+            raise fails(f"dataset_quality refused: {reason}")
+        body = response.json()
+        found = []
+        for item in body.get("web") or [] if isinstance(body, dict) else []:
+            quality = item.get("event_match_quality") if isinstance(item, dict) else None
+            if not isinstance(quality, dict) or quality.get("composite_score") is None:
+                continue
+            found.append(
+                base.Verdict(
+                    event_name=str(item.get("event_name") or ""),
+                    metric="event_match_quality",
+                    value=f"{float(quality['composite_score']):g}",
+                    detail=_coverage(quality.get("match_key_feedback")),
+                )
+            )
+        return found
+
     # ------------------------------------------------------------ reading the answer
 
     def credential_refused(self, status: int, body: str) -> str | None:
@@ -343,6 +403,17 @@ def _refusal(event: Mapping[str, Any]) -> str | None:
         have = ", ".join(sorted(keys)) or "nothing"
         return f"Meta needs a user identifier that matches; the event has only: {have}"
     return None
+
+
+def _coverage(feedback: Any) -> str:
+    """Meta's match key feedback in words: `email 95 %, ip_address 100 %`."""
+    parts = []
+    for key in feedback if isinstance(feedback, list) else []:
+        if isinstance(key, dict) and isinstance(key.get("coverage"), dict):
+            share = key["coverage"].get("percentage")
+            if isinstance(share, int | float):
+                parts.append(f"{key.get('identifier')} {share:g} %")
+    return ", ".join(sorted(parts))
 
 
 def _graph_error(response: base.Response) -> dict[str, Any] | None:

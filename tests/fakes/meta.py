@@ -93,6 +93,18 @@ SHA256 = re.compile(r"^[a-f0-9]{64}$")
 # (facebook/capi-param-builder: 2-character legacy language token or 8 base64url characters).
 COOKIE = re.compile(r"^fb\.\d\.\d{13}\.[A-Za-z0-9_\-]+(\.([A-Za-z0-9_\-]{2}|[A-Za-z0-9_\-]{8}))?$")
 DAY = 86_400
+# The Dataset Quality API: the query parameters it takes, and the match keys it reports on
+# (user_data key -> Meta's identifier name in match_key_feedback).
+QUALITY_PARAMS = {"dataset_id", "fields", "access_token", "agent_name", "appsecret_proof"}
+MATCH_KEYS = {
+    "em": "email",
+    "ph": "phone",
+    "external_id": "external_id",
+    "fbc": "fbc",
+    "fbp": "fbp",
+    "client_ip_address": "ip_address",
+    "client_user_agent": "user_agent",
+}
 
 
 class MetaError(Exception):
@@ -132,12 +144,19 @@ class FakeMeta(FakeServer):
         self.events: list[dict[str, Any]] = []  # every event accepted, in order
         self.test_event_codes: list[str | None] = []  # per accepted request
         self._trace = (f"AfakeTrace{n:06d}" for n in itertools.count())
+        self.emq: dict[str, float] = {}  # event name -> the composite score to report
+        self.quality_calls = 0
 
     @property
     def api_base(self) -> str:
         return self.url + "/v25.0"
 
     def handle(self, request: Received) -> Reply:
+        if re.fullmatch(r"/v\d+\.\d+/dataset_quality", request.path):
+            try:
+                return Reply(200, self._dataset_quality(request))
+            except MetaError as error:
+                return Reply(400, self.error_body(error))
         try:
             params = self._accept(request)
         except MetaError as error:
@@ -188,6 +207,46 @@ class FakeMeta(FakeServer):
         }
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         return Reply(400, {"error": error}, headers)
+
+    # ------------------------------------------------------------ Dataset Quality API
+
+    def _dataset_quality(self, request: Received) -> dict[str, Any]:
+        """`GET /{version}/dataset_quality?dataset_id=…&fields=web{…}&access_token=…`: per event
+        name received, the composite score (set in `emq`, else from the match keys' coverage)
+        and the coverage of each match key, in the shape of Meta's reference."""
+        if request.method != "GET":
+            raise MetaError(100, "Unsupported post request.")
+        unknown = set(request.query) - QUALITY_PARAMS
+        if unknown:
+            raise MetaError(100, f"(#100) Unknown parameter(s): {', '.join(sorted(unknown))}")
+        params = {k: v[-1] for k, v in request.query.items()}
+        self._authenticate(params)
+        if not params.get("dataset_id"):
+            raise MetaError(100, "(#100) The parameter dataset_id is required")
+        if params["dataset_id"] != self.pixel_id:
+            raise MetaError(
+                100, f"Object with ID '{params['dataset_id']}' does not exist", subcode=33
+            )
+        fields = params.get("fields", "")
+        if not (fields.startswith("web{") and "event_match_quality" in fields):
+            raise MetaError(100, "(#100) fields must ask for web{event_match_quality,...}")
+        self.quality_calls += 1
+        web = []
+        for name in sorted({str(e.get("event_name")) for e in self.events}):
+            got = [e.get("user_data") or {} for e in self.events if e.get("event_name") == name]
+            coverage = {
+                label: 100 * sum(1 for u in got if key in u) / len(got)
+                for key, label in MATCH_KEYS.items()
+            }
+            score = self.emq.get(name, round(1 + 9 * sum(coverage.values()) / 700, 1))
+            feedback = [
+                {"identifier": label, "coverage": {"percentage": round(share, 1)}}
+                for label, share in coverage.items()
+                if share
+            ]
+            quality = {"composite_score": score, "match_key_feedback": feedback}
+            web.append({"event_match_quality": quality, "event_name": name})
+        return {"web": web}
 
     # ------------------------------------------------------------ the checklist
 
