@@ -44,6 +44,11 @@ NOT_RUN = {
     "firstparty destinations test": "tests/destinations/test_probe.py runs it on the fakes",
     "firstparty sources show demo": "tests/test_quickstart.py runs it once the first run made demo",
     "firstparty serve": "tests/test_cli.py and tests/test_first_run.py run the server",
+    "firstparty operators create": "asks a password on a terminal: tests/operators runs it with "
+    "--password-stdin",
+    "firstparty operators set-role": "needs the account just made: tests/operators runs it",
+    "firstparty operators reset-password": "asks a password: tests/operators runs it",
+    "firstparty operators disable": "needs the account just made: tests/operators runs it",
     "firstparty worker": "tests/test_cli.py runs the worker",
     "docker": "no container engine here: tests/ops/test_deployment_files.py lints the Dockerfile "
     "and compose.yaml and runs the image's commands as processes",
