@@ -197,3 +197,12 @@ def test_screenshot_of_the_alerts_page_with_a_rule_firing(
         assert "credential expires at 2026-11-12 09:00 UTC" in page.inner_text("#alert-states")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.screenshot(path=str(ARTIFACTS / "admin-alerts.png"), full_page=True)
+
+
+async def test_with_alerts_off_the_page_says_so_and_every_rule_is_off(sqlite_url: str) -> None:
+    async with running_app(settings_for(sqlite_url, alerts={"enabled": False})) as app:
+        page = await signed_in_page(app.http, "/admin/alerts")
+        events = await signed_in_page(app.http, "/admin/")
+    assert "Alerts are off" in page and "Messages go to: <strong>nowhere</strong>" in page
+    assert {r[1] for r in cells(page, "alert-rules")} == {"off"}
+    assert '<a href="/admin/alerts" >Alerts</a>' in events  # the nav link, on every page
