@@ -17,6 +17,8 @@ from firstparty.reports import acquisition as service
 from firstparty.reports import channels, credit, export
 from firstparty.web import admin, reports
 
+MAX_ROWS = 200  # source/medium/campaign rows on the page (all of them in the CSV)
+
 
 async def acquisition_page(request: Request) -> Response:
     engine = request.app.state.runtime.engine
@@ -39,6 +41,7 @@ async def acquisition_page(request: Request) -> Response:
         "money": service.money,
         "rules": channels.RULES,
         "reasons": credit.REASONS,
+        "max_rows": MAX_ROWS,
         "csv_query": {**chosen.query(), "format": "csv"},
     }
     return admin._render(request, "admin_acquisition.html", context)

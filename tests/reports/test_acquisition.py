@@ -20,6 +20,7 @@ from firstparty.app import create_app
 from firstparty.reports import acquisition, funnel_spec, funnels, period, summary
 from firstparty.reports import conversion_rollups as conversion_rollups_mod
 from firstparty.store.models import click_ids, conversion_rollups
+from firstparty.web import acquisition as acquisition_ui
 from tests import factories
 from tests.conftest import BROWSER_KEY, BROWSER_UA, make_database, settings_for
 from tests.fakes import twilio as fake_twilio
@@ -250,7 +251,10 @@ async def test_recovered_per_platform_no_cookie_and_clicks_older_than_seven_days
         assert (tiktok.clicked, tiktok.recovered) == (0, 0) and tiktok.share is None
 
 
-async def test_the_page_the_csv_and_bad_queries(url: str, twilio: fake_twilio.FakeTwilio) -> None:
+async def test_the_page_the_csv_and_bad_queries(
+    url: str, twilio: fake_twilio.FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acquisition_ui, "MAX_ROWS", 1)  # the page shows the top row only
     async with shop(url, twilio) as s:
         laptop = s.device()
         await visit(laptop, "?gclid=Cj0-ads-click")
@@ -261,6 +265,7 @@ async def test_the_page_the_csv_and_bad_queries(url: str, twilio: fake_twilio.Fa
         assert 'id="by-channel"' in page and "paid_search" in page and "USD 49.90" in page
         assert "&lt;b&gt;spring&lt;/b&gt;" in page and "<b>spring" not in page  # escaped
         assert "Europe/Paris" in page and 'id="recovered"' in page
+        assert "1 more are in the CSV" in page
         reports = await signed_in_page(admin, "/admin/reports")
         assert "/admin/reports/acquisition?" in reports
 
