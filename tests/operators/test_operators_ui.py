@@ -342,6 +342,7 @@ async def test_a_viewer_reads_every_page_and_is_refused_every_change(app: AppCli
             assert f"{VIEWER} · viewer" in page
         failures = await signed_in_page(http, "/admin/failures")
         assert "replay-all" not in failures and "replaying is for operators" in failures
+        assert 'class="replay-one"' not in failures and 'class="replay"' not in failures
         sources_page = await signed_in_page(http, "/admin/sources")
         assert 'value="rotate"' not in sources_page and "operators only" in sources_page
         destinations = await signed_in_page(http, "/admin/destinations")
@@ -353,6 +354,7 @@ async def test_a_viewer_reads_every_page_and_is_refused_every_change(app: AppCli
         changes: list[tuple[str, dict[str, str]]] = [
             ("/admin/replay", {"destination": ""}),
             ("/admin/replay", {"destination": "fake"}),
+            ("/admin/replay", {"delivery": "1"}),
             ("/admin/audiences/sync", {"name": "buyers"}),
             ("/admin/sources", {"name": "shop", "action": "rotate"}),
             ("/admin/sources", {"name": "shop", "action": "disable"}),
@@ -390,6 +392,7 @@ async def test_an_operator_replays_and_changes_sources_and_destinations(app: App
     async with client(app) as http:
         assert (await sign_in_as(http, OPERATOR)).status_code == 303
         page = await signed_in_page(http, "/admin/failures")
+        assert 'class="replay-one"' in page and 'class="replay"' in page, "what a viewer lacks"
         csrf = csrf_in(page)
         done = await http.post("/admin/replay", data={"csrf": csrf, "destination": "fake"})
         assert done.status_code == 200 and "3 re-queued" in done.text
