@@ -139,8 +139,9 @@ class Syncer:
         name = adapter.settings.name
         desired = {m.key: m for m in planned.consented if adapter.usable(m)}
         acked = await asyncio.to_thread(_acked, self.engine, audience.name, name)
-        adds = [m for k, m in desired.items() if acked.get(k, ("",))[0] != _digest(adapter, m)]
-        removes = [Member(k, ids) for k, (_, ids) in acked.items() if k not in desired]
+        adds = [m for k, m in desired.items() if acked.get(k) != _digest(adapter, m)]
+        leaving = [k for k in acked if k not in desired]
+        removes = await asyncio.to_thread(_sent, self.engine, audience.name, name, leaving)
         warning = minimum_warning(adapter, len(desired)) if not acked else None
         if warning:
             log.warning("audience %s: %s", audience.name, warning)
@@ -292,16 +293,30 @@ def _interpret(
 # ---------------------------------------------------------------- the database
 
 
-def _acked(
-    engine: Engine, audience: str, destination: str
-) -> dict[str, tuple[str, dict[str, str]]]:
+def _acked(engine: Engine, audience: str, destination: str) -> dict[str, str]:
+    """Member key -> digest of the hashes the platform acknowledged."""
     c = ACKED.c
-    query = sa.select(c.member_key, c.digest, c.identifiers).where(
+    query = sa.select(c.member_key, c.digest).where(
         c.audience == audience, c.destination == destination
     )
     with engine.connect() as conn:
         rows = conn.execution_options(yield_per=members.STREAM_ROWS).execute(query)
-        return {r.member_key: (r.digest, dict(r.identifiers or {})) for r in rows}
+        return {r.member_key: r.digest for r in rows}
+
+
+def _sent(engine: Engine, audience: str, destination: str, keys: list[str]) -> list[Member]:
+    """The members leaving, with the hashes the platform was sent (to remove them by)."""
+    c = ACKED.c
+    found: list[Member] = []
+    with engine.connect() as conn:
+        for start in range(0, len(keys), 500):
+            query = sa.select(c.member_key, c.identifiers).where(
+                c.audience == audience,
+                c.destination == destination,
+                c.member_key.in_(keys[start : start + 500]),
+            )
+            found += [Member(r.member_key, dict(r.identifiers or {})) for r in conn.execute(query)]
+    return found
 
 
 def _settle(
