@@ -51,6 +51,7 @@ _ANSWERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("/admin/logout", "post"): ("403", "413"),
     ("/admin/events/{id}", "get"): ("403", "404"),
     ("/admin/deliveries", "get"): ("403", "422"),
+    ("/admin/alerts", "get"): ("422",),
     ("/admin/replay", "post"): ("403", "413", "422"),
     ("/admin/sources", "post"): ("403", "409", "413", "422"),
     ("/admin/destinations/test", "post"): ("403", "404", "409", "413"),
@@ -151,6 +152,20 @@ def _page(summary: str, method: str = "get") -> dict[str, Any]:
     }
 
 
+def _csv(summary: str) -> dict[str, Any]:
+    """A CSV download of the admin web UI (behind the session cookie)."""
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["admin UI (HTML)"],
+            "responses": {
+                "200": {"description": "CSV", "content": {"text/csv": {}}},
+                "303": {"description": "To /admin/login when not signed in"},
+            },
+        }
+    }
+
+
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [
@@ -231,6 +246,28 @@ def document() -> dict[str, Any]:
         ),
         "/admin/audiences/sync": _page("Admin UI: sync one audience now (field `name`)", "post"),
         "/admin/live": _page("Admin UI: events as they arrive, then their deliveries"),
+        "/admin/alerts": _page(
+            "Admin UI: alert rules and settings, each alert's state, the messages sent"
+        ),
+        "/admin/audit": _page("Admin UI: the audit log"),
+        "/admin/reports/{name}.csv": _csv("Admin UI: one report's numbers as CSV"),
+        "/admin/reports/acquisition": _page(
+            "Admin UI: conversions by channel and campaign, first and last touch"
+        ),
+        "/admin/reports/delivery-health": _page(
+            "Admin UI: delivery outcomes by error code, skips, latency per destination"
+        ),
+        "/admin/reports/delivery-health.csv": _csv("Admin UI: delivery health as CSV"),
+        "/admin/reports/match-quality": _page(
+            "Admin UI: identifier coverage per destination and the platforms' verdicts"
+        ),
+        "/admin/reports/match-quality.csv": _csv("Admin UI: match quality as CSV"),
+        "/admin/reports/funnels": {
+            **_page("Admin UI: the funnels"),
+            **_page("Admin UI: save a funnel", "post"),
+        },
+        "/admin/reports/funnels/{name}": _page("Admin UI: one funnel, step by step"),
+        "/admin/reports/funnels/{name}/delete": _page("Admin UI: delete a saved funnel", "post"),
         "/admin/live/stream": {
             "get": {
                 "summary": "Admin UI: the live page's server-sent events (`update` messages)",
