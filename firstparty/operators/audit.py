@@ -43,6 +43,7 @@ class Action(StrEnum):
     DESTINATION_ENABLE = "destination_enable"
     DESTINATION_DELETE = "destination_delete"
     DESTINATION_TEST = "destination_test"
+    AUDIENCE_SYNC = "audience_sync"
     OPERATOR_CREATE = "operator_create"
     OPERATOR_DISABLE = "operator_disable"
     OPERATOR_ENABLE = "operator_enable"

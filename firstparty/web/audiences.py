@@ -3,7 +3,8 @@ each platform can match, the last sync per destination, the platform minimum, a 
 
 Thin handlers over the services the CLI uses (`audiences.preview`, `audiences.service`): the
 page computes each audience's members as a sync would (nothing is sent) and the button runs
-`service.sync_now` as `firstparty audiences sync NAME` does, with the session's CSRF token.
+`service.sync_now` as `firstparty audiences sync NAME` does: a POST with the session's CSRF
+token, by the operator role (`admin._operator_only`), written to the audit log.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from firstparty.audiences import history, preview, registry, service
 from firstparty.audiences.definition import AudienceSettings
 from firstparty.audiences.sync import RunResult
 from firstparty.errors import ConfigError
+from firstparty.operators import audit
 from firstparty.reports import charts, period
 from firstparty.runtime import Runtime
 from firstparty.web import admin
@@ -70,6 +72,17 @@ async def sync_audience(request: Request) -> Response:
         return admin._error(request, 404, str(exc))
     except service.Busy as exc:
         return await _page(request, {"error": str(exc)}, 409)
+    detail = {
+        r.destination: {"adds": r.adds, "removes": r.removes, "errors": r.errors} for r in results
+    }
+    await asyncio.to_thread(
+        audit.write,
+        runtime.engine,
+        actor=admin.principal(request).actor,
+        action=audit.Action.AUDIENCE_SYNC,
+        subject=name,
+        detail=detail,
+    )
     return await _page(request, {"done": name, "results": [_said(r) for r in results]})
 
 

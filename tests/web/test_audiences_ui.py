@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from firstparty.audiences import service
 from firstparty.store import db, migrate
-from firstparty.store.models import audience_sizes
+from firstparty.store.models import audience_sizes, audit_log
 from tests.audiences.people import lead
 from tests.browser import harness
 from tests.conftest import BROWSER_KEY, BROWSER_UA, AppClient, running_app, settings_for
@@ -104,6 +104,11 @@ async def test_the_page_shows_each_audience_and_the_button_syncs(
     assert '<title id="size0-title">Size of leads over time</title>' in synced.text
     assert "(button)" in synced.text
     assert synced.text.count("never synced") == 0
+    with client.engine.connect() as conn:
+        logged = conn.execute(sa.select(audit_log).where(audit_log.c.action == "audience_sync"))
+        [row] = logged.mappings().all()
+    assert row["subject"] == "leads"
+    assert row["detail"]["meta_leads"] == {"adds": 3, "removes": 0, "errors": 0}
 
 
 async def test_bad_posts_change_nothing(
