@@ -149,21 +149,23 @@ def facts(
     return found
 
 
-def record(conn: Connection, destination: str, found: Iterable[Fact], now: datetime) -> None:
-    """Add these facts (of one destination) to the rollups of `now`'s UTC hour."""
+def record(conn: Connection, settled: Iterable[tuple[str, Iterable[Fact]]], now: datetime) -> None:
+    """Add the facts of these settlements ((destination, facts) pairs) to the rollups of
+    `now`'s UTC hour: one upsert per table for the lot."""
     hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     outcomes: Counter[tuple[Any, ...]] = Counter()
     latency: Counter[tuple[Any, ...]] = Counter()
     keys: Counter[tuple[Any, ...]] = Counter()
-    for fact in found:
-        where = (hour, destination, fact.source, fact.event_name)
-        outcomes[(*where, fact.result.value, fact.code)] += 1
-        if fact.latency_ms is not None:
-            latency[(*where, bucket(fact.latency_ms))] += 1
-        if fact.keys is not None:
-            keys[(*where, ALL)] += 1
-            for key in fact.keys:
-                keys[(*where, key)] += 1
+    for destination, found in settled:
+        for fact in found:
+            where = (hour, destination, fact.source, fact.event_name)
+            outcomes[(*where, fact.result.value, fact.code)] += 1
+            if fact.latency_ms is not None:
+                latency[(*where, bucket(fact.latency_ms))] += 1
+            if fact.keys is not None:
+                keys[(*where, ALL)] += 1
+                for key in fact.keys:
+                    keys[(*where, key)] += 1
     shard = shards.of(conn)
     for table, counts in ((delivery_outcomes, outcomes), (delivery_latency, latency)):
         _upsert(conn, table, counts, shard)

@@ -312,8 +312,8 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         outbox.finish(conn, [f for settled in group for f in settled.finishes], now)
+        health.record(conn, ((s.destination, s.facts) for s in group), now)
         for settled in group:
-            health.record(conn, settled.destination, settled.facts, now)
             for sent in settled.sent:
                 track.record(conn, destination=settled.destination, sent=sent, now=now)
     for settled in group:

@@ -148,9 +148,9 @@ def test_percentiles_come_from_the_histogram(sqlite_url: str) -> None:
     facts += [rollup.Fact("www", "Lead", rollup.Result.DELIVERED, latency_ms=2500.0)] * 10
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        rollup.record(conn, "meta", facts[:50], now)
+        rollup.record(conn, [("meta", facts[:50])], now)
     with engine.begin() as conn:  # another connection: maybe another shard, summed alike
-        rollup.record(conn, "meta", facts[50:], now)
+        rollup.record(conn, [("meta", facts[50:])], now)
     [row] = health.delivery_health(engine, period=_period())
     assert row.sent == 100 and row.count("delivered") == 100
     # p50: rank 50 of the 90 in (25, 50] ms -> 25 + 25 * 50/90; p95: rank 95, 5 of the 10 in

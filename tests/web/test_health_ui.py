@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from firstparty.delivery import verdicts
+from firstparty.destinations import registry
 from firstparty.store import db, migrate
 from firstparty.store.models import deliveries, events
 from tests import factories
@@ -114,10 +116,21 @@ def served(tmp_path: Path) -> Iterator[str]:
         work = make_worker(settings, engine)
         asyncio.run(_deliver_twice(work, engine))
         _age(engine, old, 8)
+        meta.emq["Lead"] = 6.2  # Meta's verdict, pulled as the schedule would
+        adapters = registry.adapters(settings.destinations)
+        puller = verdicts.Puller(settings=settings, engine=engine, adapters=adapters)
+        assert asyncio.run(_pull(puller)) == verdicts.Pulled(True, 2, 1)
         app = create_app(settings_for(url, destinations=destinations, delivery=FAST))
         with harness.ServerThread(app, harness.certificate(tmp_path)) as server:
             yield f"https://127.0.0.1:{server.port}"
     engine.dispose()
+
+
+async def _pull(puller: verdicts.Puller) -> verdicts.Pulled:
+    try:
+        return await puller.round()
+    finally:
+        await puller.close()
 
 
 async def _deliver_twice(work: object, engine: sa.Engine) -> None:
@@ -149,6 +162,13 @@ def test_delivery_health_and_a_failed_delivery_in_chromium(served: str) -> None:
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280, width
         page.screenshot(path=str(ARTIFACTS / "admin-delivery-health.png"), full_page=True)
+
+        page.click("text=Match quality")
+        page.wait_for_url(re.compile(r".*/admin/reports/match-quality.*"))
+        lead = page.locator('section[data-destination="meta"] tr[data-event="Lead"]')
+        assert lead.locator('[data-key="email"]').inner_text() == "100 %"
+        assert "6.2" in lead.locator("td.verdict").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "admin-match-quality.png"), full_page=True)
 
         page.click("nav >> text=Failures")
         page.wait_for_url(f"{base}/admin/failures")
