@@ -179,9 +179,13 @@ def largest_tables(db_url: str, work: Path) -> str:
     if db_url.startswith("sqlite"):
         query = "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC LIMIT 8"
     else:
+        # A partition (events_p2026_11, ...) is counted in its table (store/partitions.py).
         query = (
-            "SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relkind = 'r'"
-            " AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC LIMIT 6"
+            "SELECT coalesce(p.relname, c.relname), sum(pg_total_relation_size(c.oid))"
+            " FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+            " LEFT JOIN pg_class p ON p.oid = i.inhparent"
+            " WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace"
+            " GROUP BY 1 ORDER BY 2 DESC LIMIT 6"
         )
     engine = sa.create_engine(db_url)
     try:
