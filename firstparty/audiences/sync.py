@@ -148,7 +148,7 @@ class Syncer:
         run_id = await asyncio.to_thread(
             _start_run, self.engine, audience.name, name, trigger, len(desired)
         )
-        run = _Run(self, audience.name, adapter, run_id)
+        run = _Run(self, audience.name, adapter, run_id, frozenset(acked))
         try:
             token = await self._token(run)
             for change, batch in _batches(adds, removes, adapter.max_members):
@@ -196,8 +196,16 @@ def _digest(adapter: AudienceAdapter, member: Member) -> str:
 class _Run:
     """One destination's run in progress: sends, and saves what each answer settled."""
 
-    def __init__(self, syncer: Syncer, audience: str, adapter: AudienceAdapter, run_id: int):
+    def __init__(
+        self,
+        syncer: Syncer,
+        audience: str,
+        adapter: AudienceAdapter,
+        run_id: int,
+        replaced: frozenset[str],
+    ):
         self.syncer = syncer
+        self.replaced = replaced  # acknowledged before this run: an add replaces their row
         self.audience = audience
         self.adapter = adapter
         self.run_id = run_id
@@ -259,6 +267,7 @@ class _Run:
             adapter=adapter,
             change=change,
             accepted=accepted,
+            replaced=self.replaced,
             sent=dataclasses.replace(sent, status=status),
         )
         if change == Change.ADD:
@@ -326,22 +335,27 @@ def _settle(
     adapter: AudienceAdapter,
     change: Change,
     accepted: list[Member],
+    replaced: frozenset[str],
     sent: Sent,
 ) -> None:
     """Log the request and mark what the platform accepted, in one transaction."""
     destination = adapter.settings.name
     now = datetime.now(UTC)
-    keys = [m.key for m in accepted]
+    # Removed members, and added ones acknowledged before with other hashes, lose their row;
+    # each by its whole primary key (an IN list over member_key alone let PostgreSQL scan every
+    # row of the audience per statement: quadratic).
+    gone = [m.key for m in accepted if change == Change.REMOVE or m.key in replaced]
     c = ACKED.c
     with engine.begin() as conn:
         track.record(conn, destination=destination, sent=sent, now=now)
-        for start in range(0, len(keys), 500):
+        if gone:
             conn.execute(
                 sa.delete(ACKED).where(
-                    c.audience == audience,
-                    c.destination == destination,
-                    c.member_key.in_(keys[start : start + 500]),
-                )
+                    c.audience == sa.bindparam("a"),
+                    c.destination == sa.bindparam("d"),
+                    c.member_key == sa.bindparam("k"),
+                ),
+                [{"a": audience, "d": destination, "k": key} for key in gone],
             )
         if change == Change.ADD and accepted:
             rows = []

@@ -230,3 +230,22 @@ async def test_google_test_mode_acknowledges_nothing_then_sends_for_real(
             ("token", "delivered"),
             ("audienceMembers:ingest", "delivered"),
         ]
+
+
+async def test_a_member_whose_hashes_changed_is_sent_again_once(
+    deployment: Deployment, meta: Any, twilio: fake_twilio.FakeTwilio
+) -> None:
+    settings = settings_of(deployment, meta, otp=otp_config(twilio))
+    async with serving(settings) as app:
+        p = await cast(app, twilio)
+        assert counts(await sync(settings)) == (3, 3, 0, 0)
+        phone = {"phone": "+1 617 555 0199"}
+        await server_send(app, named("Lead", visitor_id=p.small[2:], user=phone))
+        assert counts(await sync(settings)) == (3, 1, 0, 0)
+        assert counts(await sync(settings)) == (3, 0, 0, 0)
+        with app.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(audience_members_acked.c.member_key, audience_members_acked.c.identifiers)
+            ).all()
+        assert len(rows) == 3
+        assert dict(rows)[p.small]["ph"] == sha256("16175550199")
