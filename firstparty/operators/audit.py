@@ -44,6 +44,8 @@ class Action(StrEnum):
     DESTINATION_DELETE = "destination_delete"
     DESTINATION_TEST = "destination_test"
     AUDIENCE_SYNC = "audience_sync"
+    FUNNEL_SAVE = "funnel_save"
+    FUNNEL_DELETE = "funnel_delete"
     OPERATOR_CREATE = "operator_create"
     OPERATOR_DISABLE = "operator_disable"
     OPERATOR_ENABLE = "operator_enable"

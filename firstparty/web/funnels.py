@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from firstparty.errors import FieldError, InputError
+from firstparty.operators import audit
 from firstparty.reports import funnel_spec, funnels
 from firstparty.runtime import Runtime
 from firstparty.web import admin, reports
@@ -62,6 +63,7 @@ async def save_funnel(request: Request) -> Response:
         await asyncio.to_thread(funnels.save, runtime.engine, funnel=funnel, now=datetime.now(UTC))
     except sa.exc.IntegrityError:  # saved meanwhile by another request
         return await _listing(request, form, f"a funnel named {funnel.name!r} exists", 409)
+    await _audit(request, audit.Action.FUNNEL_SAVE, funnel.name)
     return RedirectResponse(f"/admin/reports/funnels/{quote(funnel.name)}", 303)
 
 
@@ -103,7 +105,19 @@ async def delete_funnel(request: Request) -> Response:
             request, 400, f"The funnel {funnel.name!r} is in the config file: remove it there."
         )
     await asyncio.to_thread(funnels.delete, runtime.engine, name=funnel.name)
+    await _audit(request, audit.Action.FUNNEL_DELETE, funnel.name)
     return RedirectResponse("/admin/reports/funnels", 303)
+
+
+async def _audit(request: Request, action: audit.Action, name: str) -> None:
+    """The audit row of a funnel just saved or deleted."""
+    await asyncio.to_thread(
+        audit.write,
+        _runtime(request).engine,
+        actor=admin.principal(request).actor,
+        action=action,
+        subject=name,
+    )
 
 
 async def _named(request: Request) -> funnel_spec.Funnel:

@@ -356,6 +356,7 @@ async def test_a_viewer_reads_every_page_and_is_refused_every_change(app: AppCli
             ("/admin/replay", {"destination": "fake"}),
             ("/admin/replay", {"delivery": "1"}),
             ("/admin/audiences/sync", {"name": "buyers"}),
+            ("/admin/reports/funnels", {"name": "f", "window_hours": "24", "steps": "page /"}),
             ("/admin/sources", {"name": "shop", "action": "rotate"}),
             ("/admin/sources", {"name": "shop", "action": "disable"}),
             ("/admin/sources", {"name": "shop", "action": "delete"}),
@@ -423,6 +424,10 @@ async def test_an_operator_replays_and_changes_sources_and_destinations(app: App
             data={"csrf": csrf, "name": "hook", "action": "delete", "confirmed": "yes"},
         )
         assert r.status_code == 200, r.text
+        funnel = {"csrf": csrf, "name": "signup", "window_hours": "24", "steps": "page /\npage /a"}
+        assert (await http.post("/admin/reports/funnels", data=funnel)).status_code == 303
+        gone = await http.post("/admin/reports/funnels/signup/delete", data={"csrf": csrf})
+        assert gone.status_code == 303
     assert audit_rows(app)[1:] == [
         (OPERATOR, "sign_in", ""),
         (OPERATOR, "replay", "fake"),
@@ -434,6 +439,8 @@ async def test_an_operator_replays_and_changes_sources_and_destinations(app: App
         (OPERATOR, "destination_disable", "hook"),
         (OPERATOR, "destination_enable", "hook"),
         (OPERATOR, "destination_delete", "hook"),
+        (OPERATOR, "funnel_save", "signup"),
+        (OPERATOR, "funnel_delete", "signup"),
     ]
     with app.engine.connect() as conn:
         detail = conn.execute(
