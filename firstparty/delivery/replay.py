@@ -138,6 +138,7 @@ class Failed:
     # limit, or the destination is not configured.
     replayable_until: datetime | None
     refusal: str | None  # why a replay now would skip it; None: it would be re-queued
+    passed: bool = False  # replayable_until is behind us: the platform takes it no more
 
 
 def failed(
@@ -176,6 +177,7 @@ def failed(
                 row.last_error,
                 until,
                 _refusal(adapter, row, event, now),
+                until is not None and until < now,
             )
         )
     return found

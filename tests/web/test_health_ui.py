@@ -68,10 +68,12 @@ async def test_the_preview_says_what_the_replay_skips_and_the_replay_does_it(
         assert "1 \u00d7 event is older than 7 days; fake accepts up to 7 days" in said
         old_row = page.split(f'data-delivery="{ids[old[0]]}"')[1].split("</tr>")[0]
         assert "Would be skipped: event is older than 7 days" in old_row
+        assert 'class="status status-failed passed">passed<' in old_row
         assert "replay-one" not in old_row
         fresh_row = page.split(f'<tr data-delivery="{ids[fresh[0]]}"')[1].split("</tr>")[0]
         until = (datetime.now(UTC) - timedelta(days=2) + timedelta(days=7)).date().isoformat()
         assert until in fresh_row and 'class="replay-one"' in fresh_row
+        assert "passed<" not in fresh_row
 
         one = await app.http.post(
             "/admin/replay", data={"csrf": csrf_in(page), "delivery": str(ids[old[0]])}
