@@ -35,7 +35,7 @@ from firstparty.identity import users
 from firstparty.privacy import retention
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
-from firstparty.store import db, instance, partitions
+from firstparty.store import db, instance, partitions, shards
 from firstparty.tracker import serve
 from firstparty.web import acquisition as acquisition_ui
 from firstparty.web import admin as admin_ui
@@ -340,7 +340,8 @@ async def _alerting(runtime: Runtime) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
-    """Delete rows past their retention a while after start, then every day (bounded chunks).
+    """Delete rows past their retention a while after start, then every day (bounded chunks),
+    and fold the rollups' shards of past hours into one row (`store.shards.fold`).
 
     At start, first, this month's and next month's partitions (PostgreSQL) where missing; each
     prune round makes them again, so a server up for months never runs out of them.
@@ -361,6 +362,11 @@ async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
                 log.info("pruned rows past their retention: %s", removed)
             except Exception:  # a busy or unreachable database: the next round will do it
                 log.warning("prune failed; retrying at the next round", exc_info=True)
+            try:
+                folded = await asyncio.to_thread(shards.fold, runtime.engine)
+                log.info("folded the rollups' shards of past hours: %s", folded)
+            except Exception:  # the reports' sums are right either way; the next round folds
+                log.warning("folding rollup shards failed; retrying next round", exc_info=True)
             await asyncio.sleep(retention_settings.prune_interval_hours * 3600)
 
     async with _background(loop()):

@@ -657,15 +657,19 @@ def _destinations_test(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from firstparty.privacy import retention
+    from firstparty.store import shards
 
     settings = load_settings(args)
     engine = open_database(settings)
     try:
         removed = retention.prune(engine, settings.retention)
+        folded = shards.fold(engine)
     finally:
         engine.dispose()
     for table, count in removed.items():
         print(f"pruned {count} {table}")
+    for table, count in folded.items():
+        print(f"folded {count} shard rows of {table}")
     return 0
 
 

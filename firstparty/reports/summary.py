@@ -16,7 +16,7 @@ event counts and conversions unless `include_bots` is true.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -116,6 +116,19 @@ def _chosen(period: period_mod.Period | None, now: datetime | None) -> period_mo
     return period or default_period(now)
 
 
+def _day_of(chosen: period_mod.Period) -> Callable[[datetime], date]:
+    """`chosen.day_of`, worked out once per hour (a report reads each hour once per name)."""
+    days: dict[datetime, date] = {}
+
+    def day_of(hour: datetime) -> date:
+        day = days.get(hour)
+        if day is None:
+            day = days[hour] = chosen.day_of(hour)
+        return day
+
+    return day_of
+
+
 def _event_where(chosen: period_mod.Period, include_bots: bool) -> list[sa.ColumnElement[bool]]:
     """The event rollup rows of the period's hours (and source), robots' left out by default."""
     r = m.event_rollups.c
@@ -143,9 +156,10 @@ def events_per_day(
         .group_by(r.hour, r.name)
     )
     counts: dict[tuple[date, str], int] = defaultdict(int)
+    day_of = _day_of(chosen)
     with engine.connect() as conn:
         for row in conn.execute(query):
-            counts[(chosen.day_of(row.hour), row.name)] += int(row.n or 0)
+            counts[(day_of(row.hour), row.name)] += int(row.n or 0)
     names = sorted({name for (_, name), n in counts.items() if n})
     return EventsPerDay(
         names, [(d, [counts.get((d, name), 0) for name in names]) for d in chosen.days]
@@ -169,9 +183,10 @@ def totals_per_day(
     )
     events: dict[date, int] = defaultdict(int)
     conversions: dict[date, int] = defaultdict(int)
+    day_of = _day_of(chosen)
     with engine.connect() as conn:
         for row in conn.execute(query):
-            day, n = chosen.day_of(row.hour), int(row.n or 0)
+            day, n = day_of(row.hour), int(row.n or 0)
             events[day] += n
             if row.converted:
                 conversions[day] += n
@@ -271,10 +286,11 @@ def outcomes_per_day(
         .group_by(d.hour, d.destination, d.status)
     )
     counts: dict[str, dict[date, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    day_of = _day_of(chosen)
     with engine.connect() as conn:
         for row in conn.execute(query):
             outcome = "waiting" if row.status in outbox.ACTIVE else str(row.status)
-            cell = counts[row.destination][chosen.day_of(row.hour)]
+            cell = counts[row.destination][day_of(row.hour)]
             cell[outcome] = cell.get(outcome, 0) + int(row.n or 0)
     return [
         DestinationDays(
