@@ -10,6 +10,8 @@ owns the HTTP client, the outgoing-request log, the acknowledged set and the ret
     desired - acknowledged = adds  ───▶  build(Change.ADD, members, token)    -> [OutgoingRequest]
     acknowledged - desired = removes ─▶  build(Change.REMOVE, members, token) -> [OutgoingRequest]
     send each request              ───▶  interpret(request, response) -> {member key: Outcome}
+    next runs, if it deferred      ───▶  follow_up(request_id, keys, token) -> OutgoingRequest
+                                         interpret_follow_up(request, response) -> {key: Outcome}
     export                         ───▶  export(members) -> (header, rows)
 
 `OutgoingRequest.event_pks` carries the member keys of a request here, in order. A member's
@@ -87,6 +89,26 @@ class AudienceAdapter:
 
     def interpret(self, request: OutgoingRequest, response: Response) -> dict[str, Outcome]:
         """An outcome (Delivered, Retry or Rejected) for every member key the request carries."""
+        raise NotImplementedError
+
+    @property
+    def follow_up_delay(self) -> float:
+        """Seconds from acceptance (`Delivered(follow_up=...)`) to the first follow-up."""
+        return 0.0
+
+    @property
+    def follow_up_deadline(self) -> float:
+        """Seconds from acceptance after which the sync stops asking and sends the add again."""
+        return 0.0
+
+    def follow_up(self, request_id: str, keys: Sequence[str], token: str | None) -> OutgoingRequest:
+        """The request asking what became of an accepted add (only adapters that defer)."""
+        raise NotImplementedError
+
+    def interpret_follow_up(
+        self, request: OutgoingRequest, response: Response
+    ) -> dict[str, Outcome]:
+        """Per member asked about: Delivered or Rejected once the platform is done, else Retry."""
         raise NotImplementedError
 
     def export(self, members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:

@@ -13,6 +13,11 @@ each request in the outgoing-request log (`tracks`, as the delivery worker does,
 members the platform accepted. A member refused or not answered stays as it was: the next run
 computes it again and retries it. Removals use the hashes the platform was sent, kept with the
 acknowledgement, so an erased person is removed too.
+
+An add the platform accepted but decides later (`Delivered(follow_up=request id)`, Google) is
+acknowledged *pending*: its rows carry the request id. Each run first asks the verdict of the
+pending requests due (`adapter.follow_up`): confirmed rows lose the request id; refused ones (or
+still undecided past `adapter.follow_up_deadline`) are dropped, so the same run adds them again.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -138,21 +143,23 @@ class Syncer:
     ) -> RunResult:
         name = adapter.settings.name
         desired = {m.key: m for m in planned.consented if adapter.usable(m)}
+        run_id = await asyncio.to_thread(
+            _start_run, self.engine, audience.name, name, trigger, len(desired)
+        )
+        run = _Run(self, audience.name, adapter, run_id)
+        pending = await asyncio.to_thread(_pending, self.engine, audience.name, name)
+        await run.follow_ups(pending)
         acked = await asyncio.to_thread(_acked, self.engine, audience.name, name)
+        run.replaced = frozenset(acked)
         adds = [m for k, m in desired.items() if acked.get(k) != _digest(adapter, m)]
         leaving = [k for k in acked if k not in desired]
         removes = await asyncio.to_thread(_sent, self.engine, audience.name, name, leaving)
         warning = minimum_warning(adapter, len(desired)) if not acked else None
         if warning:
             log.warning("audience %s: %s", audience.name, warning)
-        run_id = await asyncio.to_thread(
-            _start_run, self.engine, audience.name, name, trigger, len(desired)
-        )
-        run = _Run(self, audience.name, adapter, run_id, frozenset(acked))
         try:
-            token = await self._token(run)
             for change, batch in _batches(adds, removes, adapter.max_members):
-                await run.send(change, batch, token)
+                await run.send(change, batch, await run.token())
         except DeliveryError as exc:
             run.failed(str(exc))
         result = RunResult(
@@ -161,15 +168,15 @@ class Syncer:
             len(desired),
             run.adds,
             run.removes,
-            len(adds) + len(removes) - run.adds - run.removes,
+            len(adds) + len(removes) - run.adds - run.removes + run.dropped,
             "; ".join(run.problems[:3]),
             warning,
         )
         await asyncio.to_thread(_finish_run, self.engine, run_id, result)
         return result
 
-    async def _token(self, run: _Run) -> str | None:
-        adapter = run.adapter
+    async def token_for(self, adapter: AudienceAdapter) -> str | None:
+        """The adapter's access token (fetched and logged when not cached), if it needs one."""
         if not adapter.needs_token or adapter.settings.dry_run:
             return None
 
@@ -193,28 +200,107 @@ def _digest(adapter: AudienceAdapter, member: Member) -> str:
     return digest(sent_identifiers(adapter, member))
 
 
+@dataclass(frozen=True)
+class Pending:
+    """An add the platform accepted and decides later: its request id and members."""
+
+    request_id: str
+    accepted_at: datetime
+    keys: tuple[str, ...]
+
+
 class _Run:
     """One destination's run in progress: sends, and saves what each answer settled."""
 
-    def __init__(
-        self,
-        syncer: Syncer,
-        audience: str,
-        adapter: AudienceAdapter,
-        run_id: int,
-        replaced: frozenset[str],
-    ):
+    def __init__(self, syncer: Syncer, audience: str, adapter: AudienceAdapter, run_id: int):
         self.syncer = syncer
-        self.replaced = replaced  # acknowledged before this run: an add replaces their row
+        self.replaced: frozenset[str] = frozenset()  # acknowledged before: an add replaces them
         self.audience = audience
         self.adapter = adapter
         self.run_id = run_id
         self.adds = 0
         self.removes = 0
+        self.dropped = 0  # members the platform refused after accepting them (sent again)
         self.problems: list[str] = []
+        self._token: str | None = None
+        self._token_error: DeliveryError | None = None
 
     def failed(self, reason: str) -> None:
         self.problems.append(reason)
+
+    async def token(self) -> str | None:
+        """The access token, fetched at most once a run (not at all when nothing is sent)."""
+        if self._token_error is not None:
+            raise self._token_error
+        if self._token is None:
+            try:
+                self._token = await self.syncer.token_for(self.adapter)
+            except DeliveryError as exc:
+                self._token_error = exc
+                raise
+        return self._token
+
+    async def follow_ups(self, pending: Sequence[Pending]) -> None:
+        """Ask the platform's verdict on each add it accepted earlier (those due)."""
+        now = datetime.now(UTC)
+        delay = timedelta(seconds=self.adapter.follow_up_delay)
+        for one in pending:
+            if now < one.accepted_at + delay or self.adapter.settings.dry_run:
+                continue
+            try:
+                await self._follow_up(one, now)
+            except DeliveryError as exc:
+                self.failed(f"request status of {one.request_id}: {exc}")
+                if self._token_error is not None:
+                    return
+
+    async def _follow_up(self, one: Pending, now: datetime) -> None:
+        adapter = self.adapter
+        token = await self.token()
+        with boundary.adapter_call(adapter, "follow_up"):
+            request = adapter.follow_up(one.request_id, one.keys, token)
+        response, sent = await self.syncer.sender.exchange(adapter, request)
+        if response is None:
+            outcomes: dict[str, Outcome] = {
+                k: Retry(f"transport: {sent.error}") for k in request.event_pks
+            }
+        else:
+            outcomes = _interpret_follow_up(adapter, request, response)
+            if response.status == 401:
+                self.syncer.sender.drop_token(adapter.settings.name)
+        late = now >= one.accepted_at + timedelta(seconds=adapter.follow_up_deadline)
+        confirmed = [k for k, o in outcomes.items() if isinstance(o, Delivered)]
+        refused = {k: o for k, o in outcomes.items() if isinstance(o, Rejected)}
+        waiting = [k for k, o in outcomes.items() if isinstance(o, Retry)]
+        if late and waiting:
+            gave_up = Rejected(
+                f"no verdict by the follow-up deadline: {_reason(outcomes[waiting[0]])}"
+            )
+            refused |= dict.fromkeys(waiting, gave_up)
+            waiting = []
+        for outcome in list(refused.values())[:1]:
+            self.failed(
+                f"{one.request_id}: {len(refused)} member(s) refused, sent again: "
+                + _reason(outcome)
+            )
+        status = (
+            DeliveryStatus.FAILED
+            if refused
+            else DeliveryStatus.CONFIRMING
+            if waiting
+            else DeliveryStatus.DELIVERED
+        )
+        await asyncio.to_thread(
+            _verdict,
+            self.syncer.engine,
+            audience=self.audience,
+            destination=adapter.settings.name,
+            request_id=one.request_id,
+            confirmed=confirmed,
+            refused=list(refused),
+            sent=dataclasses.replace(sent, status=status),
+        )
+        self.dropped += len(refused)
 
     async def send(self, change: Change, batch: Sequence[Member], token: str | None) -> None:
         adapter = self.adapter
@@ -249,6 +335,7 @@ class _Run:
         # Accepted in the platform's test mode (Google's validateOnly) stores nothing: not
         # acknowledged, so the members go for real once the test mode is off.
         accepted = [by_key[k] for k, o in outcomes.items() if _stored(o) and k in by_key]
+        deferred = {k: o.follow_up for k, o in outcomes.items() if isinstance(o, Delivered)}
         refused = {k: o for k, o in outcomes.items() if not _stored(o)}
         for outcome in list(refused.values())[:1]:
             self.failed(f"{change.value}: {_reason(outcome)}")
@@ -267,6 +354,7 @@ class _Run:
             adapter=adapter,
             change=change,
             accepted=accepted,
+            deferred=deferred,
             replaced=self.replaced,
             sent=dataclasses.replace(sent, status=status),
         )
@@ -284,6 +372,19 @@ def _reason(outcome: Outcome) -> str:
     if isinstance(outcome, Delivered):
         return "accepted in the platform's test mode: nothing stored"
     return outcome.reason
+
+
+def _interpret_follow_up(
+    adapter: AudienceAdapter, request: OutgoingRequest, response: Response
+) -> dict[str, Outcome]:
+    try:
+        with boundary.adapter_call(adapter, "interpret_follow_up"):
+            got = adapter.interpret_follow_up(request, response)
+    except DeliveryError as exc:
+        failed = boundary.outcome(exc)
+        return {k: failed for k in request.event_pks}
+    missing = Retry("the adapter gave no verdict for this member")
+    return {k: got.get(k, missing) for k in request.event_pks}
 
 
 def _interpret(
@@ -313,6 +414,53 @@ def _acked(engine: Engine, audience: str, destination: str) -> dict[str, str]:
         return {r.member_key: r.digest for r in rows}
 
 
+def _pending(engine: Engine, audience: str, destination: str) -> list[Pending]:
+    """The adds awaiting the platform's verdict, by request id, oldest first."""
+    c = ACKED.c
+    query = sa.select(c.request_id, c.member_key, c.acked_at).where(
+        c.audience == audience, c.destination == destination, c.request_id.is_not(None)
+    )
+    found: dict[str, tuple[datetime, list[str]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=members.STREAM_ROWS).execute(query):
+            at, keys = found.setdefault(row.request_id, (row.acked_at, []))
+            keys.append(row.member_key)
+            found[row.request_id] = (min(at, row.acked_at), keys)
+    pending = [Pending(r, at, tuple(keys)) for r, (at, keys) in found.items()]
+    return sorted(pending, key=lambda p: p.accepted_at)
+
+
+def _verdict(
+    engine: Engine,
+    *,
+    audience: str,
+    destination: str,
+    request_id: str,
+    confirmed: list[str],
+    refused: list[str],
+    sent: Sent,
+) -> None:
+    """Log the follow-up; confirmed members stay acknowledged, refused ones are dropped (so the
+    next computation adds them again); only rows still carrying this request id change."""
+    c = ACKED.c
+    where = (
+        c.audience == sa.bindparam("a"),
+        c.destination == sa.bindparam("d"),
+        c.member_key == sa.bindparam("k"),
+        c.request_id == sa.bindparam("r"),
+    )
+    params = {"a": audience, "d": destination, "r": request_id}
+    with engine.begin() as conn:
+        track.record(conn, destination=destination, sent=sent, now=datetime.now(UTC))
+        if confirmed:
+            conn.execute(
+                sa.update(ACKED).where(*where).values(request_id=None),
+                [{**params, "k": key} for key in confirmed],
+            )
+        if refused:
+            conn.execute(sa.delete(ACKED).where(*where), [{**params, "k": key} for key in refused])
+
+
 def _sent(engine: Engine, audience: str, destination: str, keys: list[str]) -> list[Member]:
     """The members leaving, with the hashes the platform was sent (to remove them by)."""
     c = ACKED.c
@@ -335,6 +483,7 @@ def _settle(
     adapter: AudienceAdapter,
     change: Change,
     accepted: list[Member],
+    deferred: Mapping[str, str | None],
     replaced: frozenset[str],
     sent: Sent,
 ) -> None:
@@ -369,6 +518,7 @@ def _settle(
                         "digest": digest(identifiers),
                         "identifiers": identifiers,
                         "acked_at": now,
+                        "request_id": deferred.get(member.key),
                     }
                 )
             db.bulk_insert(conn, ACKED, rows)

@@ -444,6 +444,9 @@ audience_members_acked = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("identifiers", JSONType, nullable=False),  # stored hashes only
     sa.Column("acked_at", UTCDateTime(), nullable=False),
+    # Set while the platform has accepted the add but not yet given its verdict (Google's
+    # requestId, asked with `requestStatus:retrieve` at the next runs); None once confirmed.
+    sa.Column("request_id", sa.String(128), nullable=True),
 )
 
 audience_runs = sa.Table(

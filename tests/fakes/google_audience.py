@@ -15,6 +15,11 @@ TERMS_AND_CONDITIONS_NOT_SIGNED, INVALID_COUNTRY_CODE) are unconfirmed.
 A member whose consent (its own, else the request's) denies adUserData or adPersonalization is
 not added. A person is held as its identifiers; remove drops every held person sharing one.
 `fail_next(n)` answers the next n requests 503 UNAVAILABLE and changes nothing.
+
+Accepted requests are processed later, as Google does: `requestStatus:retrieve` answers
+PROCESSING for the first `processing_calls` asks of a request id, then its final status (an
+unknown request id: 400 INVALID_REQUEST_ID). `refuse_next(n, reason)` accepts the next n ingests
+(a requestId) but holds none of their members and reports them FAILED with that processing error.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class FakeGoogleAudience(FakeGoogle):
     def __init__(self, *, user_list_ids: tuple[str, ...] = (USER_LIST_ID,)) -> None:
         super().__init__()
         self.held: dict[str, set[Person]] = {u: set() for u in user_list_ids}
+        self.refusals: list[str] = []  # processing error of each next ingest to fail later
 
     def emails(self, user_list_id: str = USER_LIST_ID) -> set[str]:
         """The email hashes of the people the list holds."""
@@ -79,6 +85,12 @@ class FakeGoogleAudience(FakeGoogle):
 
     def fail_next(self, count: int) -> None:
         self.script(*(unavailable() for _ in range(count)))
+
+    def refuse_next(
+        self, count: int, reason: str = "PROCESSING_ERROR_REASON_INVALID_EVENT"
+    ) -> None:
+        """Accept the next `count` ingests, then fail them in processing (nothing held)."""
+        self.refusals += [reason] * count
 
     def handle(self, request: Received) -> Reply:
         verb = {"/v1/audienceMembers:ingest": "ingest", "/v1/audienceMembers:remove": "remove"}
@@ -111,20 +123,25 @@ class FakeGoogleAudience(FakeGoogle):
         if body.get("validateOnly"):
             return Reply(200, {})
         lists = [d["productDestinationId"] for d in body["destinations"]]
-        statuses = [self._apply(body, verb, user_list) for user_list in lists]
+        refusal = self.refusals.pop(0) if verb == "ingest" and self.refusals else None
+        statuses = [self._apply(body, verb, user_list, refusal) for user_list in lists]
         request_id = str(uuid.uuid4())
         self.status_calls[request_id] = 0
         self.statuses[request_id] = statuses
         return Reply(200, {"requestId": request_id})
 
-    def _apply(self, body: dict[str, Any], verb: str, user_list: str) -> dict[str, Any]:
+    def _apply(
+        self, body: dict[str, Any], verb: str, user_list: str, refusal: str | None
+    ) -> dict[str, Any]:
         people = []
         for member in body["audienceMembers"]:
             if verb == "ingest" and not _consents(member.get("consent") or body.get("consent")):
                 continue
             people.append(_person(member))
         held = self.held[user_list]
-        if verb == "ingest":
+        if refusal:
+            pass  # failed in processing: nothing held
+        elif verb == "ingest":
             held.update(people)
         else:
             self.held[user_list] = {p for p in held if not any(p & q for q in people)}
@@ -134,7 +151,7 @@ class FakeGoogleAudience(FakeGoogle):
         return {
             "destination": destination,
             "records": len(body["audienceMembers"]),
-            "errors": {},
+            "errors": {refusal: len(body["audienceMembers"])} if refusal else {},
             "user_data": True,
             "audience": verb,
         }
@@ -150,11 +167,15 @@ class FakeGoogleAudience(FakeGoogle):
             if status["audience"] == "ingest"
             else "audienceMembersRemovalStatus"
         )
-        return {
+        entry: dict[str, Any] = {
             "destination": status["destination"],
-            "requestStatus": "SUCCESS",
+            "requestStatus": "FAILED" if status["errors"] else "SUCCESS",
             key: {"userDataIngestionStatus": ingestion},
         }
+        if status["errors"]:
+            counts = [{"recordCount": str(n), "reason": r} for r, n in status["errors"].items()]
+            entry["errorInfo"] = {"errorCounts": counts}
+        return entry
 
     def violations(self, body: dict[str, Any], verb: str) -> list[Violation]:
         """Data Manager's fail-fast checks of an ingest or remove body."""

@@ -233,6 +233,11 @@ class GoogleCustomerMatch(base.AudienceAdapter):
         entries = [e for e in entries if isinstance(e, dict)]
         entry = google_rpc.entry_for(entries, self.settings.user_list_id)
         outcome = google_rpc.request_status(entry, self.settings.user_list_id, len(keys))
+        if entry is not None and entry.get("requestStatus") == "PARTIAL_SUCCESS":
+            # Google counts the failed members without naming them; adding a held member again
+            # is harmless, so every member of the request is sent again.
+            words = getattr(outcome, "detail", "") or getattr(outcome, "reason", "")
+            outcome = destinations.Rejected(f"partial failure, all sent again: {words}")
         return dict.fromkeys(keys, outcome)
 
     def export(self, members: Sequence[base.Member]) -> tuple[list[str], list[list[str]]]:
