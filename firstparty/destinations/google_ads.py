@@ -100,12 +100,7 @@ class GoogleAdsSettings(base.DestinationSettings):
     @field_validator("customer_id", "login_customer_id")
     @classmethod
     def _account_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        digits = value.replace("-", "")
-        if not re.fullmatch(r"\d{10}", digits):
-            raise ValueError("must be a 10-digit Google Ads account id")
-        return digits
+        return account_id(value)
 
     @field_validator("conversion_actions")
     @classmethod
@@ -141,6 +136,16 @@ class GoogleAdsSettings(base.DestinationSettings):
         ours = platforms.standard_name(event_name)
         found = self.conversion_actions.get(event_name)
         return found or (self.conversion_actions.get(ours) if ours else None)
+
+
+def account_id(value: str | None) -> str | None:
+    """A Google Ads account id as Google takes it (10 digits, dashes dropped), or None."""
+    if value is None:
+        return None
+    digits = value.replace("-", "")
+    if not re.fullmatch(r"\d{10}", digits):
+        raise ValueError("must be a 10-digit Google Ads account id")
+    return digits
 
 
 def credentials(oauth: SecretStr) -> dict[str, str]:

@@ -8,7 +8,8 @@ from firstparty.destinations import registry
 
 DOC = (Path(__file__).parents[2] / "docs" / "destinations.md").read_text()
 SHARED = {"name", "type", "api_base", "events", "dry_run", "timeout_seconds", "max_attempts",
-          "retry_window_seconds", "batch_size", "forward_bots", "conversions"}  # fmt: skip
+          "retry_window_seconds", "batch_size", "forward_bots", "conversions",
+          "credential_expires_at"}  # fmt: skip
 
 
 def test_every_destination_and_setting_is_documented() -> None:

@@ -59,12 +59,7 @@ class GoogleCustomerMatchSettings(destinations.DestinationSettings):
     @field_validator("customer_id", "login_customer_id")
     @classmethod
     def _account_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        digits = value.replace("-", "")
-        if not re.fullmatch(r"\d{10}", digits):
-            raise ValueError("must be a 10-digit Google Ads account id")
-        return digits
+        return google_ads.account_id(value)
 
     @field_validator("oauth")
     @classmethod
