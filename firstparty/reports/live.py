@@ -4,7 +4,8 @@ A `Watch` is one viewer's position: each `poll` returns the events received sinc
 (read with a few seconds of overlap, since events committed by another process can arrive a
 little out of order, and deduplicated by id) and the current state of the deliveries of the
 events it showed recently, each with the platform's latest answer. Everything comes from the
-database, so a viewer sees the events of every server process.
+database, so a viewer sees the events of every server process. A watch may be narrowed by
+`Filters` (source, event name, type), applied in the query on indexed columns.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ FOLLOW = timedelta(minutes=5)  # keep reporting the deliveries of events this re
 MAX_EVENTS = 100  # per poll
 MAX_FOLLOWED = 200
 ANSWER_CHARS = 500  # of the platform's answer body
+TYPES = ("track", "page", "identify")  # the types events are stored with
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a viewer follows: None is any."""
+
+    source: str | None = None
+    name: str | None = None
+    type: str | None = None
 
 
 @dataclass
@@ -32,10 +43,17 @@ class Watch:
 
     since: datetime
     shown: OrderedDict[str, datetime] = field(default_factory=OrderedDict)
+    filters: Filters = Filters()
 
     @classmethod
-    def starting(cls, now: datetime, *, back: timedelta = timedelta(minutes=2)) -> Watch:
-        return cls(since=now - back)
+    def starting(
+        cls,
+        now: datetime,
+        *,
+        back: timedelta = timedelta(minutes=2),
+        filters: Filters = Filters(),
+    ) -> Watch:
+        return cls(since=now - back, filters=filters)
 
 
 def poll(
@@ -53,7 +71,16 @@ def poll(
 
 
 def _new_events(conn: Connection, watch: Watch) -> list[dict[str, Any]]:
-    e = m.events
+    e, wanted = m.events, watch.filters
+    narrow = [
+        column == value
+        for column, value in (
+            (e.c.source, wanted.source),
+            (e.c.name, wanted.name),
+            (e.c.type, wanted.type),
+        )
+        if value is not None
+    ]
     rows = conn.execute(
         sa.select(
             e.c.id,
@@ -67,7 +94,7 @@ def _new_events(conn: Connection, watch: Watch) -> list[dict[str, Any]]:
             e.c.response,
             e.c.bot,
         )
-        .where(e.c.received_at >= watch.since - OVERLAP)
+        .where(e.c.received_at >= watch.since - OVERLAP, *narrow)
         .order_by(e.c.received_at, e.c.id)
         .limit(MAX_EVENTS + len(watch.shown))
     ).mappings()

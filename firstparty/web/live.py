@@ -6,7 +6,8 @@ script of our own (`/admin/live.js`, allowed by the page's CSP and nothing else)
 `/admin/live/stream`, server-sent events fed by `reports.live` polling the database once a
 second, so it shows what every server process receives. A stream ends after `STREAM_SECONDS`
 (the browser reconnects on its own); a comment line every `KEEPALIVE_SECONDS` keeps proxies
-from closing an idle one.
+from closing an idle one. Both take the filters `source`, `name` and `type` as query parameters
+(checked by `api.admin_input`: a bad one is a 422); the script passes the page's own on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from firstparty.api import admin_input
 from firstparty.reports import live
 from firstparty.runtime import Runtime
 from firstparty.web import admin
@@ -40,14 +42,30 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
+def _filters(request: Request) -> live.Filters:
+    """The viewer's filters from the query string; a malformed one raises a 422 `InputError`."""
+    raw = admin._filters(request, "source", "name", "type")
+    return live.Filters(
+        source=admin_input.text("source", raw.get("source")),
+        name=admin_input.text("name", raw.get("name")),
+        type=admin_input.choice("type", raw.get("type"), live.TYPES),
+    )
+
+
 async def page(request: Request) -> Response:
     engine = _runtime(request).engine
-    watch = live.Watch.starting(live.utcnow())
+    filters = _filters(request)
+    watch = live.Watch.starting(live.utcnow(), filters=filters)
     events, deliveries = await asyncio.to_thread(live.poll, engine, watch, live.utcnow())
     by_event: dict[str, list[dict[str, Any]]] = {}
     for delivery in deliveries:
         by_event.setdefault(delivery["event"], []).append(delivery)
-    context = {"events": list(reversed(events)), "deliveries": by_event}
+    context = {
+        "events": list(reversed(events)),
+        "deliveries": by_event,
+        "filters": filters,
+        "types": live.TYPES,
+    }
     response = admin._render(request, "admin_live.html", context)
     response.headers["Content-Security-Policy"] = CSP
     return response
@@ -55,7 +73,7 @@ async def page(request: Request) -> Response:
 
 async def stream(request: Request) -> Response:
     engine = _runtime(request).engine
-    watch = live.Watch.starting(live.utcnow(), back=live.OVERLAP)
+    watch = live.Watch.starting(live.utcnow(), back=live.OVERLAP, filters=_filters(request))
     return StreamingResponse(
         _updates(request, engine, watch),
         media_type="text/event-stream",

@@ -1,10 +1,15 @@
 // The live debugger (/admin/live): rows for new events, delivery cells updated in place.
+// Pause holds new events back (counted, not shown) until Resume adds them.
 // Text only (textContent, never HTML): event names, answers and warnings come from outside.
 "use strict";
 (function () {
   const body = document.querySelector("#live tbody");
   const state = document.querySelector("#live-state");
+  const pause = document.querySelector("#live-pause");
+  const held = document.querySelector("#live-held");
   if (!body || !window.EventSource) return;
+  let paused = false;
+  let waiting = [];  // updates received while paused, in order
 
   function cell(row, text, className) {
     const td = document.createElement("td");
@@ -48,12 +53,41 @@
       (delivery.attempts ? " (try " + delivery.attempts + ")" : "") + (answer ? " — " + answer : "");
   }
 
-  const source = new EventSource("/admin/live/stream");
+  function apply(update) {
+    update.events.forEach(addEvent);
+    update.deliveries.forEach(showDelivery);
+  }
+
+  function showHeld() {
+    const count = waiting.reduce((n, update) => n + update.events.length, 0);
+    held.textContent = paused ? count + " new event" + (count === 1 ? "" : "s") + " — Resume to show" : "";
+  }
+
+  if (pause && held) {
+    pause.hidden = false;
+    pause.addEventListener("click", function () {
+      paused = !paused;
+      pause.textContent = paused ? "Resume" : "Pause";
+      if (!paused) {
+        const updates = waiting;
+        waiting = [];
+        updates.forEach(apply);
+      }
+      showHeld();
+    });
+  }
+
+  // The page's own filters (?source=&name=&type=) narrow the stream too.
+  const source = new EventSource("/admin/live/stream" + window.location.search);
   source.addEventListener("open", function () { state.textContent = "● following new events"; });
   source.addEventListener("error", function () { state.textContent = "reconnecting…"; });
   source.addEventListener("update", function (message) {
     const update = JSON.parse(message.data);
-    update.events.forEach(addEvent);
-    update.deliveries.forEach(showDelivery);
+    if (paused) {
+      waiting.push(update);
+      showHeld();
+    } else {
+      apply(update);
+    }
   });
 })();
