@@ -1,6 +1,7 @@
 """The Alerts page through the real app: rules with their settings, a rule firing then resolved
 (driven by the controlled clock, announced to the local webhook receiver), the messages sent
-with their outcome, page by page; and a Chromium screenshot of it with a rule firing."""
+with their outcome, page by page; and Chromium screenshots of it with rules firing, then one
+resolved."""
 
 from __future__ import annotations
 
@@ -173,10 +174,11 @@ def served(tmp_path: Path, receiver: FakeWebhook) -> Iterator[tuple[str, sa.Engi
     engine.dispose()
 
 
-def test_screenshot_of_the_alerts_page_with_a_rule_firing(
+def test_screenshot_of_the_alerts_page_with_a_rule_firing_then_resolved(
     served: tuple[str, sa.Engine, Settings],
 ) -> None:
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     base, engine, settings = served
     clock = Clock()
@@ -197,6 +199,18 @@ def test_screenshot_of_the_alerts_page_with_a_rule_firing(
         assert "credential expires at 2026-11-12 09:00 UTC" in page.inner_text("#alert-states")
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.screenshot(path=str(ARTIFACTS / "admin-alerts.png"), full_page=True)
+        # TikTok recovers: every request of the next window delivered, so its alert resolves.
+        clock.advance(minutes=31)
+        rows.add_requests(engine, "tiktok", delivered=100, failed=0, at=clock.now)
+        with ThreadPoolExecutor(1) as other:  # Playwright's loop runs in this thread
+            other.submit(asyncio.run, evaluate(settings, engine, clock)).result()
+        page.goto(f"{base}/admin/alerts")
+        assert page.inner_text("#firing-count") == "2 firing."
+        tiktok = page.locator("#alert-states tbody tr", has_text="tiktok")
+        assert "resolved" in tiktok.inner_text()
+        history = page.locator("#alert-history tbody tr")
+        assert history.count() == 4 and "resolved" in history.first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "admin-alerts-resolved.png"), full_page=True)
 
 
 async def test_with_alerts_off_the_page_says_so_and_every_rule_is_off(sqlite_url: str) -> None:
