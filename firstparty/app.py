@@ -349,10 +349,6 @@ async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
     retention_settings = runtime.settings.retention
 
     async def loop() -> None:
-        try:
-            await asyncio.to_thread(partitions.ensure, runtime.engine)
-        except Exception:  # the default partition takes the rows meanwhile; the round retries
-            log.warning("making partitions failed; retrying at the next round", exc_info=True)
         await asyncio.sleep(retention_settings.prune_first_delay_seconds)
         while True:
             try:
@@ -369,6 +365,12 @@ async def _pruning(runtime: Runtime) -> AsyncIterator[None]:
                 log.warning("folding rollup shards failed; retrying next round", exc_info=True)
             await asyncio.sleep(retention_settings.prune_interval_hours * 3600)
 
+    # Before serving, not in the background: a thread still making them at a quick shut-down
+    # would hold a connection of an engine already disposed.
+    try:
+        await asyncio.to_thread(partitions.ensure, runtime.engine)
+    except Exception:  # the default partition takes the rows meanwhile; the round retries
+        log.warning("making partitions failed; retrying at the next round", exc_info=True)
     async with _background(loop()):
         yield
 
