@@ -27,6 +27,8 @@ from firstparty.operators import commands as operators_commands
 from firstparty.settings import Settings
 from firstparty.store import db, instance, migrate
 
+WORKER_HEALTHCHECK_SECONDS = 30  # serve --workers N: how long a child may take to answer
+
 if TYPE_CHECKING:
     from firstparty.destinations.base import DestinationSettings
 
@@ -175,6 +177,9 @@ def _serve(args: argparse.Namespace) -> int:
             proxy_headers=settings.collect.trust_forwarded_for,
             log_level="warning",
             access_log=False,
+            # A spawned child answers the supervisor's ping only once its imports are done (about
+            # 3 s here, more on a busy machine); uvicorn's 5 s default killed and respawned it.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
     else:
         app = create_app(settings)
