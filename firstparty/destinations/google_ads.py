@@ -336,15 +336,9 @@ class GoogleAds(base.Adapter):
         self, request_id: str, events: Sequence[Event], token: str | None
     ) -> base.OutgoingRequest:
         """`GET requestStatus:retrieve?requestId=…` for an accepted ingest (§3b.9)."""
-        query = urllib.parse.urlencode({"requestId": request_id})
-        headers = self._headers(token)
-        headers.pop("Content-Type")
-        return base.OutgoingRequest(
-            method="GET",
-            url=f"{self.settings.base_url}/requestStatus:retrieve?{query}",
-            event_pks=tuple(e.pk for e in events),
-            headers=headers,
-            secrets=(token,) if token else (),
+        pks = [e.pk for e in events]
+        return google_rpc.status_request(
+            self.settings.base_url, request_id, pks, self._headers(token), token
         )
 
     def quality_requests(

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,6 +201,24 @@ def entry_for(entries: Sequence[Mapping[str, Any]], action: str) -> Mapping[str,
         ):
             return entry
     return entries[0] if len(entries) == 1 else None
+
+
+def status_request(
+    base_url: str,
+    request_id: str,
+    pks: Sequence[str],
+    headers: Mapping[str, str],
+    token: str | None,
+) -> base.OutgoingRequest:
+    """`GET requestStatus:retrieve?requestId=…`: what became of an accepted Data Manager request."""
+    query = urllib.parse.urlencode({"requestId": request_id})
+    return base.OutgoingRequest(
+        method="GET",
+        url=f"{base_url}/requestStatus:retrieve?{query}",
+        event_pks=tuple(pks),
+        headers={k: v for k, v in headers.items() if k != "Content-Type"},
+        secrets=(token,) if token else (),
+    )
 
 
 def request_status(entry: Mapping[str, Any] | None, action: str, ours: int) -> base.Outcome:

@@ -18,7 +18,6 @@ as the `google_ads` conversion adapter does. OAuth2 (refresh token or service ac
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -203,15 +202,8 @@ class GoogleCustomerMatch(base.AudienceAdapter):
         self, request_id: str, keys: Sequence[str], token: str | None
     ) -> destinations.OutgoingRequest:
         """`GET requestStatus:retrieve?requestId=…` for an accepted ingest or remove."""
-        query = urllib.parse.urlencode({"requestId": request_id})
-        headers = self._headers(token)
-        headers.pop("Content-Type")
-        return destinations.OutgoingRequest(
-            method="GET",
-            url=f"{self.settings.base_url}/requestStatus:retrieve?{query}",
-            event_pks=tuple(keys),
-            headers=headers,
-            secrets=(token,) if token else (),
+        return google_rpc.status_request(
+            self.settings.base_url, request_id, keys, self._headers(token), token
         )
 
     def interpret_follow_up(
