@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -377,26 +378,31 @@ def _reason(outcome: Outcome) -> str:
 def _interpret_follow_up(
     adapter: AudienceAdapter, request: OutgoingRequest, response: Response
 ) -> dict[str, Outcome]:
-    try:
-        with boundary.adapter_call(adapter, "interpret_follow_up"):
-            got = adapter.interpret_follow_up(request, response)
-    except DeliveryError as exc:
-        failed = boundary.outcome(exc)
-        return {k: failed for k in request.event_pks}
     missing = Retry("the adapter gave no verdict for this member")
-    return {k: got.get(k, missing) for k in request.event_pks}
+    return _outcomes(adapter, "interpret_follow_up", request, response, missing)
 
 
 def _interpret(
     adapter: AudienceAdapter, request: OutgoingRequest, response: Response
 ) -> dict[str, Outcome]:
+    missing = Rejected("the adapter gave no outcome for this member")
+    return _outcomes(adapter, "interpret", request, response, missing)
+
+
+def _outcomes(
+    adapter: AudienceAdapter,
+    method: Literal["interpret", "interpret_follow_up"],
+    request: OutgoingRequest,
+    response: Response,
+    missing: Outcome,
+) -> dict[str, Outcome]:
+    """The adapter's outcome per member key of the request; its failure, mapped, for them all."""
     try:
-        with boundary.adapter_call(adapter, "interpret"):
-            got = adapter.interpret(request, response)
+        with boundary.adapter_call(adapter, method):
+            got = getattr(adapter, method)(request, response)
     except DeliveryError as exc:
         failed = boundary.outcome(exc)
         return {k: failed for k in request.event_pks}
-    missing = Rejected("the adapter gave no outcome for this member")
     return {k: got.get(k, missing) for k in request.event_pks}
 
 
