@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from firstparty.audiences.base import Member
 from firstparty.audiences.definition import AudienceSettings, Rule
 from firstparty.identity import pii
+from firstparty.store import db
 from firstparty.store.models import events, users, visitors
 
 STREAM_ROWS = 2000  # rows fetched at a time
@@ -86,7 +87,7 @@ def matching(engine: Engine, audience: AudienceSettings, *, now: datetime) -> It
     member_since = now - timedelta(days=audience.membership_days)
     since = now - timedelta(days=audience.lookback_days)
     buffer: list[_Person] = []
-    with engine.connect() as conn:
+    with db.reader(engine) as conn:
         rows = conn.execution_options(yield_per=STREAM_ROWS).execute(_query(audience, since))
         person: _Person | None = None
         for row in rows:
@@ -144,7 +145,7 @@ def _finish(engine: Engine, audience: AudienceSettings, people: list[_Person]) -
     visitor_ids = [p.key[2:] for p in people if p.key.startswith("v:")]
     touch_rules = [r for r in audience.rules if r.first_touch is not None]
     phone_rules = [r for r in audience.rules if r.verified_phone is not None]
-    with engine.connect() as conn:
+    with db.reader(engine) as conn:
         verified = _verified_phones(conn, user_ids)
         touches = _first_touches(conn, user_ids, visitor_ids) if touch_rules else {}
     for person in people:

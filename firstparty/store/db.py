@@ -98,7 +98,18 @@ def _tune_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        deferred = conn.get_execution_options().get(READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "firstparty_read_only"
+
+
+def reader(engine: Engine) -> Connection:
+    """A connection that only reads: on SQLite its transaction takes no write lock (a deferred
+    BEGIN), so a long read holds up no writer, and a write this thread makes meanwhile on another
+    connection does not wait for it (with BEGIN IMMEDIATE, it waited out the busy timeout)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

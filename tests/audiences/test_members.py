@@ -22,7 +22,7 @@ from firstparty.settings import Settings, describe_errors
 from firstparty.store import db
 from tests.audiences.people import Cast, cast
 from tests.conftest import SECRET, make_database
-from tests.e2e.journey import Deployment, server_send, serving, sha256
+from tests.e2e.journey import Deployment, server_batch, server_send, serving, sha256
 from tests.fakes import twilio as fake_twilio
 from tests.identity.conftest import otp_config
 
@@ -113,6 +113,22 @@ async def test_a_person_is_one_member_with_both_devices_identifiers(
     assert "ph" not in found[p.small].identifiers
     assert (person.ad_user_data, person.ad_personalization) == (True, True)
     assert (found[p.private].ad_user_data, found[p.private].ad_personalization) == (True, False)
+
+
+async def test_more_users_than_one_lookup_chunk(deployment: Deployment) -> None:
+    """The pass looks users up by chunks while it streams the events: on SQLite the streaming
+    read must not hold the write lock the lookups wait for (it did: 'database is locked' after
+    the 30 s busy timeout, once an audience had more than one chunk of users)."""
+    settings = deployment.settings(audiences=[LEADS])
+    people = members.LOOKUP_CHUNK + 20
+    leads = [
+        {"type": "track", "name": "Lead", "event_id": f"lead-{n}", "user_id": f"crm-{n}"}
+        for n in range(people)
+    ]
+    async with serving(settings) as app:
+        for start in range(0, people, 500):
+            await server_batch(app, leads[start : start + 500])
+    assert keys(settings, "leads") == {f"u:crm-{n}" for n in range(people)}
 
 
 async def test_latest_consent_and_erasure_decide(

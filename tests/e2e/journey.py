@@ -233,6 +233,16 @@ async def server_send(app: AppClient, event: Mapping[str, Any]) -> dict[str, Any
     return body
 
 
+async def server_batch(app: AppClient, batch: list[Mapping[str, Any]]) -> None:
+    """Events from the `crm` server source in one `/v1/batch`, every one stored."""
+    transport = httpx.ASGITransport(app=app.app, client=("10.0.0.5", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://t.example.test") as http:
+        body = {"events": list(batch)}
+        answer = await http.post("/v1/batch", json=body, headers={"X-Write-Key": SERVER_KEY})
+    assert answer.status_code in (200, 202), answer.text
+    assert all(item["ok"] for item in answer.json()["results"]), answer.text
+
+
 async def admin(app: AppClient, path: str, **params: str) -> Any:
     answer = await app.http.get(path, params=params, headers=ADMIN)
     assert answer.status_code == 200, answer.text
