@@ -90,6 +90,13 @@ class Period:
         """The local day an hour bucket (its start, UTC) counts in."""
         return hour.astimezone(self.zone).date()
 
+    @property
+    def day_starts(self) -> list[datetime]:
+        """The first UTC hour counted in each day, then `end`: day i is the hours from
+        `day_starts[i]` up to (without) `day_starts[i + 1]`, those `day_of` puts on it."""
+        days = (self.last - self.first).days + 2
+        return [_hour_up(_midnight(self.first + timedelta(days=i), self.zone)) for i in range(days)]
+
     def query(self) -> dict[str, str]:
         """The query-string fields that name this period (for links and the CSV downloads)."""
         fields = {"range": self.preset.value, "tz": self.zone_name}

@@ -65,26 +65,39 @@ class Numbers:
 
 
 def gather(engine: Engine, chosen: period.Period, bots: bool) -> Numbers:
-    """Every report of the page, each reading the rollups for the period."""
+    """Every report of the page: one read of each rollup for the period (`summary`)."""
+    events = summary.event_reports(engine, period=chosen, include_bots=bots)
+    outbox = summary.delivery_reports(engine, period=chosen)
     return Numbers(
-        totals=summary.totals_per_day(engine, period=chosen, include_bots=bots),
-        per_day=summary.events_per_day(engine, period=chosen, include_bots=bots),
-        by_source=summary.conversions_by_utm_source(engine, period=chosen, include_bots=bots),
-        by_click=summary.conversions_by_click_kind(engine, period=chosen, include_bots=bots),
-        rates=summary.delivery_rates(engine, period=chosen),
-        outcomes=summary.outcomes_per_day(engine, period=chosen),
+        totals=events.totals,
+        per_day=events.per_day,
+        by_source=events.by_source,
+        by_click=events.by_click,
+        rates=outbox.rates,
+        outcomes=outbox.outcomes,
     )
 
 
-# The CSV downloads: /admin/reports/NAME.csv with the page's query string.
-DOWNLOADS: dict[str, Callable[[Numbers], export.Table]] = {
+# The CSV downloads: /admin/reports/NAME.csv with the page's query string; each reads only the
+# rollup its report needs.
+EVENT_DOWNLOADS: dict[str, Callable[[summary.EventReports], export.Table]] = {
     "daily": lambda n: export.daily(n.totals),
     "events": lambda n: export.names(n.per_day),
     "utm-source": lambda n: export.buckets("utm_source", n.by_source),
     "click-id": lambda n: export.buckets("click_id", n.by_click),
+}
+OUTBOX_DOWNLOADS: dict[str, Callable[[summary.DeliveryReports], export.Table]] = {
     "delivery": lambda n: export.rates(n.rates),
     "outcomes": lambda n: export.outcomes(n.outcomes),
 }
+
+
+def download(engine: Engine, name: str, chosen: period.Period, bots: bool) -> export.Table:
+    """The numbers of one CSV download (`name` in EVENT_DOWNLOADS or OUTBOX_DOWNLOADS)."""
+    if name in EVENT_DOWNLOADS:
+        events = summary.event_reports(engine, period=chosen, include_bots=bots)
+        return EVENT_DOWNLOADS[name](events)
+    return OUTBOX_DOWNLOADS[name](summary.delivery_reports(engine, period=chosen))
 
 
 def _bots(request: Request) -> bool:
@@ -123,14 +136,14 @@ async def reports_page(request: Request) -> Response:
 async def report_csv(request: Request) -> Response:
     """One report's numbers as CSV, for the same period as the page."""
     name = request.path_params["name"]
-    if name not in DOWNLOADS:
+    if name not in EVENT_DOWNLOADS and name not in OUTBOX_DOWNLOADS:
         return admin._error(request, 404, "No such report.")
     chosen, bots = period_of(request), _bots(request)
     engine = _runtime(request).engine
-    numbers = await asyncio.to_thread(gather, engine, chosen, bots)
+    table = await asyncio.to_thread(download, engine, name, chosen, bots)
     filename = f"firstparty-{name}-{chosen.first.isoformat()}-{chosen.last.isoformat()}.csv"
     headers = {**admin.HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'}
-    body = export.csv_text(DOWNLOADS[name](numbers))
+    body = export.csv_text(table)
     return Response(body, media_type="text/csv; charset=utf-8", headers=headers)
 
 
