@@ -7,8 +7,9 @@ million, and a local day is the UTC hours that start on it (`reports.period`), s
 database (`reports.local_days`). `event_reports` and `delivery_reports` give the page's reports
 from one read of each rollup. A conversion is an event that a destination it went to maps to
 one of its conversions (`events.converted`, see `reports.rollups` and docs/admin.md), not every
-event forwarded. Delivery outcomes read the hourly outbox counts (`delivery.tally`, per destination, status and the event's source) by the
-hour the outbox row was made. Failures read the failed rows on their status index.
+event forwarded. Delivery outcomes read the hourly outbox counts (`delivery.tally`, per
+destination, status and the event's source) by the hour the outbox row was made. Failures read
+the failed rows on their status index.
 
 Events flagged as a robot's (`events.bot`: crawlers, headless browsers) are left out of the
 event counts and conversions unless `include_bots` is true.
