@@ -1,5 +1,6 @@
-"""What the audiences did: their size over time and the last sync per destination, as small
-dataclasses for the admin page (reads only)."""
+"""What the audiences did: their size over time, the last sync per destination and the members
+each platform acknowledged, as small dataclasses for the admin page (reads only: the page shows
+what the last run stored and computes no membership)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from firstparty.store.models import audience_runs, audience_sizes
+from firstparty.store.models import audience_members_acked, audience_runs, audience_sizes
 
 POINTS = 60  # sizes shown per audience: the latest
 
@@ -68,3 +69,14 @@ def last_runs(engine: Engine) -> dict[tuple[str, str], LastRun]:
         )
         for r in rows
     }
+
+
+def held(engine: Engine) -> dict[tuple[str, str], int]:
+    """Members each platform acknowledged, per (audience, destination): one count over the
+    acknowledgements (as many rows as members, whatever the events)."""
+    c = audience_members_acked.c
+    query = sa.select(c.audience, c.destination, sa.func.count()).group_by(
+        c.audience, c.destination
+    )
+    with engine.connect() as conn:
+        return {(r[0], r[1]): int(r[2]) for r in conn.execute(query)}

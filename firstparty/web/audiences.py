@@ -1,10 +1,14 @@
 """The Audiences page at `/admin/audiences`: each audience's rules, its size over time, who
 each platform can match, the last sync per destination, the platform minimum, a Sync button.
 
-Thin handlers over the services the CLI uses (`audiences.preview`, `audiences.service`): the
-page computes each audience's members as a sync would (nothing is sent) and the button runs
-`service.sync_now` as `firstparty audiences sync NAME` does: a POST with the session's CSRF
-token, by the operator role (`admin._operator_only`), written to the audit log.
+Thin handlers over the services the CLI uses (`audiences.preview`, `audiences.service`). The
+page shows what the last sync stored (its size, each destination's run, the members each
+platform acknowledged): loading it computes no membership, which reads the audience's events
+(seconds for a large one). `?preview=NAME` (the Preview button, any role) computes one audience
+now as `firstparty audiences preview NAME` does, with its coverage by identifier, and records
+nothing. The Sync button runs `service.sync_now` as `firstparty audiences sync NAME` does: a POST
+with the session's CSRF token, by the operator role (`admin._operator_only`), written to the
+audit log.
 """
 
 from __future__ import annotations
@@ -35,17 +39,25 @@ from firstparty.web import admin
 class DestinationView:
     name: str
     type: str
-    coverage: preview.Coverage | None  # None: cannot send (unknown, or its secret unset)
-    problem: str
+    problem: str  # why it cannot send ("" when it can)
     last: history.LastRun | None
+    held: int  # members the platform acknowledged
     minimum: int  # matched people the platform needs before it targets the audience
+    can_match: int | None  # a preview's count, else the last run's; None: never counted
+    coverage: preview.Coverage | None  # by identifier: on a preview only
+
+    @property
+    def below_minimum(self) -> bool:
+        return self.can_match is not None and self.can_match < self.minimum
 
 
 @dataclass(frozen=True)
 class AudienceView:
     audience: AudienceSettings
-    size: int
-    consented: int
+    size: int | None  # people matching: the preview's, else the last recorded; None: never
+    consented: int | None
+    counted_at: datetime | None  # when `size` was counted
+    previewed: bool  # counted for this request (nothing recorded), not stored by a sync
     chart: Markup | None  # the size over time (reports.charts), None before any run
     sizes: list[history.SizePoint]  # the chart's numbers, for the table beside it
     destinations: list[DestinationView]
@@ -57,7 +69,14 @@ def _runtime(request: Request) -> Runtime:
 
 
 async def audiences_page(request: Request) -> Response:
-    return await _page(request, {})
+    """The stored state; with `?preview=NAME`, that audience counted now."""
+    wanted = request.query_params.get("preview") or None
+    if wanted is not None:
+        try:
+            service.find(_runtime(request).settings, wanted)
+        except ConfigError as exc:
+            return admin._error(request, 404, str(exc))
+    return await _page(request, {"previewing": wanted}, previewing=wanted)
 
 
 async def sync_audience(request: Request) -> Response:
@@ -94,38 +113,64 @@ def _said(result: RunResult) -> str:
     return words + (f" — {result.detail}" if result.detail else "")
 
 
-async def _page(request: Request, outcome: dict[str, Any], status: int = 200) -> Response:
+async def _page(
+    request: Request, outcome: dict[str, Any], status: int = 200, previewing: str | None = None
+) -> Response:
     runtime = _runtime(request)
-    views = await asyncio.to_thread(_views, runtime)
-    return admin._render(request, "admin_audiences.html", {"views": views, **outcome}, status)
+    views = await asyncio.to_thread(_views, runtime, previewing)
+    context = {"views": views, "previewing": None, **outcome}
+    return admin._render(request, "admin_audiences.html", context, status)
 
 
-def _views(runtime: Runtime) -> list[AudienceView]:
+def _views(runtime: Runtime, previewing: str | None = None) -> list[AudienceView]:
+    """Each audience as the last sync left it; the one being previewed counted now."""
     settings, engine = runtime.settings, runtime.engine
-    now = datetime.now(UTC)
-    runs = history.last_runs(engine)
-    types = {d.name: d.type for d in settings.destinations}
+    runs, held = history.last_runs(engine), history.held(engine)
     zone = period.zone(settings.reports.time_zone)
     views = []
     for index, audience in enumerate(settings.audiences):
-        seen = preview.preview(settings, engine, name=audience.name, now=now)
-        covered = {c.destination: c for c in seen.coverage}
-        destinations = [
-            DestinationView(
-                name,
-                types.get(name, "?"),
-                covered.get(name),
-                _problem(runtime, name, types),
-                runs.get((audience.name, name)),
-                _minimum(types.get(name, "")),
-            )
-            for name in audience.destinations
-        ]
         sizes = history.sizes(engine, audience.name)
         chart = size_chart(audience.name, sizes, zone, index)
-        view = AudienceView(audience, seen.size, seen.consented, chart, sizes, destinations)
-        views.append(view)
+        counted: tuple[int | None, int | None, datetime | None] = (None, None, None)
+        if audience.name == previewing:
+            now = datetime.now(UTC)
+            seen = preview.preview(settings, engine, name=audience.name, now=now)
+            counted = (seen.size, seen.consented, now)
+            covered = {c.destination: c for c in seen.coverage}
+        else:
+            if sizes:
+                counted = (sizes[-1].size, sizes[-1].consented, sizes[-1].at)
+            covered = {}
+        destinations = [
+            _destination(runtime, audience.name, name, runs, held, covered.get(name))
+            for name in audience.destinations
+        ]
+        previewed = audience.name == previewing
+        views.append(AudienceView(audience, *counted, previewed, chart, sizes, destinations))
     return views
+
+
+def _destination(
+    runtime: Runtime,
+    audience: str,
+    name: str,
+    runs: dict[tuple[str, str], history.LastRun],
+    held: dict[tuple[str, str], int],
+    coverage: preview.Coverage | None,
+) -> DestinationView:
+    types = {d.name: d.type for d in runtime.settings.destinations}
+    last = runs.get((audience, name))
+    stored = last.size if last is not None else None
+    return DestinationView(
+        name,
+        types.get(name, "?"),
+        _problem(runtime, name, types),
+        last,
+        held.get((audience, name), 0),
+        _minimum(types.get(name, "")),
+        coverage.usable if coverage is not None else stored,
+        coverage,
+    )
 
 
 def size_chart(

@@ -1,6 +1,8 @@
-"""The Audiences page through the real app: rules, members, coverage per platform, the
-platform-minimum warning, the Sync button (CSRF) syncing to the strict fakes, the last sync and
-the size chart; bad posts change nothing. And the page in headless Chromium (a screenshot)."""
+"""The Audiences page through the real app: rules, the members the last sync recorded (loading
+the page counts nobody), the Preview button counting them now with the coverage per platform,
+the platform-minimum warning, the Sync button (CSRF) syncing to the strict fakes, the last sync,
+the members acknowledged and the size chart; bad posts change nothing. And the page in headless
+Chromium (a screenshot)."""
 
 from __future__ import annotations
 
@@ -87,12 +89,19 @@ async def test_the_page_shows_each_audience_and_the_button_syncs(
     assert 'href="/admin/audiences" class="here">Audiences</a>' in page
     assert "did Lead where value &gt;= 100 in the last 30 days" in page
     assert "did not do Purchase in the last 90 days" in page
-    assert '<strong class="size">3</strong> people match' in page
-    assert '<span class="mono">em</span> 3' in page  # Meta and TikTok can match all three
-    assert "needs about 100 matched people" in page and "needs about 1,000 matched" in page
+    assert page.count("Not counted yet") == 2  # loading the page counts nobody
     assert page.count("never synced") == 2
     assert "No size recorded yet" in page
     assert "No destinations: preview and export only" in page  # the `empty` audience
+
+    previewed = await client.http.get("/admin/audiences", params={"preview": "leads"})
+    assert '<strong class="size">3</strong> people match' in previewed.text
+    assert "a preview: nothing recorded, nothing sent" in previewed.text
+    assert '<span class="mono">em</span> 3' in previewed.text  # Meta and TikTok match all three
+    assert "needs about 100 matched people" in previewed.text
+    assert "needs about 1,000 matched" in previewed.text
+    assert "Not counted yet" in previewed.text  # the `empty` audience was not previewed
+    assert meta.requests == [] and client.rows(audience_sizes) == []
 
     synced = await client.http.post(
         "/admin/audiences/sync", data={"csrf": csrf_in(page), "name": "leads"}
@@ -104,11 +113,41 @@ async def test_the_page_shows_each_audience_and_the_button_syncs(
     assert '<title id="size0-title">Size of leads over time</title>' in synced.text
     assert "(button)" in synced.text
     assert synced.text.count("never synced") == 0
+    assert synced.text.count('<td class="num held">3</td>') == 2  # acknowledged by both
     with client.engine.connect() as conn:
         logged = conn.execute(sa.select(audit_log).where(audit_log.c.action == "audience_sync"))
         [row] = logged.mappings().all()
     assert row["subject"] == "leads"
     assert row["detail"]["meta_leads"] == {"adds": 3, "removes": 0, "errors": 0}
+
+
+async def test_the_page_shows_the_last_sync_and_counts_only_on_preview(
+    app: tuple[AppClient, meta_audience.FakeMetaAudience, tiktok_audience.FakeTikTokAudience],
+) -> None:
+    client, meta, _ = app
+    await leads(client, 3)
+    page = await signed_in_page(client.http, "/admin/audiences")
+    synced = await client.http.post(
+        "/admin/audiences/sync", data={"csrf": csrf_in(page), "name": "leads"}
+    )
+    assert synced.status_code == 200 and meta.size() == 3
+    await leads(client, 2)  # two more people match now: five
+
+    stored = (await client.http.get("/admin/audiences")).text
+    assert '<strong class="size">3</strong> people match' in stored
+    assert "as of the last sync" in stored
+    assert "needs about 100 matched people" in stored  # judged on the last run's 3
+    assert '<span class="mono">em</span>' not in stored  # by identifier: on a preview only
+    assert stored.count('<td class="num held">3</td>') == 2
+
+    now = (await client.http.get("/admin/audiences", params={"preview": "leads"})).text
+    assert '<strong class="size">5</strong> people match' in now
+    assert '<span class="mono">em</span> 5' in now
+    assert now.count('<td class="num held">3</td>') == 2  # nothing was sent
+    assert meta.size() == 3 and len(client.rows(audience_sizes)) == 1
+
+    unknown = await client.http.get("/admin/audiences", params={"preview": "nope"})
+    assert unknown.status_code == 404 and "no audience named &#39;nope&#39;" in unknown.text
 
 
 async def test_bad_posts_change_nothing(
@@ -196,4 +235,9 @@ def test_the_audiences_page_in_chromium(
         row = page.locator('#audience-leads tr[data-destination="tiktok_leads"]')
         assert "needs about 1,000 matched people" in row.inner_text()
         page.screenshot(path=str(ARTIFACTS / "admin-audiences.png"), full_page=True)
+        page.click("#audience-leads form.preview button")
+        page.wait_for_url(f"{base}/admin/audiences?preview=leads")
+        counted = page.locator("#audience-leads .counted").inner_text()
+        assert "a preview: nothing recorded, nothing sent" in counted
+        assert "em 4" in row.inner_text()
     assert meta.size() == 4
