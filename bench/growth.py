@@ -40,19 +40,67 @@ TOKEN = "bench-admin-token-0123456789-abcdef"
 USER_AGENT = ingest_bench.USER_AGENT
 PER_REQUEST, CONCURRENT = 500, 4
 TARGET_INGEST, TARGET_PAGE_MS, TARGET_SLOWER, TARGET_RSS_MB = 0.90, 500.0, 2.0, 150.0
+# "Within 2x" of a first time under this is judged against this: on the shared 2-core machine a
+# 5 ms page is timed anywhere between 5 and 25 ms from one run to the next.
+NOISE_MS = 20.0
+# Every GET page of the admin UI and every list of the admin API, with what makes it work: the
+# funnel, audience and alert rule of CONFIG, a destination whose deliveries fail (the failures
+# page and its replay preview), an operator account. {event}, {user} and {visitor} are filled in at
+# each checkpoint (the newest event, a user with events, that event's visitor).
 PAGES = (
     "/admin/",
     "/admin/?name=Purchase",
+    "/admin/?name=Refund",
+    "/admin/?source=crm",
+    "/admin/?user_id={user}",
+    "/admin/events/{event}",
     "/admin/deliveries",
+    "/admin/deliveries?status=failed",
+    "/admin/deliveries?destination=refused",
     "/admin/failures",
     "/admin/reports",
     "/admin/reports?bots=include",
+    "/admin/reports?range=90d",
+    "/admin/reports/daily.csv",
+    "/admin/reports/events.csv",
+    "/admin/reports/utm-source.csv",
+    "/admin/reports/click-id.csv",
+    "/admin/reports/delivery.csv",
+    "/admin/reports/outcomes.csv",
+    "/admin/reports/acquisition",
+    "/admin/reports/acquisition?format=csv",
+    "/admin/reports/funnels",
+    "/admin/reports/funnels/checkout",
+    "/admin/reports/funnels/checkout?format=csv",
+    "/admin/reports/delivery-health",
+    "/admin/reports/delivery-health.csv",
+    "/admin/reports/match-quality",
+    "/admin/reports/match-quality.csv",
+    "/admin/audiences",
+    "/admin/alerts",
+    "/admin/audit",
+    "/admin/sources",
+    "/admin/destinations",
+    "/admin/destinations/new?type=webhook",
+    "/admin/live",
+    "/admin/live?name=Purchase",
     "/v1/admin/events?limit=100",
     "/v1/admin/events?limit=100&name=Purchase",
+    "/v1/admin/events?limit=100&user_id={user}",
+    "/v1/admin/events/{event}",
     "/v1/admin/tracks?limit=100",
+    "/v1/admin/tracks?limit=100&status=failed",
+    "/v1/admin/privacy/export?user_id={user}",
+    "/metrics",
 )
+# Timed by hand (`time_special`): the first update of a filtered Live stream after an event it
+# shows arrives, and an operator's whole sign-in (the form, then the password: argon2id).
+LIVE_STREAM = "/admin/live/stream?name=Purchase (first update)"
+OPERATOR_SIGN_IN = "operator sign-in (form + POST)"
+OPERATOR, OPERATOR_PASSWORD = "ops@example.test", "bench-operator-password-42"
 NAMES = ("PageView", "PageView", "PageView", "ViewContent", "Lead", "Purchase")
 CAMPAIGNS = ("google", "meta", "newsletter", "tiktok", "")
+USERS = 50_000
 CONFIG = f"""
 admin_token = "{TOKEN}"
 
@@ -77,21 +125,69 @@ type = "webhook"
 url = "https://hooks.example.com/firstparty"
 secret = "bench-webhook-secret-0123456789"
 dry_run = true
+
+# Refund events (1 in 100) to a port nobody listens on, given up after one try: failed work for
+# the failures page, its replay preview and the delivery_success alert.
+[[destinations]]
+name = "refused"
+type = "webhook"
+url = "http://127.0.0.1:{{refused_port}}/hook"
+secret = "bench-webhook-secret-0123456789"
+events = {{ Refund = "Refund" }}
+max_attempts = 1
+
+[[destinations]]
+name = "meta-leads"
+type = "meta_custom_audience"
+audience_id = "23850000000000001"
+access_token = "bench-meta-token"
+dry_run = true
+
+[[audiences]]
+name = "leads"
+destinations = ["meta-leads"]
+every_minutes = 0
+consent = "not_denied"
+
+[[audiences.rules]]
+did = "Lead"
+within_days = 30
+
+[[funnels]]
+name = "checkout"
+window_hours = 24
+steps = ["event ViewContent", "event Lead", "event Purchase"]
+
+[alerts]
+interval_seconds = 10
+
+[alerts.delivery_success]
+min_percent = 95
+window_minutes = 15
+min_attempts = 20
+
+[alerts.webhook]
+url = "http://127.0.0.1:{{refused_port}}/alerts"
 """
 
 
 def _event(n: int) -> dict[str, Any]:
     source = CAMPAIGNS[n % len(CAMPAIGNS)]
     query = f"?utm_source={source}&utm_medium=cpc&utm_campaign=c{n % 7}" if source else ""
-    return {
+    name = "Refund" if n % 100 == 99 else NAMES[n % len(NAMES)]
+    user = random.randrange(USERS)
+    event: dict[str, Any] = {
         "type": "track",
-        "name": NAMES[n % len(NAMES)],
+        "name": name,
         "event_id": f"g{n}",
-        "user_id": f"u{random.randrange(50_000)}",
+        "user_id": f"u{user}",
         "url": f"https://www.example.test/p/{n % 100}{query}",
         "properties": {"value": 19.0, "currency": "USD"},
         "context": {"user_agent": USER_AGENT, "ip": f"198.51.100.{n % 250}"},
     }
+    if name == "Lead":  # an audience member Meta can match
+        event["user"] = {"email": f"person{user}@example.test"}
+    return event
 
 
 async def load(url: str, first: int, count: int) -> float:
@@ -113,28 +209,90 @@ async def load(url: str, first: int, count: int) -> float:
         return count / (time.perf_counter() - began)
 
 
+def _csrf(text: str, where: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', text)
+    assert found, f"no CSRF field on {where}"
+    return found.group(1)
+
+
 def sign_in(http: httpx.Client) -> None:
-    form = http.get("/admin/login").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-    assert csrf, "no CSRF field on /admin/login"
-    answer = http.post("/admin/login", data={"csrf": csrf.group(1), "token": TOKEN})
+    csrf = _csrf(http.get("/admin/login").text, "/admin/login")
+    answer = http.post("/admin/login", data={"csrf": csrf, "token": TOKEN})
     assert answer.status_code == 303, answer.status_code
 
 
-def time_pages(http: httpx.Client) -> dict[str, float]:
-    """Each page's median time of 3, in ms (the API with the bearer token)."""
+def _operator_sign_in(url: str) -> None:
+    with httpx.Client(base_url=url, timeout=60) as fresh:
+        csrf = _csrf(fresh.get("/admin/login").text, "/admin/login")
+        form = {"csrf": csrf, "email": OPERATOR, "password": OPERATOR_PASSWORD}
+        answer = fresh.post("/admin/login", data=form)
+        assert answer.status_code == 303, (answer.status_code, answer.text[:300])
+
+
+def _live_first_update(http: httpx.Client, url: str) -> None:
+    """One Purchase sent, then the filtered stream read until its first update."""
+    event = {**_event(random.randrange(10**9, 2 * 10**9)), "name": "Purchase"}
+    headers = {"X-Write-Key": KEY, "User-Agent": USER_AGENT}
+    sent = httpx.post(f"{url}/v1/batch", json={"events": [event]}, headers=headers)
+    assert sent.status_code in (200, 202), sent.status_code
+    with http.stream("GET", "/admin/live/stream?name=Purchase") as answer:
+        assert answer.status_code == 200, answer.status_code
+        for line in answer.iter_lines():
+            if line.startswith("event: update"):
+                return
+    raise RuntimeError("the live stream ended without an update")
+
+
+def _ids(http: httpx.Client) -> dict[str, str]:
+    """What the pages with an id in their address show: the newest event and its user."""
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    items = http.get("/v1/admin/events?limit=1", headers=bearer).json()["items"]
+    newest = items[0] if items else {"id": "0" * 26, "user_id": "u0"}
+    return {"event": newest["id"], "user": newest.get("user_id") or "u0"}
+
+
+def _median_ms(call: Callable[[], None]) -> float:
+    runs = []
+    for _ in range(3):
+        began = time.perf_counter()
+        call()
+        runs.append(1000 * (time.perf_counter() - began))
+    return statistics.median(runs)
+
+
+def time_pages(http: httpx.Client, url: str, *, empty: bool = False) -> dict[str, float]:
+    """Each page's median time of 3, in ms (the API with the bearer token); on an empty
+    database, the pages that show one event or person are left out."""
     timings = {}
     bearer = {"Authorization": f"Bearer {TOKEN}"}
-    for page in PAGES:
-        runs = []
-        for _ in range(3):
-            began = time.perf_counter()
-            answer = http.get(page, headers=bearer if page.startswith("/v1/") else None)
-            runs.append(1000 * (time.perf_counter() - began))
+    ids = _ids(http)
+
+    def getter(page: str) -> Callable[[], None]:
+        def get() -> None:
+            headers = bearer if page.startswith("/v1/") else None
+            answer = http.get(page.format(**ids), headers=headers)
             if answer.status_code != 200:
-                raise RuntimeError(f"{page} answered {answer.status_code}")
-        timings[page] = statistics.median(runs)
+                raise RuntimeError(f"{page} answered {answer.status_code}: {answer.text[:300]}")
+
+        return get
+
+    for page in PAGES:
+        if not (empty and "{" in page):
+            timings[page] = _median_ms(getter(page))
+    timings[LIVE_STREAM] = _median_ms(lambda: _live_first_update(http, url))
+    timings[OPERATOR_SIGN_IN] = _median_ms(lambda: _operator_sign_in(url))
     return timings
+
+
+def sync_audience(http: httpx.Client) -> float:
+    """The audience's explicit sync (its button): the membership pass over the events, a size
+    and a run recorded (its destination is in dry run: nothing is sent). Answers the seconds."""
+    csrf = _csrf(http.get("/admin/sources").text, "/admin/sources")
+    began = time.perf_counter()
+    answer = http.post("/admin/audiences/sync", data={"csrf": csrf, "name": "leads"}, timeout=900)
+    if answer.status_code != 200:
+        raise RuntimeError(f"audience sync answered {answer.status_code}")
+    return time.perf_counter() - began
 
 
 def drain(db_url: str, seconds: float = 300.0) -> float:
@@ -277,9 +435,9 @@ def report_line(
     passed = fine
     for page, ms in pages.items():
         base = empty["base"][page]
-        ok = ms <= TARGET_PAGE_MS and ms <= TARGET_SLOWER * max(base, 5.0)
+        ok = ms <= TARGET_PAGE_MS and ms <= TARGET_SLOWER * max(base, NOISE_MS)
         passed &= ok
-        print(f"  {page:<44}{ms:>8.1f} ms  (first {base:.1f})  {verdict(ok)}")
+        print(f"  {page:<52}{ms:>8.1f} ms  (first {base:.1f})  {verdict(ok)}")
     ok = rss[1] <= TARGET_RSS_MB
     print(f"  server RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB  {verdict(ok)}")
     return passed and ok
@@ -298,18 +456,24 @@ def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = 
         [sys.executable, "-m", "firstparty.cli", "migrate"], env=env, check=True,
         capture_output=True,
     )  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "firstparty.cli", "operators", "create", OPERATOR, "--role",
+         "viewer", "--password-stdin"],
+        env=env, check=True, capture_output=True, input=f"{OPERATOR_PASSWORD}\n".encode(),
+    )  # fmt: skip
     cmd = [sys.executable, "-m", "firstparty.cli", "serve", "--port", str(port)]
-    proc = ingest_bench.start(cmd, env, work)
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen(ingest_bench.pinned(0, cmd), env=env, cwd=work, stdout=log, stderr=log)
     passed = True
     try:
         ingest_bench.wait_up(url)
         with httpx.Client(base_url=url, timeout=60) as http:
             sign_in(http)
-            empty: dict[str, Any] = {"pages": time_pages(http)}
+            empty: dict[str, Any] = {"pages": time_pages(http, url, empty=True)}
             rss = ingest_bench.rss_mb(proc.pid)
             print(f"bench/growth on {engine}: empty database, RSS {rss[0]:.0f} MB; pages (ms):")
             for page, ms in empty["pages"].items():
-                print(f"  {page:<44}{ms:>8.1f}")
+                print(f"  {page:<52}{ms:>8.1f}")
             stored = 0
             for mark in checkpoints(limit):
                 rate = asyncio.run(load(url, stored, mark - stored))
@@ -317,8 +481,10 @@ def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = 
                 empty.setdefault("rate", rate)  # the first stretch: an almost empty database
                 waited = drain(db_url)
                 analyze(db_url)
-                print(f"\n(outbox settled {waited:.1f} s after the load)")
-                pages = time_pages(http)
+                synced = sync_audience(http)
+                print(f"\n(outbox settled {waited:.1f} s after the load;", end=" ")
+                print(f"the audience synced in {synced:.1f} s)")
+                pages = time_pages(http, url)
                 # The reference: the first checkpoint, where every list has a full page to show
                 # (an empty database answers empty pages, which costs nothing to draw).
                 empty.setdefault("base", pages)
@@ -328,10 +494,18 @@ def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = 
             print(f"\nlargest tables (MB, with indexes): {largest_tables(db_url, work)}")
             if explain_plans:
                 explain(db_url)
+    except Exception:
+        print("the server's last log lines:", *_tail(work / "serve.log"), sep="\n  ")
+        raise
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        log.close()
     return passed
+
+
+def _tail(path: Path, lines: int = 40) -> list[str]:
+    return path.read_text(errors="replace").splitlines()[-lines:]
 
 
 def with_database(engine: str, work: Path, body: Callable[[str], bool]) -> bool:
@@ -353,7 +527,8 @@ def main() -> int:
     limit = max(20_000, min(args.max, 10_000_000))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "growth.toml").write_text(CONFIG)
+        refused_port = str(ingest_bench.free_port())  # nobody listens there
+        (work / "growth.toml").write_text(CONFIG.replace("{refused_port}", refused_port))
         passed = with_database(
             args.engine, work, lambda db: run(args.engine, limit, work, db, args.explain)
         )
