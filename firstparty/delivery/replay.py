@@ -38,6 +38,12 @@ class ReplayResult:
     requeued: int
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     dry_run: bool = False
+    checked: int | None = None  # a bounded preview: the rows judged (oldest first), if fewer
+
+    @property
+    def partial(self) -> bool:
+        """A bounded preview that judged only some of the matched work."""
+        return self.checked is not None and self.checked < self.matched
 
     @property
     def skipped_total(self) -> int:
@@ -59,24 +65,31 @@ def replay(
     progress: Progress | None = None,
     audit: bool = True,
     actor: str | None = None,
+    limit: int | None = None,
 ) -> ReplayResult:
     """Re-queue the failed work matching the filters; callers then wake the workers.
 
     `audit=False` (with `dry_run`): a preview, left out of the `replays` audit. `actor`: who asked,
-    for the audit log (written with the replay's own record; a dry run is not).
+    for the audit log (written with the replay's own record; a dry run is not). `limit` (with
+    `dry_run` only): judge at most that many rows, oldest first (`ReplayResult.checked`).
     """
+    if limit is not None and not dry_run:
+        raise ValueError("a replay takes all the matching work: limit is for previews")
     now = now or datetime.now(UTC)
     where = _filters(destination, since, until, event_name)
     if delivery_id is not None:
         where.append(deliveries.c.id == delivery_id)
+    # Every delivery has its event (a foreign key; erasure deletes both): the join only for a name.
+    counted = _joined() if event_name else deliveries
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(_joined()).where(*where))
+        total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(*where))
         matched = int(total.scalar_one())
         kinds = load.source_kinds(conn, settings)
     requeued, skipped, done, last_id = 0, Counter[str](), 0, 0
-    while True:
+    while limit is None or done < limit:
+        size = CHUNK if limit is None else min(CHUNK, limit - done)
         with engine.begin() as conn:
-            rows = _chunk(conn, where, last_id)
+            rows = _chunk(conn, where, last_id, size)
             if not rows:
                 break
             loaded = load.load_events(conn, {r.event_pk for r in rows}, kinds=kinds)
@@ -94,7 +107,7 @@ def replay(
         done += len(rows)
         if progress:
             progress(done, matched)
-    result = ReplayResult(matched, requeued, dict(skipped), dry_run)
+    result = ReplayResult(matched, requeued, dict(skipped), dry_run, done if limit else None)
     if audit or not dry_run:
         filters = {"destination": destination, "event": event_name, "delivery": delivery_id}
         _audit(engine, result, filters, since, until, now, actor)
@@ -109,8 +122,10 @@ def preview(
     destination: str | None = None,
     delivery_id: int | None = None,
     now: datetime | None = None,
+    limit: int | None = None,
 ) -> ReplayResult:
-    """What a replay would do now (re-queue, skip and why), doing nothing and auditing nothing."""
+    """What a replay would do now (re-queue, skip and why), doing nothing and auditing nothing;
+    with `limit`, judged on at most that many rows (oldest first) of all it counts."""
     return replay(
         engine,
         settings=settings,
@@ -120,6 +135,7 @@ def preview(
         dry_run=True,
         now=now,
         audit=False,
+        limit=limit,
     )
 
 
@@ -202,13 +218,15 @@ def _filters(
     return where
 
 
-def _chunk(conn: Connection, where: list[sa.ColumnElement[bool]], after_id: int) -> list[Any]:
+def _chunk(
+    conn: Connection, where: list[sa.ColumnElement[bool]], after_id: int, size: int
+) -> list[Any]:
     query = (
         sa.select(deliveries.c.id, deliveries.c.event_pk, deliveries.c.destination)
         .select_from(_joined())
         .where(*where, deliveries.c.id > after_id)
         .order_by(deliveries.c.id)
-        .limit(CHUNK)
+        .limit(size)
     )
     return list(conn.execute(query).all())
 

@@ -41,6 +41,7 @@ SESSION_COOKIE = "fp_admin"
 LOGIN_COOKIE = "fp_admin_login"
 LOGIN_SECONDS = 3600
 PAGE_SIZE = 50
+PREVIEW_ROWS = 1000  # failed deliveries a destination's replay preview judges (the page's cost)
 MAX_FORM_BYTES = 16 * 1024
 HEADERS = {
     "Cache-Control": "no-store",
@@ -327,7 +328,11 @@ async def _failures(request: Request, replayed: dict[str, Any] | None) -> Respon
         settings, adapters = runtime.settings, runtime.adapters
         previews = {
             name: replay.preview(
-                runtime.engine, settings=settings, adapters=adapters, destination=name
+                runtime.engine,
+                settings=settings,
+                adapters=adapters,
+                destination=name,
+                limit=PREVIEW_ROWS,
             )
             for name in totals
             if name in adapters

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -82,6 +83,12 @@ async def test_replay_filters_and_dry_run(
         sqlite_engine, settings=settings, adapters=adapters, destination="fake", dry_run=True
     )
     assert (dry.matched, dry.requeued, dry.dry_run) == (3, 3, True)
+    assert not dry.partial
+    # The failures page's preview judges a bounded number of rows and counts them all.
+    bounded = replay.preview(sqlite_engine, settings=settings, adapters=adapters, limit=2)
+    assert (bounded.matched, bounded.checked, bounded.requeued, bounded.partial) == (5, 2, 2, True)
+    with pytest.raises(ValueError, match="limit is for previews"):
+        replay.replay(sqlite_engine, settings=settings, adapters=adapters, limit=2)
     assert {r.status for r in delivery_rows(sqlite_engine)} == {"failed"}
     only = replay.replay(
         sqlite_engine,
