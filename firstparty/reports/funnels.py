@@ -3,11 +3,16 @@
 Sources: the config file's `[[funnels]]` and the `funnels` table (saved from the admin UI);
 `all_funnels` lists both, config first. `compute` reads the events of the period (plus one
 window after it, for people who entered near its end) through the `occurred_at` index, streamed
-in time order, only the columns it needs and only robots-free rows of the steps' event names
-(and page views when a step is a page). Cost: one pass over those events, memory per person
-entered, at most `MAX_PEOPLE` people (later entrants are left out and the result says so) and
-`MAX_ROWS` rows read (each joined to its visitor by primary key, for the person); then one
-read of the entrants' visitors per 5,000, for their first-touch channel.
+in time order, only the columns it needs (the URL only when a step is a page, the properties
+only when a step filters on them) and only robots-free rows of the steps' event names (and page
+views when a step is a page). Cost: one pass over those events, memory per person entered, at
+most `MAX_PEOPLE` people (later entrants are left out and the result says so) and `MAX_ROWS` rows
+read (each joined to its visitor by primary key, for the person); then one read of the entrants'
+visitors per 5,000, for their first-touch channel.
+
+The pass costs about 25-35 us a row (Python's per-row work is two thirds of it: measured with
+bench/growth.py on the shared 2-core machine), so `MAX_ROWS` keeps the page under 500 ms: a
+period with more step events than that is counted on its first `MAX_ROWS` (the page says so).
 
 Semantics: a person is the verified user the event's visitor belongs to now, else the user the
 event names (server sources), else its visitor: one person's devices make one journey.
@@ -19,6 +24,7 @@ The median time between steps is over the people who made that step.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,10 +40,11 @@ from firstparty.reports import channels
 from firstparty.reports.funnel_spec import Funnel, Step, parse
 from firstparty.reports.period import Period
 from firstparty.settings import Settings
+from firstparty.store import db
 from firstparty.store.models import events, funnels, visitors
 
 MAX_PEOPLE = 200_000
-MAX_ROWS = 1_000_000
+MAX_ROWS = 15_000  # was 1,000,000: 25-35 s of reading; see the module's docstring
 STREAM = 2000
 IN_LIST = 5000
 
@@ -96,17 +103,20 @@ def delete(engine: Engine, *, name: str) -> bool:
         return conn.execute(sa.delete(funnels).where(funnels.c.name == name)).rowcount > 0
 
 
-def compute(engine: Engine, *, funnel: Funnel, period: Period) -> FunnelResult:
-    """The funnel over the people who entered it in the period."""
+def compute(
+    engine: Engine, *, funnel: Funnel, period: Period, max_rows: int = MAX_ROWS
+) -> FunnelResult:
+    """The funnel over the people who entered it in the period (on its first `max_rows` step
+    events: `capped` says whether there were more)."""
     window = timedelta(hours=funnel.window_hours)
     best: dict[str, _Attempt] = {}
     current: dict[str, _Attempt] = {}
     rows_read, capped = 0, False
     end = period.end  # worked out once, not per row
-    with engine.connect() as conn:
-        for row in _rows(conn, funnel, period, window):
+    with db.reader(engine) as conn, contextlib.closing(_rows(conn, funnel, period, window)) as rows:
+        for row in rows:
             rows_read += 1
-            if rows_read > MAX_ROWS:
+            if rows_read > max_rows:
                 capped = True
                 break
             person = row.linked or row.user_id or row.visitor_id
@@ -119,7 +129,7 @@ def compute(engine: Engine, *, funnel: Funnel, period: Period) -> FunnelResult:
             _advance(funnel, current, best, person, row, window, entered)
         per_step, by_channel, medians = _tally(conn, funnel, best)
     return FunnelResult(
-        funnel, _steps(funnel, per_step, medians), by_channel, min(rows_read, MAX_ROWS), capped
+        funnel, _steps(funnel, per_step, medians), by_channel, min(rows_read, max_rows), capped
     )
 
 
@@ -128,6 +138,11 @@ def _rows(conn: Connection, funnel: Funnel, period: Period, window: timedelta) -
     kinds = [sa.and_(events.c.type == "track", events.c.name.in_(names))] if names else []
     if any(s.kind == "page" for s in funnel.steps):
         kinds.append(events.c.type == "page")
+    # Only the parts of the stored request a step reads, cut out by the database.
+    pages = any(s.kind == "page" for s in funnel.steps)
+    url = events.c.request["url"].as_string() if pages else sa.null()
+    filtered = any(s.filters for s in funnel.steps)
+    properties = events.c.request["properties"] if filtered else sa.null()
     query = (
         sa.select(
             events.c.occurred_at,
@@ -135,9 +150,8 @@ def _rows(conn: Connection, funnel: Funnel, period: Period, window: timedelta) -
             events.c.user_id,
             events.c.type,
             events.c.name,
-            # Only the two parts of the stored request a step reads, cut out by the database.
-            events.c.request["url"].as_string().label("url"),
-            events.c.request["properties"].label("properties"),
+            url.label("url"),
+            properties.label("properties"),
             visitors.c.user_id.label("linked"),
         )
         .select_from(events.outerjoin(visitors, visitors.c.id == events.c.visitor_id))
@@ -152,7 +166,10 @@ def _rows(conn: Connection, funnel: Funnel, period: Period, window: timedelta) -
     if period.source:
         query = query.where(events.c.source == period.source)
     result = conn.execution_options(stream_results=True, yield_per=STREAM).execute(query)
-    yield from result
+    try:
+        yield from result
+    finally:  # a capped pass stops early: its server-side cursor is closed now
+        result.close()
 
 
 def _advance(

@@ -220,6 +220,9 @@ async def test_steps_in_order_filters_window_channels_and_median(shop: AppClient
     assert cart is not None and cart < 60
     assert purchase is not None and 270 < purchase < 330
     assert not result.capped and result.rows_read >= 13
+    # The page's bound: past `max_rows` step events the funnel counts the first ones, and says so.
+    first = funnels.compute(shop.engine, funnel=checkout, period=period(), max_rows=3)
+    assert first.capped and first.rows_read == 3 and first.steps[0].people <= 3
 
     nobody = funnels.compute(
         shop.engine,
