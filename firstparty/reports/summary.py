@@ -144,9 +144,8 @@ def _event_days(
 ) -> list[Any]:
     """The period's event counts by local day (`local_day`, an index into `chosen.days`)."""
     where = _event_filters(chosen, include_bots)
-    query = local_days.summed(m.event_rollups, chosen, columns, where)
     with engine.connect() as conn:
-        return [row for row in conn.execute(query) if row.n]
+        return local_days.rows(conn, m.event_rollups, chosen, columns, where)
 
 
 def _names(chosen: period_mod.Period, rows: Iterable[Any]) -> EventsPerDay:
@@ -296,9 +295,8 @@ def _outbox_days(engine: Engine, chosen: period_mod.Period) -> list[Any]:
     """The period's outbox counts by local day, destination and status."""
     d = m.delivery_rollups.c
     columns = [d.destination, d.status]
-    query = local_days.summed(m.delivery_rollups, chosen, columns, _outbox_filters(chosen))
     with engine.connect() as conn:
-        return list(conn.execute(query))
+        return local_days.rows(conn, m.delivery_rollups, chosen, columns, _outbox_filters(chosen))
 
 
 def _rates(rows: Iterable[Any]) -> list[DeliveryRate]:
