@@ -355,6 +355,7 @@ event_rollups = sa.Table(
     sa.Column("utm_campaign", sa.String(255), nullable=False),
     sa.Column("click_kinds", sa.String(128), nullable=False),  # all kinds: 70 characters
     sa.Column("count", sa.BigInteger(), nullable=False),
+    sqlite_with_rowid=False,  # 0020_rollups_clustered: rows in key order, hour first
 )
 
 # Outbox rows per UTC hour of creation, destination and status (0009_rollups, hourly since
@@ -370,6 +371,7 @@ delivery_rollups = sa.Table(
     sa.Column("source", sa.String(64), primary_key=True),  # 0016_reports_source; "" unknown
     sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("count", sa.BigInteger(), nullable=False),
+    sqlite_with_rowid=False,  # 0020_rollups_clustered: rows in key order, hour first
 )
 
 # Alerts (0010_alerts, alerts/state.py). One row per rule and subject (a destination, a source,
