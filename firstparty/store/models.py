@@ -151,6 +151,8 @@ events = sa.Table(
     sa.Index("ix_events_source_received_at", "source", "received_at"),
     # 0009_rollups: one name's events newest first, read from the index (was on name alone).
     sa.Index("ix_events_name_id", "name", "id"),
+    # 0021_source_id: one source's events newest first, likewise.
+    sa.Index("ix_events_source_id", "source", "id"),
 )
 
 # The ingest de-duplication of a partitioned `events` (PostgreSQL, 0015_partition): one row per
