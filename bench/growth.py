@@ -57,6 +57,7 @@ PAGES = (
     "/admin/deliveries",
     "/admin/deliveries?status=failed",
     "/admin/deliveries?destination=refused",
+    "/admin/deliveries?destination=hook",
     "/admin/failures",
     "/admin/reports",
     "/admin/reports?bots=include",
@@ -356,43 +357,82 @@ def largest_tables(db_url: str, work: Path) -> str:
     return ", ".join(f"{name} {size / 1e6:.1f}" for name, size in rows)
 
 
-def explain(db_url: str) -> None:
+def _explained_pages(db_url: str, work: Path) -> dict[str, Callable[[Any], object]]:
+    """The functions behind each page, as the pages call them (engine -> result)."""
+    from datetime import UTC, datetime
+
+    from firstparty import settings as settings_mod
+    from firstparty.alerts import state
+    from firstparty.audiences import history
+    from firstparty.delivery import replay
+    from firstparty.destinations import registry
+    from firstparty.operators import audit
+    from firstparty.reports import acquisition, browse, funnels, health, live, period, summary
+    from firstparty.web import reports
+
+    environ = {"FIRSTPARTY_SECRET_KEY": "g" * 48, "FIRSTPARTY_DATABASE_URL": db_url}
+    settings = settings_mod.load(environ, config_path=str(work / "growth.toml"))
+    adapters = registry.adapters(settings.destinations)
+    now = datetime.now(UTC)
+    chosen = period.parse({}, default_zone="UTC", now=now)
+    events, tracks = browse.EventFilters, browse.TrackFilters
+    [checkout] = [f for f in funnels.all_funnels(settings, _engine(db_url)) if f.name == "checkout"]
+    watch = live.Watch.starting(now, filters=live.Filters(name="Purchase"))
+    return {
+        "events": lambda e: browse.events(e, events(), 51),
+        "events?name=Purchase": lambda e: browse.events(e, events(name="Purchase"), 51),
+        "events?source=crm": lambda e: browse.events(e, events(source="crm"), 51),
+        "deliveries": lambda e: browse.tracks(e, tracks(), 51),
+        "deliveries?status=failed": lambda e: browse.tracks(e, tracks(status="failed"), 51),
+        "deliveries?destination=hook": lambda e: browse.tracks(e, tracks(destination="hook"), 51),
+        "failures: groups": summary.failures,
+        "failures: replay preview": lambda e: replay.preview(
+            e, settings=settings, adapters=adapters, destination="refused", limit=1000
+        ),
+        "failures: latest": lambda e: replay.failed(e, settings=settings, adapters=adapters),
+        "reports": lambda e: reports.gather(e, chosen, False),
+        "acquisition": lambda e: acquisition.acquisition(e, period=chosen),
+        "acquisition: recovered": lambda e: acquisition.recovered(e, period=chosen),
+        "funnel checkout": lambda e: funnels.compute(e, funnel=checkout, period=chosen),
+        "delivery health": lambda e: health.delivery_health(e, period=chosen),
+        "match quality": lambda e: health.match_quality(e, period=chosen),
+        "audiences": lambda e: (history.last_runs(e), history.held(e), history.sizes(e, "leads")),
+        "alerts": lambda e: (state.listing(e), state.history(e, before=None, limit=51)),
+        "audit": lambda e: (audit.page(e, audit.Filters(), 51), audit.actors(e)),
+        "live?name=Purchase": lambda e: live.poll(e, watch, now),
+    }
+
+
+def _engine(db_url: str) -> Any:
+    from firstparty.store import db
+
+    return db.create_engine(db_url)
+
+
+def explain(db_url: str, work: Path) -> None:
     """Each page's statements, captured as the page's own functions run them, with their plans
     (EXPLAIN ANALYZE on PostgreSQL; EXPLAIN QUERY PLAN on SQLite): index scans, no full scans."""
     import sqlalchemy as sa
 
-    from firstparty.reports import browse, summary
-
-    engine = sa.create_engine(db_url)
+    engine = _engine(db_url)
     seen: list[tuple[str, Any]] = []
-    sa.event.listen(
-        engine, "before_cursor_execute", lambda c, cur, sql, params, ctx, many: seen.append(
-            (sql, params)
-        ),
-    )  # fmt: skip
-    purchase = browse.EventFilters(name="Purchase")
-    pages: dict[str, Callable[[], object]] = {
-        "events": lambda: browse.events(engine, browse.EventFilters(), 51),
-        "events?name=Purchase": lambda: browse.events(engine, purchase, 51),
-        "deliveries (status=delivered)": lambda: browse.tracks(
-            engine, browse.TrackFilters(status="delivered"), 51
-        ),
-        "tracks": lambda: browse.tracks(engine, browse.TrackFilters(), 101),
-        "failures": lambda: summary.failures(engine),
-        "reports: events per day": lambda: summary.events_per_day(engine),
-        "reports: by utm_source": lambda: summary.conversions_by_utm_source(engine),
-        "reports: by click id": lambda: summary.conversions_by_click_kind(engine),
-        "reports: delivery rates": lambda: summary.delivery_rates(engine),
-    }
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            seen.append((sql, params))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
     postgres = engine.dialect.name == "postgresql"
     prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if postgres else "EXPLAIN QUERY PLAN "
-    for label, call in pages.items():
+    for label, call in _explained_pages(db_url, work).items():
         seen.clear()
-        call()
+        began = time.perf_counter()
+        call(engine)
+        took = 1000 * (time.perf_counter() - began)
         for sql, params in list(seen):
             with engine.connect() as conn:
                 plan = conn.exec_driver_sql(prefix + sql, params).all()
-            print(f"\n[{label}] {' '.join(sql.split())[:160]}")
+            print(f"\n[{label}, {took:.0f} ms in all] {' '.join(sql.split())[:160]}")
             for row in plan:
                 print("   ", row[-1])
     engine.dispose()
@@ -493,7 +533,7 @@ def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = 
                 passed &= report_line(stored, rate, pages, rss, per_event, empty)
             print(f"\nlargest tables (MB, with indexes): {largest_tables(db_url, work)}")
             if explain_plans:
-                explain(db_url)
+                explain(db_url, work)
     except Exception:
         print("the server's last log lines:", *_tail(work / "serve.log"), sep="\n  ")
         raise

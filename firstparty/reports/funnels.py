@@ -10,8 +10,9 @@ most `MAX_PEOPLE` people (later entrants are left out and the result says so) an
 read (each joined to its visitor by primary key, for the person); then one read of the entrants'
 visitors per 5,000, for their first-touch channel.
 
-The pass costs about 25-35 us a row (Python's per-row work is two thirds of it: measured with
-bench/growth.py on the shared 2-core machine), so `MAX_ROWS` keeps the page under 500 ms: a
+The pass costs about 25-50 us a row on SQLite (Python's per-row work is two thirds of it:
+measured with bench/growth.py on the shared 2-core machine, load average 4-9), so `MAX_ROWS`
+keeps the page under 500 ms: a
 period with more step events than that is counted on its first `MAX_ROWS` (the page says so).
 
 Semantics: a person is the verified user the event's visitor belongs to now, else the user the
@@ -27,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,7 @@ from firstparty.store import db
 from firstparty.store.models import events, funnels, visitors
 
 MAX_PEOPLE = 200_000
-MAX_ROWS = 15_000  # was 1,000,000: 25-35 s of reading; see the module's docstring
+MAX_ROWS = 10_000  # was 1,000,000: 25-50 s of reading; see the module's docstring
 STREAM = 2000
 IN_LIST = 5000
 
@@ -133,7 +134,9 @@ def compute(
     )
 
 
-def _rows(conn: Connection, funnel: Funnel, period: Period, window: timedelta) -> Iterator[Any]:
+def _rows(
+    conn: Connection, funnel: Funnel, period: Period, window: timedelta
+) -> Generator[Any, None, None]:
     names = sorted({s.target for s in funnel.steps if s.kind == "event"})
     kinds = [sa.and_(events.c.type == "track", events.c.name.in_(names))] if names else []
     if any(s.kind == "page" for s in funnel.steps):

@@ -41,7 +41,7 @@ SESSION_COOKIE = "fp_admin"
 LOGIN_COOKIE = "fp_admin_login"
 LOGIN_SECONDS = 3600
 PAGE_SIZE = 50
-PREVIEW_ROWS = 1000  # failed deliveries a destination's replay preview judges (the page's cost)
+PREVIEW_ROWS = 250  # failed deliveries a destination's replay preview judges (the page's cost)
 MAX_FORM_BYTES = 16 * 1024
 HEADERS = {
     "Cache-Control": "no-store",
