@@ -296,7 +296,7 @@ def sync_audience(http: httpx.Client) -> float:
     return time.perf_counter() - began
 
 
-def drain(db_url: str, seconds: float = 300.0) -> float:
+def drain(db_url: str, seconds: float = 3600.0) -> float:
     """Wait until the worker has settled the outbox (bounded); answers the seconds waited."""
     import sqlalchemy as sa
 
@@ -483,7 +483,9 @@ def report_line(
     return passed and ok
 
 
-def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = False) -> bool:
+def run(
+    engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = False, core: int = 0
+) -> bool:
     port = ingest_bench.free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIRSTPARTY_")}
@@ -503,7 +505,9 @@ def run(engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = 
     )  # fmt: skip
     cmd = [sys.executable, "-m", "firstparty.cli", "serve", "--port", str(port)]
     log = (work / "serve.log").open("wb")
-    proc = subprocess.Popen(ingest_bench.pinned(0, cmd), env=env, cwd=work, stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        ingest_bench.pinned(core, cmd), env=env, cwd=work, stdout=log, stderr=log
+    )
     passed = True
     try:
         ingest_bench.wait_up(url)
@@ -563,6 +567,7 @@ def main() -> int:
     parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--max", type=int, default=200_000, help="events to load (<= 10,000,000)")
     parser.add_argument("--explain", action="store_true", help="print each page's query plans")
+    parser.add_argument("--core", type=int, default=0, help="the core the server is pinned to")
     args = parser.parse_args()
     limit = max(20_000, min(args.max, 10_000_000))
     with tempfile.TemporaryDirectory() as tmp:
@@ -570,7 +575,9 @@ def main() -> int:
         refused_port = str(ingest_bench.free_port())  # nobody listens there
         (work / "growth.toml").write_text(CONFIG.replace("{refused_port}", refused_port))
         passed = with_database(
-            args.engine, work, lambda db: run(args.engine, limit, work, db, args.explain)
+            args.engine,
+            work,
+            lambda db: run(args.engine, limit, work, db, args.explain, args.core),
         )
     print(f"\nbench/growth {args.engine} up to {limit:,} events: {verdict(passed)}")
     return 0 if passed else 1
