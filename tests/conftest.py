@@ -14,7 +14,8 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def make_database(kind: str, tmp_path: Path, *, migrated: bool = False) -> Itera
 
     Empty by default; `migrated=True` gives one at the newest revision, copied from a template
     that this test process migrated once (the migrations themselves are tested in
-    tests/store/test_migrations.py; running them again for every test took minutes).
+    tests/store/test_migrations.py; running them again for every test took minutes). On the
+    servers the copy is made ahead, while the test before runs, and the drop happens after the
+    test, in the background (see `_Spares`): a MariaDB copy and drop took about 2 s a test.
     """
     _require(kind)
     if kind == "sqlite":
@@ -93,22 +96,74 @@ def make_database(kind: str, tmp_path: Path, *, migrated: bool = False) -> Itera
             _copy_sqlite(_template("sqlite"), path)
         yield f"sqlite:///{path}"
         return
-    name = f"fp_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = _admin_engine(kind)
-    with admin.connect() as conn:
-        if migrated:
-            _clone(conn, kind, _template(kind), name)
-        else:
+    if migrated:
+        name = _spares.take(kind)
+    else:
+        name = _new_name()
+        with contextlib.closing(_admin_engine(kind).connect()) as conn:
             conn.execute(sa.text(f"CREATE DATABASE {name}"))
     try:
         yield _server_url(kind, name)
     finally:
-        with admin.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+        _spares.later(_drop_database, kind, name)
+
+
+def _new_name() -> str:
+    return f"fp_test_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def _drop_database(kind: str, name: str) -> None:
+    force = " WITH (FORCE)" if kind == "postgresql" else ""
+    admin = _admin_engine(kind)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}{force}"))
+    admin.dispose()
+
+
+def _clone_from_template(kind: str, template: str) -> str:
+    name = _new_name()
+    admin = _admin_engine(kind)
+    with admin.connect() as conn:
+        _clone(conn, kind, template, name)
+    admin.dispose()
+    return name
+
+
+class _Spares:
+    """Migrated server databases copied ahead (`AHEAD` per engine) and drops done after the
+    test, on a few background threads: MariaDB spends its time syncing files, not computing.
+    """
+
+    AHEAD, THREADS = 2, 3
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="fp-test-databases")
+        self._ready: dict[str, list[tuple[str, Future[str]]]] = {}
+
+    def take(self, kind: str) -> str:
+        template = _template(kind)
+        ready = self._ready.setdefault(kind, [])
+        for made_from, stale in [r for r in ready if r[0] != template]:  # migrations changed
+            ready.remove((made_from, stale))
+            self.later(_drop_database, kind, stale.result())
+        while len(ready) < self.AHEAD + 1:
+            ready.append((template, self._pool.submit(_clone_from_template, kind, template)))
+        return ready.pop(0)[1].result()
+
+    def later(self, work: Callable[..., object], *args: object) -> None:
+        self._pool.submit(work, *args)
+
+    def finish(self) -> None:
+        """Drop the copies made ahead and wait for every drop (before the templates go)."""
+        for kind, ready in self._ready.items():
+            for _, future in ready:
+                with contextlib.suppress(Exception):
+                    self.later(_drop_database, kind, future.result())
+        self._ready.clear()
+        self._pool.shutdown(wait=True)
+
+
+_spares = _Spares()
 
 
 # One migrated template per engine and test process: a database name (PostgreSQL, MySQL) or the
@@ -203,6 +258,7 @@ def _clone(conn: sa.Connection, kind: str, template: str, name: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _drop_templates() -> Iterator[None]:
     yield
+    _spares.finish()
     for kind, (made, _) in list(_templates.items()):
         _drop_template(kind, made)
     for directory in _template_dir:

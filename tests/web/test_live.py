@@ -73,9 +73,8 @@ def test_the_live_page_shows_events_and_answers_as_they_come(
     ARTIFACTS.mkdir(exist_ok=True)
     with harness.admin_page(base, TOKEN, height=600) as page:
         page.goto(f"{base}/admin/live")
-        page.wait_for_function(
-            "document.querySelector('#live-state').textContent.includes('following')"
-        )
+        # A locator wait, not wait_for_function: the page's CSP refuses the eval its polling uses.
+        page.locator("#live-state", has_text="following").wait_for()
         assert page.locator("#live tbody tr").count() == 0
 
         event = {
@@ -155,9 +154,8 @@ def test_the_live_page_filters_and_pauses(served: tuple[str, fake_meta.FakeMeta]
         httpx.Client(base_url=base, verify=False) as http,
     ):
         page.goto(f"{base}/admin/live?name=Lead")
-        page.wait_for_function(
-            "document.querySelector('#live-state').textContent.includes('following')"
-        )
+        # A locator wait, not wait_for_function: the page's CSP refuses the eval its polling uses.
+        page.locator("#live-state", has_text="following").wait_for()
         assert page.input_value("input[name=name]") == "Lead"
         send(http, "Other")  # not followed: the stream carries the page's filter
         send(http, "Lead")
