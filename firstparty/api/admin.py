@@ -21,6 +21,7 @@ from firstparty.operators import audit
 from firstparty.privacy import service as privacy
 from firstparty.reports import browse
 from firstparty.runtime import Runtime
+from firstparty.store import db
 from firstparty.web import signin
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -48,6 +49,9 @@ def _authorised(handler: Handler) -> Handler:
             )
             raise _unauthorised("wrong admin token")
         await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
+        if request.method == "GET":  # a list or an export only reads (`db.reading`)
+            with db.reading():
+                return await handler(request)
         return await handler(request)
 
     return guarded

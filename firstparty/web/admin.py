@@ -35,6 +35,7 @@ from firstparty.errors import InputError
 from firstparty.reports import browse, period, summary
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
+from firstparty.store import db
 from firstparty.web import sessions, shown
 
 SESSION_COOKIE = "fp_admin"
@@ -167,6 +168,12 @@ def _signed_in(handler: Handler) -> Handler:
     `request.state.principal` is who the session stands for."""
 
     async def guarded(request: Request) -> Response:
+        if request.method == "GET":  # a page only reads (`db.reading`: no SQLite write lock)
+            with db.reading():
+                return await checked(request)
+        return await checked(request)
+
+    async def checked(request: Request) -> Response:
         settings = _settings(request)
         session = request.cookies.get(SESSION_COOKIE)
         who = await sessions.principal(request.app.state.runtime, session)
