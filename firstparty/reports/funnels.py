@@ -138,7 +138,12 @@ def _rows(
     conn: Connection, funnel: Funnel, period: Period, window: timedelta
 ) -> Generator[Any, None, None]:
     names = sorted({s.target for s in funnel.steps if s.kind == "event"})
-    kinds = [sa.and_(events.c.type == "track", events.c.name.in_(names))] if names else []
+    # SQLite, without statistics, read the steps' names on (name, id) and sorted every step event
+    # of all time by occurred_at before the first row (1.1 s at 200,000 events); through coalesce
+    # it reads the period in time order and stops at the cap. A rare first step over a long period
+    # then reads many rows for few matches; PostgreSQL's statistics choose for themselves.
+    name = sa.func.coalesce(events.c.name, "") if conn.dialect.name == "sqlite" else events.c.name
+    kinds = [sa.and_(events.c.type == "track", name.in_(names))] if names else []
     if any(s.kind == "page" for s in funnel.steps):
         kinds.append(events.c.type == "page")
     # Only the parts of the stored request a step reads, cut out by the database.

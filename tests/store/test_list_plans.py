@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from firstparty.reports import browse, live
+from firstparty.reports import browse, funnel_spec, funnels, live, period
 from firstparty.store import db, models
 
 EVENTS = browse.EventFilters
@@ -86,3 +86,13 @@ def test_one_destinations_requests_come_newest_first_across_statuses(sqlite_url:
         engine.dispose()
     assert mine == [13, 11, 9, 7]  # a's rows are the odd ids, whatever their status
     assert [t["id"] for t in older] == [5, 3, 1]
+
+
+def test_a_funnel_reads_its_period_in_time_order(sqlite_url: str) -> None:
+    """Not every event of the steps' names ever, sorted: the cap then bounds the pass."""
+    funnel = funnel_spec.parse("checkout", ["event ViewContent", "event Purchase"], 24)
+    chosen = period.parse({"range": "30d"}, default_zone="UTC", now=datetime.now(UTC))
+    [events_plan, *_] = plans(
+        sqlite_url, lambda engine: funnels.compute(engine, funnel=funnel, period=chosen)
+    )
+    assert events_plan[0].startswith("SEARCH events USING INDEX ix_events_occurred_at"), events_plan
