@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from firstparty import crashes
+from firstparty import crashes, heap
 from firstparty.alerts import loop as alerts_loop
 from firstparty.api import admin, collect, limits, ops, otp, segment
 from firstparty.audiences import service as audience_service
@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _verdicts(runtime),
             _sources_refresh(collector.sources),
             _destinations_refresh(destinations),
+            _background(heap.trimming()),
         ):
             yield
         await writer.close()
@@ -436,6 +437,7 @@ def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` with several worker processes: settings from the env."""
     from firstparty import settings as settings_mod
 
+    heap.limit_arenas()
     settings = settings_mod.load(config_path=os.environ.get("FIRSTPARTY_CONFIG"))
     app = create_app(settings)
     tune_gc()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from firstparty import cli_errors, doctor
+from firstparty import cli_errors, doctor, heap
 from firstparty import settings as settings_mod
 from firstparty.audiences import cli as audiences_cli
 from firstparty.errors import ConfigError
@@ -150,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
     from firstparty.api import limits
     from firstparty.app import create_app, tune_gc
 
+    heap.limit_arenas()
     settings = load_settings(args)
     engine = open_database(settings)
     keys = _first_run_sources(settings, engine, args)
@@ -205,9 +206,10 @@ def open_database(settings: Settings) -> Engine:
     """The database, ready for a command: migrated on the embedded default (elsewhere, refused
     unless `firstparty migrate` ran), and opened with the secret key it was set up with."""
     engine = db.create_engine(settings.database_url)
-    if settings.is_sqlite:
+    current = migrate.is_current(engine)  # without Alembic: serve need not load it
+    if settings.is_sqlite and not current:
         migrate.upgrade(engine)
-    elif not migrate.is_current(engine):
+    elif not current:
         engine.dispose()
         raise ConfigError("database_url: schema is not current; run `firstparty migrate`")
     try:

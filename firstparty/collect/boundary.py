@@ -19,13 +19,19 @@ from __future__ import annotations
 import enum
 import re
 import sqlite3
+import sys
+from typing import TYPE_CHECKING, TypeGuard
 
-import psycopg
-import pymysql.err  # type: ignore[import-untyped]
 import sqlalchemy.exc as sa_exc
 
 from firstparty import crashes, metrics
 from firstparty.errors import FieldError, InputError, UnexpectedError
+
+if TYPE_CHECKING:
+    # Not imported at run time: a driver's exception exists only once its driver is loaded
+    # (`_driver`), and a SQLite server need not load psycopg and PyMySQL (about 15 MB of RSS).
+    import psycopg
+    import pymysql.err  # type: ignore[import-untyped]
 
 RETRY_AFTER_SECONDS = 1
 
@@ -65,16 +71,28 @@ def classify(exc: BaseException) -> Kind:
     exc = _original(exc)
     if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
         return Kind.UNAVAILABLE  # a dead pooled connection; no connection free in the pool
-    if isinstance(exc, psycopg.Error):
+    if _is_postgres(exc):
         return _postgres(exc)
-    if isinstance(exc, pymysql.err.MySQLError):
+    if _is_mysql(exc):
         return _mysql(exc)
     if isinstance(exc, sqlite3.Error):
         return _sqlite(exc)
     return Kind.UNEXPECTED
 
 
+def _is_postgres(exc: BaseException) -> TypeGuard[psycopg.Error]:
+    driver = sys.modules.get("psycopg")
+    return driver is not None and isinstance(exc, driver.Error)
+
+
+def _is_mysql(exc: BaseException) -> TypeGuard[pymysql.err.MySQLError]:
+    errors = sys.modules.get("pymysql.err")
+    return errors is not None and isinstance(exc, errors.MySQLError)
+
+
 def _postgres(exc: psycopg.Error) -> Kind:
+    import psycopg  # loaded: exc is one of its errors
+
     code = exc.sqlstate
     if code is None:  # raised by psycopg itself: a lost connection, a NUL in a text value
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
@@ -86,6 +104,8 @@ def _postgres(exc: psycopg.Error) -> Kind:
 
 
 def _mysql(exc: pymysql.err.MySQLError) -> Kind:
+    import pymysql.err  # loaded: exc is one of its errors
+
     errno = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
     if isinstance(exc, pymysql.err.InterfaceError) or 2000 <= errno < 3000:
         return Kind.UNAVAILABLE  # the client lost or never had its connection
@@ -133,10 +153,10 @@ def refused_field(exc: BaseException) -> tuple[str, str]:
     """(the column the database names, or "(body)"; its reason, first line, short)."""
     orig = _original(exc)
     column = None
-    if isinstance(orig, psycopg.Error):
+    if _is_postgres(orig):
         column = orig.diag.column_name
         message = orig.diag.message_primary or str(orig)
-    elif isinstance(orig, pymysql.err.MySQLError) and len(orig.args) > 1:
+    elif _is_mysql(orig) and len(orig.args) > 1:
         message = str(orig.args[1])
     else:
         message = str(orig)

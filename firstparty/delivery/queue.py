@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Protocol
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Protocol
 
 from firstparty.settings import Settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,17 @@ class RedisQueue:
     """
 
     def __init__(self, url: str, key: str) -> None:
+        # Imported here: only Redis deployments load the client (about 6 MB of RSS).
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
         self.key = key
-        self._redis = aioredis.Redis.from_url(
+        self._failures: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._wait_failures = (*self._failures, TimeoutError)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=NOTIFY_TIMEOUT_SECONDS
         )
-        self._blocking = aioredis.Redis.from_url(
+        self._blocking: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=None
         )
 
@@ -108,7 +114,7 @@ class RedisQueue:
                 pipe.lpush(self.key, b"1")
                 pipe.ltrim(self.key, 0, MAX_TOKENS - 1)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             log.warning("queue: wake-up not sent (%s); workers will poll", exc)
 
     async def wait(self, timeout: float) -> bool:
@@ -117,7 +123,7 @@ class RedisQueue:
             got = await asyncio.wait_for(
                 self._blocking.blpop([self.key], timeout=seconds), seconds + WAIT_MARGIN_SECONDS
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._wait_failures as exc:
             log.warning("queue: Redis unavailable (%s); polling", exc)
             await asyncio.sleep(min(timeout, REDIS_RETRY_SECONDS))
             return False
@@ -126,7 +132,7 @@ class RedisQueue:
     async def ready(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except self._failures:
             return False
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from firstparty import metrics
+from firstparty import heap, metrics
 from firstparty import settings as settings_mod
 from firstparty.alerts import loop as alerts_loop
 from firstparty.audiences import service as audience_service
@@ -324,6 +324,7 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
 
 def run_worker(settings: Settings) -> None:
     """The `firstparty worker` command: deliver until SIGTERM or SIGINT."""
+    heap.limit_arenas()
     asyncio.run(_run(settings))
 
 
@@ -353,10 +354,11 @@ async def _run(settings: Settings) -> None:
     # The platforms' verdicts on matching (Meta's EMQ, Google's match rate), a lease picks one.
     puller = verdicts.Puller(settings=settings, engine=engine, book=destinations)
     pulling = asyncio.create_task(puller.run())
+    trimming = asyncio.create_task(heap.trimming())
     try:
         await stop.wait()
     finally:
-        for task in (alerting, scheduled, pulling):
+        for task in (alerting, scheduled, pulling, trimming):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

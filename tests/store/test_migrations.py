@@ -3,11 +3,13 @@ three engines."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from firstparty.store import db, migrate, models, partitions
 
@@ -53,6 +55,16 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     migrate.downgrade(engine, "base")
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
+    assert not migrate.is_current(engine)
     migrate.upgrade(engine)
     assert migrate.is_current(engine) and _differences(engine) == []
     engine.dispose()
+
+
+def test_newest_is_alembics_one_head() -> None:
+    """`migrate.newest` reads the file names: each is named after its revision, in one chain."""
+    scripts = ScriptDirectory.from_config(migrate._config())
+    assert scripts.get_heads() == [migrate.newest()]
+    chain = list(scripts.walk_revisions())
+    assert all(Path(str(s.path)).stem == s.revision for s in chain)
+    assert len(chain) == len(list((migrate.MIGRATIONS / "versions").glob("[0-9]*.py")))
