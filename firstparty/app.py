@@ -33,6 +33,7 @@ from firstparty.destinations.book import DestinationBook
 from firstparty.errors import InputError
 from firstparty.identity import users
 from firstparty.privacy import retention
+from firstparty.reports import funnel_rounds
 from firstparty.runtime import Runtime
 from firstparty.settings import Settings
 from firstparty.store import db, instance, partitions, shards
@@ -116,6 +117,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> Starlet
             _alerting(runtime),
             _audiences(runtime),
             _verdicts(runtime),
+            _funnels(runtime),
             _sources_refresh(collector.sources),
             _destinations_refresh(destinations),
             _background(heap.trimming()),
@@ -321,6 +323,17 @@ async def _verdicts(runtime: Runtime) -> AsyncIterator[None]:
             yield
     finally:
         await puller.close()
+
+
+@contextlib.asynccontextmanager
+async def _funnels(runtime: Runtime) -> AsyncIterator[None]:
+    """Funnels' preset ranges computed off the request path (a lease per funnel: one process)."""
+    refresher = funnel_rounds.Refresher(settings=runtime.settings, engine=runtime.engine)
+    try:
+        async with _background(refresher.run()):
+            yield
+    finally:
+        await refresher.close()
 
 
 @contextlib.asynccontextmanager

@@ -329,6 +329,8 @@ class ReportsSettings(Strict):
 
     # The time zone whose days the reports count by, unless the viewer picks another (`tz`).
     time_zone: str = "UTC"
+    # How often each funnel's preset ranges are computed again in the background (docs/admin.md).
+    funnel_refresh_minutes: int = Field(default=60, ge=5, le=24 * 60)
 
     @field_validator("time_zone")
     @classmethod

@@ -30,6 +30,7 @@ from firstparty.delivery.outbox import Claim, DeliveryStatus
 from firstparty.destinations.base import Adapter, Rejected
 from firstparty.destinations.book import DestinationBook
 from firstparty.event import Event
+from firstparty.reports import funnel_rounds
 from firstparty.settings import Settings
 from firstparty.store import db
 
@@ -355,16 +356,20 @@ async def _run(settings: Settings) -> None:
     puller = verdicts.Puller(settings=settings, engine=engine, book=destinations)
     pulling = asyncio.create_task(puller.run())
     trimming = asyncio.create_task(heap.trimming())
+    # Funnels' preset ranges computed off the request path; a lease per funnel picks one.
+    refresher = funnel_rounds.Refresher(settings=settings, engine=engine)
+    refreshing = asyncio.create_task(refresher.run())
     try:
         await stop.wait()
     finally:
-        for task in (alerting, scheduled, pulling, trimming):
+        for task in (alerting, scheduled, pulling, trimming, refreshing):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         await evaluator.close()
         await audiences.close()
         await puller.close()
+        await refresher.close()
         await worker.stop()
         await waker.close()
         engine.dispose()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections import defaultdict
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,33 +109,80 @@ def compute(
 ) -> FunnelResult:
     """The funnel over the people who entered it in the period (on its first `max_rows` step
     events: `capped` says whether there were more)."""
+    return compute_many(engine, funnel=funnel, periods=[period], max_rows=max_rows)[0]
+
+
+def compute_many(
+    engine: Engine,
+    *,
+    funnel: Funnel,
+    periods: Sequence[Period],
+    max_rows: int,
+    stop: Callable[[], bool] = lambda: False,
+) -> list[FunnelResult]:
+    """The funnel for each period (one source or all, the same for every period) in one pass
+    over the events of their union, at most `max_rows` of them; `stop()`, asked every `STREAM`
+    rows, ends the pass early (each period not read to its end then says `capped`)."""
     window = timedelta(hours=funnel.window_hours)
-    best: dict[str, _Attempt] = {}
-    current: dict[str, _Attempt] = {}
-    rows_read, capped = 0, False
-    end = period.end  # worked out once, not per row
-    with db.reader(engine) as conn, contextlib.closing(_rows(conn, funnel, period, window)) as rows:
+    tallies = [_Tally(p.start, p.end, p.end + window) for p in periods]
+    start, until = min(t.start for t in tallies), max(t.until for t in tallies)
+    source = periods[0].source
+    cut: datetime | None = None
+    rows_read = 0
+    with (
+        db.reader(engine) as conn,
+        contextlib.closing(_rows(conn, funnel, start, until, source)) as rows,
+    ):
         for row in rows:
             rows_read += 1
-            if rows_read > max_rows:
-                capped = True
+            if rows_read > max_rows or (rows_read % STREAM == 0 and stop()):
+                cut = row.occurred_at
                 break
-            person = row.linked or row.user_id or row.visitor_id
-            if person is None:
-                continue
-            entered = row.occurred_at < end
-            if person not in current and len(current) >= MAX_PEOPLE:
-                capped = capped or entered
-                continue
-            _advance(funnel, current, best, person, row, window, entered)
-        per_step, by_channel, medians = _tally(conn, funnel, best)
-    return FunnelResult(
-        funnel, _steps(funnel, per_step, medians), by_channel, min(rows_read, max_rows), capped
-    )
+            _feed(funnel, tallies, row, window)
+        channel_of = _channels(conn, {a.visitor_id for t in tallies for a in t.best.values()})
+    results = []
+    for tally in tallies:
+        capped = tally.capped or (cut is not None and tally.until > cut)
+        per_step, by_channel, medians = _tally(funnel, tally.best, channel_of)
+        steps = _steps(funnel, per_step, medians)
+        results.append(FunnelResult(funnel, steps, by_channel, tally.rows, capped))
+    return results
+
+
+@dataclass
+class _Tally:
+    """One period's pass: its bounds, the people's attempts, the rows it read."""
+
+    start: datetime
+    end: datetime  # entries before this only
+    until: datetime  # end + window: later steps until this
+    best: dict[str, _Attempt] = field(default_factory=dict)
+    current: dict[str, _Attempt] = field(default_factory=dict)
+    rows: int = 0
+    capped: bool = False
+
+
+def _feed(funnel: Funnel, tallies: Sequence[_Tally], row: Any, window: timedelta) -> None:
+    """One event, into each period it falls in."""
+    at = row.occurred_at
+    person = row.linked or row.user_id or row.visitor_id
+    props = row.properties if isinstance(row.properties, Mapping) else {}
+    path = _path(row.url) if row.type == "page" else None
+    for tally in tallies:
+        if not tally.start <= at < tally.until:
+            continue
+        tally.rows += 1
+        if person is None:
+            continue
+        entered = at < tally.end
+        if person not in tally.current and len(tally.current) >= MAX_PEOPLE:
+            tally.capped = tally.capped or entered
+            continue
+        _advance(funnel, tally, person, row, path, props, window, entered)
 
 
 def _rows(
-    conn: Connection, funnel: Funnel, period: Period, window: timedelta
+    conn: Connection, funnel: Funnel, start: datetime, until: datetime, source: str | None
 ) -> Generator[Any, None, None]:
     names = sorted({s.target for s in funnel.steps if s.kind == "event"})
     # SQLite, without statistics, read the steps' names on (name, id) and sorted every step event
@@ -164,15 +211,15 @@ def _rows(
         )
         .select_from(events.outerjoin(visitors, visitors.c.id == events.c.visitor_id))
         .where(
-            events.c.occurred_at >= period.start,
-            events.c.occurred_at < period.end + window,
+            events.c.occurred_at >= start,
+            events.c.occurred_at < until,
             events.c.bot.is_(None),
             sa.or_(*kinds),
         )
         .order_by(events.c.occurred_at, events.c.id)
     )
-    if period.source:
-        query = query.where(events.c.source == period.source)
+    if source:
+        query = query.where(events.c.source == source)
     result = conn.execution_options(stream_results=True, yield_per=STREAM).execute(query)
     try:
         yield from result
@@ -182,15 +229,15 @@ def _rows(
 
 def _advance(
     funnel: Funnel,
-    current: dict[str, _Attempt],
-    best: dict[str, _Attempt],
+    tally: _Tally,
     person: str,
     row: Any,
+    path: str | None,
+    props: Mapping[str, Any],
     window: timedelta,
     entered: bool,
 ) -> None:
-    props = row.properties if isinstance(row.properties, Mapping) else {}
-    path = _path(row.url) if row.type == "page" else None
+    current, best = tally.current, tally.best
     attempt = current.get(person)
     steps = funnel.steps
     at = row.occurred_at
@@ -213,12 +260,11 @@ def _keep(best: dict[str, _Attempt], person: str, attempt: _Attempt) -> None:
 
 
 def _tally(
-    conn: Connection, funnel: Funnel, best: Mapping[str, _Attempt]
+    funnel: Funnel, best: Mapping[str, _Attempt], channel_of: Mapping[str, str]
 ) -> tuple[list[int], list[tuple[str, list[int]]], list[float | None]]:
     size = len(funnel.steps)
     per_step = [0] * size
     gaps: list[list[float]] = [[] for _ in range(size)]
-    channel_of = _channels(conn, {a.visitor_id for a in best.values() if a.visitor_id})
     by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * size)
     for attempt in best.values():
         channel = channel_of.get(attempt.visitor_id or "", channels.Channel.UNKNOWN.value)
@@ -232,9 +278,9 @@ def _tally(
     return per_step, ranked, medians
 
 
-def _channels(conn: Connection, visitor_ids: set[str]) -> dict[str, str]:
+def _channels(conn: Connection, visitor_ids: set[str | None]) -> dict[str, str]:
     """Each visitor's first-touch channel, read IN_LIST at a time."""
-    ordered = sorted(visitor_ids)
+    ordered = sorted(v for v in visitor_ids if v)
     found: dict[str, str] = {}
     for start in range(0, len(ordered), IN_LIST):
         chunk = ordered[start : start + IN_LIST]

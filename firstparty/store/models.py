@@ -530,6 +530,34 @@ funnels = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# Funnels computed off the request path (0022_funnel_results, reports/funnel_rounds.py): one row
+# per funnel, definition hash, preset range and zone, replaced by each round; `funnel_schedule`:
+# when each funnel is next due and which process holds it (a lease).
+funnel_results = sa.Table(
+    "funnel_results",
+    metadata,
+    sa.Column("funnel", sa.String(64), primary_key=True),
+    sa.Column("definition", sa.String(64), primary_key=True),
+    sa.Column("range_key", sa.String(16), primary_key=True),
+    sa.Column("zone", sa.String(64), primary_key=True),
+    sa.Column("first_day", sa.Date(), nullable=False),
+    sa.Column("last_day", sa.Date(), nullable=False),
+    sa.Column("computed_at", UTCDateTime(), nullable=False),
+    sa.Column("seconds", sa.Float(), nullable=False),
+    sa.Column("rows_read", sa.Integer(), nullable=False),
+    sa.Column("capped", sa.Boolean(), nullable=False),
+    sa.Column("result", JSONType, nullable=False),
+)
+
+funnel_schedule = sa.Table(
+    "funnel_schedule",
+    metadata,
+    sa.Column("funnel", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("lease_until", UTCDateTime(), nullable=False),
+    sa.Column("next_run_at", UTCDateTime(), nullable=False),
+)
+
 # Delivery health and match quality (0017_health, delivery/health.py), moved in the worker's
 # transaction that settles the work (beside delivery_rollups), sharded as event_rollups. One row
 # per UTC hour of the settlement, destination, source and event name. No personal data.

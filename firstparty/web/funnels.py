@@ -1,5 +1,6 @@
 """Funnel pages under `/admin/reports/funnels`: the list with a form to save one, each funnel's
-steps for the period (`?format=csv` too), and deleting a funnel saved from the UI."""
+steps for the period (`?format=csv` too; kept by the background round for the preset ranges,
+see `reports.funnel_rounds`), Recompute now, and deleting a funnel saved from the UI."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ from starlette.routing import Route
 
 from firstparty.errors import FieldError, InputError
 from firstparty.operators import audit
-from firstparty.reports import funnel_spec, funnels
+from firstparty.reports import funnel_rounds, funnel_spec, funnel_store, funnels, period
 from firstparty.runtime import Runtime
 from firstparty.web import admin, reports
 from firstparty.web.acquisition import csv_response
 
 MAX_STEP_LINES = 20
+_PENDING = (
+    "This funnel is not computed yet for this range: the background round computes it within "
+    "a minute or so."
+)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -84,17 +89,49 @@ async def funnel_page(request: Request) -> Response:
     if wanted not in ("html", "csv"):
         raise InputError(400, "bad report query", [FieldError("format", "must be html or csv")])
     funnel = await _named(request)
-    result = await asyncio.to_thread(funnels.compute, runtime.engine, funnel=funnel, period=chosen)
+    shown = await asyncio.to_thread(
+        funnel_rounds.view,
+        settings=runtime.settings,
+        engine=runtime.engine,
+        funnel=funnel,
+        period=chosen,
+        now=datetime.now(UTC),
+    )
     if wanted == "csv":
+        if shown.result is None:
+            return admin._error(request, 409, _PENDING)
         name = f"funnel-{funnel.name}-{chosen.first.isoformat()}-{chosen.last.isoformat()}.csv"
-        return csv_response(name, _csv_rows(result))
+        return csv_response(name, _csv_rows(shown.result))
     context = {
         **reports.filter_context(request, chosen),
-        "result": result,
+        "funnel": funnel,
+        "shown": shown,
+        "result": shown.result,
         "duration": duration,
+        "max_rows": funnels.MAX_ROWS,
+        "round_max_rows": funnel_rounds.ROUND_MAX_ROWS,
+        "default_zone": runtime.settings.reports.time_zone,
+        "age": _age(shown.kept.computed_at if shown.kept else None, datetime.now(UTC)),
         "csv_href": f"{request.url.path}?{urlencode({**chosen.query(), 'format': 'csv'})}",
     }
     return admin._render(request, "admin_funnel.html", context)
+
+
+async def recompute(request: Request) -> Response:
+    """Make the funnel due now: the next round (within a minute) computes its preset ranges."""
+    runtime = _runtime(request)
+    funnel = await _named(request)
+    form = await admin._form(request)
+    chosen = period.parse(
+        {k: v for k, v in form.items() if k in ("range", "tz", "source", "from", "to")},
+        default_zone=runtime.settings.reports.time_zone,
+        now=datetime.now(UTC),
+    )
+    await asyncio.to_thread(
+        funnel_store.request, runtime.engine, name=funnel.name, now=datetime.now(UTC)
+    )
+    query = urlencode(chosen.query())
+    return RedirectResponse(f"/admin/reports/funnels/{quote(funnel.name)}?{query}", 303)
 
 
 async def delete_funnel(request: Request) -> Response:
@@ -161,6 +198,21 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def _age(at: datetime | None, now: datetime) -> str:
+    """How long ago, in words: "just now", "12 minutes ago", "3 hours ago"."""
+    if at is None:
+        return ""
+    seconds = max(0.0, (now - at).total_seconds())
+    if seconds < 60:
+        return "just now"
+    if seconds < 2 * 3600:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
+    if seconds < 2 * 86400:
+        return f"{int(seconds // 3600)} hours ago"
+    return f"{int(seconds // 86400)} days ago"
+
+
 def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -169,6 +221,11 @@ routes = [
     Route("/admin/reports/funnels", admin._signed_in(funnels_page), methods=["GET"]),
     Route("/admin/reports/funnels", admin._operator_only(save_funnel), methods=["POST"]),
     Route("/admin/reports/funnels/{name}", admin._signed_in(funnel_page), methods=["GET"]),
+    Route(
+        "/admin/reports/funnels/{name}/recompute",
+        admin._operator_only(recompute),
+        methods=["POST"],
+    ),
     Route(
         "/admin/reports/funnels/{name}/delete",
         admin._operator_only(delete_funnel),

@@ -5,6 +5,7 @@ screenshots for docs/admin.md."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from firstparty.reports import funnel_rounds
+from firstparty.settings import Settings
 from firstparty.store import db, migrate
 from tests import factories
 from tests.browser import harness
@@ -113,7 +116,7 @@ async def _seed(settings: Any, twilio: fake_twilio.FakeTwilio) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
+def served(tmp_path: Path) -> Iterator[tuple[str, Settings]]:
     from firstparty.app import create_app
 
     harness.require_browser()
@@ -131,13 +134,14 @@ def served(tmp_path: Path) -> Iterator[str]:
         asyncio.run(_seed(settings, twilio))
     app = create_app(settings, run_worker=False)
     with harness.ServerThread(app, harness.certificate(tmp_path)) as server:
-        yield f"https://127.0.0.1:{server.port}"
+        yield f"https://127.0.0.1:{server.port}", settings
 
 
-def test_acquisition_and_funnel_pages(served: str) -> None:
+def test_acquisition_and_funnel_pages(served: tuple[str, Settings]) -> None:
+    served_url, settings = served
     ARTIFACTS.mkdir(exist_ok=True)
-    with harness.admin_page(served, TOKEN, height=900) as page:
-        page.goto(f"{served}/admin/reports")
+    with harness.admin_page(served_url, TOKEN, height=900) as page:
+        page.goto(f"{served_url}/admin/reports")
         page.click("#more-reports a:has-text('Acquisition')")
         page.wait_for_url("**/admin/reports/acquisition?*")
         assert page.inner_text("#total") == "9"
@@ -148,9 +152,26 @@ def test_acquisition_and_funnel_pages(served: str) -> None:
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.screenshot(path=str(ARTIFACTS / "admin-acquisition.png"), full_page=True)
 
-        page.goto(f"{served}/admin/reports/funnels")
+        page.goto(f"{served_url}/admin/reports/funnels")
         page.click("#funnels a:has-text('checkout')")
         page.wait_for_url("**/admin/reports/funnels/checkout?*")
+        # No background round has run yet: the page says so, and when the next one comes.
+        assert "Not computed yet" in page.inner_text("#pending")
+        assert page.locator("#steps").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "admin-funnel-pending.png"), full_page=True)
+        page.click("#recompute button")
+        page.wait_for_url("**/admin/reports/funnels/checkout?range=14d*")
+        assert page.locator("#pending").count() == 1
+        engine = db.create_engine(settings.database_url, poolclass=sa.NullPool)
+        try:  # the round the server would run within a minute
+            refresher = funnel_rounds.Refresher(settings=settings, engine=engine)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright holds a loop here
+                [done] = pool.submit(asyncio.run, refresher.round()).result()
+        finally:
+            engine.dispose()
+        assert done.funnel == "checkout" and not done.capped
+        page.reload()
+        assert "Computed just now" in page.inner_text("#computed")
         counts = page.locator("#steps tbody tr td:nth-child(3)").all_inner_texts()
         assert counts == ["15", "11", "7"]  # value >= 50: 45 and 30 are not
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280

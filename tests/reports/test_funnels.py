@@ -14,7 +14,8 @@ import httpx
 import pydantic
 import pytest
 
-from firstparty.reports import funnel_spec, funnels
+from firstparty.reports import funnel_rounds, funnel_spec, funnel_store, funnels
+from firstparty.store.models import funnel_results, funnel_schedule
 from firstparty.store.models import funnels as funnels_table
 from tests import factories
 from tests.conftest import (
@@ -246,8 +247,13 @@ async def test_save_show_download_and_delete_from_the_ui(shop: AppClient) -> Non
         data={"csrf": token, "name": "cart", "window_hours": "1", "steps": steps},
     )
     assert saved.status_code == 303 and saved.headers["location"] == "/admin/reports/funnels/cart"
+    pending = await signed_in_page(admin, "/admin/reports/funnels/cart?range=7d")
+    assert 'id="pending"' in pending and "Not computed yet" in pending and "60.0 %" not in pending
+    assert (await admin.get("/admin/reports/funnels/cart?range=7d&format=csv")).status_code == 409
+    await funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine).round()
     shown = await signed_in_page(admin, "/admin/reports/funnels/cart?range=7d")
     assert 'id="steps"' in shown and "event AddToCart" in shown and "60.0 %" in shown
+    assert 'id="computed"' in shown and "Computed just now" in shown
 
     csv = await admin.get("/admin/reports/funnels/checkout?range=7d&format=csv")
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
@@ -284,3 +290,110 @@ async def test_save_show_download_and_delete_from_the_ui(shop: AppClient) -> Non
     gone = await admin.post("/admin/reports/funnels/cart/delete", data={"csrf": token})
     assert gone.status_code == 303 and shop.rows(funnels_table) == []
     await admin.aclose()
+
+
+# ---------------------------------------------------------------- kept by the background round
+
+
+async def test_one_pass_counts_every_preset_as_its_own_pass_would(shop: AppClient) -> None:
+    await journeys(shop)
+    [checkout] = funnels.all_funnels(shop.settings, shop.engine)
+    wanted = funnel_rounds.periods(shop.settings, datetime.now(UTC))
+    together = funnels.compute_many(shop.engine, funnel=checkout, periods=wanted, max_rows=10**6)
+    for one, result in zip(wanted, together, strict=True):
+        alone = funnels.compute(shop.engine, funnel=checkout, period=one)
+        assert result == alone, one.preset
+    assert [s.people for s in together[wanted.index(period())].steps] == [5, 3, 2]
+    # Cut short, every period not read to its end says so.
+    cut = funnels.compute_many(shop.engine, funnel=checkout, periods=wanted, max_rows=3)
+    assert all(r.capped for r in cut if r.rows_read)
+
+
+async def test_the_round_keeps_each_preset_and_the_page_reads_it(shop: AppClient) -> None:
+    await journeys(shop)
+    clock = Clock(datetime.now(UTC))
+    rounds = funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine, clock=clock)
+    other = funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine, clock=clock)
+    [done] = await rounds.round()
+    assert done.funnel == "checkout" and done.rows_read >= 13 and not done.capped
+    kept = shop.rows(funnel_results)
+    assert sorted(r["range_key"] for r in kept) == sorted(p.value for p in funnel_rounds.PRESETS)
+    assert {r["zone"] for r in kept} == {"UTC"} and not any(r["capped"] for r in kept)
+    assert await other.round() == []  # not due again: nothing computed twice
+    [schedule] = shop.rows(funnel_schedule)
+    assert schedule["next_run_at"] == clock.now + timedelta(minutes=60) and schedule["holder"] == ""
+
+    admin = device(shop, "198.51.100.99")
+    page_7d = await signed_in_page(admin, "/admin/reports/funnels/checkout?range=7d")
+    assert 'id="computed"' in page_7d and "Recompute now" in page_7d
+    assert page_7d.count('<td class="num">5</td>') >= 1 and "40.0 %" in page_7d
+    csv = await admin.get("/admin/reports/funnels/checkout?range=7d&format=csv")
+    assert csv.text.splitlines()[3].startswith("3,event Purchase where value >= 100,2,0.6667")
+    # A custom range is counted on the page, on at most MAX_ROWS events, and says so.
+    today = datetime.now(UTC).date().isoformat()
+    custom = await signed_in_page(
+        admin, f"/admin/reports/funnels/checkout?range=custom&from={today}&to={today}"
+    )
+    assert 'id="on-page"' in custom and "10,000" in custom and 'id="computed"' not in custom
+
+    # Recompute now (operators, CSRF): the funnel is due, and the next round computes it.
+    token = csrf_in(page_7d)
+    form = {"csrf": token, "range": "7d", "tz": "UTC"}
+    asked = await admin.post("/admin/reports/funnels/checkout/recompute", data=form)
+    assert asked.status_code == 303
+    assert asked.headers["location"] == "/admin/reports/funnels/checkout?range=7d&tz=UTC"
+    refused = await admin.post(
+        "/admin/reports/funnels/checkout/recompute", data=form | {"csrf": "x"}
+    )
+    assert refused.status_code == 403
+    clock.now += timedelta(minutes=1)
+    [again] = await other.round()
+    assert again.funnel == "checkout"
+    assert {r["computed_at"] for r in shop.rows(funnel_results)} == {clock.now}
+    await admin.aclose()
+
+
+async def test_a_changed_definition_never_shows_the_old_counts(shop: AppClient, url: str) -> None:
+    await journeys(shop)
+    await funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine).round()
+    [checkout] = funnels.all_funnels(shop.settings, shop.engine)
+    assert funnel_store.stored(shop.engine, funnel=checkout, period=period()) is not None
+    # The config file now asks for a wider window: the kept counts were for another definition.
+    wider = settings_for(
+        url,
+        funnels=[CHECKOUT | {"window_hours": 24}],
+        destinations=[factories.META_CAPI | {"dry_run": True}],
+    )
+    [changed] = funnels.all_funnels(wider, shop.engine)
+    assert funnel_store.definition(changed) != funnel_store.definition(checkout)
+    assert funnel_store.stored(shop.engine, funnel=changed, period=period()) is None
+    view = funnel_rounds.view(
+        settings=wider, engine=shop.engine, funnel=changed, period=period(), now=datetime.now(UTC)
+    )
+    assert view.freshness is funnel_rounds.Freshness.PENDING and view.result is None
+    # Due at once (not at the schedule's next hour): the round computes the new definition,
+    # whose window now lets E reach the cart, and drops the old definition's rows.
+    [done] = await funnel_rounds.Refresher(settings=wider, engine=shop.engine).round()
+    assert done.funnel == "checkout"
+    kept = funnel_store.stored(shop.engine, funnel=changed, period=period())
+    assert kept is not None and [s.people for s in kept.result.steps] == [5, 4, 3]
+    assert {r["definition"] for r in shop.rows(funnel_results)} == {
+        funnel_store.definition(changed)
+    }
+
+
+async def test_a_held_funnel_is_left_to_its_holder(shop: AppClient) -> None:
+    now = datetime.now(UTC)
+    assert funnel_store.take(shop.engine, name="checkout", holder="a", now=now, seen=None)
+    assert await funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine).round() == []
+    assert not funnel_store.take(shop.engine, name="checkout", holder="b", now=now, seen=now)
+    funnel_store.release(shop.engine, name="checkout", holder="a", next_run_at=now)
+    assert funnel_store.take(shop.engine, name="checkout", holder="b", now=now, seen=now)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
