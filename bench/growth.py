@@ -484,7 +484,13 @@ def report_line(
 
 
 def run(
-    engine: str, limit: int, work: Path, db_url: str, explain_plans: bool = False, core: int = 0
+    engine: str,
+    limit: int,
+    work: Path,
+    db_url: str,
+    explain_plans: bool = False,
+    core: int = 0,
+    drain_seconds: float = 3600.0,
 ) -> bool:
     port = ingest_bench.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -523,7 +529,7 @@ def run(
                 rate = asyncio.run(load(url, stored, mark - stored))
                 stored = mark
                 empty.setdefault("rate", rate)  # the first stretch: an almost empty database
-                waited = drain(db_url)
+                waited = drain(db_url, drain_seconds)
                 analyze(db_url)
                 synced = sync_audience(http)
                 print(f"\n(outbox settled {waited:.1f} s after the load;", end=" ")
@@ -568,6 +574,9 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=200_000, help="events to load (<= 10,000,000)")
     parser.add_argument("--explain", action="store_true", help="print each page's query plans")
     parser.add_argument("--core", type=int, default=0, help="the core the server is pinned to")
+    parser.add_argument(
+        "--drain", type=float, default=3600.0, help="seconds to wait for the outbox to settle"
+    )
     args = parser.parse_args()
     limit = max(20_000, min(args.max, 10_000_000))
     with tempfile.TemporaryDirectory() as tmp:
@@ -577,7 +586,7 @@ def main() -> int:
         passed = with_database(
             args.engine,
             work,
-            lambda db: run(args.engine, limit, work, db, args.explain, args.core),
+            lambda db: run(args.engine, limit, work, db, args.explain, args.core, args.drain),
         )
     print(f"\nbench/growth {args.engine} up to {limit:,} events: {verdict(passed)}")
     return 0 if passed else 1
