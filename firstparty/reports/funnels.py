@@ -163,22 +163,23 @@ class _Tally:
 
 
 def _feed(funnel: Funnel, tallies: Sequence[_Tally], row: Any, window: timedelta) -> None:
-    """One event, into each period it falls in."""
+    """One event, into each period it falls in (which steps it matches is judged once)."""
     at = row.occurred_at
     person = row.linked or row.user_id or row.visitor_id
     props = row.properties if isinstance(row.properties, Mapping) else {}
     path = _path(row.url) if row.type == "page" else None
+    hits = [s.matches(type_=row.type, name=row.name, path=path, props=props) for s in funnel.steps]
     for tally in tallies:
         if not tally.start <= at < tally.until:
             continue
         tally.rows += 1
-        if person is None:
+        if person is None or not any(hits):
             continue
         entered = at < tally.end
         if person not in tally.current and len(tally.current) >= MAX_PEOPLE:
             tally.capped = tally.capped or entered
             continue
-        _advance(funnel, tally, person, row, path, props, window, entered)
+        _advance(tally, person, row.visitor_id, at, hits, window, entered)
 
 
 def _rows(
@@ -228,29 +229,30 @@ def _rows(
 
 
 def _advance(
-    funnel: Funnel,
     tally: _Tally,
     person: str,
-    row: Any,
-    path: str | None,
-    props: Mapping[str, Any],
+    visitor_id: str | None,
+    at: datetime,
+    hits: Sequence[bool],
     window: timedelta,
     entered: bool,
 ) -> None:
     current, best = tally.current, tally.best
     attempt = current.get(person)
-    steps = funnel.steps
-    at = row.occurred_at
-    if attempt is not None and len(attempt.times) < len(steps) and at <= attempt.started + window:
-        nxt = steps[len(attempt.times)]
-        if nxt.matches(type_=row.type, name=row.name, path=path, props=props):
-            attempt.times.append(at)
-            _keep(best, person, attempt)
-            return
-    done = attempt is not None and len(attempt.times) == len(steps)
+    within = attempt is not None and at <= attempt.started + window
+    if (
+        attempt is not None
+        and within
+        and len(attempt.times) < len(hits)
+        and hits[len(attempt.times)]
+    ):
+        attempt.times.append(at)
+        _keep(best, person, attempt)
+        return
+    done = attempt is not None and len(attempt.times) == len(hits)
     free = attempt is None or (not done and at > attempt.started + window)
-    if entered and free and steps[0].matches(type_=row.type, name=row.name, path=path, props=props):
-        current[person] = _Attempt(row.visitor_id, at, [at])
+    if entered and free and hits[0]:
+        current[person] = _Attempt(visitor_id, at, [at])
         _keep(best, person, current[person])
 
 
