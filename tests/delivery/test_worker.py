@@ -285,3 +285,25 @@ async def test_embedded_worker_wakes_on_notify(
     await eventually(all_settled(sqlite_engine), timeout=10)
     await embedded.stop()
     assert len(receiver.accepted) == 3
+
+
+async def test_a_lane_sends_at_most_batches_in_flight_at_once(
+    sqlite_engine: Engine, sqlite_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One-event batches of a claim wait for a slot instead of all starting together."""
+    monkeypatch.setattr(worker, "BATCHES_IN_FLIGHT", 3)
+    settings = settings_with(sqlite_url, fake_destination(receiver.url, batch_size=1))
+    pks = add_events(sqlite_engine, ["fake"], 10)
+    work = make_worker(settings, sqlite_engine)
+    receiver.hold = asyncio.Event()
+    round_ = asyncio.create_task(work.run_once())
+    await eventually(lambda: receiver.held == 3)
+    await asyncio.sleep(0.2)  # had the others started, they would have reached the receiver
+    assert receiver.held == 3
+    receiver.hold.set()
+    assert await round_ == 10
+    await work.start()  # lanes retry what the held requests left behind
+    await eventually(all_settled(sqlite_engine))
+    await work.stop()
+    sent = {e["event_id"] for seen in receiver.seen for e in seen.json()["events"]}
+    assert sent == {event_ids(sqlite_engine)[pk] for pk in pks}  # (`accepted` reads the last)
