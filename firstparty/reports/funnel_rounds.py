@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from firstparty.reports import funnel_store, funnels
 from firstparty.reports import period as period_mod
@@ -150,7 +151,11 @@ class Refresher:
             if self._stopping.is_set():
                 break
             self._pass = asyncio.ensure_future(asyncio.to_thread(self._refresh, funnel))
-            refreshed = await asyncio.shield(self._pass)
+            try:
+                refreshed = await asyncio.shield(self._pass)
+            except SQLAlchemyError:  # this funnel stays due; the others still get their turn
+                log.warning("funnels: %s not computed; retrying later", funnel.name, exc_info=True)
+                continue
             if refreshed is not None:
                 done.append(refreshed)
         return done

@@ -10,10 +10,12 @@ most `MAX_PEOPLE` people (later entrants are left out and the result says so) an
 read (each joined to its visitor by primary key, for the person); then one read of the entrants'
 visitors per 5,000, for their first-touch channel.
 
-The pass costs about 25-50 us a row on SQLite (Python's per-row work is two thirds of it:
-measured with bench/growth.py on the shared 2-core machine, load average 4-9), so `MAX_ROWS`
-keeps the page under 500 ms: a
-period with more step events than that is counted on its first `MAX_ROWS` (the page says so).
+`compute_many` counts several periods (the background round's eight presets, see
+`funnel_rounds`) in one pass over their union: each event is matched against the steps once,
+then fed to every period it falls in. The pass costs about 25-70 us a row on SQLite and
+PostgreSQL, most of it Python's per-row work (bench/funnel_round.py), so `MAX_ROWS` keeps a page
+that counts on the spot (a custom range) under 500 ms: a period with more step events than that
+is counted on its first `MAX_ROWS` (the page says so).
 
 Semantics: a person is the verified user the event's visitor belongs to now, else the user the
 event names (server sources), else its visitor: one person's devices make one journey.
@@ -42,7 +44,7 @@ from firstparty.reports.funnel_spec import Funnel, Step, parse
 from firstparty.reports.period import Period
 from firstparty.settings import Settings
 from firstparty.store import db
-from firstparty.store.models import events, funnels, visitors
+from firstparty.store.models import events, funnel_results, funnel_schedule, funnels, visitors
 
 MAX_PEOPLE = 200_000
 MAX_ROWS = 10_000  # was 1,000,000: 25-50 s of reading; see the module's docstring
@@ -100,7 +102,10 @@ def save(engine: Engine, *, funnel: Funnel, now: datetime) -> None:
 
 
 def delete(engine: Engine, *, name: str) -> bool:
+    """Delete a funnel saved in the UI, with its kept results and schedule."""
     with engine.begin() as conn:
+        conn.execute(sa.delete(funnel_results).where(funnel_results.c.funnel == name))
+        conn.execute(sa.delete(funnel_schedule).where(funnel_schedule.c.funnel == name))
         return conn.execute(sa.delete(funnels).where(funnels.c.name == name)).rowcount > 0
 
 

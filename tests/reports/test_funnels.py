@@ -289,6 +289,8 @@ async def test_save_show_download_and_delete_from_the_ui(shop: AppClient) -> Non
     assert config.status_code == 400
     gone = await admin.post("/admin/reports/funnels/cart/delete", data={"csrf": token})
     assert gone.status_code == 303 and shop.rows(funnels_table) == []
+    assert {r["funnel"] for r in shop.rows(funnel_results)} == {"checkout"}  # cart's went too
+    assert {r["funnel"] for r in shop.rows(funnel_schedule)} == {"checkout"}
     await admin.aclose()
 
 
