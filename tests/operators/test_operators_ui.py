@@ -104,7 +104,7 @@ def fail_all(app: AppClient) -> None:
 
 def snapshot(app: AppClient) -> dict[str, list[Any]]:
     """Every table a change could touch (the audit log aside)."""
-    tables = (m.deliveries, m.sources, m.destinations, m.replays, m.operators)
+    tables = (m.deliveries, m.sources, m.destinations, m.replays, m.operators, m.funnel_schedule)
     with app.engine.connect() as conn:
         return {t.name: sorted(map(tuple, conn.execute(sa.select(t))), key=str) for t in tables}
 
@@ -357,6 +357,7 @@ async def test_a_viewer_reads_every_page_and_is_refused_every_change(app: AppCli
             ("/admin/replay", {"delivery": "1"}),
             ("/admin/audiences/sync", {"name": "buyers"}),
             ("/admin/reports/funnels", {"name": "f", "window_hours": "24", "steps": "page /"}),
+            ("/admin/reports/funnels/any/recompute", {"range": "7d"}),
             ("/admin/sources", {"name": "shop", "action": "rotate"}),
             ("/admin/sources", {"name": "shop", "action": "disable"}),
             ("/admin/sources", {"name": "shop", "action": "delete"}),
