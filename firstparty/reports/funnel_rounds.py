@@ -112,6 +112,21 @@ def view(
     return View(Freshness.KEPT, kept.result, kept, next_round=upcoming, running=running)
 
 
+def listing(
+    *, settings: Settings, engine: Engine, period: Period
+) -> list[tuple[Funnel, Freshness, datetime | None]]:
+    """Every funnel, where its numbers for the period come from, and when they were computed."""
+    found = funnels.all_funnels(settings, engine)
+    if not kept_here(settings, period):
+        return [(funnel, Freshness.ON_PAGE, None) for funnel in found]
+    times = funnel_store.computed_at(engine, period=period)
+    shown = []
+    for funnel in found:
+        at = times.get((funnel.name, funnel_store.definition(funnel)))
+        shown.append((funnel, Freshness.KEPT if at else Freshness.PENDING, at))
+    return shown
+
+
 def periods(settings: Settings, now: datetime) -> list[Period]:
     """The preset ranges as of now, in the default zone, over all sources."""
     zone = settings.reports.time_zone

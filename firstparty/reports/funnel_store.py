@@ -80,6 +80,16 @@ def stored(engine: Engine, *, funnel: Funnel, period: Period) -> Stored | None:
     return Stored(result, row.first_day, row.last_day, row.computed_at, row.seconds)
 
 
+def computed_at(engine: Engine, *, period: Period) -> dict[tuple[str, str], datetime]:
+    """When each funnel definition's result for the period's preset and zone was computed."""
+    r = funnel_results.c
+    query = sa.select(r.funnel, r.definition, r.computed_at).where(
+        r.range_key == period.preset.value, r.zone == period.zone_name
+    )
+    with engine.connect() as conn:
+        return {(row.funnel, row.definition): row.computed_at for row in conn.execute(query)}
+
+
 def covered(engine: Engine, *, funnel: Funnel, zone: str) -> dict[str, tuple[date, date]]:
     """Each preset kept for this definition and zone, with the days it covers."""
     r = funnel_results.c

@@ -43,10 +43,13 @@ async def _listing(
 ) -> Response:
     runtime = _runtime(request)
     chosen = reports.period_of(request)
-    found = await asyncio.to_thread(funnels.all_funnels, runtime.settings, runtime.engine)
+    found = await asyncio.to_thread(
+        funnel_rounds.listing, settings=runtime.settings, engine=runtime.engine, period=chosen
+    )
+    now = datetime.now(UTC)
     context = {
         **reports.filter_context(request, chosen),
-        "funnels": found,
+        "funnels": [(f, state, _age(at, now)) for f, state, at in found],
         "form": form,
         "problem": problem,
         "max_window": funnel_spec.MAX_WINDOW_HOURS,

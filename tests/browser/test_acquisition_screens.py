@@ -176,3 +176,6 @@ def test_acquisition_and_funnel_pages(served: tuple[str, Settings]) -> None:
         assert counts == ["15", "11", "7"]  # value >= 50: 45 and 30 are not
         assert page.evaluate("document.documentElement.scrollWidth") <= 1280
         page.screenshot(path=str(ARTIFACTS / "admin-funnel.png"), full_page=True)
+        page.goto(f"{served_url}/admin/reports/funnels")
+        assert "computed just now" in page.inner_text("#funnels")
+        page.screenshot(path=str(ARTIFACTS / "admin-funnels.png"), full_page=True)

@@ -240,6 +240,7 @@ async def test_save_show_download_and_delete_from_the_ui(shop: AppClient) -> Non
     admin = device(shop, "198.51.100.99")
     listing = await signed_in_page(admin, "/admin/reports/funnels")
     assert "checkout" in listing and "config file" in listing
+    assert "not computed yet" in listing
     token = csrf_in(listing)
     steps = "page /pricing\nevent AddToCart\n"
     saved = await admin.post(
@@ -254,6 +255,12 @@ async def test_save_show_download_and_delete_from_the_ui(shop: AppClient) -> Non
     shown = await signed_in_page(admin, "/admin/reports/funnels/cart?range=7d")
     assert 'id="steps"' in shown and "event AddToCart" in shown and "60.0 %" in shown
     assert 'id="computed"' in shown and "Computed just now" in shown
+    listing = await signed_in_page(admin, "/admin/reports/funnels?range=7d")
+    assert listing.count("computed just now") == 2 and "not computed yet" not in listing
+    custom = await signed_in_page(
+        admin, "/admin/reports/funnels?range=custom&from=2026-11-01&to=2026-11-02"
+    )
+    assert custom.count("counted on the page") == 2
 
     csv = await admin.get("/admin/reports/funnels/checkout?range=7d&format=csv")
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
