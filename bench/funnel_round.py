@@ -10,6 +10,7 @@ read of a kept result (`funnel_rounds.view`), alone and while a round runs in a 
 same process (as in `firstparty serve`: they share the GIL). Prints seconds (median of
 `--repeat`) and microseconds per event read, and PASS/FAIL: the kept page <= 500 ms (also
 mid-round), nothing capped under the round's bound, the one pass cheaper than the eight.
+`--memory` also prints Python's peak allocation in a pass (tracemalloc, untimed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +42,7 @@ from firstparty.store.models import events, visitors
 SITE = "https://www.example.com"
 CHECKOUT = {"steps": ["page /pricing", "event AddToCart", "event Purchase where value >= 50"]}
 CHUNK = 5000
+PRESET_90 = [p.value for p in funnel_rounds.PRESETS].index("90d")
 
 
 def journeys(count: int, now: datetime, days: int) -> Iterator[tuple[dict[str, Any], list[Any]]]:
@@ -175,6 +178,24 @@ def run(db_url: str, work: Path, args: argparse.Namespace) -> bool:
         ),
         max(3, args.repeat),
     )
+    if args.memory:  # Python's peak allocation during each pass (tracemalloc slows it: untimed)
+        for label, timed_work in (
+            (
+                "90 days alone",
+                lambda: funnels.compute(
+                    engine,
+                    funnel=checkout,
+                    period=presets[PRESET_90],
+                    max_rows=funnel_rounds.ROUND_MAX_ROWS,
+                ),
+            ),
+            ("the round's one pass", one_pass),
+        ):
+            tracemalloc.start()
+            timed_work()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            print(f"memory, {label}: peak {peak / 1e6:.1f} MB allocated")
     # The same read while a round runs in a thread of this process, as in `firstparty serve`
     # (they share Python's GIL).
     busy = threading.Thread(target=one_pass)
@@ -221,6 +242,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--memory", action="store_true", help="also the passes' peak allocation")
     args = parser.parse_args()
     print(f"bench/funnel_round on {args.engine}: {args.events:,} step events over {args.days} days")
     with tempfile.TemporaryDirectory() as work:

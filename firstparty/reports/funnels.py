@@ -52,7 +52,7 @@ STREAM = 2000
 IN_LIST = 5000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Attempt:
     visitor_id: str | None
     started: datetime
