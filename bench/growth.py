@@ -383,7 +383,7 @@ def largest_tables(db_url: str, work: Path) -> str:
         return "(sizes by table not available)"
     finally:
         engine.dispose()
-    return ", ".join(f"{name} {size / 1e6:.1f}" for name, size in rows)
+    return ", ".join(f"{name} {float(size) / 1e6:.1f}" for name, size in rows)
 
 
 def _explained_pages(db_url: str, work: Path) -> dict[str, Callable[[Any], object]]:
