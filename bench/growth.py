@@ -235,7 +235,7 @@ def _live_first_update(http: httpx.Client, url: str) -> None:
     """One Purchase sent, then the filtered stream read until its first update."""
     event = {**_event(random.randrange(10**9, 2 * 10**9)), "name": "Purchase"}
     headers = {"X-Write-Key": KEY, "User-Agent": USER_AGENT}
-    sent = httpx.post(f"{url}/v1/batch", json={"events": [event]}, headers=headers)
+    sent = httpx.post(f"{url}/v1/batch", json={"events": [event]}, headers=headers, timeout=60)
     assert sent.status_code in (200, 202), sent.status_code
     with http.stream("GET", "/admin/live/stream?name=Purchase") as answer:
         assert answer.status_code == 200, answer.status_code
