@@ -268,6 +268,9 @@ def document() -> dict[str, Any]:
         },
         "/admin/reports/funnels/{name}": _page("Admin UI: one funnel, step by step"),
         "/admin/reports/funnels/{name}/delete": _page("Admin UI: delete a saved funnel", "post"),
+        "/admin/reports/funnels/{name}/recompute": _page(
+            "Admin UI: recompute a funnel's kept counts at the next round", "post"
+        ),
         "/admin/live/stream": {
             "get": {
                 "summary": "Admin UI: the live page's server-sent events (`update` messages)",
