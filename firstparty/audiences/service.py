@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from firstparty import rounds
 from firstparty.audiences import registry
 from firstparty.audiences.base import AudienceAdapter
 from firstparty.audiences.definition import AudienceSettings
@@ -175,12 +176,8 @@ class Scheduler:
 
     async def run(self, tick: float = TICK_SECONDS) -> None:
         """A round every `tick` seconds; a failing round is logged and tried again."""
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self.round()
-            except Exception:  # a busy or unreachable database: the next round tries again
-                log.warning("audiences: scheduled sync failed; retrying later", exc_info=True)
+        failed = "audiences: scheduled sync failed; retrying later"
+        await rounds.every(tick, self.round, log=log, failed=failed)
 
     async def close(self) -> None:
         await self.sender.close()

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from firstparty import rounds
 from firstparty.delivery import boundary, send, track
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.destinations.base import Adapter, Verdict
@@ -186,12 +187,8 @@ class Puller:
 
     async def run(self) -> None:
         """Every `INTERVAL_SECONDS`, a round; a failing round is logged and tried again."""
-        while True:
-            await asyncio.sleep(INTERVAL_SECONDS)
-            try:
-                await self.round()
-            except Exception:  # the database: the next round tries again
-                log.warning("verdicts pull failed; retrying at the next round", exc_info=True)
+        failed = "verdicts pull failed; retrying at the next round"
+        await rounds.every(INTERVAL_SECONDS, self.round, log=log, failed=failed)
 
     async def close(self) -> None:
         await self.sender.close()

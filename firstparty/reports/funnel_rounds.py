@@ -33,6 +33,7 @@ from enum import StrEnum
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from firstparty import rounds
 from firstparty.reports import funnel_store, funnels
 from firstparty.reports import period as period_mod
 from firstparty.reports.funnel_spec import Funnel
@@ -214,12 +215,8 @@ class Refresher:
 
     async def run(self, tick: float = TICK_SECONDS) -> None:
         """A round every `tick` seconds; a failing round is logged and tried again."""
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self.round()
-            except Exception:  # a busy or unreachable database: the next round tries again
-                log.warning("funnels: the round failed; retrying later", exc_info=True)
+        failed = "funnels: the round failed; retrying later"
+        await rounds.every(tick, self.round, log=log, failed=failed)
 
     async def close(self) -> None:
         """Stop a pass under way (it keeps nothing) and wait for its thread to end."""
