@@ -30,7 +30,8 @@ def test_a_large_block_freed_leaves_nothing_resident(monkeypatch: pytest.MonkeyP
     code = (
         "import re, sys; from firstparty import heap\n"
         "if sys.argv[1] == 'tuned': heap.limit_arenas()\n"
-        "def rss(): return int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+        "def rss():\n"
+        "    return int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
         "before = rss()\n"
         "for _ in range(3):\n"
         "    block = bytearray(19 * 1024 * 1024); del block\n"
