@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from firstparty.delivery import tally
 from firstparty.store import db
-from firstparty.store.models import deliveries
+from firstparty.store.models import LAST_ERROR_CHARS, deliveries
 
 
 class DeliveryStatus(StrEnum):
@@ -95,6 +95,10 @@ class Finish:
     last_error: str | None = None
     request_id: str | None = None  # the platform's id of the accepted request, kept
     confirm_until: datetime | None = None  # while confirming: when to stop asking
+
+    def __post_init__(self) -> None:
+        if self.last_error is not None and len(self.last_error) > LAST_ERROR_CHARS:
+            object.__setattr__(self, "last_error", self.last_error[:LAST_ERROR_CHARS])
 
 
 def row(

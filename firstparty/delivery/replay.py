@@ -23,7 +23,7 @@ from firstparty.destinations.base import Adapter
 from firstparty.event import Event
 from firstparty.operators import audit as audit_log
 from firstparty.settings import Settings
-from firstparty.store.models import deliveries, events, replays
+from firstparty.store.models import FAILED_ONLY, deliveries, events, replays
 
 CHUNK = 500
 
@@ -165,12 +165,13 @@ def failed(
     limit: int = 50,
     now: datetime | None = None,
 ) -> list[Failed]:
-    """The most recently failed deliveries (on the status index), each with its replay window."""
+    """The most recently failed deliveries (on ix_deliveries_failed), each with its replay
+    window."""
     now = now or datetime.now(UTC)
     d = deliveries.c
     query = (
         sa.select(d.id, d.event_pk, d.destination, d.occurred_at, d.updated_at, d.last_error)
-        .where(d.status == outbox.DeliveryStatus.FAILED)
+        .where(sa.text(FAILED_ONLY))
         .order_by(d.updated_at.desc(), d.id.desc())
         .limit(limit)
     )

@@ -367,11 +367,12 @@ def delivery_reports(engine: Engine, *, period: period_mod.Period) -> DeliveryRe
 
 
 def failures(engine: Engine) -> list[FailureGroup]:
-    """Failed outbox rows (what a replay would take) by destination and last error, most first."""
+    """Failed outbox rows (what a replay would take) by destination and last error, most first:
+    read from ix_deliveries_failed alone."""
     d = m.deliveries.c
     query = (
         sa.select(d.destination, d.last_error, sa.func.count().label("n"))
-        .where(d.status == DeliveryStatus.FAILED)
+        .where(sa.text(m.FAILED_ONLY))
         .group_by(d.destination, d.last_error)
     )
     with engine.connect() as conn:

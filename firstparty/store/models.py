@@ -166,6 +166,13 @@ event_keys = sa.Table(
     sa.Column("event_pk", sa.String(26), nullable=False, index=True),
 )
 
+# The partial index's condition, also written into the queries that must use it (SQLite picks a
+# partial index only for a query whose own text implies its condition, never for a parameter).
+FAILED_ONLY = "status = 'failed'"
+# The longest `last_error` kept (characters): an index entry stays under PostgreSQL's B-tree limit
+# (2,704 bytes) whatever the text; the platforms' messages are cut at 500 bytes before this.
+LAST_ERROR_CHARS = 512
+
 # The outbox: one row per (event, destination) that wants it. Written in the event's transaction.
 deliveries = sa.Table(
     "deliveries",
@@ -192,6 +199,22 @@ deliveries = sa.Table(
     sa.UniqueConstraint("event_pk", "destination"),
     sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     sa.Index("ix_deliveries_destination_status", "destination", "status"),
+    # 0023_failed_index: the failures page (its newest failed work, and the failed work by
+    # destination and reason), read from this index alone. On SQLite and PostgreSQL it holds
+    # the failed rows only (a partial index, kept up only as rows enter or leave `failed`;
+    # a query uses it when it says status = 'failed' in its text: FAILED_ONLY); MySQL and
+    # MariaDB have no partial indexes and keep every row in it, with a prefix of the error.
+    sa.Index(
+        "ix_deliveries_failed",
+        "status",
+        "updated_at",
+        "id",
+        "destination",
+        "last_error",
+        sqlite_where=sa.text(FAILED_ONLY),
+        postgresql_where=sa.text(FAILED_ONLY),
+        mysql_length={"last_error": 191},
+    ),
 )
 
 # The outgoing-request log ("tracks"): one row per HTTP request sent (or built, when dry_run).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -95,4 +96,19 @@ def test_only_due_work_of_known_destinations_is_claimed(sqlite_url: str) -> None
     got = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=60, limit=10)
     assert [c.destination for c in got] == ["a"]
     assert outbox.next_due(engine, destinations={"a"}) is not None
+    engine.dispose()
+
+
+def test_a_long_error_is_kept_cut_so_its_index_entry_fits(database_url: str) -> None:
+    """ix_deliveries_failed holds last_error: PostgreSQL refuses a B-tree entry over 2,704 bytes
+    (an UPDATE that would fail and leave the work in flight); the error is cut to 512 characters."""
+    engine = db.create_engine(database_url)
+    add_events(engine, ["a"], 1)
+    now = datetime.now(UTC)
+    (claim,) = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=30, limit=1)
+    error = "HTTP 400: " + secrets.token_hex(4_000)  # 8,010 characters, incompressible
+    with engine.begin() as conn:
+        outbox.finish(conn, [outbox.Finish(claim, "failed", now, error)], now)
+    (row,) = delivery_rows(engine)
+    assert (row.status, row.last_error) == ("failed", error[:512])
     engine.dispose()

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from firstparty.reports import browse, funnel_spec, funnels, live, period
+from firstparty.delivery import replay
+from firstparty.reports import browse, funnel_spec, funnels, live, period, summary
 from firstparty.store import db, models
+from tests.conftest import settings_for
 
 EVENTS = browse.EventFilters
 LISTS: dict[str, Callable[[sa.Engine], object]] = {
@@ -57,6 +59,16 @@ def plans(sqlite_url: str, call: Callable[[sa.Engine], object]) -> list[list[str
 def test_a_list_reads_its_index_in_order(sqlite_url: str, name: str) -> None:
     for plan in plans(sqlite_url, LISTS[name]):
         assert not [step for step in plan if "TEMP B-TREE" in step], plan
+
+
+def test_the_failures_page_reads_the_failed_rows_index(sqlite_url: str) -> None:
+    """Its newest failed work in index order, and the failed work by destination and reason from
+    the index alone (partial: the failed rows only), whatever the size of the outbox."""
+    settings = settings_for(sqlite_url)
+    newest, *_ = plans(sqlite_url, lambda e: replay.failed(e, settings=settings, adapters={}))
+    assert newest == ["SEARCH deliveries USING INDEX ix_deliveries_failed (status=?)"]
+    [grouped] = plans(sqlite_url, summary.failures)
+    assert grouped[0] == "SEARCH deliveries USING COVERING INDEX ix_deliveries_failed (status=?)"
 
 
 @pytest.mark.parametrize("filters", [live.Filters(name="Purchase"), live.Filters(type="page")])
