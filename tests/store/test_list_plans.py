@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from firstparty.alerts import figures
 from firstparty.delivery import replay
 from firstparty.reports import browse, funnel_spec, funnels, live, period, summary
 from firstparty.store import db, models
@@ -69,6 +70,21 @@ def test_the_failures_page_reads_the_failed_rows_index(sqlite_url: str) -> None:
     assert newest == ["SEARCH deliveries USING INDEX ix_deliveries_failed (status=?)"]
     [grouped] = plans(sqlite_url, summary.failures)
     assert grouped[0] == "SEARCH deliveries USING COVERING INDEX ix_deliveries_failed (status=?)"
+
+
+def test_the_source_silent_rule_counts_each_source_on_its_index(sqlite_url: str) -> None:
+    """An alert round counts each source's events in the window from the index (source,
+    received_at) alone, not every event of the window read and grouped."""
+    rules = settings_for(sqlite_url).alerts
+
+    def volumes(engine: sa.Engine) -> None:
+        with engine.connect() as conn:
+            figures._volumes(conn, datetime.now(UTC), rules, ["www", "crm"])
+
+    _names, *counts = plans(sqlite_url, volumes)
+    on_index = "SEARCH events USING COVERING INDEX ix_events_source_received_at"
+    assert len(counts) == 4, counts  # now and a week ago, for each source
+    assert all(len(plan) == 1 and plan[0].startswith(on_index) for plan in counts), counts
 
 
 @pytest.mark.parametrize("filters", [live.Filters(name="Purchase"), live.Filters(type="page")])
