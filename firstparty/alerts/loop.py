@@ -21,6 +21,7 @@ from firstparty.alerts.rules import Channel
 from firstparty.destinations.base import DestinationSettings
 from firstparty.destinations.book import DestinationBook
 from firstparty.settings import Settings
+from firstparty.store import db
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,7 @@ class Evaluator:
         )
         if not taken:
             return Round(evaluated=False)
-        setup = await asyncio.to_thread(self.setup, now) if rules.destination_setup.enabled else {}
-        seen = await asyncio.to_thread(
-            figures.read,
-            self.engine,
-            now=now,
-            rules=rules,
-            config_sources=[s.name for s in self.settings.sources],
-            setup=setup,
-            destinations=self.destinations(),
-        )
+        seen = await self.observe(now)
         verdicts = evaluate.evaluate(seen, rules)
         current = await asyncio.to_thread(state.apply, self.engine, verdicts, now=now)
         owed = await asyncio.to_thread(
@@ -116,6 +108,24 @@ class Evaluator:
                 await asyncio.to_thread(state.unclaim, self.engine, notice)
             await asyncio.to_thread(state.record_notice, self.engine, notice, at=now, error=error)
         return Round(evaluated=True, sent=sent, failed=failed)
+
+    async def observe(self, now: datetime) -> evaluate.Figures:
+        """Every figure the rules judge, read without a write lock (`db.reading`: on SQLite a
+        round's counts no longer hold ingest's commits back while they run)."""
+        rules = self.settings.alerts
+        with db.reading():
+            setup = (
+                await asyncio.to_thread(self.setup, now) if rules.destination_setup.enabled else {}
+            )
+            return await asyncio.to_thread(
+                figures.read,
+                self.engine,
+                now=now,
+                rules=rules,
+                config_sources=[s.name for s in self.settings.sources],
+                setup=setup,
+                destinations=self.destinations(),
+            )
 
     def destinations(self) -> list[str]:
         """The destinations in force now (the book's, else the config file's)."""

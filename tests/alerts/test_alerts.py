@@ -26,6 +26,7 @@ from tests.alerts.rows import Clock
 from tests.conftest import settings_for
 from tests.fakes.server import Reply
 from tests.fakes.webhook import FakeWebhook
+from tests.web.test_reading import writer
 
 SECRET = "webhook-signing-secret-0123456789"
 
@@ -265,3 +266,19 @@ def test_a_failing_destination_that_stops_sending_keeps_firing(
     _round(evaluator)
     assert _texts(receiver) == ["[FIRING] firstparty delivery_success meta"]
     assert [a.state.value for a in state.listing(engine)] == ["firing"]
+
+
+def test_a_round_reads_its_figures_while_a_writer_holds_the_lock(
+    sqlite_url: str, receiver: FakeWebhook
+) -> None:
+    """On SQLite the figures are read in a reader's transaction: a round's counts neither wait
+    for ingest's write lock nor hold it (they began IMMEDIATE, like a write, until issue 14)."""
+    engine = db.create_engine(sqlite_url)
+    settings, clock = _settings(sqlite_url, receiver), Clock()
+    rows.add_events(engine, "www", 3, at=clock.now - timedelta(minutes=10))
+    evaluator = Evaluator(settings=settings, engine=engine, clock=clock)
+    with writer(sqlite_url):
+        seen = asyncio.run(asyncio.wait_for(evaluator.observe(clock.now), timeout=10))
+    assert seen.volumes["www"].now == 3
+    asyncio.run(evaluator.close())
+    engine.dispose()
