@@ -128,7 +128,7 @@ def oldest_due(engine: Engine, *, now: datetime) -> datetime | None:
     """When the delivery that has waited longest became due (None when nothing is due): the
     queue lag. One lookup per active status on ix_deliveries_status_next_attempt_at."""
     d = deliveries.c
-    with engine.connect() as conn:
+    with db.reader(engine) as conn:
         firsts = [
             conn.execute(sa.select(sa.func.min(d.next_attempt_at)).where(d.status == s)).scalar()
             for s in ACTIVE
@@ -385,7 +385,7 @@ def next_due(engine: Engine, *, destinations: Collection[str]) -> datetime | Non
     if not destinations:
         return None
     d = deliveries.c
-    with engine.connect() as conn:
+    with db.reader(engine) as conn:
         value: datetime | None = conn.execute(
             sa.select(sa.func.min(d.next_attempt_at)).where(
                 d.status.in_(ACTIVE), d.destination.in_(sorted(destinations))

@@ -258,7 +258,8 @@ class Worker:
         return max(min(poll, (due - datetime.now(UTC)).total_seconds()), 0.01)
 
     def _load(self, pks: list[str]) -> dict[str, Event]:
-        with self.engine.connect() as conn:
+        """The claimed work's events, read without SQLite's write lock (`db.reader`)."""
+        with db.reader(self.engine) as conn:
             if time.monotonic() - self._kinds_at > SOURCE_KINDS_TTL:
                 self._kinds = load.source_kinds(conn, self.settings)
                 self._kinds_at = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import secrets
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,9 @@ import sqlalchemy as sa
 
 from firstparty.delivery import outbox
 from firstparty.store import db
-from tests.delivery.outbox import add_events, delivery_rows
+from tests.conftest import settings_for
+from tests.delivery.outbox import add_events, delivery_rows, make_worker
+from tests.web.test_reading import writer
 
 
 def test_concurrent_claimers_never_get_the_same_row(database_url: str) -> None:
@@ -111,4 +114,22 @@ def test_a_long_error_is_kept_cut_so_its_index_entry_fits(database_url: str) -> 
         outbox.finish(conn, [outbox.Finish(claim, "failed", now, error)], now)
     (row,) = delivery_rows(engine)
     assert (row.status, row.last_error) == ("failed", error[:512])
+    engine.dispose()
+
+
+def test_the_workers_reads_go_on_while_a_writer_holds_the_lock(sqlite_url: str) -> None:
+    """The worker's pure reads (its work's events, the next due time, the queue lag) take no
+    write lock on SQLite: they neither wait for ingest's commits nor hold them back."""
+    engine = db.create_engine(sqlite_url)
+    (pk,) = add_events(engine, ["a"], 1)
+    made = make_worker(settings_for(sqlite_url), engine)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    with writer(sqlite_url), concurrent.futures.ThreadPoolExecutor() as pool:
+        reads = [
+            pool.submit(made._load, [pk]),
+            pool.submit(outbox.next_due, engine, destinations={"a"}),
+            pool.submit(outbox.oldest_due, engine, now=now),
+        ]
+        loaded, due, oldest = (read.result(timeout=10) for read in reads)
+    assert list(loaded) == [pk] and due is not None and oldest == due
     engine.dispose()
