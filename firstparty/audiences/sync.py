@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -99,15 +100,27 @@ def digest(identifiers: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(identifiers), sort_keys=True).encode()).hexdigest()
 
 
+MINIMUM_NOTE = "before it can target this audience (synced anyway)"
+_MINIMUM_TAIL = re.compile(
+    r"(?:^|; )[^;]*: \d+ member\(s\) with an identifier \S+ matches on; "
+    r"the platform needs about \d+ matched people " + re.escape(MINIMUM_NOTE) + "$"
+)
+
+
 def minimum_warning(adapter: AudienceAdapter, count: int) -> str | None:
     """A warning when fewer members than the platform needs to target the audience."""
     if count >= adapter.min_members:
         return None
     return (
         f"{adapter.settings.name}: {count} member(s) with an identifier {adapter.type} matches on; "
-        f"the platform needs about {adapter.min_members} matched people before it can target "
-        "this audience (synced anyway)"
+        f"the platform needs about {adapter.min_members} matched people {MINIMUM_NOTE}"
     )
+
+
+def without_minimum_warning(detail: str) -> str:
+    """A run's detail less its `minimum_warning` (always last: `_finish_run`), for the
+    audiences page, which shows the warning on its own line."""
+    return _MINIMUM_TAIL.sub("", detail)
 
 
 class Syncer:

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from firstparty.audiences import history, preview, registry, service
+from firstparty.audiences import history, preview, registry, service, sync
 from firstparty.audiences.definition import AudienceSettings
 from firstparty.audiences.sync import RunResult
 from firstparty.errors import ConfigError
@@ -49,6 +49,11 @@ class DestinationView:
     @property
     def below_minimum(self) -> bool:
         return self.can_match is not None and self.can_match < self.minimum
+
+    @property
+    def detail(self) -> str:
+        """The last run's detail; its minimum warning left out (the page's own line says it)."""
+        return sync.without_minimum_warning(self.last.detail) if self.last else ""
 
 
 @dataclass(frozen=True)

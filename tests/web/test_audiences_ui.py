@@ -233,7 +233,9 @@ def test_the_audiences_page_in_chromium(
         assert "4 people matching" not in bars.last.inner_html()
         assert "4 consented" in bars.last.inner_html()
         row = page.locator('#audience-leads tr[data-destination="tiktok_leads"]')
-        assert "needs about 1,000 matched people" in row.inner_text()
+        warning = page.locator('#audience-leads tr[data-warning-for="tiktok_leads"]')
+        assert "needs about 1,000 matched people" in warning.inner_text()
+        assert "needs about" not in row.inner_text()  # said once, on its own line
         page.screenshot(path=str(ARTIFACTS / "admin-audiences.png"), full_page=True)
         page.click("#audience-leads form.preview button")
         page.wait_for_url(f"{base}/admin/audiences?preview=leads")
