@@ -136,11 +136,19 @@ def store(
                     result=_as_json(result),
                 )
             )
-        # Other definitions of this funnel (it was changed) and funnels no longer defined.
+        # Other definitions of this funnel (it was changed) and funnels no longer defined: their
+        # results, and their schedule (a defined funnel's next run is never that far behind; a
+        # funnel defined again gets a new row at its first round).
         old = computed_at - timedelta(days=KEEP_DAYS)
         conn.execute(
             sa.delete(funnel_results).where(
                 sa.or_(r.funnel == funnel.name, r.computed_at < old), r.definition != key
+            )
+        )
+        s = funnel_schedule.c
+        conn.execute(
+            sa.delete(funnel_schedule).where(
+                s.funnel != funnel.name, s.next_run_at < old, s.lease_until < old
             )
         )
 

@@ -391,6 +391,19 @@ async def test_a_changed_definition_never_shows_the_old_counts(shop: AppClient, 
     }
 
 
+async def test_a_funnel_no_longer_defined_leaves_no_schedule_behind(shop: AppClient) -> None:
+    """Its schedule row goes once its next run is KEEP_DAYS behind (its results, as before)."""
+    now = datetime.now(UTC)
+    old = now - timedelta(days=funnel_store.KEEP_DAYS, minutes=1)
+    for name, at in (("gone", old), ("recent", now - timedelta(days=1))):
+        assert funnel_store.take(shop.engine, name=name, holder="x", now=at, seen=None)
+        funnel_store.release(shop.engine, name=name, holder="x", next_run_at=at)
+    await journeys(shop)
+    [done] = await funnel_rounds.Refresher(settings=shop.settings, engine=shop.engine).round()
+    assert done.funnel == "checkout"
+    assert {r["funnel"] for r in shop.rows(funnel_schedule)} == {"checkout", "recent"}
+
+
 async def test_a_held_funnel_is_left_to_its_holder(shop: AppClient) -> None:
     now = datetime.now(UTC)
     assert funnel_store.take(shop.engine, name="checkout", holder="a", now=now, seen=None)
