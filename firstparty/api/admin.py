@@ -38,23 +38,30 @@ def _authorised(handler: Handler) -> Handler:
             raise InputError(401, "admin API disabled: set FIRSTPARTY_ADMIN_TOKEN")
         if not given:
             raise _unauthorised("missing admin token")
-        attempt = await _try(request, runtime)
-        if not given.startswith("Bearer ") or not settings.admin_token_matches(given[7:]):
-            await asyncio.to_thread(
-                audit.write,
-                runtime.engine,
-                actor=audit.API,
-                action=audit.Action.SIGN_IN_FAILED,
-                detail={"surface": "api"},
-            )
-            raise _unauthorised("wrong admin token")
-        await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
+        right = given.startswith("Bearer ") and settings.admin_token_matches(given[7:])
+        if not (right and await signin.clean_request(request, runtime)):
+            await _guarded_try(request, runtime, right=right)
         if request.method == "GET":  # a list or an export only reads (`db.reading`)
             with db.reading():
                 return await handler(request)
         return await handler(request)
 
     return guarded
+
+
+async def _guarded_try(request: Request, runtime: Runtime, *, right: bool) -> None:
+    """A try from an address with failures, or a wrong token: recorded first, then judged."""
+    attempt = await _try(request, runtime)
+    if not right:
+        await asyncio.to_thread(
+            audit.write,
+            runtime.engine,
+            actor=audit.API,
+            action=audit.Action.SIGN_IN_FAILED,
+            detail={"surface": "api"},
+        )
+        raise _unauthorised("wrong admin token")
+    await asyncio.to_thread(signin.succeeded, runtime.engine, attempt)
 
 
 def _unauthorised(message: str) -> InputError:

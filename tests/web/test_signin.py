@@ -23,6 +23,7 @@ from firstparty.store import models as m
 from firstparty.web import admin, sessions, signin
 from tests.conftest import AppClient, running_app, settings_for
 from tests.web.test_admin_ui import TOKEN, csrf_in, sign_in, signed_in_page
+from tests.web.test_reading import writer
 
 ADMIN_API = "/v1/admin/events"
 PEER = "198.51.100.7"  # running_app's client address
@@ -116,6 +117,18 @@ async def test_the_admin_api_pauses_wrong_bearer_tokens_too(app: AppClient) -> N
     age_failures(app, 2)
     assert (await app.http.get(ADMIN_API, headers=right)).status_code == 200
     assert app.rows(m.admin_login_failures) == [], "a success clears the address"
+
+
+async def test_a_right_token_from_a_clean_address_writes_nothing(
+    sqlite_client: AppClient, sqlite_url: str
+) -> None:
+    """No failure recorded for the address: a right bearer token goes through without a write,
+    so on SQLite it answers while ingest holds the write lock (it queued for it three times)."""
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    with writer(sqlite_url):
+        answer = await asyncio.wait_for(sqlite_client.http.get(ADMIN_API, headers=right), 10)
+    assert answer.status_code == 200
+    assert sqlite_client.rows(m.admin_login_failures) == []
 
 
 async def test_the_pause_holds_across_processes(database_url: str) -> None:
