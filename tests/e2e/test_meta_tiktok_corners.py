@@ -294,8 +294,12 @@ async def test_tiktok_partial_success_is_read_per_event(
     assert status == "failed" and error is not None and "code 20001" in error
     others = {e["event_id"] for e in events} - {stale}
     assert {got[(i, "tiktok")] for i in others} == {("delivered", None)}
-    assert len(platforms.tiktok.requests) == 1  # nothing sent again
-    assert {e["event_id"] for e in platforms.tiktok.events} == others
+    # Nothing sent again: each event in exactly one request, however they were batched (the
+    # worker's two lanes may each claim some of them, and the ingest writer may commit them in
+    # two groups: a CI run under load saw two requests on PostgreSQL + Redis).
+    sent = [e["event_id"] for r in platforms.tiktok.requests for e in r.json()["data"]]
+    assert sorted(sent) == sorted(e["event_id"] for e in events)
+    assert sorted(e["event_id"] for e in platforms.tiktok.events) == sorted(others)
 
 
 async def test_tiktok_invalid_price_fails_one_event_not_the_batch(
