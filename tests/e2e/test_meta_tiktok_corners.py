@@ -275,8 +275,11 @@ async def test_tiktok_fails_the_named_event_alone_and_delivers_the_rest(
     assert "code 40002" in error
     others = {e["event_id"] for e in events} - {stale}
     assert {got[(i, "tiktok")] for i in others} == {("delivered", None)}
-    assert {e["event_id"] for e in platforms.tiktok.events} == others
-    assert [len(r.json()["data"]) for r in platforms.tiktok.requests] == [4, 3]
+    # The refused request named the stale event; the others went again without it, and each
+    # was accepted once (however the worker's lanes split the four between requests).
+    assert sorted(e["event_id"] for e in platforms.tiktok.events) == sorted(others)
+    sent = [e["event_id"] for r in platforms.tiktok.requests for e in r.json()["data"]]
+    assert sent.count(stale) == 1 and all(sent.count(i) <= 2 for i in others)
 
 
 async def test_tiktok_partial_success_is_read_per_event(
