@@ -78,13 +78,6 @@ def delay_after(failures: int) -> int:
     return min(1 << min(failures - FREE_FAILURES + 1, 20), MAX_DELAY_SECONDS)
 
 
-def begin(
-    engine: Engine, *, secret: str, address: str | None, surface: Surface, now: datetime
-) -> Attempt:
-    """Record this try as a failure of its address, then let it through or refuse it."""
-    return begin_key(engine, key=address_key(secret, address), surface=surface, now=now)
-
-
 def begin_key(engine: Engine, *, key: str, surface: Surface, now: datetime) -> Attempt:
     """Record this try as a failure of `key`, then let it through or refuse it (counted in a
     metric)."""
@@ -109,7 +102,7 @@ def begin_key(engine: Engine, *, key: str, surface: Surface, now: datetime) -> A
 
 
 async def begin_request(request: Request, runtime: Runtime, surface: Surface) -> Attempt:
-    """`begin` for this request's client address (as the trusted proxies saw it)."""
+    """`begin_key` for this request's client address (as the trusted proxies saw it)."""
     key = _request_key(request, runtime)
     return await asyncio.to_thread(
         begin_key, runtime.engine, key=key, surface=surface, now=datetime.now(UTC)
@@ -142,7 +135,7 @@ def _request_key(request: Request, runtime: Runtime) -> str:
 
 
 async def begin_account(runtime: Runtime, email: str) -> Attempt:
-    """`begin` for the operator account this email names."""
+    """`begin_key` for the operator account this email names."""
     key = account_key(runtime.settings.secret_key.get_secret_value(), email)
     return await asyncio.to_thread(
         begin_key, runtime.engine, key=key, surface=Surface.ACCOUNT, now=datetime.now(UTC)
