@@ -139,6 +139,17 @@ async def list_tracks(request: Request) -> Response:
     return JSONResponse(_page(items, limit))
 
 
+async def get_track(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    number = given_.track_id(request.path_params["id"])
+    found = None
+    if number is not None:
+        found = await asyncio.to_thread(browse.one_track, runtime.engine, number)
+    if found is None:
+        raise InputError(404, "no such outgoing request")
+    return JSONResponse(found)
+
+
 async def _query_and_body(request: Request) -> dict[str, Any]:
     """The query parameters, overridden by a JSON object body if one is sent."""
     given: dict[str, Any] = dict(request.query_params)
@@ -271,6 +282,7 @@ routes = [
     Route("/v1/admin/events", _authorised(list_events), methods=["GET"]),
     Route("/v1/admin/events/{id}", _authorised(get_event), methods=["GET"]),
     Route("/v1/admin/tracks", _authorised(list_tracks), methods=["GET"]),
+    Route("/v1/admin/tracks/{id}", _authorised(get_track), methods=["GET"]),
     Route("/v1/admin/replay", _authorised(replay_failed), methods=["POST"]),
     Route("/v1/admin/privacy/export", _authorised(privacy_export), methods=["GET"]),
     Route("/v1/admin/privacy/erase", _authorised(privacy_erase), methods=["POST"]),

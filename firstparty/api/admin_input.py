@@ -56,9 +56,17 @@ def track_cursor(raw: str | None) -> int | None:
     """The outgoing-request cursor: a positive whole number below 2^63."""
     if not raw:
         return None
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= MAX_BIGINT):
+    number = track_id(raw)
+    if number is None:
         raise invalid("cursor", "must be the next_cursor of a previous page")
-    return int(raw)
+    return number
+
+
+def track_id(raw: str) -> int | None:
+    """An outgoing request's id (a positive whole number below 2^63), or None."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= MAX_BIGINT:
+        return int(raw)
+    return None
 
 
 def limit(raw: str | None, default: int = 50) -> int:

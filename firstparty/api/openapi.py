@@ -43,6 +43,7 @@ _ANSWERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("/v1/admin/events", "get"): ("422",),
     ("/v1/admin/events/{id}", "get"): ("404",),
     ("/v1/admin/tracks", "get"): ("422",),
+    ("/v1/admin/tracks/{id}", "get"): ("404",),
     ("/v1/admin/privacy/export", "get"): ("422",),
     ("/v1/admin/replay", "post"): ("400", "413", "422"),
     ("/v1/admin/privacy/erase", "post"): ("400", "413", "422"),
@@ -208,8 +209,10 @@ def document() -> dict[str, Any]:
         ),
         "/v1/admin/events/{id}": _admin_op("One event with its outgoing requests", []),
         "/v1/admin/tracks": _admin_op(
-            "List outgoing requests", ["status", "destination", "event_id", *filters]
+            "List outgoing requests (bodies over 16,384 characters cut, marked truncated)",
+            ["status", "destination", "event_id", *filters],
         ),
+        "/v1/admin/tracks/{id}": _admin_op("One outgoing request with its whole body", []),
         "/v1/admin/replay": _admin_op(
             "Re-send failed deliveries",
             ["destination", "since", "until", "event", "dry_run"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -143,7 +144,35 @@ def _visitor(conn: sa.Connection, visitor_id: str) -> dict[str, Any] | None:
     }
 
 
+# A list of outgoing requests carries each body up to this many characters; a longer one (an
+# audience sync's 10,000 members, a platform batch of 1,000 events: hundreds of KB) comes as its
+# first characters, marked truncated, and whole from GET /v1/admin/tracks/{id}.
+LIST_BODY_CHARS = 16_384
+_REQUEST_TEXT = sa.cast(m.tracks.c.request, sa.Text())
+# The list's columns: every column but the body, then the body's head and its length, cut by the
+# database so a page never reads megabytes of bodies it does not show.
+LIST_COLUMNS = (
+    *(c for c in m.tracks.c if c.name != "request"),
+    sa.func.substr(_REQUEST_TEXT, 1, LIST_BODY_CHARS).label("request_head"),
+    sa.func.char_length(_REQUEST_TEXT).label("request_chars"),
+)
+
+
+def _stored_body(value: Any) -> Any:
+    # Logged before bodies were stored alike, a JSON body may still be a string here.
+    return track.json_or_text(value) if isinstance(value, str) else value
+
+
+def _listed_body(row: RowMapping) -> dict[str, Any]:
+    """The body as the list carries it: whole when short, else its head as text."""
+    head, chars = row["request_head"], row["request_chars"]
+    if head is None or chars <= LIST_BODY_CHARS:
+        return {"request": None if head is None else _stored_body(json.loads(head))}
+    return {"request": head, "request_truncated": True, "request_chars": chars}
+
+
 def _track_item(row: RowMapping) -> dict[str, Any]:
+    body = _listed_body(row) if "request_head" in row else {"request": _stored_body(row["request"])}
     return {
         "id": row["id"],
         "destination": row["destination"],
@@ -151,10 +180,7 @@ def _track_item(row: RowMapping) -> dict[str, Any]:
         "attempt": row["attempt"],
         "method": row["method"],
         "url": row["url"],
-        # Logged before bodies were stored alike, a JSON body may still be a string here.
-        "request": track.json_or_text(row["request"])
-        if isinstance(row["request"], str)
-        else row["request"],
+        **body,
         "response_status": row["response_status"],
         "response_body": row["response_body"],
         "duration_ms": row["duration_ms"],
@@ -165,7 +191,7 @@ def _track_item(row: RowMapping) -> dict[str, Any]:
 
 
 def _tracks_query(f: TrackFilters, limit: int, *columns: Any) -> sa.Select[Any]:
-    query = sa.select(*(columns or [m.tracks])).order_by(m.tracks.c.id.desc()).limit(limit)
+    query = sa.select(*(columns or LIST_COLUMNS)).order_by(m.tracks.c.id.desc()).limit(limit)
     if f.status:
         query = query.where(m.tracks.c.status == f.status)
     if f.destination:
@@ -195,7 +221,7 @@ def _newest_of_destination(conn: sa.Connection, f: TrackFilters, limit: int) -> 
         for status in DeliveryStatus
     ]
     ids = sorted((row[0] for row in conn.execute(sa.union_all(*parts))), reverse=True)[:limit]
-    return sa.select(m.tracks).where(m.tracks.c.id.in_(ids)).order_by(m.tracks.c.id.desc())
+    return sa.select(*LIST_COLUMNS).where(m.tracks.c.id.in_(ids)).order_by(m.tracks.c.id.desc())
 
 
 def tracks(engine: Engine, f: TrackFilters, limit: int) -> list[dict[str, Any]]:
@@ -206,16 +232,32 @@ def tracks(engine: Engine, f: TrackFilters, limit: int) -> list[dict[str, Any]]:
         else:
             query = _tracks_query(f, limit)
         items = [_track_item(r) for r in conn.execute(query).mappings()]
-        ids = [i["id"] for i in items]
-        names: dict[int, list[str]] = {i: [] for i in ids}
-        if ids:
-            links = conn.execute(
-                sa.select(m.track_events.c.track_id, m.events.c.event_id)
-                .join(m.events, m.events.c.id == m.track_events.c.event_pk)
-                .where(m.track_events.c.track_id.in_(ids))
-            )
-            for link in links:
-                names[link.track_id].append(link.event_id)
+        _name_events(conn, items)
+    return items
+
+
+def one_track(engine: Engine, track_id: int) -> dict[str, Any] | None:
+    """One outgoing request with its whole body, naming the events it carried."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(m.tracks).where(m.tracks.c.id == track_id)).mappings().first()
+        if row is None:
+            return None
+        item = _track_item(row)
+        _name_events(conn, [item])
+    item.pop("cursor")
+    return item
+
+
+def _name_events(conn: sa.Connection, items: list[dict[str, Any]]) -> None:
+    """Each item's `event_ids`: the events its request carried."""
+    names: dict[int, list[str]] = {i["id"]: [] for i in items}
+    if names:
+        links = conn.execute(
+            sa.select(m.track_events.c.track_id, m.events.c.event_id)
+            .join(m.events, m.events.c.id == m.track_events.c.event_pk)
+            .where(m.track_events.c.track_id.in_(list(names)))
+        )
+        for link in links:
+            names[link.track_id].append(link.event_id)
     for item in items:
         item["event_ids"] = names[item["id"]]
-    return items

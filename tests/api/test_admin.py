@@ -136,3 +136,43 @@ async def test_tracks_name_their_events_and_replay_resends_failed(
     assert unknown.status_code == 422 and unknown.json()["details"][0]["field"] == "destination"
     extra = await live.http.post("/v1/admin/replay", json={"colour": "red"}, headers=ADMIN)
     assert extra.status_code == 422
+
+
+async def test_a_long_body_is_cut_in_the_list_and_whole_in_its_own_answer(
+    database_url: str,
+) -> None:
+    """An audience sync's or a platform batch's request body is hundreds of KB: the list carries
+    its first 16,384 characters, marked, and GET /v1/admin/tracks/{id} the whole body."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from firstparty.store import models as m
+
+    members = [f"{n:064x}" for n in range(600)]  # about 40 KB of hashes
+    long_body = {"payload": {"data": members}}
+    short_body = {"events": [{"name": "Lead", "value": "49.90"}]}
+    async with running_app(settings_for(database_url)) as client:
+        with client.engine.begin() as conn:
+            for body in (long_body, short_body, None):
+                conn.execute(
+                    sa.insert(m.tracks).values(
+                        destination="meta-leads", status="delivered", attempt=1, method="POST",
+                        url="https://graph.example/users", request=body, response_status=200,
+                        created_at=datetime.now(UTC),
+                    )
+                )  # fmt: skip
+        listed = (await client.http.get("/v1/admin/tracks", headers=ADMIN)).json()["items"]
+        nothing, short, long = listed
+        assert nothing["request"] is None and "request_truncated" not in nothing
+        assert short["request"] == short_body and "request_truncated" not in short
+        assert long["request_truncated"] is True and isinstance(long["request"], str)
+        assert len(long["request"]) == 16_384 and long["request_chars"] > 30_000
+        assert long["request"].replace(" ", "").startswith(f'{{"payload":{{"data":["{members[0]}"')
+        whole = (await client.http.get(f"/v1/admin/tracks/{long['id']}", headers=ADMIN)).json()
+        assert whole["request"] == long_body and whole["event_ids"] == []
+        assert "request_truncated" not in whole and "cursor" not in whole
+        for wrong in ("0", "x", "99999999", "9" * 30):
+            answer = await client.http.get(f"/v1/admin/tracks/{wrong}", headers=ADMIN)
+            assert answer.status_code == 404, wrong
+        assert (await client.http.get(f"/v1/admin/tracks/{long['id']}")).status_code == 401
