@@ -183,7 +183,11 @@ class Sender:
         Raises only what `save` raises (the database): every adapter failure is an outcome.
         """
         batch = _Batch(self.delivery, adapter, claims, save)
-        events = {pk: clamp(event, batch.now) for pk, event in events.items()}
+        # This batch's events only: `events` holds the whole claim's (up to 2,000), and a
+        # destination of one event per request has as many batches as events.
+        events = {
+            c.event_pk: clamp(events[c.event_pk], batch.now) for c in claims if c.event_pk in events
+        }
         batch.events = events
         follow_ups = [c for c in claims if c.follow_up]
         if follow_ups:
