@@ -497,6 +497,14 @@ def disk_bytes(db_url: str, work: Path) -> int:
     return size
 
 
+def phase_peak(pid: int) -> float:
+    """The server's peak RSS (MB) since the last call, then a new peak begins: writing 5 to
+    /proc/PID/clear_refs resets VmHWM (Linux >= 4.0), so each phase's own peak shows."""
+    peak = ingest_bench.rss_mb(pid)[1]
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return peak
+
+
 def checkpoints(limit: int) -> list[int]:
     marks, n = [], 20_000
     while n < limit:
@@ -511,7 +519,7 @@ def verdict(ok: bool) -> str:
 
 def report_line(
     stored: int, rate: float, pages: dict[str, float], rss: tuple[float, float], per_event: float,
-    empty: dict[str, Any],
+    empty: dict[str, Any], phases: dict[str, float],
 ) -> bool:  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n-- {stored:,} events stored, {per_event:,.0f} bytes on disk per event (load {load})")
@@ -525,6 +533,7 @@ def report_line(
         print(f"  {page:<52}{ms:>8.1f} ms  (first {base:.1f})  {verdict(ok)}")
     ok = rss[1] <= TARGET_RSS_MB
     print(f"  server RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB  {verdict(ok)}")
+    print("  peak RSS by phase (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
     return passed and ok
 
 
@@ -570,14 +579,18 @@ def run(
             print(f"bench/growth on {engine}: empty database, RSS {rss[0]:.0f} MB; pages (ms):")
             for page, ms in empty["pages"].items():
                 print(f"  {page:<52}{ms:>8.1f}")
-            stored = 0
+            stored, peak = 0, phase_peak(proc.pid)
             for mark in checkpoints(limit):
+                phases: dict[str, float] = {}
                 rate = asyncio.run(load(url, stored, mark - stored))
+                phases["load"] = phase_peak(proc.pid)
                 stored = mark
                 empty.setdefault("rate", rate)  # the first stretch: an almost empty database
                 waited = drain(db_url, drain_seconds)
                 analyze(db_url)
+                phases["outbox settling"] = phase_peak(proc.pid)
                 synced = sync_audience(http)
+                phases["audience sync"] = phase_peak(proc.pid)
                 computed = compute_funnels(db_url, work)
                 print(f"\n(outbox settled {waited:.1f} s after the load;", end=" ")
                 print(f"the audience synced in {synced:.1f} s;", end=" ")
@@ -587,8 +600,10 @@ def run(
                 # (an empty database answers empty pages, which costs nothing to draw).
                 empty.setdefault("base", pages)
                 per_event = disk_bytes(db_url, work) / stored
-                rss = ingest_bench.rss_mb(proc.pid)
-                passed &= report_line(stored, rate, pages, rss, per_event, empty)
+                phases["funnel round and pages"] = phase_peak(proc.pid)
+                peak = max(peak, *phases.values())
+                rss = (ingest_bench.rss_mb(proc.pid)[0], peak)
+                passed &= report_line(stored, rate, pages, rss, per_event, empty, phases)
             print(f"\nlargest tables (MB, with indexes): {largest_tables(db_url, work)}")
             if explain_plans:
                 explain(db_url, work)
