@@ -9,8 +9,11 @@ admin token) and of the admin API's lists, the server's RSS (now and peak) and t
 per stored event, each against its target: ingest >= 90 % of the rate of the first stretch (the
 first 20,000 events, into an empty database), every page <= 500 ms and within 2x of its time at
 the first checkpoint (the empty database's times are printed too, but its lists are empty and
-cost nothing to draw), peak RSS <= 150 MB. Default: 200,000
-events (a few minutes); `--max 10000000` for the long run. A page is timed as the median of 3.
+cost nothing to draw), peak RSS <= 150 MB (with each phase's own peak: load, outbox settling,
+audience sync, funnel round, pages, and the three pages that reached the highest). Default:
+200,000 events (a few minutes); `--max 10000000` for the long run. A page is timed as the median
+of 3. `--worker-core N` runs the worker as its own process (`firstparty worker`, Redis wake-ups:
+the scale-out shape) pinned to core N.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest as ingest_bench  # bench/ingest.py: ports, RSS, a PostgreSQL database
 
 KEY = "wk_bench_server_key_growth"
+REDIS = "redis://127.0.0.1:6379/0"
 TOKEN = "bench-admin-token-0123456789-abcdef"
 USER_AGENT = ingest_bench.USER_AGENT
 PER_REQUEST, CONCURRENT = 500, 4
@@ -262,10 +266,20 @@ def _median_ms(call: Callable[[], None]) -> float:
     return statistics.median(runs)
 
 
-def time_pages(http: httpx.Client, url: str, *, empty: bool = False) -> dict[str, float]:
+def time_pages(
+    http: httpx.Client, url: str, *, empty: bool = False, peaks: dict[str, float] | None = None,
+    pid: int = 0,
+) -> dict[str, float]:  # fmt: skip
     """Each page's median time of 3, in ms (the API with the bearer token); on an empty
-    database, the pages that show one event or person are left out."""
-    timings = {}
+    database, the pages that show one event or person are left out. With `peaks`, the server's
+    (pid's) peak RSS while each page was timed goes there."""
+    timings: dict[str, float] = {}
+
+    def timed(page: str, call: Callable[[], None]) -> None:
+        timings[page] = _median_ms(call)
+        if peaks is not None:
+            peaks[page] = phase_peak(pid)
+
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     ids = _ids(http)
 
@@ -282,9 +296,9 @@ def time_pages(http: httpx.Client, url: str, *, empty: bool = False) -> dict[str
 
     for page in PAGES:
         if not (empty and "{" in page):
-            timings[page] = _median_ms(getter(page))
-    timings[LIVE_STREAM] = _median_ms(lambda: _live_first_update(http, url))
-    timings[OPERATOR_SIGN_IN] = _median_ms(lambda: _operator_sign_in(url))
+            timed(page, getter(page))
+    timed(LIVE_STREAM, lambda: _live_first_update(http, url))
+    timed(OPERATOR_SIGN_IN, lambda: _operator_sign_in(url))
     return timings
 
 
@@ -545,6 +559,7 @@ def run(
     explain_plans: bool = False,
     core: int = 0,
     drain_seconds: float = 3600.0,
+    worker_core: int | None = None,
 ) -> bool:
     port = ingest_bench.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -563,11 +578,19 @@ def run(
          "viewer", "--password-stdin"],
         env=env, check=True, capture_output=True, input=f"{OPERATOR_PASSWORD}\n".encode(),
     )  # fmt: skip
+    if worker_core is not None:  # the scale-out shape: Redis wake-ups, no embedded worker
+        env["FIRSTPARTY_REDIS_URL"] = REDIS
     cmd = [sys.executable, "-m", "firstparty.cli", "serve", "--port", str(port)]
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
         ingest_bench.pinned(core, cmd), env=env, cwd=work, stdout=log, stderr=log
     )
+    worker = None
+    if worker_core is not None:
+        cmd = [sys.executable, "-m", "firstparty.cli", "worker"]
+        worker = subprocess.Popen(
+            ingest_bench.pinned(worker_core, cmd), env=env, cwd=work, stdout=log, stderr=log
+        )
     passed = True
     try:
         ingest_bench.wait_up(url)
@@ -595,15 +618,22 @@ def run(
                 print(f"\n(outbox settled {waited:.1f} s after the load;", end=" ")
                 print(f"the audience synced in {synced:.1f} s;", end=" ")
                 print(f"the funnel's background round took {computed:.1f} s)")
-                pages = time_pages(http, url)
+                phases["funnel round"] = phase_peak(proc.pid)
+                by_page: dict[str, float] = {}
+                pages = time_pages(http, url, peaks=by_page, pid=proc.pid)
+                highest = sorted(by_page, key=by_page.__getitem__, reverse=True)[:3]
+                phases["pages"] = by_page[highest[0]]
+                phases.update({f"  {page}": by_page[page] for page in highest})
                 # The reference: the first checkpoint, where every list has a full page to show
                 # (an empty database answers empty pages, which costs nothing to draw).
                 empty.setdefault("base", pages)
                 per_event = disk_bytes(db_url, work) / stored
-                phases["funnel round and pages"] = phase_peak(proc.pid)
                 peak = max(peak, *phases.values())
                 rss = (ingest_bench.rss_mb(proc.pid)[0], peak)
                 passed &= report_line(stored, rate, pages, rss, per_event, empty, phases)
+                if worker is not None:
+                    now_mb, peak_mb = ingest_bench.rss_mb(worker.pid)
+                    print(f"  worker process RSS {now_mb:.0f} MB, peak {peak_mb:.0f} MB")
             print(f"\nlargest tables (MB, with indexes): {largest_tables(db_url, work)}")
             if explain_plans:
                 explain(db_url, work)
@@ -611,8 +641,10 @@ def run(
         print("the server's last log lines:", *_tail(work / "serve.log"), sep="\n  ")
         raise
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for running in (proc, worker):
+            if running is not None:
+                running.terminate()
+                running.wait(timeout=60)
         log.close()
     return passed
 
@@ -638,6 +670,12 @@ def main() -> int:
     parser.add_argument("--explain", action="store_true", help="print each page's query plans")
     parser.add_argument("--core", type=int, default=0, help="the core the server is pinned to")
     parser.add_argument(
+        "--worker-core",
+        type=int,
+        help="run the delivery worker as its own process (`firstparty worker`, Redis wake-ups on"
+        f" {REDIS}) pinned to this core, instead of the server's embedded worker",
+    )
+    parser.add_argument(
         "--drain", type=float, default=3600.0, help="seconds to wait for the outbox to settle"
     )
     args = parser.parse_args()
@@ -649,7 +687,16 @@ def main() -> int:
         passed = with_database(
             args.engine,
             work,
-            lambda db: run(args.engine, limit, work, db, args.explain, args.core, args.drain),
+            lambda db: run(
+                args.engine,
+                limit,
+                work,
+                db,
+                args.explain,
+                args.core,
+                args.drain,
+                args.worker_core,
+            ),
         )
     print(f"\nbench/growth {args.engine} up to {limit:,} events: {verdict(passed)}")
     return 0 if passed else 1
