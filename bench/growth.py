@@ -547,7 +547,8 @@ def report_line(
         print(f"  {page:<52}{ms:>8.1f} ms  (first {base:.1f})  {verdict(ok)}")
     ok = rss[1] <= TARGET_RSS_MB
     print(f"  server RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB  {verdict(ok)}")
-    print("  peak RSS by phase (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
+    for name, mb in phases.items():
+        print(f"    peak RSS {name:<48}{mb:>8.0f} MB")
     return passed and ok
 
 
@@ -623,7 +624,7 @@ def run(
                 pages = time_pages(http, url, peaks=by_page, pid=proc.pid)
                 highest = sorted(by_page, key=by_page.__getitem__, reverse=True)[:3]
                 phases["pages"] = by_page[highest[0]]
-                phases.update({f"  {page}": by_page[page] for page in highest})
+                phases.update({f"(page) {page}": by_page[page] for page in highest})
                 # The reference: the first checkpoint, where every list has a full page to show
                 # (an empty database answers empty pages, which costs nothing to draw).
                 empty.setdefault("base", pages)
