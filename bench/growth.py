@@ -519,6 +519,14 @@ def phase_peak(pid: int) -> float:
     return peak
 
 
+def written_bytes(pid: int) -> int:
+    """The bytes a process has had written to storage (/proc/PID/io's write_bytes): with the
+    events loaded between two readings, the disk cost of storing one event (the WAL's pages,
+    the checkpoints' copies into the database) as the tables and their indexes grow."""
+    fields = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["write_bytes"])
+
+
 def checkpoints(limit: int) -> list[int]:
     marks, n = [], 20_000
     while n < limit:
@@ -606,8 +614,10 @@ def run(
             stored, peak = 0, phase_peak(proc.pid)
             for mark in checkpoints(limit):
                 phases: dict[str, float] = {}
+                before = written_bytes(proc.pid)
                 rate = asyncio.run(load(url, stored, mark - stored))
                 phases["load"] = phase_peak(proc.pid)
+                wrote = (written_bytes(proc.pid) - before) / (mark - stored)
                 stored = mark
                 empty.setdefault("rate", rate)  # the first stretch: an almost empty database
                 waited = drain(db_url, drain_seconds)
@@ -616,7 +626,10 @@ def run(
                 synced = sync_audience(http)
                 phases["audience sync"] = phase_peak(proc.pid)
                 computed = compute_funnels(db_url, work)
-                print(f"\n(outbox settled {waited:.1f} s after the load;", end=" ")
+                print("\n(", end="")
+                if engine == "sqlite":  # PostgreSQL's own processes write its files
+                    print(f"the server wrote {wrote:,.0f} bytes to disk per event loaded;", end=" ")
+                print(f"outbox settled {waited:.1f} s after the load;", end=" ")
                 print(f"the audience synced in {synced:.1f} s;", end=" ")
                 print(f"the funnel's background round took {computed:.1f} s)")
                 phases["funnel round"] = phase_peak(proc.pid)

@@ -324,9 +324,8 @@ def _write(engine: Engine, group: list[send.Settled]) -> None:
     with engine.begin() as conn:
         outbox.finish(conn, [f for settled in group for f in settled.finishes], now)
         health.record(conn, ((s.destination, s.facts) for s in group), now)
-        for settled in group:
-            for sent in settled.sent:
-                track.record(conn, destination=settled.destination, sent=sent, now=now)
+        requests = [(settled.destination, sent) for settled in group for sent in settled.sent]
+        track.record_all(conn, requests, now=now)
     for settled in group:
         for finish in settled.finishes:
             outcome = "retry" if finish.status == DeliveryStatus.PENDING else finish.status.value
