@@ -209,7 +209,7 @@ def document() -> dict[str, Any]:
         ),
         "/v1/admin/events/{id}": _admin_op("One event with its outgoing requests", []),
         "/v1/admin/tracks": _admin_op(
-            "List outgoing requests (bodies over 16,384 characters cut, marked truncated)",
+            "List outgoing requests (a body over 16,384 bytes left out, marked truncated)",
             ["status", "destination", "event_id", *filters],
         ),
         "/v1/admin/tracks/{id}": _admin_op("One outgoing request with its whole body", []),

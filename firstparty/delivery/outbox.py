@@ -155,25 +155,7 @@ def _claim_once(
 ) -> list[Claim]:
     d = deliveries.c
     with engine.begin() as conn:
-        due = (
-            sa.select(
-                d.id,
-                d.event_pk,
-                d.destination,
-                d.attempts,
-                d.first_attempt_at,
-                d.request_id,
-                d.confirm_until,
-                d.status,
-                d.created_at,
-                d.source,
-            )
-            .where(d.status.in_(ACTIVE), d.next_attempt_at <= now)
-            .where(d.destination.in_(sorted(destinations)))
-            .order_by(d.next_attempt_at)
-            .limit(limit)
-        )
-        rows = conn.execute(db.skip_locked(due, conn)).all()
+        rows = _due(conn, destinations, now, limit)
         if not rows:
             return []
         sends = sa.case((d.confirm_until.is_(None), 1), else_=0)  # a follow-up is no attempt
@@ -380,18 +362,46 @@ def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     )
 
 
+def _due(
+    conn: Connection, destinations: Collection[str], now: datetime, limit: int
+) -> list[sa.Row[Any]]:
+    """The `limit` rows due first, locked (skipping those another worker holds). One query per
+    active status, each read in order from the (status, next_attempt_at) index and merged here:
+    one query over the three statuses read every due row and sorted them all (PostgreSQL: 470 ms
+    a claim with 422,000 waiting, spilling the sort to disk), so a backlog slowed its own drain."""
+    d = deliveries.c
+    columns = [d.id, d.event_pk, d.destination, d.attempts, d.first_attempt_at, d.request_id]
+    columns += [d.confirm_until, d.status, d.created_at, d.source, d.next_attempt_at]
+    rows: list[sa.Row[Any]] = []
+    for status in ACTIVE:
+        due = (
+            sa.select(*columns)
+            .where(d.status == status, d.next_attempt_at <= now)
+            .where(d.destination.in_(sorted(destinations)))
+            .order_by(d.next_attempt_at)
+            .limit(limit)
+        )
+        rows += conn.execute(db.skip_locked(due, conn)).all()
+    # Rows locked here but not kept are let go at this transaction's end, untouched.
+    return sorted(rows, key=lambda r: r.next_attempt_at)[:limit]
+
+
 def next_due(engine: Engine, *, destinations: Collection[str]) -> datetime | None:
     """When the earliest waiting work for these destinations becomes due, if any."""
     if not destinations:
         return None
     d = deliveries.c
+    firsts = []
     with db.reader(engine) as conn:
-        value: datetime | None = conn.execute(
-            sa.select(sa.func.min(d.next_attempt_at)).where(
-                d.status.in_(ACTIVE), d.destination.in_(sorted(destinations))
+        for status in ACTIVE:  # each from the index in order, as `_due` reads them
+            first = (
+                sa.select(d.next_attempt_at)
+                .where(d.status == status, d.destination.in_(sorted(destinations)))
+                .order_by(d.next_attempt_at)
+                .limit(1)
             )
-        ).scalar()
-    return value
+            firsts.append(conn.execute(first).scalar())
+    return min((f for f in firsts if f is not None), default=None)
 
 
 def _with_retries(work: Callable[[], T], tries: int = 5) -> T:

@@ -86,6 +86,15 @@ def request_body(request: OutgoingRequest, encoded: bytes | None = None) -> Any:
     return None
 
 
+def body_bytes(body: Any) -> int | None:
+    """The size of a logged body as JSON text (`request_body`'s value), in bytes."""
+    if body is None:
+        return None
+    if isinstance(body, msgspec.Raw):
+        return len(memoryview(body))
+    return len(msgspec.json.encode(body))
+
+
 def json_or_text(text: str) -> Any:
     """A body that is a JSON object or array as that value (so every destination's body is
     stored alike, whether its adapter gave JSON or bytes); any other body as its text."""
@@ -140,15 +149,17 @@ def _one_id(result: sa.CursorResult[Any]) -> int:
 
 def _track_row(destination: str, sent: Sent, now: datetime) -> dict[str, Any]:
     secrets = sent.request.secrets
-    body = sent.response_body
-    text = None if body is None else redact(body.decode("utf-8", "replace"), secrets)
+    body = request_body(sent.request, sent.encoded)
+    answer = sent.response_body
+    text = None if answer is None else redact(answer.decode("utf-8", "replace"), secrets)
     return {
         "destination": destination,
         "status": sent.status or DeliveryStatus.PENDING,
         "attempt": sent.attempt,
         "method": sent.request.method,
         "url": redact(sent.request.url, secrets),
-        "request": request_body(sent.request, sent.encoded),
+        "request": body,
+        "request_bytes": body_bytes(body),
         "response_status": sent.response_status,
         "response_body": None if text is None else text[:MAX_RESPONSE_CHARS],
         "duration_ms": sent.duration_ms,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -144,17 +143,17 @@ def _visitor(conn: sa.Connection, visitor_id: str) -> dict[str, Any] | None:
     }
 
 
-# A list of outgoing requests carries each body up to this many characters; a longer one (an
-# audience sync's 10,000 members, a platform batch of 1,000 events: hundreds of KB) comes as its
-# first characters, marked truncated, and whole from GET /v1/admin/tracks/{id}.
-LIST_BODY_CHARS = 16_384
-_REQUEST_TEXT = sa.cast(m.tracks.c.request, sa.Text())
-# The list's columns: every column but the body, then the body's head and its length, cut by the
-# database so a page never reads megabytes of bodies it does not show.
+# A list of outgoing requests carries each body of up to this many bytes (as JSON text); a
+# longer one (an audience sync's 10,000 members, a platform batch of 1,000 events: hundreds of
+# KB) is left out unread, marked truncated, and comes whole from GET /v1/admin/tracks/{id}.
+LIST_BODY_BYTES = 16_384
+_LONG = m.tracks.c.request_bytes > LIST_BODY_BYTES
+# The list's columns: the body only when it is short (or logged before its size was kept).
 LIST_COLUMNS = (
     *(c for c in m.tracks.c if c.name != "request"),
-    sa.func.substr(_REQUEST_TEXT, 1, LIST_BODY_CHARS).label("request_head"),
-    sa.func.char_length(_REQUEST_TEXT).label("request_chars"),
+    sa.type_coerce(sa.case((_LONG, sa.null()), else_=m.tracks.c.request), m.JSONType).label(
+        "request"
+    ),
 )
 
 
@@ -163,16 +162,8 @@ def _stored_body(value: Any) -> Any:
     return track.json_or_text(value) if isinstance(value, str) else value
 
 
-def _listed_body(row: RowMapping) -> dict[str, Any]:
-    """The body as the list carries it: whole when short, else its head as text."""
-    head, chars = row["request_head"], row["request_chars"]
-    if head is None or chars <= LIST_BODY_CHARS:
-        return {"request": None if head is None else _stored_body(json.loads(head))}
-    return {"request": head, "request_truncated": True, "request_chars": chars}
-
-
 def _track_item(row: RowMapping) -> dict[str, Any]:
-    body = _listed_body(row) if "request_head" in row else {"request": _stored_body(row["request"])}
+    size = row["request_bytes"]
     return {
         "id": row["id"],
         "destination": row["destination"],
@@ -180,7 +171,9 @@ def _track_item(row: RowMapping) -> dict[str, Any]:
         "attempt": row["attempt"],
         "method": row["method"],
         "url": row["url"],
-        **body,
+        "request": _stored_body(row["request"]),
+        "request_bytes": size,
+        "request_truncated": size is not None and size > LIST_BODY_BYTES and row["request"] is None,
         "response_status": row["response_status"],
         "response_body": row["response_body"],
         "duration_ms": row["duration_ms"],

@@ -228,6 +228,9 @@ tracks = sa.Table(
     sa.Column("method", sa.String(8), nullable=False),
     sa.Column("url", sa.Text(), nullable=False),  # secrets redacted
     sa.Column("request", JSONType, nullable=True),  # body, secrets redacted
+    # 0024_request_bytes: the body's size as logged (its JSON text), so a list leaves a long one
+    # out without reading it; null for rows logged before.
+    sa.Column("request_bytes", sa.Integer(), nullable=True),
     sa.Column("response_status", sa.Integer(), nullable=True),
     sa.Column("response_body", sa.Text(), nullable=True),
     sa.Column("duration_ms", sa.Float(), nullable=True),

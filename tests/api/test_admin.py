@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,40 +139,45 @@ async def test_tracks_name_their_events_and_replay_resends_failed(
     assert extra.status_code == 422
 
 
-async def test_a_long_body_is_cut_in_the_list_and_whole_in_its_own_answer(
+async def test_a_long_body_is_left_out_of_the_list_and_whole_in_its_own_answer(
     database_url: str,
 ) -> None:
-    """An audience sync's or a platform batch's request body is hundreds of KB: the list carries
-    its first 16,384 characters, marked, and GET /v1/admin/tracks/{id} the whole body."""
+    """An audience sync's or a platform batch's request body is hundreds of KB: the list leaves
+    a body over 16,384 bytes out unread (marked, with its size), and GET /v1/admin/tracks/{id}
+    answers it whole. A row logged before sizes were kept is listed whole, as before."""
     from datetime import UTC, datetime
 
     import sqlalchemy as sa
 
+    from firstparty.delivery import track
     from firstparty.store import models as m
 
     members = [f"{n:064x}" for n in range(600)]  # about 40 KB of hashes
     long_body = {"payload": {"data": members}}
     short_body = {"events": [{"name": "Lead", "value": "49.90"}]}
+    rows = [(long_body, None), (long_body, track.body_bytes(long_body))]
+    rows += [(short_body, track.body_bytes(short_body)), (None, None)]
     async with running_app(settings_for(database_url)) as client:
         with client.engine.begin() as conn:
-            for body in (long_body, short_body, None):
+            for body, size in rows:
                 conn.execute(
                     sa.insert(m.tracks).values(
                         destination="meta-leads", status="delivered", attempt=1, method="POST",
-                        url="https://graph.example/users", request=body, response_status=200,
-                        created_at=datetime.now(UTC),
+                        url="https://graph.example/users", request=body, request_bytes=size,
+                        response_status=200, created_at=datetime.now(UTC),
                     )
                 )  # fmt: skip
         listed = (await client.http.get("/v1/admin/tracks", headers=ADMIN)).json()["items"]
-        nothing, short, long = listed
-        assert nothing["request"] is None and "request_truncated" not in nothing
-        assert short["request"] == short_body and "request_truncated" not in short
-        assert long["request_truncated"] is True and isinstance(long["request"], str)
-        assert len(long["request"]) == 16_384 and long["request_chars"] > 30_000
-        assert long["request"].replace(" ", "").startswith(f'{{"payload":{{"data":["{members[0]}"')
+        nothing, short, long, before = listed
+        assert nothing["request"] is None and nothing["request_truncated"] is False
+        assert short["request"] == short_body and short["request_truncated"] is False
+        assert short["request_bytes"] == len(json.dumps(short_body, separators=(",", ":")))
+        assert long["request"] is None and long["request_truncated"] is True
+        assert long["request_bytes"] > 30_000
+        assert before["request"] == long_body and before["request_bytes"] is None
         whole = (await client.http.get(f"/v1/admin/tracks/{long['id']}", headers=ADMIN)).json()
         assert whole["request"] == long_body and whole["event_ids"] == []
-        assert "request_truncated" not in whole and "cursor" not in whole
+        assert whole["request_truncated"] is False and "cursor" not in whole
         for wrong in ("0", "x", "99999999", "9" * 30):
             answer = await client.http.get(f"/v1/admin/tracks/{wrong}", headers=ADMIN)
             assert answer.status_code == 404, wrong

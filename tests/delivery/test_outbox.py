@@ -133,3 +133,30 @@ def test_the_workers_reads_go_on_while_a_writer_holds_the_lock(sqlite_url: str) 
         loaded, due, oldest = (read.result(timeout=10) for read in reads)
     assert list(loaded) == [pk] and due is not None and oldest == due
     engine.dispose()
+
+
+def test_a_claim_takes_the_oldest_due_across_statuses_from_the_index(database_url: str) -> None:
+    """Pending work, expired leases and confirmations are each read in order from the
+    (status, next_attempt_at) index and merged: the claim still takes the oldest due first,
+    whatever their status, and `next_due` is the earliest of all."""
+    engine = db.create_engine(database_url)
+    add_events(engine, ["a"], 6)
+    now = datetime.now(UTC).replace(microsecond=0)
+    plan = {  # id: (status, seconds from now)
+        1: ("pending", -5), 2: ("pending", -1), 3: ("inflight", -3),
+        4: ("confirming", -4), 5: ("confirming", -2), 6: ("pending", 60),
+    }  # fmt: skip
+    with engine.begin() as conn:
+        for row_id, (status, seconds) in plan.items():
+            conn.execute(
+                sa.update(outbox.deliveries)
+                .where(outbox.deliveries.c.id == row_id)
+                .values(status=status, next_attempt_at=now + timedelta(seconds=seconds))
+            )
+    assert outbox.next_due(engine, destinations={"a"}) == now - timedelta(seconds=5)
+    got = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=60, limit=3)
+    assert [c.id for c in got] == [1, 4, 3]
+    rest = outbox.claim(engine, destinations={"a"}, now=now, lease_seconds=60, limit=10)
+    assert [c.id for c in rest] == [5, 2]
+    assert outbox.next_due(engine, destinations={"a"}) == now + timedelta(seconds=60)
+    engine.dispose()

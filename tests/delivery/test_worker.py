@@ -239,6 +239,7 @@ async def test_requests_settled_together_are_logged_in_one_statement_each_linked
     tracks, links = track_rows(engine), link_rows(engine)
     assert len(tracks) == 60 and len(links) == 60 and len(receiver.seen) == 60
     carried = {t.id: t.request["events"][0]["id"] for t in tracks}
+    assert all(t.request_bytes == len(json.dumps(t.request, separators=(",", ":"))) for t in tracks)
     assert all(carried[link.track_id] == link.event_pk for link in links)
     assert {r.status for r in delivery_rows(engine)} == {"delivered"}
     # SQLAlchemy writes SQLite's a row at a time (no round trip there): its RETURNING order is
