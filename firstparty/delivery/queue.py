@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Enough tokens to wake every worker of a large deployment; more would only be noise.
 MAX_TOKENS = 64
-# Sending a wake-up never holds an accepted event up for longer than this.
+# A wake-up's push gives up after this (it is sent in the background: no answer waits on it).
 NOTIFY_TIMEOUT_SECONDS = 2.0
 # After a Redis error the worker polls the database and listens again this soon.
 REDIS_RETRY_SECONDS = 1.0
@@ -106,16 +106,35 @@ class RedisQueue:
         self._blocking: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=2.0, socket_timeout=None
         )
+        self._pending = False  # a wake-up was asked for since the last push began
+        self._sender: asyncio.Task[None] | None = None
+        self._failing = False
 
     async def notify(self) -> None:
-        # Never fail an accepted event over a wake-up: the workers' poll finds the work.
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(self.key, b"1")
-                pipe.ltrim(self.key, 0, MAX_TOKENS - 1)
-                await pipe.execute()
-        except self._failures as exc:
-            log.warning("queue: wake-up not sent (%s); workers will poll", exc)
+        """Ask for a wake-up, sent in the background: calls that come while one is on its way
+        fold into one more push after it. Each event of a server batch asks (500 at once), and
+        one LPUSH each took every connection of the client's pool ("Too many connections",
+        logged once per event). Never fails an accepted event: the workers' poll finds the work."""
+        self._pending = True
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_pending())
+
+    async def _send_pending(self) -> None:
+        while self._pending:
+            self._pending = False
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.lpush(self.key, b"1")
+                    pipe.ltrim(self.key, 0, MAX_TOKENS - 1)
+                    await pipe.execute()
+            except self._failures as exc:
+                if not self._failing:  # once per outage, not once per event
+                    log.warning("queue: wake-up not sent (%s); workers will poll", exc)
+                self._failing = True
+                return
+            if self._failing:
+                log.warning("queue: wake-ups sent again")
+            self._failing = False
 
     async def wait(self, timeout: float) -> bool:
         seconds = max(timeout, 0.01)
@@ -136,6 +155,8 @@ class RedisQueue:
             return False
 
     async def close(self) -> None:
+        if self._sender is not None:  # the last wake-up asked for goes out first
+            await asyncio.gather(self._sender, return_exceptions=True)
         await self._redis.aclose()
         await self._blocking.aclose()
 
