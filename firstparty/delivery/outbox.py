@@ -374,33 +374,35 @@ def _due(
     columns += [d.confirm_until, d.status, d.created_at, d.source, d.next_attempt_at]
     rows: list[sa.Row[Any]] = []
     for status in ACTIVE:
-        due = (
-            sa.select(*columns)
-            .where(d.status == status, d.next_attempt_at <= now)
-            .where(d.destination.in_(sorted(destinations)))
-            .order_by(d.next_attempt_at)
-            .limit(limit)
-        )
-        rows += conn.execute(db.skip_locked(due, conn)).all()
+        due = _in_due_order(status, destinations, *columns).where(d.next_attempt_at <= now)
+        rows += conn.execute(db.skip_locked(due.limit(limit), conn)).all()
     # Rows locked here but not kept are let go at this transaction's end, untouched.
     return sorted(rows, key=lambda r: r.next_attempt_at)[:limit]
+
+
+def _in_due_order(
+    status: DeliveryStatus, destinations: Collection[str], *columns: Any
+) -> sa.Select[Any]:
+    """One status's work for these destinations, earliest due first: read in order from the
+    (status, next_attempt_at) index."""
+    d = deliveries.c
+    return (
+        sa.select(*columns)
+        .where(d.status == status, d.destination.in_(sorted(destinations)))
+        .order_by(d.next_attempt_at)
+    )
 
 
 def next_due(engine: Engine, *, destinations: Collection[str]) -> datetime | None:
     """When the earliest waiting work for these destinations becomes due, if any."""
     if not destinations:
         return None
-    d = deliveries.c
-    firsts = []
+    when = deliveries.c.next_attempt_at
     with db.reader(engine) as conn:
-        for status in ACTIVE:  # each from the index in order, as `_due` reads them
-            first = (
-                sa.select(d.next_attempt_at)
-                .where(d.status == status, d.destination.in_(sorted(destinations)))
-                .order_by(d.next_attempt_at)
-                .limit(1)
-            )
-            firsts.append(conn.execute(first).scalar())
+        firsts = [
+            conn.execute(_in_due_order(status, destinations, when).limit(1)).scalar()
+            for status in ACTIVE
+        ]
     return min((f for f in firsts if f is not None), default=None)
 
 
