@@ -3,17 +3,20 @@
 Starts `firstparty serve` (its embedded worker on, one webhook destination in dry run, so the
 outbox and the request log grow with the events) on a fresh database and loads events through
 `POST /v1/batch` with a server write key (500 events a request, 4 requests at once, a Chrome
-User-Agent in each event's context: robots are judged by it). At each checkpoint it prints the
-ingest rate of the last stretch, the time of every admin page and report (signed in with the
-admin token) and of the admin API's lists, the server's RSS (now and peak) and the bytes on disk
-per stored event, each against its target: ingest >= 90 % of the rate of the first stretch (the
-first 20,000 events, into an empty database), every page <= 500 ms and within 2x of its time at
-the first checkpoint (the empty database's times are printed too, but its lists are empty and
-cost nothing to draw), peak RSS <= 150 MB (with each phase's own peak: load, outbox settling,
-audience sync, funnel round, pages, and the three pages that reached the highest). Default:
-200,000 events (a few minutes); `--max 10000000` for the long run. A page is timed as the median
-of 3. `--worker-core N` runs the worker as its own process (`firstparty worker`, Redis wake-ups:
-the scale-out shape) pinned to core N.
+User-Agent in each event's context: robots are judged by it; each event id a random UUID, as
+browsers send them, or with `--sequential-ids` g0, g1, ... as before 2026-11-29's session 9). At
+each checkpoint it prints the ingest rate of the last stretch, the time of every admin page and
+report (signed in with the admin token) and of the admin API's lists, the server's RSS (now and
+peak) and the bytes on disk per stored event, each against its target: ingest >= 90 % of the rate
+of the first stretch (the first 20,000 events, into an empty database), every page <= 500 ms and
+within 2x of its time at the first checkpoint (the empty database's times are printed too, but its
+lists are empty and cost nothing to draw), peak RSS <= 150 MB (with each phase's own peak: load,
+outbox settling, audience sync, funnel round, pages, and the three pages that reached the highest).
+Default: 200,000 events (a few minutes); `--max 10000000` for the long run. A page is timed as the
+median of 3. `--worker-core N` runs the worker as its own process (`firstparty worker`, Redis
+wake-ups: the scale-out shape) pinned to core N. With each checkpoint it prints the server's CPU
+time per event loaded (user + system, all its threads: what one event costs its core whatever else
+runs).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,7 +181,10 @@ url = "http://127.0.0.1:{{refused_port}}/alerts"
 """
 
 
-def _event(n: int) -> dict[str, Any]:
+def _event(n: int, sequential: bool = False) -> dict[str, Any]:
+    """The n-th event loaded. Its event id is a random UUID, as fp.js and the Segment SDKs send
+    (each one lands at a random place of the event-id index); `sequential`: g0, g1, ... as this
+    bench sent before 2026-11-29's session 9, which hid that cost."""
     source = CAMPAIGNS[n % len(CAMPAIGNS)]
     query = f"?utm_source={source}&utm_medium=cpc&utm_campaign=c{n % 7}" if source else ""
     name = "Refund" if n % 100 == 99 else NAMES[n % len(NAMES)]
@@ -185,7 +192,7 @@ def _event(n: int) -> dict[str, Any]:
     event: dict[str, Any] = {
         "type": "track",
         "name": name,
-        "event_id": f"g{n}",
+        "event_id": f"g{n}" if sequential else str(uuid.uuid4()),
         "user_id": f"u{user}",
         "url": f"https://www.example.test/p/{n % 100}{query}",
         "properties": {"value": 19.0, "currency": "USD"},
@@ -196,7 +203,7 @@ def _event(n: int) -> dict[str, Any]:
     return event
 
 
-async def load(url: str, first: int, count: int) -> float:
+async def load(url: str, first: int, count: int, sequential: bool = False) -> float:
     """Send events [first, first + count); answers the events stored per second."""
     headers = {"X-Write-Key": KEY, "User-Agent": USER_AGENT}
     starts = iter(range(first, first + count, PER_REQUEST))
@@ -205,7 +212,7 @@ async def load(url: str, first: int, count: int) -> float:
         async def sender() -> None:
             for start in starts:
                 end = min(start + PER_REQUEST, first + count)
-                body = {"events": [_event(n) for n in range(start, end)]}
+                body = {"events": [_event(n, sequential) for n in range(start, end)]}
                 async with http.post(f"{url}/v1/batch", json=body) as answer:
                     if answer.status not in (200, 202):
                         raise RuntimeError(f"/v1/batch answered {answer.status}")
@@ -529,6 +536,15 @@ def written_bytes(pid: int) -> int:
     return int(fields["write_bytes"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) a process has used: with the events loaded between two
+    readings, what storing one event costs the server's core, whatever else the machine runs
+    (a rate falls when the core is shared; this does not). With the embedded worker it holds
+    the deliveries made during the load too."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def checkpoints(limit: int) -> list[int]:
     marks, n = [], 20_000
     while n < limit:
@@ -571,6 +587,7 @@ def run(
     core: int = 0,
     drain_seconds: float = 3600.0,
     worker_core: int | None = None,
+    sequential_ids: bool = False,
 ) -> bool:
     port = ingest_bench.free_port()
     url = f"http://127.0.0.1:{port}"
@@ -616,10 +633,11 @@ def run(
             stored, peak = 0, phase_peak(proc.pid)
             for mark in checkpoints(limit):
                 phases: dict[str, float] = {}
-                before = written_bytes(proc.pid)
-                rate = asyncio.run(load(url, stored, mark - stored))
+                before, spent = written_bytes(proc.pid), cpu_seconds(proc.pid)
+                rate = asyncio.run(load(url, stored, mark - stored, sequential_ids))
                 phases["load"] = phase_peak(proc.pid)
                 wrote = (written_bytes(proc.pid) - before) / (mark - stored)
+                spent = (cpu_seconds(proc.pid) - spent) / (mark - stored)
                 stored = mark
                 empty.setdefault("rate", rate)  # the first stretch: an almost empty database
                 waited = drain(db_url, drain_seconds)
@@ -628,7 +646,7 @@ def run(
                 synced = sync_audience(http)
                 phases["audience sync"] = phase_peak(proc.pid)
                 computed = compute_funnels(db_url, work)
-                print("\n(", end="")
+                print(f"\n(the server used {spent * 1e6:,.0f} µs of CPU per event loaded;", end=" ")
                 if engine == "sqlite":  # PostgreSQL's own processes write its files
                     print(f"the server wrote {wrote:,.0f} bytes to disk per event loaded;", end=" ")
                 print(f"outbox settled {waited:.1f} s after the load;", end=" ")
@@ -694,6 +712,11 @@ def main() -> int:
     parser.add_argument(
         "--drain", type=float, default=3600.0, help="seconds to wait for the outbox to settle"
     )
+    parser.add_argument(
+        "--sequential-ids",
+        action="store_true",
+        help="event ids g0, g1, ... (before session 9) instead of random UUIDs as browsers send",
+    )
     args = parser.parse_args()
     limit = max(20_000, min(args.max, 10_000_000))
     with tempfile.TemporaryDirectory() as tmp:
@@ -712,6 +735,7 @@ def main() -> int:
                 args.core,
                 args.drain,
                 args.worker_core,
+                args.sequential_ids,
             ),
         )
     print(f"\nbench/growth {args.engine} up to {limit:,} events: {verdict(passed)}")

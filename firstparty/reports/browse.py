@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from firstparty.delivery import track
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.store import models as m
+from firstparty.store import partitions
 
 # The statuses a logged request can have: those of the work it carried, less `inflight`.
 TRACK_STATUSES = tuple(s.value for s in DeliveryStatus if s != DeliveryStatus.INFLIGHT)
@@ -65,7 +66,6 @@ def events(engine: Engine, f: EventFilters, limit: int) -> list[dict[str, Any]]:
     for column, value in (
         (m.events.c.name, f.name),
         (m.events.c.source, f.source),
-        (m.events.c.event_id, f.event_id),
         (m.events.c.visitor_id, f.visitor_id),
         (m.events.c.user_id, f.user_id),
     ):
@@ -78,7 +78,20 @@ def events(engine: Engine, f: EventFilters, limit: int) -> list[dict[str, Any]]:
     if f.cursor:
         query = query.where(m.events.c.id < f.cursor)
     with engine.connect() as conn:
+        if f.event_id is not None:
+            query = query.where(m.events.c.id.in_(_event_pks(conn, f.event_id)))
         return [_event_item(r) for r in conn.execute(query).mappings()]
+
+
+def _event_pks(conn: sa.Connection, event_id: str) -> list[str]:
+    """The rows of the events with this event id (one per source that sent it), found on the
+    one index over event ids: `events`' unique (event_id, source), or where `events` is
+    partitioned (PostgreSQL) `event_keys`' primary key (0025_event_id_key)."""
+    if partitions.partitioned(conn.dialect):
+        query = sa.select(m.event_keys.c.event_pk).where(m.event_keys.c.event_id == event_id)
+    else:
+        query = sa.select(m.events.c.id).where(m.events.c.event_id == event_id)
+    return list(conn.execute(query).scalars())
 
 
 def event(engine: Engine, pk: str) -> dict[str, Any] | None:
@@ -183,7 +196,9 @@ def _track_item(row: RowMapping) -> dict[str, Any]:
     }
 
 
-def _tracks_query(f: TrackFilters, limit: int, *columns: Any) -> sa.Select[Any]:
+def _tracks_query(
+    f: TrackFilters, limit: int, *columns: Any, event_pks: list[str] | None = None
+) -> sa.Select[Any]:
     query = sa.select(*(columns or LIST_COLUMNS)).order_by(m.tracks.c.id.desc()).limit(limit)
     if f.status:
         query = query.where(m.tracks.c.status == f.status)
@@ -195,11 +210,9 @@ def _tracks_query(f: TrackFilters, limit: int, *columns: Any) -> sa.Select[Any]:
         query = query.where(m.tracks.c.created_at < f.until)
     if f.cursor and f.cursor.isdigit():
         query = query.where(m.tracks.c.id < int(f.cursor))
-    if f.event_id:
-        carried = (
-            sa.select(m.track_events.c.track_id)
-            .join(m.events, m.events.c.id == m.track_events.c.event_pk)
-            .where(m.events.c.event_id == f.event_id)
+    if f.event_id:  # `event_pks`: those of the events with that id (_event_pks)
+        carried = sa.select(m.track_events.c.track_id).where(
+            m.track_events.c.event_pk.in_(event_pks or [])
         )
         query = query.where(m.tracks.c.id.in_(carried))
     return query
@@ -223,7 +236,8 @@ def tracks(engine: Engine, f: TrackFilters, limit: int) -> list[dict[str, Any]]:
         if f.destination and not f.status and not f.event_id:
             query = _newest_of_destination(conn, f, limit)
         else:
-            query = _tracks_query(f, limit)
+            pks = _event_pks(conn, f.event_id) if f.event_id else None
+            query = _tracks_query(f, limit, event_pks=pks)
         items = [_track_item(r) for r in conn.execute(query).mappings()]
         _name_events(conn, items)
     return items

@@ -6,6 +6,8 @@ Alembic is imported only to migrate: a server whose database is current never lo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     config = _config()
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
     if revision == "head":
@@ -46,9 +48,34 @@ def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
     config = _config()
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
+
+
+@contextlib.contextmanager
+def _migrating(engine: Engine) -> Iterator[sa.Connection]:
+    """One transaction for the migrations. On SQLite, foreign keys are off meanwhile, as its
+    manual says for a table made again (`0025_event_id_key`: dropping the old `events` would
+    otherwise fail, other tables' rows naming it): the change is checked before it commits."""
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:  # outside any transaction, where SQLite takes it
+            raw.cursor().execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if raw is not None:
+                    _check_foreign_keys(conn)
+        finally:
+            if raw is not None:
+                raw.cursor().execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(conn: sa.Connection) -> None:
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if broken is not None:
+        raise RuntimeError(f"the migration left a row naming a missing one: {tuple(broken)}")
 
 
 def newest() -> str:

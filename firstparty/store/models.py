@@ -120,7 +120,7 @@ click_ids = sa.Table(
 
 # On PostgreSQL, `events` and `tracks` are partitioned by month of their time column (received_at,
 # created_at; 0015_partition, store/partitions.py): their primary keys there also hold that column
-# (a partitioned table's unique keys must), so the unique (source, event_id) below and the foreign
+# (a partitioned table's unique keys must), so the unique (event_id, source) below and the foreign
 # keys to events.id and tracks.id exist on SQLite and MySQL/MariaDB only. PostgreSQL refuses a
 # duplicate through `event_keys` instead, written in the event's transaction.
 events = sa.Table(
@@ -128,7 +128,7 @@ events = sa.Table(
     metadata,
     sa.Column("id", sa.String(26), primary_key=True),
     sa.Column("source", sa.String(64), nullable=False),
-    sa.Column("event_id", CaseSensitive(128), nullable=False, index=True),
+    sa.Column("event_id", CaseSensitive(128), nullable=False),
     sa.Column("type", sa.String(16), nullable=False),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
@@ -147,7 +147,11 @@ events = sa.Table(
     # `is_conversion`, decided at ingest); null for events stored before, counted by
     # reports.rollups' legacy rule.
     sa.Column("converted", sa.Boolean(), nullable=True),
-    sa.UniqueConstraint("source", "event_id"),
+    # 0025_event_id_key: the event id first, so this one index also finds an event by its id
+    # alone (the admin's filter). Event ids are random (UUIDs from fp.js and the Segment SDKs):
+    # each is an insert at a random place in the index, and a second index on event_id doubled
+    # that cost as the table grew.
+    sa.UniqueConstraint("event_id", "source"),
     sa.Index("ix_events_source_received_at", "source", "received_at"),
     # 0009_rollups: one name's events newest first, read from the index (was on name alone).
     sa.Index("ix_events_name_id", "name", "id"),
@@ -156,14 +160,17 @@ events = sa.Table(
 )
 
 # The ingest de-duplication of a partitioned `events` (PostgreSQL, 0015_partition): one row per
-# (source, event_id) stored, naming the event's row. Empty on SQLite and MySQL/MariaDB, where the
-# unique (source, event_id) of `events` itself refuses a duplicate. Goes with its event.
+# (event_id, source) stored, naming the event's row; also how an event is found by its id there
+# (0025_event_id_key: `events` has no index of its own on event_id). Empty on SQLite and
+# MySQL/MariaDB, where the unique (event_id, source) of `events` itself refuses a duplicate.
+# Goes with its event.
 event_keys = sa.Table(
     "event_keys",
     metadata,
-    sa.Column("source", sa.String(64), primary_key=True),
-    sa.Column("event_id", CaseSensitive(128), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("event_id", CaseSensitive(128), nullable=False),
     sa.Column("event_pk", sa.String(26), nullable=False, index=True),
+    sa.PrimaryKeyConstraint("event_id", "source"),
 )
 
 # The partial index's condition, also written into the queries that must use it (SQLite picks a

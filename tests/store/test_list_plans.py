@@ -124,3 +124,14 @@ def test_a_funnel_reads_its_period_in_time_order(sqlite_url: str) -> None:
         sqlite_url, lambda engine: funnels.compute(engine, funnel=funnel, period=chosen)
     )
     assert events_plan[0].startswith("SEARCH events USING INDEX ix_events_occurred_at"), events_plan
+
+
+def test_an_event_is_found_by_its_id_on_the_unique_index(sqlite_url: str) -> None:
+    """The one index over event ids (event_id, source) finds an event by its id alone (0025:
+    there is no second index on event_id), for the events list and the request log alike."""
+    on_index = "SEARCH events USING INDEX sqlite_autoindex_events_2 (event_id=?)"
+    by_id = browse.EventFilters(event_id="order-1")
+    [pks, *_] = plans(sqlite_url, lambda e: browse.events(e, by_id, 51))
+    assert pks == [on_index]
+    [pks, *_] = plans(sqlite_url, lambda e: browse.tracks(e, browse.TrackFilters(event_id="o"), 51))
+    assert pks == [on_index]

@@ -15,7 +15,7 @@ from firstparty.store import db, migrate, models, partitions
 
 # What a partitioned table cannot have on PostgreSQL (0015_partition; models.events says why).
 PARTITIONED_LACKS = [
-    ("add_constraint", "events", "uq_events_source_event_id"),
+    ("add_constraint", "events", "uq_events_event_id_source"),
     ("add_fk", "deliveries", "fk_deliveries_event_pk"),
     ("add_fk", "track_events", "fk_track_events_track_id"),
 ]
