@@ -185,7 +185,9 @@ deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("event_pk", sa.String(26), sa.ForeignKey("events.id"), nullable=False, index=True),
+    # Found by event through the unique (event_pk, destination) below (0026_deliveries_event_pk
+    # dropped an index on event_pk alone, which it duplicated).
+    sa.Column("event_pk", sa.String(26), sa.ForeignKey("events.id"), nullable=False),
     sa.Column("destination", sa.String(64), nullable=False),
     # pending | inflight | confirming | delivered | test | failed | skipped (outbox.DeliveryStatus)
     sa.Column("status", sa.String(16), nullable=False),

@@ -135,3 +135,17 @@ def test_an_event_is_found_by_its_id_on_the_unique_index(sqlite_url: str) -> Non
     assert pks == [on_index]
     [pks, *_] = plans(sqlite_url, lambda e: browse.tracks(e, browse.TrackFilters(event_id="o"), 51))
     assert pks == [on_index]
+
+
+def test_an_events_outbox_rows_are_found_on_the_unique_key(sqlite_url: str) -> None:
+    """An event's deliveries (its page, erase, retention) are read on the unique (event_pk,
+    destination): 0026 dropped the index on event_pk alone that duplicated it."""
+    outbox = models.deliveries
+    query = sa.select(outbox).where(outbox.c.event_pk == "01JD").order_by(outbox.c.id)
+
+    def read(engine: sa.Engine) -> None:
+        with engine.connect() as conn:
+            conn.execute(query).all()
+
+    [plan] = plans(sqlite_url, read)
+    assert plan[0] == "SEARCH deliveries USING INDEX sqlite_autoindex_deliveries_1 (event_pk=?)"
