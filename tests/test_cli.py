@@ -207,6 +207,18 @@ def _has_open(pid: int, path: Path) -> bool:
     return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir())
 
 
+def _wait_listening(url: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=5)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_serve_workers_children_use_the_config_file(tmp_path: Path) -> None:
     """`--config X serve --workers 2`: both children load X, not just the environment."""
     database = tmp_path / "elsewhere.db"
@@ -238,6 +250,7 @@ def test_serve_workers_children_use_the_config_file(tmp_path: Path) -> None:
             time.sleep(0.1)
         else:
             pytest.fail(f"children {_children(proc.pid)} did not open {database}")
+        _wait_listening(url)  # a child opens the database before it takes connections
         for i in range(40):  # a new connection each: both children answer some
             body = {"type": "track", "name": "Lead", "event_id": f"w-{i}"}
             r = httpx.post(f"{url}/v1/events", json=body, headers={"X-Write-Key": key})

@@ -32,13 +32,15 @@ def _config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (default: the newest), with this month's and next
-    month's partitions (PostgreSQL, once partitioned)."""
-    from alembic import command
+    month's partitions (PostgreSQL, once partitioned). A current database is left alone (not
+    even Alembic is loaded, nor SQLite's foreign keys checked)."""
+    if revision != "head" or not is_current(engine):
+        from alembic import command
 
-    config = _config()
-    with _migrating(engine) as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        config = _config()
+        with _migrating(engine) as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
     if revision == "head":
         partitions.ensure(engine)
 
