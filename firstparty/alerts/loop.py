@@ -152,7 +152,9 @@ class Evaluator:
                 found.setdefault(name, []).append(f"in test mode ({adapter.test_mode})")
             self._expiry(found, adapter.settings, now)
         window = self.settings.alerts.destination_setup.refused_window_minutes
-        answers = figures.newest_answers(self.engine, now=now, minutes=window)
+        answers = figures.newest_answers(
+            self.engine, now=now, minutes=window, destinations=adapters
+        )
         for name, (status, body) in sorted(answers.items()):
             sender = adapters.get(name)
             refused = sender.credential_refused(status, body) if sender is not None else None
