@@ -168,3 +168,20 @@ def test_an_alert_round_reads_each_destinations_newest_requests_on_the_index(
     )
     assert len(on_tracks) == 2 * 7 and set(on_tracks) == {on_index}, plan
     assert not [step for step in plan if "TEMP B-TREE" in step], plan
+
+
+def test_a_replay_preview_reads_the_outbox_alone(sqlite_url: str) -> None:
+    """A replay's chunks (and the failures page's preview) read the destination's failed rows in
+    id order from (destination, status) without touching `events`: joined to every event, each
+    chunk matched all of the destination's failed rows first (207 ms for 250 of 7,515 on
+    PostgreSQL)."""
+    settings = settings_for(sqlite_url)
+    found = plans(
+        sqlite_url,
+        lambda e: replay.preview(e, settings=settings, adapters={}, destination="d", limit=250),
+    )
+    steps = [step for plan in found for step in plan]
+    assert not [step for step in steps if " events" in step], found
+    chunk = "SEARCH deliveries USING INDEX ix_deliveries_destination_status"
+    assert any(step.startswith(chunk) and "rowid>?" in step for step in steps), found
+    assert not [step for step in steps if "TEMP B-TREE" in step], found
