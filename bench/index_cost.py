@@ -16,6 +16,7 @@ the table's own, not the server's. Default 500,000 events (about two minutes); t
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import growth  # bench/growth.py: the bytes a process wrote to storage
+
 from firstparty.ids import new_id
 from firstparty.store import db, migrate
 from firstparty.store.models import events
@@ -63,11 +66,6 @@ def cpu() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def written() -> int:
-    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-    return int(fields["write_bytes"])
-
-
 def stretches(
     path: Path, revision: str, total: int, sequential: bool
 ) -> Iterator[tuple[int, float, float]]:
@@ -78,7 +76,7 @@ def stretches(
     checked, stored = time.monotonic(), 0
     try:
         while stored < total:
-            spent, before = 0.0, written()
+            spent, before = 0.0, growth.written_bytes(os.getpid())
             for _ in range(STRETCH):
                 group = rows(stored, sequential)
                 began = cpu()
@@ -90,7 +88,7 @@ def stretches(
                 spent += cpu() - began
                 stored += GROUP
             count = STRETCH * GROUP
-            yield stored, spent / count * 1e6, (written() - before) / count
+            yield stored, spent / count * 1e6, (growth.written_bytes(os.getpid()) - before) / count
     finally:
         engine.dispose()
 

@@ -210,9 +210,9 @@ def _tracks_query(
         query = query.where(m.tracks.c.created_at < f.until)
     if f.cursor and f.cursor.isdigit():
         query = query.where(m.tracks.c.id < int(f.cursor))
-    if f.event_id:  # `event_pks`: those of the events with that id (_event_pks)
+    if event_pks is not None:  # those of the events with the filter's event id (_event_pks)
         carried = sa.select(m.track_events.c.track_id).where(
-            m.track_events.c.event_pk.in_(event_pks or [])
+            m.track_events.c.event_pk.in_(event_pks)
         )
         query = query.where(m.tracks.c.id.in_(carried))
     return query
