@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from firstparty.delivery import tally
+from firstparty.delivery import failures, tally
 from firstparty.store import db
 from firstparty.store.models import LAST_ERROR_CHARS, deliveries
 
@@ -195,6 +195,8 @@ def finish(conn: Connection, finishes: Sequence[Finish], now: datetime) -> None:
     tally.move(
         conn, ((_place(current[f.claim.id]), _place(current[f.claim.id], f.status)) for f in ours)
     )
+    failed = DeliveryStatus.FAILED
+    failures.move(conn, ((f.claim.destination, f.last_error) for f in ours if f.status == failed))
     dialect = conn.dialect
     if dialect.name in db.FAST_DIALECTS:
         # The same guarded UPDATE, written once and sent in one driver call: SQLAlchemy's
@@ -270,11 +272,12 @@ def _place(row: sa.Row[Any], status: str | None = None) -> tally.Place:
     )
 
 
-def _held(conn: Connection, ids: Sequence[int]) -> dict[int, sa.Row[Any]]:
-    """These outbox rows as they are, locked until the transaction ends (SQLite: one writer)."""
+def _held(conn: Connection, ids: Sequence[int], *extra: sa.Column[Any]) -> dict[int, sa.Row[Any]]:
+    """These outbox rows as they are (with the `extra` columns asked for), locked until the
+    transaction ends (SQLite: one writer)."""
     d = deliveries.c
     columns = (d.id, d.status, d.attempts, d.destination, d.created_at, d.confirm_until, d.source)
-    query: sa.Select[Any] = sa.select(*columns).where(d.id.in_(ids))
+    query: sa.Select[Any] = sa.select(*columns, *extra).where(d.id.in_(ids))
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
     return {row.id: row for row in conn.execute(query)}
@@ -345,8 +348,10 @@ def _by_attempt(claims: Iterable[Claim]) -> dict[tuple[int, bool], list[int]]:
 def requeue(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     """Failed work due again now with a fresh retry window (a replay)."""
     d = deliveries.c
-    failed = [r for r in _held(conn, ids).values() if r.status == DeliveryStatus.FAILED]
+    held = _held(conn, ids, deliveries.c.last_error)
+    failed = [r for r in held.values() if r.status == DeliveryStatus.FAILED]
     tally.move(conn, ((_place(r), _place(r, DeliveryStatus.PENDING)) for r in failed))
+    failures.move(conn, (), ((r.destination, r.last_error) for r in failed))
     conn.execute(
         sa.update(deliveries)
         .where(d.id.in_(ids), d.status == DeliveryStatus.FAILED)

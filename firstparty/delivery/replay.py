@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from firstparty.delivery import load, outbox
+from firstparty.delivery import failures, load, outbox
 from firstparty.destinations.base import Adapter
 from firstparty.event import Event
 from firstparty.operators import audit as audit_log
@@ -81,9 +81,9 @@ def replay(
         where.append(deliveries.c.id == delivery_id)
     # Every delivery has its event (a foreign key; erasure deletes both): the join only for a name.
     counted = _joined() if event_name else deliveries
+    whole = since is None and until is None and event_name is None and delivery_id is None
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(*where))
-        matched = int(total.scalar_one())
+        matched = _matched(engine, destination) if whole else _count(conn, counted, where)
         kinds = load.source_kinds(conn, settings)
     requeued, skipped, done, last_id = 0, Counter[str](), 0, 0
     while limit is None or done < limit:
@@ -198,6 +198,16 @@ def failed(
             )
         )
     return found
+
+
+def _matched(engine: Engine, destination: str | None) -> int:
+    """All the failed work (of one destination): from its counts, not counted row by row."""
+    return sum(c.count for c in failures.counts(engine, destination=destination))
+
+
+def _count(conn: Connection, rows: sa.FromClause, where: list[sa.ColumnElement[bool]]) -> int:
+    total = conn.execute(sa.select(sa.func.count()).select_from(rows).where(*where))
+    return int(total.scalar_one())
 
 
 def _joined() -> sa.Join:

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from firstparty.delivery import failures
 from firstparty.settings import RetentionSettings
 from firstparty.store import partitions
 from firstparty.store.models import (
@@ -49,6 +50,7 @@ def _older(
 def _event_rows(conn: Connection, ids: list[Any]) -> None:
     """What goes with these events, in the tables that are not partitioned."""
     conn.execute(sa.delete(track_events).where(track_events.c.event_pk.in_(ids)))
+    failures.take(conn, ids)  # failed work no replay can take any more
     conn.execute(sa.delete(deliveries).where(deliveries.c.event_pk.in_(ids)))
     conn.execute(sa.delete(click_ids).where(click_ids.c.event_pk.in_(ids)))
     conn.execute(sa.delete(event_keys).where(event_keys.c.event_pk.in_(ids)))

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from firstparty import platforms
-from firstparty.delivery import tally
+from firstparty.delivery import failures, tally
 from firstparty.store import shards
 from firstparty.store.models import deliveries, event_rollups, events, visitors
 
@@ -62,6 +62,7 @@ def take(conn: Connection, pks: Collection[str]) -> None:
     """Uncount these events and their outbox rows (about to be deleted, all still there)."""
     _shift(conn, pks, -1)
     tally.take(conn, pks)
+    failures.take(conn, pks)
 
 
 def backfill(conn: Connection) -> None:

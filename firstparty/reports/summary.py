@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from firstparty import platforms
+from firstparty.delivery import failures as failed_counts
 from firstparty.delivery import outbox
 from firstparty.delivery.outbox import DeliveryStatus
 from firstparty.reports import local_days
@@ -368,15 +369,8 @@ def delivery_reports(engine: Engine, *, period: period_mod.Period) -> DeliveryRe
 
 def failures(engine: Engine) -> list[FailureGroup]:
     """Failed outbox rows (what a replay would take) by destination and last error, most first:
-    read from ix_deliveries_failed alone."""
-    d = m.deliveries.c
-    query = (
-        sa.select(d.destination, d.last_error, sa.func.count().label("n"))
-        .where(sa.text(m.FAILED_ONLY))
-        .group_by(d.destination, d.last_error)
-    )
-    with engine.connect() as conn:
-        groups = [
-            FailureGroup(r.destination, r.last_error or NONE, int(r.n)) for r in conn.execute(query)
-        ]
+    read from their counts (delivery/failures.py), not from the rows."""
+    groups = [
+        FailureGroup(c.destination, c.reason or NONE, c.count) for c in failed_counts.counts(engine)
+    ]
     return sorted(groups, key=lambda g: (g.destination, -g.count, g.reason))

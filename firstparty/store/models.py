@@ -411,6 +411,22 @@ delivery_rollups = sa.Table(
     sqlite_with_rowid=False,  # 0020_rollups_clustered: rows in key order, hour first
 )
 
+# Failed outbox rows by destination and last error (0027_failure_counts, delivery/failures.py):
+# what a replay would take, counted as rows enter and leave `failed` in the outbox's own
+# transactions (and as erasure and retention delete them), so the failures page reads these few
+# rows instead of counting every failed row. `reason_key` is the SHA-256 of the error text (a
+# key of fixed width whatever the text); sharded as delivery_rollups (every worker moves them).
+failure_counts = sa.Table(
+    "failure_counts",
+    metadata,
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("reason_key", sa.String(64), primary_key=True),
+    sa.Column("shard", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("reason", sa.Text(), nullable=True),  # deliveries.last_error; None: no error text
+    sa.Column("count", sa.BigInteger(), nullable=False),
+    sqlite_with_rowid=False,
+)
+
 # Alerts (0010_alerts, alerts/state.py). One row per rule and subject (a destination, a source,
 # "outbox", "server"): its state now and since when. `alert_notices` holds, per channel, the
 # state last announced and when, so that two processes or a restart never announce twice and a

@@ -1,5 +1,5 @@
-"""Which shard of a counter table a connection writes (`event_rollups`, `delivery_rollups`),
-and folding the shards of past hours back into one row (`fold`).
+"""Which shard of a counter table a connection writes (`event_rollups`, `delivery_rollups`,
+`failure_counts`), and folding the shards of past hours back into one row (`fold`).
 
 Every ingest transaction and every worker move adds to the same few rows (today's page views,
 today's pending deliveries): one row each would make concurrent transactions wait on each
@@ -16,10 +16,14 @@ write lock SQLite's `BEGIN IMMEDIATE` takes up front), adds them to shard 0 with
 own upsert (count = count + n) and deletes exactly those rows in the same transaction. A writer
 adding to a locked row waits for the commit and then, its row gone, inserts it anew: it is
 folded at the next round. Nothing is counted twice or lost.
+
+`failure_counts` has no hours: `fold` folds all its shards each round, and deletes the keys
+whose count came back to zero (a replayed or pruned error text), which add nothing to a sum.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -29,10 +33,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from firstparty.store.models import delivery_rollups, event_rollups
+from firstparty.store.models import delivery_rollups, event_rollups, failure_counts
 
 SHARDS = 16
-TABLES = (event_rollups, delivery_rollups)
+TABLES = (event_rollups, delivery_rollups, failure_counts)
 SETTLE = timedelta(hours=1)  # hours starting before now - SETTLE are folded
 CHUNK_ROWS = 5000
 
@@ -65,6 +69,9 @@ def fold(
             if n < chunk_rows:
                 break
         folded[table.name] = done
+    with engine.begin() as conn:
+        f = failure_counts.c
+        conn.execute(failure_counts.delete().where(f.shard == 0, f.count == 0))
     return folded
 
 
@@ -73,7 +80,7 @@ def _fold_chunk(conn: Connection, table: sa.Table, cutoff: datetime, limit: int)
     pk = [col for col in table.primary_key.columns if col.name != "shard"]
     query = (
         sa.select(table)
-        .where(c.shard > 0, c.hour <= cutoff)
+        .where(c.shard > 0, *([c.hour <= cutoff] if "hour" in c else []))
         .order_by(*pk, c.shard)
         .limit(limit)
         .with_for_update()
@@ -89,7 +96,7 @@ def _fold_chunk(conn: Connection, table: sa.Table, cutoff: datetime, limit: int)
         totals[place] += int(row["count"])
     merged = [sums[place] | {"shard": 0, "count": n} for place, n in sorted(totals.items()) if n]
     if merged:
-        conn.execute(_upsert(conn.dialect.name, table), merged)
+        conn.execute(upsert(conn.dialect.name, table), merged)
     where = [col == sa.bindparam(f"k_{col.name}") for col in [*pk, c.shard]]
     conn.execute(
         table.delete().where(*where),
@@ -98,8 +105,10 @@ def _fold_chunk(conn: Connection, table: sa.Table, cutoff: datetime, limit: int)
     return len(rows)
 
 
-def _upsert(dialect: str, table: sa.Table) -> Any:
-    """INSERT adding to `count` on the primary key, as the writers do."""
+@functools.cache
+def upsert(dialect: str, table: sa.Table) -> Any:
+    """INSERT adding to `count` on the primary key, as the writers do (built once per dialect
+    and table: building it costs more than the rows)."""
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         base = insert(table)

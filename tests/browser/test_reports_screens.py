@@ -11,12 +11,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from firstparty.delivery import tally
 from firstparty.store import db, migrate
 from firstparty.store import models as m
 from tests import factories
 from tests.browser import harness
 from tests.conftest import SERVER_KEY, settings_for
+from tests.delivery.outbox import set_status
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 TOKEN = "admin-token-for-tests"
@@ -47,20 +47,13 @@ def _settle(engine: sa.Engine) -> None:
     d, e = m.deliveries.c, m.events.c
     with engine.begin() as conn:
         rows = conn.execute(
-            sa.select(d.id, d.destination, d.status, d.created_at, d.source, e.occurred_at)
+            sa.select(d.id, d.destination, e.occurred_at)
             .join(m.events, e.id == d.event_pk)
             .order_by(d.id)
         ).all()
         for n, row in enumerate(rows):
             status = STATUSES[n % len(STATUSES)] if row.destination == "meta" else "delivered"
-            conn.execute(
-                sa.update(m.deliveries)
-                .where(d.id == row.id)
-                .values(status=status, created_at=row.occurred_at)
-            )
-            before = (tally.hour(row.created_at), row.destination, row.status, row.source)
-            after = (tally.hour(row.occurred_at), row.destination, status, row.source)
-            tally.move(conn, [(before, after)])
+            set_status(conn, status, d.id == row.id, created_at=row.occurred_at)
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ from firstparty.delivery import replay
 from firstparty.destinations import registry
 from firstparty.destinations.base import event_json
 from firstparty.reports import summary
-from firstparty.store.models import deliveries, events, visitors
+from firstparty.store.models import events, visitors
 from tests import factories
 from tests.conftest import BROWSER_KEY, BROWSER_UA, SERVER_KEY, AppClient, running_app, settings_for
+from tests.delivery.outbox import set_status
 from tests.e2e.journey import all_settled, outcomes
 from tests.fakes import meta as fake_meta
 from tests.web.test_admin_ui import signed_in_page
@@ -310,7 +311,7 @@ async def test_replay_follows_the_destinations_current_forward_bots(sqlite_url: 
         answer = await _browser_send(app, _lead("crawler"), GOOGLEBOT)
         assert answer.status_code == 202, answer.text
         with app.engine.begin() as conn:
-            conn.execute(sa.update(deliveries).values(status="failed", last_error="400"))
+            set_status(conn, "failed", last_error="400")
     for destinations, requeued, skipped in (
         (
             [factories.META_CAPI],

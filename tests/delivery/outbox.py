@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from firstparty import ids
-from firstparty.delivery import queue, worker
+from firstparty.delivery import failures, queue, tally, worker
 from firstparty.destinations import registry
 from firstparty.settings import Settings
 from firstparty.store.models import deliveries, events, track_events, tracks
@@ -32,7 +32,8 @@ def add_events(
     name: str = "Lead",
     occurred_at: datetime | None = None,
 ) -> list[str]:
-    """Insert `count` events and one pending delivery per destination, as ingest does."""
+    """Insert `count` events and one pending delivery per destination (counted in the outbox's
+    per-hour tally), as ingest does."""
     now = datetime.now(UTC)
     when = occurred_at or now
     event_rows, delivery_rows = [], []
@@ -72,7 +73,35 @@ def add_events(
     with engine.begin() as conn:
         conn.execute(sa.insert(events), event_rows)
         conn.execute(sa.insert(deliveries), delivery_rows)
+        tally.added(conn, delivery_rows)
     return [r["id"] for r in event_rows]
+
+
+def set_status(
+    conn: sa.Connection,
+    status: str,
+    *where: sa.ColumnElement[bool],
+    last_error: str | None = None,
+    **values: Any,
+) -> None:
+    """Put the outbox rows `where` picks (every row without) in `status` with `last_error` and
+    `values`, their counts (delivery.tally, delivery.failures) moved as the outbox moves them: a
+    test's shortcut past the worker's rounds."""
+    d = deliveries.c
+    columns = (d.id, d.created_at, d.destination, d.status, d.source, d.last_error)
+    rows = conn.execute(sa.select(*columns).where(*where)).all()
+    changed = {"status": status, "last_error": last_error, **values}
+    conn.execute(sa.update(deliveries).where(*where).values(**changed))
+    moves = []
+    for r in rows:
+        before = (tally.hour(r.created_at), r.destination, r.status, r.source or "")
+        after = (tally.hour(changed.get("created_at", r.created_at)), *before[1:2], status)
+        moves.append((before, (*after, r.source or "")))
+    tally.move(conn, moves)
+    entered = [(r.destination, last_error) for r in rows if status == "failed"]
+    failures.move(
+        conn, entered, [(r.destination, r.last_error) for r in rows if r.status == "failed"]
+    )
 
 
 def rows(engine: Engine, table: sa.Table) -> list[Any]:

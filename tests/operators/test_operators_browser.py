@@ -17,7 +17,7 @@ from firstparty.store import db
 from firstparty.store import models as m
 from tests.browser import harness
 from tests.conftest import settings_for
-from tests.delivery.outbox import add_events, fake_destination
+from tests.delivery.outbox import add_events, fake_destination, set_status
 from tests.operators.test_operators_ui import OPERATOR, PASSWORD, VIEWER
 
 ARTIFACTS = Path(__file__).parents[1] / "browser" / "artifacts"
@@ -36,7 +36,7 @@ def served(sqlite_url: str, tmp_path: Path) -> Iterator[tuple[str, sa.Engine]]:
         accounts.create(engine, email=email, password=PASSWORD, role=role, actor=audit.CLI)
     add_events(engine, ["fake"], 3)
     with engine.begin() as conn:
-        conn.execute(sa.update(m.deliveries).values(status="failed", attempts=5))
+        set_status(conn, "failed", attempts=5)
     # The worker is off: what a replay re-queues stays pending for the test to see.
     app = create_app(settings, run_worker=False)
     with harness.ServerThread(app, harness.certificate(tmp_path)) as server:

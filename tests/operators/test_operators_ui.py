@@ -28,7 +28,7 @@ from firstparty.store import db
 from firstparty.store import models as m
 from firstparty.web import admin, signin
 from tests.conftest import SECRET, AppClient, make_database, running_app, settings_for
-from tests.delivery.outbox import add_events, fake_destination
+from tests.delivery.outbox import add_events, fake_destination, set_status
 from tests.web.test_admin_ui import TOKEN, csrf_in, sign_in, signed_in_page
 from tests.web.test_signin import age_failures
 
@@ -99,7 +99,7 @@ def as_if_just_now(app: AppClient) -> None:
 
 def fail_all(app: AppClient) -> None:
     with app.engine.begin() as conn:
-        conn.execute(sa.update(m.deliveries).values(status="failed", attempts=5))
+        set_status(conn, "failed", attempts=5)
 
 
 def snapshot(app: AppClient) -> dict[str, list[Any]]:

@@ -18,7 +18,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from firstparty.delivery import tally
 from firstparty.reports import summary
 from firstparty.store import db, migrate
 from firstparty.store import models as m
@@ -32,7 +31,7 @@ from tests.conftest import (
     settings_for,
 )
 from tests.delivery.conftest import receiver
-from tests.delivery.outbox import eventually, fake_destination
+from tests.delivery.outbox import eventually, fake_destination, set_status
 from tests.delivery.receiver import Receiver
 
 __all__ = ["receiver"]  # the fake platform fixture, shared with the delivery tests
@@ -251,24 +250,15 @@ async def test_no_test_mode_notice_when_every_destination_is_live(sqlite_url: st
 
 def set_statuses(app: AppClient, destination: str, statuses: list[str]) -> None:
     """Marks the destination's outbox rows (oldest first) as a worker would have left them,
-    their per-hour counts (delivery.tally) moved with them as the outbox moves them."""
+    their counts (delivery.tally, delivery.failures) moved with them as the outbox moves them."""
     d = m.deliveries.c
     with app.engine.begin() as conn:
-        rows = conn.execute(
-            sa.select(d.id, d.created_at, d.status, d.source)
-            .where(d.destination == destination)
-            .order_by(d.id)
-        ).all()
-        for row, status in zip(rows, statuses, strict=True):
+        ids = conn.execute(
+            sa.select(d.id).where(d.destination == destination).order_by(d.id)
+        ).scalars()
+        for id_, status in zip(list(ids), statuses, strict=True):
             error = "400: invalid parameter" if status == "failed" else None
-            conn.execute(
-                sa.update(m.deliveries)
-                .where(d.id == row.id)
-                .values(status=status, last_error=error)
-            )
-            hour = tally.hour(row.created_at)
-            before, after = (hour, destination, row.status), (hour, destination, status)
-            tally.move(conn, [((*before, row.source), (*after, row.source))])
+            set_status(conn, status, d.id == id_, last_error=error)
 
 
 async def test_reports_count_right_on_every_engine(forwarding: AppClient) -> None:
