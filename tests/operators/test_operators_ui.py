@@ -194,7 +194,7 @@ def test_the_cli_refuses_and_changes_accounts(
         ("cli", "operator_reset_password", "olga@example.test"),
         ("cli", "operator_disable", "olga@example.test"),
     ]
-    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and PASSWORD not in stored
+    assert stored.startswith("$argon2id$v=19$m=7168,t=5,p=1$") and PASSWORD not in stored
 
 
 # ---------------------------------------------------------------- signing in
