@@ -224,6 +224,16 @@ deliveries = sa.Table(
         postgresql_where=sa.text(FAILED_ONLY),
         mysql_length={"last_error": 191},
     ),
+    # 0027_failure_counts, PostgreSQL only: a replay's chunk (and the failures page's preview)
+    # takes a destination's failed rows in id order, the first 250. SQLite's (destination,
+    # status) index ends with the rowid and InnoDB's with the primary key, so they give that
+    # order; PostgreSQL's does not, and it read and sorted every failed row of the destination.
+    sa.Index(
+        "ix_deliveries_failed_destination_id",
+        "destination",
+        "id",
+        postgresql_where=sa.text(FAILED_ONLY),
+    ).ddl_if(dialect="postgresql"),
 )
 
 # The outgoing-request log ("tracks"): one row per HTTP request sent (or built, when dry_run).

@@ -21,6 +21,10 @@ PARTITIONED_LACKS = [
 ]
 
 
+# Indexes the models make on PostgreSQL alone (`ddl_if`; Alembic's comparison does not read it).
+POSTGRESQL_ONLY = {"ix_deliveries_failed_destination_id"}
+
+
 def _partition_names(conn: sa.Connection) -> set[str]:
     if not partitions.partitioned(conn.dialect):
         return set()
@@ -34,7 +38,15 @@ def _differences(engine: sa.Engine) -> list[object]:
         def include_name(name: str | None, type_: str, parent: Any) -> bool:
             return not (type_ == "table" and name in skipped)
 
-        opts = {"compare_type": False, "include_name": include_name}
+        def include_object(item: Any, name: str | None, type_: str, *_: Any) -> bool:
+            return not (type_ == "index" and name in POSTGRESQL_ONLY) or postgresql
+
+        postgresql = conn.dialect.name == "postgresql"
+        opts = {
+            "compare_type": False,
+            "include_name": include_name,
+            "include_object": include_object,
+        }
         context = MigrationContext.configure(conn, opts=opts)
         found = list(compare_metadata(context, models.metadata))
     if engine.dialect.name != "postgresql":

@@ -6,7 +6,11 @@ Revises: 0026_deliveries_event_pk
 The failures page and the replay preview counted every failed row (81 ms at 100,000 failed
 rows on SQLite); the outbox now moves these counts in the transactions that move the rows
 (delivery/failures.py). The upgrade counts the failed rows stored: one pass over the partial
-index ix_deliveries_failed (MySQL and MariaDB: over its full twin).
+index ix_deliveries_failed (MySQL and MariaDB: over its full twin). On PostgreSQL it also
+indexes the failed rows by destination and id (`ix_deliveries_failed_destination_id`): a
+replay's chunk and the page's preview take a destination's first 250 failed rows in id order,
+which PostgreSQL read and sorted all of before (the other engines' (destination, status) index
+gives that order).
 """
 
 import sqlalchemy as sa
@@ -31,7 +35,16 @@ def upgrade() -> None:
         sqlite_with_rowid=False,
     )
     failures.backfill(op.get_bind())
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_index(
+            "ix_deliveries_failed_destination_id",
+            "deliveries",
+            ["destination", "id"],
+            postgresql_where=sa.text("status = 'failed'"),
+        )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_deliveries_failed_destination_id", table_name="deliveries")
     op.drop_table("failure_counts")
