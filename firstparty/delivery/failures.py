@@ -97,13 +97,9 @@ def _add(conn: Connection, deltas: Counter[Place]) -> None:
             "reason": reason,
             "count": n,
         }
-        for (destination, reason), n in sorted(deltas.items(), key=_order)
+        for (destination, reason), n in deltas.items()
         if n
     ]
     if rows:
+        rows.sort(key=lambda row: (row["destination"], row["reason_key"]))
         conn.execute(shards.upsert(conn.dialect.name, failure_counts), rows)
-
-
-def _order(item: tuple[Place, int]) -> tuple[str, str]:
-    (destination, reason), _ = item
-    return destination, key(reason)

@@ -94,9 +94,9 @@ def set_status(
     conn.execute(sa.update(deliveries).where(*where).values(**changed))
     moves = []
     for r in rows:
-        before = (tally.hour(r.created_at), r.destination, r.status, r.source or "")
-        after = (tally.hour(changed.get("created_at", r.created_at)), *before[1:2], status)
-        moves.append((before, (*after, r.source or "")))
+        source, created = r.source or "", changed.get("created_at", r.created_at)
+        before = (tally.hour(r.created_at), r.destination, r.status, source)
+        moves.append((before, (tally.hour(created), r.destination, status, source)))
     tally.move(conn, moves)
     entered = [(r.destination, last_error) for r in rows if status == "failed"]
     failures.move(
