@@ -5,8 +5,9 @@ linked to it now) or, where no user is known, a visitor alone (`v:<visitor id>`)
 robots and events with neither a visitor nor a user are never read. Erased people have no rows
 left, so they are never members.
 
-The events of the audience's look-back are streamed ordered by person, one person held at a time:
-memory follows the number of members, never the number of events. What a person carries:
+The events of the audience's look-back are streamed ordered by person (by code point, whatever
+the database's collation), one person held at a time: memory follows neither the number of
+events nor the number of members. What a person carries:
 
 * identifiers: the hashes stored with their events (`events.user`, the latest value of each key
   wins) and, for a user, their verified phone's (`users.phone_hashes`);
@@ -17,7 +18,7 @@ memory follows the number of members, never the number of events. What a person 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,13 +57,13 @@ def person_key() -> sa.ColumnElement[str]:
     )
 
 
-def _query(audience: AudienceSettings, since: datetime) -> sa.Select[Any]:
-    key = person_key().label("person")
+def _query(audience: AudienceSettings, since: datetime, dialect: sa.Dialect) -> sa.Select[Any]:
+    key = person_key()
     with_conditions = sorted({r.event for r in audience.rules if r.where and r.event})
     request = sa.case((events.c.name.in_(with_conditions), events.c.request), else_=sa.null())
     return (
         sa.select(
-            key,
+            key.label("person"),
             events.c.name,
             events.c.occurred_at,
             events.c.user,
@@ -75,12 +76,15 @@ def _query(audience: AudienceSettings, since: datetime) -> sa.Select[Any]:
             events.c.bot.is_(None),
             sa.or_(events.c.visitor_id.is_not(None), events.c.user_id.is_not(None)),
         )
-        .order_by(key, events.c.occurred_at, events.c.id)
+        .order_by(db.code_point_order(key, dialect), events.c.occurred_at, events.c.id)
     )
 
 
-def matching(engine: Engine, audience: AudienceSettings, *, now: datetime) -> Iterator[Member]:
-    """Every person matching the audience's rules now, consent flags set (not filtered)."""
+def matching(
+    engine: Engine, audience: AudienceSettings, *, now: datetime
+) -> Generator[Member, None, None]:
+    """Every person matching the audience's rules now, consent flags set (not filtered), in
+    ascending order of their keys as Python compares strings (`db.code_point_order`)."""
     event_rules = [r for r in audience.rules if r.event is not None]
     conditions = [r.conditions for r in event_rules]
     cutoffs = [now - timedelta(days=r.within_days or 0) for r in event_rules]
@@ -88,7 +92,8 @@ def matching(engine: Engine, audience: AudienceSettings, *, now: datetime) -> It
     since = now - timedelta(days=audience.lookback_days)
     buffer: list[_Person] = []
     with db.reader(engine) as conn:
-        rows = conn.execution_options(yield_per=STREAM_ROWS).execute(_query(audience, since))
+        query = _query(audience, since, engine.dialect)
+        rows = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
         person: _Person | None = None
         for row in rows:
             if row.person is None:

@@ -42,22 +42,47 @@ class Preview:
 
 
 def preview(settings: Settings, engine: Engine, *, name: str, now: datetime) -> Preview:
-    """The audience now, as a sync would see it (blocking: run it in a thread)."""
+    """The audience now, as a sync would see it (blocking: run it in a thread). The members are
+    counted as they are read, never held: the sample is the first keys, which `members.matching`
+    gives in ascending order."""
     audience = service.find(settings, name)
-    planned = sync.plan(engine, audience, now=now)
     found = service.adapters(settings)
-    coverage = [_coverage(found[d], planned.consented) for d in audience.destinations if d in found]
-    sample = sorted(m.key for m in planned.consented)[:SAMPLE]
-    return Preview(audience, planned.size, len(planned.consented), coverage, sample)
+    counts = [_Counts(found[d]) for d in audience.destinations if d in found]
+    size = consented = 0
+    sample: list[str] = []
+    for member in members.matching(engine, audience, now=now):
+        size += 1
+        if not members.consented(member):
+            continue
+        consented += 1
+        if len(sample) < SAMPLE:
+            sample.append(member.key)
+        for one in counts:
+            one.take(member)
+    return Preview(audience, size, consented, [one.coverage() for one in counts], sample)
 
 
-def _coverage(adapter: AudienceAdapter, consented: list[Member]) -> Coverage:
-    usable = [m for m in consented if adapter.usable(m)]
-    counts = {
-        key: sum(1 for m in usable if m.identifiers.get(key)) for key in adapter.identifier_keys
-    }
-    warning = sync.minimum_warning(adapter, len(usable))
-    return Coverage(adapter.settings.name, adapter.type, len(usable), counts, warning)
+class _Counts:
+    """One destination's coverage, counted member by member."""
+
+    def __init__(self, adapter: AudienceAdapter) -> None:
+        self.adapter = adapter
+        self.usable = 0
+        self.by_identifier = dict.fromkeys(adapter.identifier_keys, 0)
+
+    def take(self, member: Member) -> None:
+        if not self.adapter.usable(member):
+            return
+        self.usable += 1
+        for key in self.by_identifier:
+            self.by_identifier[key] += bool(member.identifiers.get(key))
+
+    def coverage(self) -> Coverage:
+        adapter = self.adapter
+        warning = sync.minimum_warning(adapter, self.usable)
+        return Coverage(
+            adapter.settings.name, adapter.type, self.usable, self.by_identifier, warning
+        )
 
 
 def export_adapter(settings: Settings, audience: AudienceSettings, fmt: str) -> AudienceAdapter:

@@ -14,6 +14,11 @@ members the platform accepted. A member refused or not answered stays as it was:
 computes it again and retries it. Removals use the hashes the platform was sent, kept with the
 acknowledgement, so an erased person is removed too.
 
+Nothing of the audience's size is held (`_Pass`): the members arrive ascending by key, and each
+destination's acknowledgements are read beside them in the same order (`db.code_point_order`,
+checked as they come), so one merge yields the adds in requests while the members are read; the
+keys that leave are kept (this run's removes), then removed with the hashes stored for them.
+
 An add the platform accepted but decides later (`Delivered(follow_up=request id)`, Google) is
 acknowledged *pending*: its rows carry the request id. Each run first asks the verdict of the
 pending requests due (`adapter.follow_up`): confirmed rows lose the request id; refused ones (or
@@ -23,18 +28,19 @@ still undecided past `adapter.follow_up_deadline`) are dropped, so the same run 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from firstparty.audiences import members
 from firstparty.audiences.base import AudienceAdapter, Change, Member
@@ -81,7 +87,8 @@ class RunResult:
 
 
 def plan(engine: Engine, audience: AudienceSettings, *, now: datetime) -> Plan:
-    """The audience's members now (blocking: run it in a thread)."""
+    """The audience's members now, all held (blocking: run it in a thread): for an export, whose
+    file holds them anyway. A run streams them instead (`_Pass`)."""
     size = 0
     consented: list[Member] = []
     for member in members.matching(engine, audience, now=now):
@@ -140,53 +147,53 @@ class Syncer:
     ) -> list[RunResult]:
         """One run of this audience on each of its destinations (those in `adapters`)."""
         now = now or datetime.now(UTC)
-        planned = await asyncio.to_thread(plan, self.engine, audience, now=now)
-        await asyncio.to_thread(_record_size, self.engine, audience.name, planned, now)
+        runs: dict[str, _Run] = {}
+        for name in audience.destinations:
+            if name in adapters:
+                runs[name] = await self._start(audience.name, adapters[name], trigger)
+        the_pass = _Pass(self.engine, audience, {n: r.adapter for n, r in runs.items()}, now)
+        steps = the_pass.steps()
+        try:
+            while (step := await asyncio.to_thread(next, steps, None)) is not None:
+                await runs[step.destination].take(step)
+        finally:
+            await asyncio.to_thread(steps.close)
+        await asyncio.to_thread(_record_size, self.engine, audience.name, the_pass, now)
         results = []
         for name in audience.destinations:
-            adapter = adapters.get(name)
-            if adapter is None:
+            if name in runs:
+                results.append(await self._finish(runs[name], the_pass.tallies[name]))
+            else:
                 reason = "cannot send: its environment variable(s) are not set"
                 results.append(RunResult(audience.name, name, 0, 0, 0, 0, reason))
-                continue
-            results.append(await self._destination(audience, adapter, planned, trigger))
         return results
 
-    async def _destination(
-        self, audience: AudienceSettings, adapter: AudienceAdapter, planned: Plan, trigger: str
-    ) -> RunResult:
+    async def _start(self, audience: str, adapter: AudienceAdapter, trigger: str) -> _Run:
+        """The destination's run, recorded, with the verdicts on its pending adds asked first
+        (a refused member is then computed again and added by this run)."""
         name = adapter.settings.name
-        desired = {m.key: m for m in planned.consented if adapter.usable(m)}
-        run_id = await asyncio.to_thread(
-            _start_run, self.engine, audience.name, name, trigger, len(desired)
-        )
-        run = _Run(self, audience.name, adapter, run_id)
-        pending = await asyncio.to_thread(_pending, self.engine, audience.name, name)
-        await run.follow_ups(pending)
-        acked = await asyncio.to_thread(_acked, self.engine, audience.name, name)
-        run.replaced = frozenset(acked)
-        adds = [m for k, m in desired.items() if acked.get(k) != _digest(adapter, m)]
-        leaving = [k for k in acked if k not in desired]
-        removes = await asyncio.to_thread(_sent, self.engine, audience.name, name, leaving)
-        warning = minimum_warning(adapter, len(desired)) if not acked else None
+        run_id = await asyncio.to_thread(_start_run, self.engine, audience, name, trigger)
+        run = _Run(self, audience, adapter, run_id)
+        await run.follow_ups(await asyncio.to_thread(_pending, self.engine, audience, name))
+        return run
+
+    async def _finish(self, run: _Run, tally: _Tally) -> RunResult:
+        adapter = run.adapter
+        warning = None if tally.held_before else minimum_warning(adapter, tally.size)
         if warning:
-            log.warning("audience %s: %s", audience.name, warning)
-        try:
-            for change, batch in _batches(adds, removes, adapter.max_members):
-                await run.send(change, batch, await run.token())
-        except DeliveryError as exc:
-            run.failed(str(exc))
+            log.warning("audience %s: %s", run.audience, warning)
+        wanted = tally.adds + tally.removes
         result = RunResult(
-            audience.name,
-            name,
-            len(desired),
+            run.audience,
+            adapter.settings.name,
+            tally.size,
             run.adds,
             run.removes,
-            len(adds) + len(removes) - run.adds - run.removes + run.dropped,
+            wanted - run.adds - run.removes + run.dropped,
             "; ".join(run.problems[:3]),
             warning,
         )
-        await asyncio.to_thread(_finish_run, self.engine, run_id, result)
+        await asyncio.to_thread(_finish_run, self.engine, run.run_id, result)
         return result
 
     async def token_for(self, adapter: AudienceAdapter) -> str | None:
@@ -201,13 +208,137 @@ class Syncer:
         return token
 
 
-def _batches(
-    adds: Sequence[Member], removes: Sequence[Member], size: int
-) -> Iterator[tuple[Change, Sequence[Member]]]:
-    """Every add before any remove, at most `size` members a request."""
-    for change, group in ((Change.ADD, adds), (Change.REMOVE, removes)):
-        for start in range(0, len(group), size):
-            yield change, group[start : start + size]
+@dataclass(frozen=True)
+class Step:
+    """One request's worth of changes for one destination."""
+
+    destination: str
+    change: Change
+    members: list[Member]
+    replaced: frozenset[str]  # keys acknowledged before with other hashes (an add replaces them)
+
+
+@dataclass
+class _Tally:
+    """One destination's side of the pass: where its acknowledged set is read, what it found."""
+
+    adapter: AudienceAdapter
+    acked: Iterator[tuple[str, str]]  # (member key, digest), ascending
+    head: tuple[str, str] | None = None
+    held_before: bool = False  # the platform held members before this run
+    size: int = 0  # members it should hold
+    adds: int = 0
+    removes: int = 0
+    leaving: list[str] = dataclasses.field(default_factory=list)  # keys to remove
+    batch: list[Member] = dataclasses.field(default_factory=list)  # adds not yet sent
+    replaced: set[str] = dataclasses.field(default_factory=set)
+
+    def advance(self) -> None:
+        before = self.head
+        self.head = next(self.acked, None)
+        _ascending(before and before[0], self.head and self.head[0])
+        self.held_before |= self.head is not None
+
+    def acked_digest(self, key: str) -> str | None:
+        """The digest the platform acknowledged for this key; the keys it skipped over (held,
+        no longer members) leave."""
+        while self.head is not None and self.head[0] < key:
+            self.leaving.append(self.head[0])
+            self.advance()
+        if self.head is None or self.head[0] != key:
+            return None
+        found = self.head[1]
+        self.advance()
+        return found
+
+
+class _Pass:
+    """One audience's members merged with each destination's acknowledged set, both streamed in
+    ascending key order: adds go out in steps of at most `max_members` while the members are
+    read, then the removes. What it holds: a step per destination and the keys leaving (the
+    removes of this run), never the whole audience or the whole acknowledged set."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        audience: AudienceSettings,
+        adapters: Mapping[str, AudienceAdapter],
+        now: datetime,
+    ) -> None:
+        self.engine = engine
+        self.audience = audience
+        self.adapters = adapters
+        self.now = now
+        self.size = 0  # people matching the rules
+        self.consented = 0  # of whom ad platforms may get
+        self.tallies: dict[str, _Tally] = {}
+
+    def steps(self) -> Generator[Step, None, None]:
+        """The pass (blocking: run each step in a thread)."""
+        with contextlib.ExitStack() as stack:
+            for name, adapter in self.adapters.items():
+                conn = stack.enter_context(db.reader(self.engine))
+                tally = _Tally(adapter, _acked(conn, self.audience.name, name))
+                tally.advance()
+                self.tallies[name] = tally
+            last: str | None = None
+            people = members.matching(self.engine, self.audience, now=self.now)
+            for member in stack.enter_context(contextlib.closing(people)):
+                _ascending(last, member.key)
+                last = member.key
+                yield from self._member(member)
+            for name, tally in self.tallies.items():
+                yield from self._rest(name, tally)
+
+    def _member(self, member: Member) -> Iterator[Step]:
+        self.size += 1
+        allowed = members.consented(member)
+        self.consented += allowed
+        for name, tally in self.tallies.items():
+            before = tally.acked_digest(member.key)
+            if not (allowed and tally.adapter.usable(member)):
+                if before is not None:
+                    tally.leaving.append(member.key)
+                continue
+            tally.size += 1
+            if before == _digest(tally.adapter, member):
+                continue
+            tally.adds += 1
+            tally.batch.append(member)
+            if before is not None:
+                tally.replaced.add(member.key)
+            if len(tally.batch) >= tally.adapter.max_members:
+                yield self._adds(name, tally)
+
+    def _adds(self, name: str, tally: _Tally) -> Step:
+        step = Step(name, Change.ADD, tally.batch, frozenset(tally.replaced))
+        tally.batch, tally.replaced = [], set()
+        return step
+
+    def _rest(self, name: str, tally: _Tally) -> Iterator[Step]:
+        """The last adds, then every remove: the keys acknowledged and no longer members, with
+        the hashes the platform was sent."""
+        while tally.head is not None:
+            tally.leaving.append(tally.head[0])
+            tally.advance()
+        if tally.batch:
+            yield self._adds(name, tally)
+        batch: list[Member] = []
+        for member in _sent(self.engine, self.audience.name, name, tally.leaving):
+            tally.removes += 1
+            batch.append(member)
+            if len(batch) >= tally.adapter.max_members:
+                yield Step(name, Change.REMOVE, batch, frozenset())
+                batch = []
+        if batch:
+            yield Step(name, Change.REMOVE, batch, frozenset())
+
+
+def _ascending(before: str | None, after: str | None) -> None:
+    """A merge of two streams is exact only if each ascends: a database that ordered otherwise
+    would have the run remove members it holds; stop it instead."""
+    if before is not None and after is not None and not before < after:
+        raise RuntimeError(f"audience keys out of order: {after!r} after {before!r}")
 
 
 def _digest(adapter: AudienceAdapter, member: Member) -> str:
@@ -228,7 +359,6 @@ class _Run:
 
     def __init__(self, syncer: Syncer, audience: str, adapter: AudienceAdapter, run_id: int):
         self.syncer = syncer
-        self.replaced: frozenset[str] = frozenset()  # acknowledged before: an add replaces them
         self.audience = audience
         self.adapter = adapter
         self.run_id = run_id
@@ -236,11 +366,22 @@ class _Run:
         self.removes = 0
         self.dropped = 0  # members the platform refused after accepting them (sent again)
         self.problems: list[str] = []
+        self.stopped = False  # its token or a send failed: the rest of the run sends nothing
         self._token: str | None = None
         self._token_error: DeliveryError | None = None
 
     def failed(self, reason: str) -> None:
         self.problems.append(reason)
+
+    async def take(self, step: Step) -> None:
+        """Send one step of the pass, unless an earlier failure stopped this destination."""
+        if self.stopped:
+            return
+        try:
+            await self.send(step.change, step.members, await self.token(), step.replaced)
+        except DeliveryError as exc:
+            self.failed(str(exc))
+            self.stopped = True
 
     async def token(self) -> str | None:
         """The access token, fetched at most once a run (not at all when nothing is sent)."""
@@ -316,7 +457,13 @@ class _Run:
         )
         self.dropped += len(refused)
 
-    async def send(self, change: Change, batch: Sequence[Member], token: str | None) -> None:
+    async def send(
+        self,
+        change: Change,
+        batch: Sequence[Member],
+        token: str | None,
+        replaced: frozenset[str] = frozenset(),
+    ) -> None:
         adapter = self.adapter
         try:
             with boundary.adapter_call(adapter, "build"):
@@ -326,10 +473,14 @@ class _Run:
             return
         by_key = {m.key: m for m in batch}
         for request in requests:
-            await self._one(change, request, by_key)
+            await self._one(change, request, by_key, replaced)
 
     async def _one(
-        self, change: Change, request: OutgoingRequest, by_key: dict[str, Member]
+        self,
+        change: Change,
+        request: OutgoingRequest,
+        by_key: dict[str, Member],
+        replaced: frozenset[str],
     ) -> None:
         adapter = self.adapter
         if adapter.settings.dry_run:
@@ -369,7 +520,7 @@ class _Run:
             change=change,
             accepted=accepted,
             deferred=deferred,
-            replaced=self.replaced,
+            replaced=replaced,
             sent=dataclasses.replace(sent, status=status),
         )
         if change == Change.ADD:
@@ -422,15 +573,16 @@ def _outcomes(
 # ---------------------------------------------------------------- the database
 
 
-def _acked(engine: Engine, audience: str, destination: str) -> dict[str, str]:
-    """Member key -> digest of the hashes the platform acknowledged."""
+def _acked(conn: Connection, audience: str, destination: str) -> Iterator[tuple[str, str]]:
+    """(member key, digest of the hashes the platform acknowledged), ascending by key."""
     c = ACKED.c
-    query = sa.select(c.member_key, c.digest).where(
-        c.audience == audience, c.destination == destination
+    query = (
+        sa.select(c.member_key, c.digest)
+        .where(c.audience == audience, c.destination == destination)
+        .order_by(db.code_point_order(c.member_key, conn.dialect))
     )
-    with engine.connect() as conn:
-        rows = conn.execution_options(yield_per=members.STREAM_ROWS).execute(query)
-        return {r.member_key: r.digest for r in rows}
+    for row in conn.execution_options(yield_per=members.STREAM_ROWS).execute(query):
+        yield row.member_key, row.digest
 
 
 def _pending(engine: Engine, audience: str, destination: str) -> list[Pending]:
@@ -480,19 +632,18 @@ def _verdict(
             conn.execute(sa.delete(ACKED).where(*where), [{**params, "k": key} for key in refused])
 
 
-def _sent(engine: Engine, audience: str, destination: str, keys: list[str]) -> list[Member]:
+def _sent(engine: Engine, audience: str, destination: str, keys: list[str]) -> Iterator[Member]:
     """The members leaving, with the hashes the platform was sent (to remove them by)."""
     c = ACKED.c
-    found: list[Member] = []
-    with engine.connect() as conn:
-        for start in range(0, len(keys), 500):
-            query = sa.select(c.member_key, c.identifiers).where(
-                c.audience == audience,
-                c.destination == destination,
-                c.member_key.in_(keys[start : start + 500]),
-            )
-            found += [Member(r.member_key, dict(r.identifiers or {})) for r in conn.execute(query)]
-    return found
+    for start in range(0, len(keys), 500):
+        query = sa.select(c.member_key, c.identifiers).where(
+            c.audience == audience,
+            c.destination == destination,
+            c.member_key.in_(keys[start : start + 500]),
+        )
+        with db.reader(engine) as conn:
+            found = conn.execute(query).all()
+        yield from (Member(r.member_key, dict(r.identifiers or {})) for r in found)
 
 
 def _settle(
@@ -548,7 +699,7 @@ def _log(engine: Engine, destination: str, sent: Sent) -> None:
         track.record(conn, destination=destination, sent=sent, now=datetime.now(UTC))
 
 
-def _record_size(engine: Engine, audience: str, planned: Plan, now: datetime) -> None:
+def _record_size(engine: Engine, audience: str, counted: _Pass, now: datetime) -> None:
     with engine.begin() as conn:
         db.insert_ignore(
             conn,
@@ -557,14 +708,14 @@ def _record_size(engine: Engine, audience: str, planned: Plan, now: datetime) ->
                 {
                     "audience": audience,
                     "at": now,
-                    "size": planned.size,
-                    "consented": len(planned.consented),
+                    "size": counted.size,
+                    "consented": counted.consented,
                 }
             ],
         )
 
 
-def _start_run(engine: Engine, audience: str, destination: str, trigger: str, size: int) -> int:
+def _start_run(engine: Engine, audience: str, destination: str, trigger: str) -> int:
     with engine.begin() as conn:
         result = conn.execute(
             sa.insert(audience_runs).values(
@@ -572,7 +723,7 @@ def _start_run(engine: Engine, audience: str, destination: str, trigger: str, si
                 destination=destination,
                 trigger=trigger,
                 started_at=datetime.now(UTC),
-                size=size,
+                size=0,  # known when the pass is done (_finish_run)
                 adds=0,
                 removes=0,
                 errors=0,
@@ -591,6 +742,7 @@ def _finish_run(engine: Engine, run_id: int, result: RunResult) -> None:
             .where(audience_runs.c.id == run_id)
             .values(
                 finished_at=datetime.now(UTC),
+                size=result.size,
                 adds=result.adds,
                 removes=result.removes,
                 errors=result.errors,

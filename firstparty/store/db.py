@@ -348,3 +348,15 @@ def skip_locked(select: sa.Select[Any], conn: Connection) -> sa.Select[Any]:
     if conn.dialect.name == "sqlite":
         return select
     return select.with_for_update(skip_locked=True)
+
+
+def code_point_order(expr: sa.ColumnElement[str], dialect: sa.Dialect) -> sa.ColumnElement[Any]:
+    """`expr` to ORDER BY so that rows come in Python's order of the strings (by code point),
+    whatever the column's collation: SQLite's BINARY is already that; PostgreSQL's "C" compares
+    the UTF-8 bytes, which order as the code points do; MySQL/MariaDB's utf8mb4 collations ignore
+    case (and pad), so the bytes are compared instead."""
+    if dialect.name == "postgresql":
+        return sa.collate(expr, "C")
+    if dialect.name in ("mysql", "mariadb"):
+        return sa.cast(expr, mysql.BINARY())
+    return expr

@@ -165,7 +165,8 @@ def _destination(
 ) -> DestinationView:
     types = {d.name: d.type for d in runtime.settings.destinations}
     last = runs.get((audience, name))
-    stored = last.size if last is not None else None
+    # A run still going has not counted its members yet (the pass counts them as it sends).
+    stored = last.size if last is not None and last.finished_at is not None else None
     return DestinationView(
         name,
         types.get(name, "?"),

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from firstparty import ids
 from firstparty.audiences import service
 from firstparty.audiences.sync import RunResult
 from firstparty.privacy import service as privacy
@@ -137,31 +138,68 @@ async def test_a_failed_batch_is_retried_at_the_next_run(
 
 def bulk_leads(engine: sa.Engine, count: int) -> None:
     """`count` lone visitors with one consented Lead each, written through the store layer."""
+    write_events(engine, [f"bulk{n:010d}" for n in range(count)], "Lead")
+
+
+def write_events(engine: sa.Engine, visitors: list[str], name: str) -> None:
+    """One consented event named `name` per lone visitor (its email hashed from its id)."""
     now = datetime.now(UTC) - timedelta(hours=1)
     consent = {"ad_user_data": "granted", "ad_personalization": "granted"}
     rows = [
         {
-            "id": f"01BULK{n:020d}",
+            "id": ids.new_id(),
             "source": "crm",
-            "event_id": f"bulk-{n}",
+            "event_id": f"{name}-{visitor}",
             "type": "track",
-            "name": "Lead",
+            "name": name,
             "occurred_at": now,
             "received_at": now,
-            "visitor_id": f"bulk{n:010d}",
+            "visitor_id": visitor,
             "user_id": None,
-            "request": {"type": "track", "name": "Lead"},
+            "request": {"type": "track", "name": name},
             "response": {},
-            "user": {"em": sha256(f"person{n}@example.com")},
+            "user": {"em": sha256(f"{visitor}@example.com")},
             "context": {},
             "consent": consent,
             "bot": None,
         }
-        for n in range(count)
+        for visitor in visitors
     ]
     with engine.begin() as conn:
-        for start in range(0, count, 5000):
+        for start in range(0, len(rows), 5000):
             db.bulk_insert(conn, events, rows[start : start + 5000])
+
+
+# Visitor ids whose order by code point (B1 _3 a2 ...) is neither a case-insensitive one
+# (MariaDB's utf8mb4_general_ci: a2 B1 é4 ...) nor a linguistic one (PostgreSQL's en_US).
+ODD_ORDER = ["B1", "_3", "a2", "é4", "Z5", "z6", "Ω7", "07", "a-8", "A9", "ß10", "~11"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mysql"])
+async def test_a_run_merges_members_and_acknowledgements_in_one_order(
+    kind: str, tmp_path: Any, meta: Any
+) -> None:
+    """A run reads the members and what the platform acknowledged as two ordered streams and
+    merges them: exact only if the database orders both as Python compares the keys."""
+    with contextlib.contextmanager(make_database)(kind, tmp_path, migrated=True) as url:
+        settings = settings_of(Deployment(kind, url, None), meta)
+        engine = db.create_engine(url)
+        try:
+            write_events(engine, ODD_ORDER, "Lead")
+            first = await sync(settings)
+            assert counts(first) == (12, 12, 0, 0)
+            leaving, joining = ODD_ORDER[1::3], ["b0", "Ä12", "_0"]
+            write_events(engine, leaving, "Purchase")
+            write_events(engine, joining, "Lead")
+            assert counts(await sync(settings)) == (11, 3, 4, 0)
+            held = [v for v in ODD_ORDER if v not in leaving] + joining
+            assert meta.emails() == emails(*(f"{v}@example.com" for v in held))
+            assert counts(await sync(settings)) == (11, 0, 0, 0)
+            with engine.connect() as conn:
+                keys = conn.execute(sa.select(audience_members_acked.c.member_key)).scalars()
+                assert sorted(keys) == sorted(f"v:{v}" for v in held)
+        finally:
+            engine.dispose()
 
 
 async def test_25000_members_sync_in_batches_within_the_limit(
