@@ -91,7 +91,7 @@ def matching(
     member_since = now - timedelta(days=audience.membership_days)
     since = now - timedelta(days=audience.lookback_days)
     buffer: list[_Person] = []
-    with db.reader(engine) as conn:
+    with db.stream_reader(engine) as conn:
         query = _query(audience, since, engine.dialect)
         rows = conn.execution_options(yield_per=STREAM_ROWS).execute(query)
         person: _Person | None = None

@@ -152,12 +152,13 @@ class Syncer:
             if name in adapters:
                 runs[name] = await self._start(audience.name, adapters[name], trigger)
         the_pass = _Pass(self.engine, audience, {n: r.adapter for n, r in runs.items()}, now)
-        steps = the_pass.steps()
         try:
-            while (step := await asyncio.to_thread(next, steps, None)) is not None:
-                await runs[step.destination].take(step)
-        finally:
-            await asyncio.to_thread(steps.close)
+            await self._send(the_pass, runs)
+        except Exception as exc:  # the database or the pass failed: each run says so, ended
+            for name, run in runs.items():
+                run.failed(f"the run stopped: {exc}")
+                await self._finish(run, the_pass.tallies.get(name) or _Tally(run.adapter))
+            raise
         await asyncio.to_thread(_record_size, self.engine, audience.name, the_pass, now)
         results = []
         for name in audience.destinations:
@@ -167,6 +168,15 @@ class Syncer:
                 reason = "cannot send: its environment variable(s) are not set"
                 results.append(RunResult(audience.name, name, 0, 0, 0, 0, reason))
         return results
+
+    async def _send(self, the_pass: _Pass, runs: Mapping[str, _Run]) -> None:
+        """Each step of the pass to its destination's run, the pass's blocking reads in threads."""
+        steps = the_pass.steps()
+        try:
+            while (step := await asyncio.to_thread(next, steps, None)) is not None:
+                await runs[step.destination].take(step)
+        finally:
+            await asyncio.to_thread(steps.close)
 
     async def _start(self, audience: str, adapter: AudienceAdapter, trigger: str) -> _Run:
         """The destination's run, recorded, with the verdicts on its pending adds asked first
@@ -220,10 +230,11 @@ class Step:
 
 @dataclass
 class _Tally:
-    """One destination's side of the pass: where its acknowledged set is read, what it found."""
+    """One destination's side of the pass: where its acknowledged set is read (member key and
+    digest, ascending), what it found."""
 
     adapter: AudienceAdapter
-    acked: Iterator[tuple[str, str]]  # (member key, digest), ascending
+    acked: Iterator[tuple[str, str]] = dataclasses.field(default_factory=lambda: iter(()))
     head: tuple[str, str] | None = None
     held_before: bool = False  # the platform held members before this run
     size: int = 0  # members it should hold
@@ -277,7 +288,7 @@ class _Pass:
         """The pass (blocking: run each step in a thread)."""
         with contextlib.ExitStack() as stack:
             for name, adapter in self.adapters.items():
-                conn = stack.enter_context(db.reader(self.engine))
+                conn = stack.enter_context(db.stream_reader(self.engine))
                 tally = _Tally(adapter, _acked(conn, self.audience.name, name))
                 tally.advance()
                 self.tallies[name] = tally

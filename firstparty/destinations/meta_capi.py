@@ -436,14 +436,16 @@ def _received(response: base.Response) -> str:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
-    """Meta's own words, most specific first, with the codes for the operator."""
+    """Meta's own words, most specific first, with the codes for the operator. Not the
+    request's `fbtrace_id`: the same refusal then reads the same for every request, so the
+    failures page counts it as one reason (the trace id is in the outgoing-request log, with
+    the rest of Meta's answer)."""
     words = [str(error[k]) for k in ("error_user_title", "error_user_msg") if error.get(k)]
     text = ": ".join(words) or str(error.get("message") or "Meta error")
     if words and error.get("message"):
         text = f"{error['message']} - {text}"
     codes = "/".join(str(error[k]) for k in ("code", "error_subcode") if error.get(k) is not None)
-    trace = error.get("fbtrace_id")
-    return f"{text} (code {codes}{f', fbtrace_id {trace}' if trace else ''})"
+    return f"{text} (code {codes})"
 
 
 def _culprit(error: Mapping[str, Any], count: int) -> int | None:

@@ -202,6 +202,27 @@ async def test_a_run_merges_members_and_acknowledgements_in_one_order(
             engine.dispose()
 
 
+async def test_a_run_the_database_fails_is_ended_with_the_reason(tmp_path: Any, meta: Any) -> None:
+    """The pass reads the database between the platform's answers: if a read fails, each
+    destination's run is recorded as ended with the reason, and the error goes on up."""
+    with contextlib.contextmanager(make_database)("sqlite", tmp_path, migrated=True) as url:
+        settings = settings_of(Deployment("sqlite", url, None), meta)
+        engine = db.create_engine(url)
+        try:
+            write_events(engine, ODD_ORDER, "Lead")
+            with engine.begin() as conn:  # the members' read now fails
+                conn.exec_driver_sql("ALTER TABLE events RENAME COLUMN consent TO consent_gone")
+            with pytest.raises(sa.exc.OperationalError):
+                await sync(settings)
+            with engine.connect() as conn:
+                [run] = conn.execute(sa.select(audience_runs)).all()
+        finally:
+            engine.dispose()
+        assert run.finished_at is not None and run.adds == 0
+        assert run.detail.startswith("the run stopped: (sqlite3.OperationalError)")
+        assert meta.requests == []
+
+
 async def test_25000_members_sync_in_batches_within_the_limit(
     deployment: Deployment, meta: Any
 ) -> None:

@@ -426,6 +426,15 @@ def test_a_bad_token_is_rejected_with_metas_message(fake: fake_meta.FakeMeta) ->
     assert fake.events == []
 
 
+def test_the_same_refusal_reads_the_same_whatever_the_request(fake: fake_meta.FakeMeta) -> None:
+    """Meta gives each request its own fbtrace_id: kept in the request log, not in the reason
+    (the failures page groups failed deliveries by it)."""
+    meta = factories.meta(api_base=fake.api_base, access_token="EAAB-revoked")
+    first, second = (exchange(meta, [lead.fresh(n)])[n] for n in ("a", "b"))
+    assert isinstance(first, base.Rejected) and first == second
+    assert "fbtrace_id" not in first.reason
+
+
 def test_an_unknown_pixel_rejects_the_whole_batch_without_splitting(
     fake: fake_meta.FakeMeta,
 ) -> None:
