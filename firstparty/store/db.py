@@ -77,12 +77,11 @@ def checkpoint(engine: Engine) -> bool:
     A writer starts the WAL over only when no reader is on it. Under steady load some reader
     almost always is (reads overlap: one starts before the last ends), so the WAL only grew:
     15 GB in bench/growth's load from 1,000,000 events, and its index (the `-shm` file, mapped
-    into every process) 30 MB of the server's RSS. Past WAL_LIMIT_BYTES, a RESTART checkpoint
-    waits for the readers still on the WAL to finish, holding new writers meanwhile (new
-    readers read the database file); the next write then starts the WAL over. It waits
-    RESTART_WAIT_MS for each WAL_LIMIT_BYTES of WAL, up to a second: 20 ms at the limit, which
-    overlapping reads outlasted for tens of seconds at 500,000 events (the WAL reached 2.3 GB),
-    more as the WAL grows.
+    into every process) 30 MB of the server's RSS. Past RESTART_AFTER_BYTES, a RESTART
+    checkpoint waits for the readers still on the WAL to finish, holding new writers meanwhile
+    (new readers read the database file); the next write then starts the WAL over. It waits
+    RESTART_WAIT_MS for each WAL_LIMIT_BYTES of WAL, up to a second (a fixed 20 ms let
+    overlapping reads outlast it for tens of seconds).
     """
     raw = engine.raw_connection()
     try:
@@ -90,7 +89,7 @@ def checkpoint(engine: Engine) -> bool:
         _busy, frames, _moved = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         page = cursor.execute("PRAGMA page_size").fetchone()[0]
         size = frames * page
-        if size <= WAL_LIMIT_BYTES:
+        if size <= RESTART_AFTER_BYTES:
             return False
         cursor.execute(
             f"PRAGMA busy_timeout={min(1000, RESTART_WAIT_MS * size // WAL_LIMIT_BYTES)}"
@@ -136,6 +135,10 @@ READ_ONLY = "firstparty_read_only"
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
 BUSY_TIMEOUT_MS = 30_000
 RESTART_WAIT_MS = 20  # a RESTART checkpoint's wait per WAL_LIMIT_BYTES of WAL (`checkpoint`)
+# Below this the WAL is left to start over by itself when reads leave a gap: a RESTART holds
+# writers, and bench/ingest's p99 at 1,000 events/s went 16-24 -> 43-103 ms with it from 64 or
+# 256 MB (after its saturation stretch had grown the WAL). A safety valve, not a routine.
+RESTART_AFTER_BYTES = 16 * WAL_LIMIT_BYTES
 _READING: ContextVar[bool] = ContextVar("firstparty_reading", default=False)
 
 

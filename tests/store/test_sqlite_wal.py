@@ -62,10 +62,11 @@ def test_overlapping_readers_no_longer_keep_the_wal_growing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: bool
 ) -> None:
     """Readers that overlap (a new one starts before the last ends) leave no moment for a writer
-    to start the WAL over: it grew without end under load. Past the limit, the checkpoint waits
+    to start the WAL over: it grew without end under load. Past its threshold, the checkpoint waits
     for the readers on the WAL (new ones read the database file meanwhile) and the next write
     starts it over, a new reader open or not. The control (PASSIVE only) shows the growth."""
     monkeypatch.setattr(db, "WAL_LIMIT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(db, "RESTART_AFTER_BYTES", 1024 * 1024)
     monkeypatch.setattr(db, "RESTART_WAIT_MS", 5000)
     path = tmp_path / "wal.db"
     engine = db.create_engine(f"sqlite:///{path}", background_checkpoints=True)
