@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import gc
 import hashlib
-import resource
+import os
 import socket
 import subprocess
 import sys
@@ -32,6 +32,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import growth  # noqa: E402  bench/growth.py: each phase's own peak RSS
+import ingest as ingest_bench  # noqa: E402  bench/ingest.py: a process's RSS now and peak
 
 from firstparty.audiences import service, sync  # noqa: E402
 from firstparty.settings import Settings  # noqa: E402
@@ -60,28 +63,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def rss_mb() -> float:
-    """The process's peak RSS since the last `reset_peak` (MB)."""
-    status = Path("/proc/self/status").read_text()
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def now_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def reset_peak() -> float:
-    """Start a new peak (Linux: 5 to clear_refs resets VmHWM); the RSS now (MB)."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return now_mb()
 
 
 def fill(url: str, members: int) -> int:
@@ -152,26 +133,30 @@ async def run(url: str, port: int) -> None:
     )
     engine = db.create_engine(url)
     audience = settings.audiences[0]
+    pid = os.getpid()
     for label in ("first sync", "second sync"):
-        before = reset_peak()
+        growth.phase_peak(pid)  # a new peak begins
+        before = ingest_bench.rss_mb(pid)[0]
         start = time.perf_counter()
         [result] = await service.sync_now(
             settings=settings, engine=engine, name="bench", trigger="command"
         )
         took = time.perf_counter() - start
+        peak = growth.phase_peak(pid)
         print(
             f"{label}: {result.size:,} members, +{result.adds:,} -{result.removes:,} "
-            f"errors {result.errors} in {took:.1f} s, peak RSS {rss_mb():.0f} MB "
-            f"(+{rss_mb() - before:.0f} over {before:.0f} before it)"
+            f"errors {result.errors} in {took:.1f} s, peak RSS {peak:.0f} MB "
+            f"(+{peak - before:.0f} over {before:.0f} before it)"
         )
     gc.collect()
-    before = reset_peak()
+    before = ingest_bench.rss_mb(pid)[0]
     start = time.perf_counter()
     planned = sync.plan(engine, audience, now=datetime.now(UTC))
     took = time.perf_counter() - start
+    peak = growth.phase_peak(pid)
     print(
         f"membership pass alone (sync.plan, as `audiences export`): {planned.size:,} members "
-        f"held in {took:.1f} s, peak RSS {rss_mb():.0f} MB (+{rss_mb() - before:.0f})"
+        f"held in {took:.1f} s, peak RSS {peak:.0f} MB (+{peak - before:.0f})"
     )
     engine.dispose()
 
@@ -190,7 +175,7 @@ def main() -> None:
             written = fill(url, args.members)
             took = time.perf_counter() - start
             print(f"wrote {written:,} events of {args.members:,} visitors in {took:.1f} s")
-            print(f"RSS after writing: {rss_mb():.0f} MB")
+            print(f"RSS after writing: {ingest_bench.rss_mb(os.getpid())[1]:.0f} MB")
             asyncio.run(run(url, port))
     finally:
         server.terminate()
