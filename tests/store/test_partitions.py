@@ -20,7 +20,10 @@ from firstparty.store import db, migrate, partitions
 from firstparty.store import models as m
 from tests.conftest import SERVER_KEY, make_database, running_app, settings_for
 
-THIS = partitions.month_of(datetime.now(UTC))
+
+def this_month() -> datetime:
+    """Read when a test starts, not when the module is imported: a run may cross a month."""
+    return partitions.month_of(datetime.now(UTC))
 
 
 @pytest.fixture
@@ -123,10 +126,11 @@ def test_the_migration_partitions_a_database_with_rows_and_keeps_them(
 
 
 def _migrate_with_rows(engine: sa.Engine) -> None:
+    this = this_month()
     migrate.upgrade(engine, "0014_polish")
-    old, ancient = partitions.shift(THIS, -3), partitions.shift(THIS, -40)
+    old, ancient = partitions.shift(this, -3), partitions.shift(this, -40)
     with engine.begin() as conn:
-        pks = [_add(conn, THIS + timedelta(hours=1), keys=False)]
+        pks = [_add(conn, this + timedelta(hours=1), keys=False)]
         pks += [_add(conn, old + timedelta(days=3), keys=False)]
         pks += [_add(conn, ancient + timedelta(days=1), keys=False)]
         last_track = conn.execute(sa.select(sa.func.max(m.tracks.c.id))).scalar_one()
@@ -134,14 +138,14 @@ def _migrate_with_rows(engine: sa.Engine) -> None:
     migrate.upgrade(engine)
     with engine.begin() as conn:
         assert _kind(conn, "events") == "p" and _kind(conn, "tracks") == "p"
-        later = partitions.shift(THIS, 1)
+        later = partitions.shift(this, 1)
         for table in ("events", "tracks"):
-            assert {partitions.name_of(table, month) for month in (old, THIS, later)} | {
+            assert {partitions.name_of(table, month) for month in (old, this, later)} | {
                 f"{table}_default"
             } == _names(conn, table)
         where = _where(conn, "events")
         assert where == {
-            pks[0]: partitions.name_of("events", THIS),
+            pks[0]: partitions.name_of("events", this),
             pks[1]: partitions.name_of("events", old),
             pks[2]: "events_default",  # older than the months given a partition
         }
@@ -155,7 +159,7 @@ def _migrate_with_rows(engine: sa.Engine) -> None:
                 attempt=1,
                 method="POST",
                 url="u",
-                created_at=THIS,
+                created_at=this,
             )
         ).inserted_primary_key[0]
         assert track > last_track  # the ids go on from the same sequence
@@ -170,6 +174,7 @@ def _migrate_with_rows(engine: sa.Engine) -> None:
 
 
 async def test_ingest_stores_in_this_month_and_refuses_duplicates(pg_engine: sa.Engine) -> None:
+    this = this_month()
     url = pg_engine.url.render_as_string(hide_password=False)
     headers = {"X-Write-Key": SERVER_KEY}
     body = {"type": "track", "name": "Lead", "event_id": "part-dup-1"}
@@ -185,20 +190,21 @@ async def test_ingest_stores_in_this_month_and_refuses_duplicates(pg_engine: sa.
     assert results[0]["id"] == first["id"] and results[1]["id"] == results[2]["id"]
     with pg_engine.connect() as conn:
         where = _where(conn, "events")
-        assert set(where.values()) == {partitions.name_of("events", THIS)}
+        assert set(where.values()) == {partitions.name_of("events", this)}
         assert len(where) == 2 and _count(conn, m.event_keys) == 2
 
 
 def test_retention_drops_whole_old_months_and_prunes_the_boundary_row_by_row(
     pg_engine: sa.Engine,
 ) -> None:
-    old, boundary = partitions.shift(THIS, -3), partitions.shift(THIS, -1)
+    this = this_month()
+    old, boundary = partitions.shift(this, -3), partitions.shift(this, -1)
     cutoff = boundary + timedelta(days=10)
     with pg_engine.begin() as conn:
         gone = [_add(conn, old + timedelta(days=d)) for d in (1, 2, 20)]
         gone += [_add(conn, boundary + timedelta(days=2))]
         gone += [_add(conn, datetime(2001, 1, 1, tzinfo=UTC))]  # the default partition's
-        kept = [_add(conn, boundary + timedelta(days=20)), _add(conn, THIS + timedelta(hours=2))]
+        kept = [_add(conn, boundary + timedelta(days=20)), _add(conn, this + timedelta(hours=2))]
         assert set(_where(conn, "events").values()) >= {"events_default"}
         for month in (old, boundary):  # made while the default holds their rows: moved in
             for table in partitions.PARTITIONED:
@@ -256,7 +262,7 @@ def test_nothing_is_partitioned_elsewhere(database_url: str) -> None:
 
 
 async def test_the_server_makes_missing_partitions_at_start(pg_engine: sa.Engine) -> None:
-    this = partitions.name_of("events", THIS)
+    this = partitions.name_of("events", this_month())
     partitions.drop(pg_engine, this)
     url = pg_engine.url.render_as_string(hide_password=False)
     async with running_app(settings_for(url)):
