@@ -5,13 +5,14 @@
 Writes `--members` lone visitors with three events each (a page view, a consented Lead, and for
 one in ten a Purchase) through the store layer into a fresh database (SQLite in a temporary
 directory unless `--database-url` names an empty PostgreSQL/MariaDB database), then times, in
-this process: the membership pass (`sync.plan`), a first sync of the audience "Lead in the last
+this process: a first sync of the audience "Lead in the last
 30 days, no Purchase in 90" to a Meta custom audience answered by a local receiver (another
-process, 200 to every call), and a second sync that has nothing to send. Each phase prints
+process, 200 to every call), a second sync that has nothing to send, and an export in Meta's
+file format (what `audiences export --format meta` writes, here to /dev/null). Each phase prints
 its own peak RSS (the process's high-water mark, reset before the phase) against the RSS before
-it: a sync streams the members and the acknowledgements, so its peak should not follow the
-audience's size; the membership pass alone (`sync.plan`, what `audiences export` runs) holds
-every member. Nothing is asserted.
+it: a sync streams the members and the acknowledgements, and an export reads them twice (its
+columns, then its rows) without holding them, so no peak should follow the audience's size.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import growth  # noqa: E402  bench/growth.py: each phase's own peak RSS
 import ingest as ingest_bench  # noqa: E402  bench/ingest.py: a process's RSS now and peak
 
-from firstparty.audiences import service, sync  # noqa: E402
+from firstparty.audiences import preview, service  # noqa: E402
 from firstparty.settings import Settings  # noqa: E402
 from firstparty.store import db, migrate  # noqa: E402
 from firstparty.store.models import events  # noqa: E402
@@ -132,7 +133,6 @@ async def run(url: str, port: int) -> None:
         }
     )
     engine = db.create_engine(url)
-    audience = settings.audiences[0]
     pid = os.getpid()
     for label in ("first sync", "second sync"):
         growth.phase_peak(pid)  # a new peak begins
@@ -149,14 +149,17 @@ async def run(url: str, port: int) -> None:
             f"(+{peak - before:.0f} over {before:.0f} before it)"
         )
     gc.collect()
+    growth.phase_peak(pid)
     before = ingest_bench.rss_mb(pid)[0]
     start = time.perf_counter()
-    planned = sync.plan(engine, audience, now=datetime.now(UTC))
+    with open(os.devnull, "w") as out:
+        now = datetime.now(UTC)
+        rows = preview.export(settings, engine, name="bench", fmt="meta", now=now, out=out)
     took = time.perf_counter() - start
     peak = growth.phase_peak(pid)
     print(
-        f"membership pass alone (sync.plan, as `audiences export`): {planned.size:,} members "
-        f"held in {took:.1f} s, peak RSS {peak:.0f} MB (+{peak - before:.0f})"
+        f"export (as `audiences export --format meta`): {rows:,} rows in {took:.1f} s, "
+        f"peak RSS {peak:.0f} MB (+{peak - before:.0f} over {before:.0f} before it)"
     )
     engine.dispose()
 

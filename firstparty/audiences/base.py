@@ -12,7 +12,7 @@ owns the HTTP client, the outgoing-request log, the acknowledged set and the ret
     send each request              ───▶  interpret(request, response) -> {member key: Outcome}
     next runs, if it deferred      ───▶  follow_up(request_id, keys, token) -> OutgoingRequest
                                          interpret_follow_up(request, response) -> {key: Outcome}
-    export                         ───▶  export(members) -> (header, rows)
+    export (two passes, streamed)  ───▶  export_file(present keys) -> ExportFile(header, row)
 
 `OutgoingRequest.event_pks` carries the member keys of a request here, in order. A member's
 identifiers are the hashes firstparty already stores (`identity.pii.KEYS`: `em`, `em_google`,
@@ -23,7 +23,7 @@ matches on and never hash a stored hash again.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -35,7 +35,7 @@ from firstparty.destinations.base import (
     Response,
 )
 
-__all__ = ["AudienceAdapter", "Change", "Member"]
+__all__ = ["AudienceAdapter", "Change", "ExportFile", "Member"]
 
 
 class Change(StrEnum):
@@ -53,6 +53,25 @@ class Member:
     identifiers: Mapping[str, str]  # stored hashes by `identity.pii.KEYS` name
     ad_user_data: bool = False
     ad_personalization: bool = False
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A platform's upload file, row by row: its header, and each member's row (None: a member
+    the file leaves out). Made from the identifier keys the exported members carry, read in a
+    first pass, so the members are never held (`audiences.preview.export`)."""
+
+    header: list[str]
+    row: Callable[[Member], list[str] | None]
+
+
+def present_keys(adapter: AudienceAdapter, members: Iterable[Member]) -> set[str]:
+    """The identifier keys with a value among the members this platform can match."""
+    found: set[str] = set()
+    for member in members:
+        if adapter.usable(member):
+            found.update(k for k, v in member.identifiers.items() if v)
+    return found
 
 
 class AudienceAdapter:
@@ -111,6 +130,12 @@ class AudienceAdapter:
         """Per member asked about: Delivered or Rejected once the platform is done, else Retry."""
         raise NotImplementedError
 
-    def export(self, members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:
-        """The platform's upload format for manual upload: a header and one row per member."""
+    def export_file(self, present: Set[str]) -> ExportFile:
+        """The platform's upload format for manual upload, given the identifier keys with a
+        value among the members it will hold (`present_keys`)."""
         raise NotImplementedError
+
+    def export(self, members: Sequence[Member]) -> tuple[list[str], list[list[str]]]:
+        """The upload file of these members, held: a header and one row per member."""
+        file = self.export_file(present_keys(self, members))
+        return file.header, [row for m in members if (row := file.row(m)) is not None]

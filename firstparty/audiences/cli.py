@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 import sqlalchemy as sa
 
@@ -134,15 +136,25 @@ def _result_line(result: RunResult) -> str:
 def _export(args: argparse.Namespace) -> int:
     settings, engine = _open(args)
     try:
-        text, count = preview.export(
-            settings, engine, name=args.name, fmt=args.format, now=datetime.now(UTC)
-        )
+        if not args.output:
+            count = _export_to(sys.stdout, settings, engine, args)
+            print(f"{count} members of {args.name} ({args.format})", file=sys.stderr)
+            return 0
+        target = Path(args.output)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            with part.open("w", newline="") as out:
+                count = _export_to(out, settings, engine, args)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        part.replace(target)  # the file appears whole or not at all
     finally:
         engine.dispose()
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {count} members of {args.name} to {args.output} ({args.format})")
-    else:
-        sys.stdout.write(text)
-        print(f"{count} members of {args.name} ({args.format})", file=sys.stderr)
+    print(f"wrote {count} members of {args.name} to {args.output} ({args.format})")
     return 0
+
+
+def _export_to(out: TextIO, settings: Settings, engine: sa.Engine, args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    return preview.export(settings, engine, name=args.name, fmt=args.format, now=now, out=out)

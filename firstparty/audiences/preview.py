@@ -5,14 +5,15 @@ each platform's upload format."""
 from __future__ import annotations
 
 import csv
-import io
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TextIO
 
 from sqlalchemy.engine import Engine
 
 from firstparty.audiences import members, registry, service, sync
-from firstparty.audiences.base import AudienceAdapter, Member
+from firstparty.audiences.base import AudienceAdapter, ExportFile, Member, present_keys
 from firstparty.audiences.definition import AudienceSettings
 from firstparty.errors import ConfigError
 from firstparty.settings import Settings
@@ -102,25 +103,41 @@ def export_adapter(settings: Settings, audience: AudienceSettings, fmt: str) -> 
 
 
 def export(
-    settings: Settings, engine: Engine, *, name: str, fmt: str, now: datetime
-) -> tuple[str, int]:
-    """The consented members as CSV in the format asked for; the text and the member count."""
+    settings: Settings, engine: Engine, *, name: str, fmt: str, now: datetime, out: TextIO
+) -> int:
+    """Writes the consented members to `out` as CSV in the format asked for; the rows written.
+    Two passes over the members, none held: the first finds the identifier keys they carry (a
+    file's columns), the second writes a row per member as it is read."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
     audience = service.find(settings, name)
     adapter = None if fmt == "csv" else export_adapter(settings, audience, fmt)
-    consented = sync.plan(engine, audience, now=now).consented
     if adapter is None:
-        keys = sorted({k for m in consented for k in members.hashed(m.identifiers)})
-        header = ["member_key", *keys]
-        rows = [
-            [m.key, *(members.hashed(m.identifiers).get(k, "") for k in keys)] for m in consented
-        ]
+        consented = _consented(engine, audience, now)
+        file = _hashes_file({k for m in consented for k in members.hashed(m.identifiers)})
     else:
-        chosen = [m for m in consented if adapter.usable(m)]
-        header, rows = adapter.export(chosen)
-    out = io.StringIO()
+        file = adapter.export_file(present_keys(adapter, _consented(engine, audience, now)))
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue(), len(rows)
+    writer.writerow(file.header)
+    count = 0
+    for member in _consented(engine, audience, now):
+        if (row := file.row(member)) is not None:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def _consented(engine: Engine, audience: AudienceSettings, now: datetime) -> Iterator[Member]:
+    """The members ad platforms may get, as `members.matching` reads them."""
+    return filter(members.consented, members.matching(engine, audience, now=now))
+
+
+def _hashes_file(present: Set[str]) -> ExportFile:
+    """`--format csv`: each member's key and every hash it carries, one column per key."""
+    keys = sorted(present)
+
+    def row(m: Member) -> list[str]:
+        hashes = members.hashed(m.identifiers)
+        return [m.key, *(hashes.get(k, "") for k in keys)]
+
+    return ExportFile(["member_key", *keys], row)

@@ -65,14 +65,6 @@ ACKED = audience_members_acked
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What one audience is now, before anything is sent."""
-
-    size: int  # people matching the rules
-    consented: list[Member]  # of whom ad platforms may get (consent)
-
-
-@dataclass(frozen=True)
 class RunResult:
     """What one run did on one destination."""
 
@@ -84,18 +76,6 @@ class RunResult:
     errors: int  # members not acknowledged (retried next run)
     detail: str = ""
     warning: str | None = None  # below the platform's minimum
-
-
-def plan(engine: Engine, audience: AudienceSettings, *, now: datetime) -> Plan:
-    """The audience's members now, all held (blocking: run it in a thread): for an export, whose
-    file holds them anyway. A run streams them instead (`_Pass`)."""
-    size = 0
-    consented: list[Member] = []
-    for member in members.matching(engine, audience, now=now):
-        size += 1
-        if members.consented(member):
-            consented.append(member)
-    return Plan(size, consented)
 
 
 def sent_identifiers(adapter: AudienceAdapter, member: Member) -> dict[str, str]:

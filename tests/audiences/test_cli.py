@@ -158,6 +158,14 @@ def test_unknown_audience_and_bad_format_are_named(
     code, shown = run(capsys, path, "list")
     assert code == 0 and "no audiences: add [[audiences]] to the config file" in shown
 
+    kept = tmp_path / "leads.csv"
+    kept.write_text("an earlier export\n")
+    for name, fmt in (("nope", "csv"), ("nope", "meta")):
+        argv = ["--config", str(path), "audiences", "export", name, "--format", fmt]
+        assert cli.main([*argv, "--output", str(kept)]) == 2
+    assert kept.read_text() == "an earlier export\n"  # written whole or not at all
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".part") == []
+
 
 async def test_the_schedule_runs_a_due_audience_once_across_processes(
     tmp_path: Path, twilio: fake_twilio.FakeTwilio

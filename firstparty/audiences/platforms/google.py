@@ -18,7 +18,7 @@ as the `google_ads` conversion adapter does. OAuth2 (refresh token or service ac
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -227,17 +227,18 @@ class GoogleCustomerMatch(base.AudienceAdapter):
             outcome = destinations.Rejected(f"partial failure, all sent again: {words}")
         return dict.fromkeys(keys, outcome)
 
-    def export(self, members: Sequence[base.Member]) -> tuple[list[str], list[list[str]]]:
+    def export_file(self, present: Set[str]) -> base.ExportFile:
         """Customer Match's upload file: hashed email, phone and names; country, zip clear."""
-        rows = []
-        for m in members:
+        fields = ("ph_e164", "fn", "ln", "country_code", "postal_code")
+
+        def row(m: base.Member) -> list[str] | None:
             if not self.usable(m):
-                continue
+                return None
             ids = m.identifiers
             email = ids.get("em_google") or ids.get("em") or ""
-            fields = ("ph_e164", "fn", "ln", "country_code", "postal_code")
-            rows.append([email, *(ids.get(k) or "" for k in fields)])
-        return list(FILE_HEADERS), rows
+            return [email, *(ids.get(k) or "" for k in fields)]
+
+        return base.ExportFile(list(FILE_HEADERS), row)
 
 
 def identifiers(member: base.Member) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
@@ -128,11 +128,16 @@ class MetaCustomAudience(base.AudienceAdapter):
             return dict.fromkeys(keys, destinations.Rejected(reason))
         return dict.fromkeys(keys, _error_outcome(error, response.status, after))
 
-    def export(self, members: Sequence[base.Member]) -> tuple[list[str], list[list[str]]]:
-        """Meta's customer-list file: its column headers, one row of hashes per member."""
-        usable = [m for m in members if self.usable(m)]
-        payload = self.payload(usable)
-        return [FILE_HEADERS[k] for k in payload["schema"]], payload["data"]
+    def export_file(self, present: Set[str]) -> base.ExportFile:
+        """Meta's customer-list file: the columns of the keys present (as `payload`'s schema),
+        one row of hashes per member it can match."""
+        wanted = [k for k in SCHEMA if k in self.settings.schema_keys]
+        schema = [k for k in wanted if SCHEMA[k] in present]
+
+        def row(m: base.Member) -> list[str] | None:
+            return [m.identifiers.get(SCHEMA[k]) or "" for k in schema] if self.usable(m) else None
+
+        return base.ExportFile([FILE_HEADERS[k] for k in schema], row)
 
     # ------------------------------------------------------------ helpers
 

@@ -11,7 +11,7 @@ the request (audiences.md, TikTok; codes as in `destinations.tiktok_events`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
@@ -99,14 +99,14 @@ class TikTokAudience(base.AudienceAdapter):
     ) -> dict[str, destinations.Outcome]:
         return dict.fromkeys(request.event_pks, outcome(response))
 
-    def export(self, members: Sequence[base.Member]) -> tuple[list[str], list[list[str]]]:
+    def export_file(self, present: Set[str]) -> base.ExportFile:
         """TikTok's customer file with hashed columns: Email_SHA256, Phone_SHA256."""
-        rows = [
-            [m.identifiers.get(key) or "" for key in FILE_COLUMNS.values()]
-            for m in members
-            if any(m.identifiers.get(key) for key in FILE_COLUMNS.values())
-        ]
-        return list(FILE_COLUMNS), rows
+
+        def row(m: base.Member) -> list[str] | None:
+            cells = [m.identifiers.get(key) or "" for key in FILE_COLUMNS.values()]
+            return cells if any(cells) else None
+
+        return base.ExportFile(list(FILE_COLUMNS), row)
 
 
 def outcome(response: destinations.Response) -> destinations.Outcome:
