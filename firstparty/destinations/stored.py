@@ -11,17 +11,15 @@ polling `stamp()` (`book.DestinationBook`).
 from __future__ import annotations
 
 import base64
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +29,9 @@ from firstparty.destinations.base import Adapter, DestinationSettings
 from firstparty.errors import ConfigError
 from firstparty.settings import UNSET_SECRET, Settings, describe_errors
 from firstparty.store.models import destinations as table
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 ENCRYPTED = "enc:"
 ENV = "env:"
@@ -79,12 +80,34 @@ class Loaded:
 # ---------------------------------------------------------------- secrets at rest
 
 
-def fernet(secret_key: str) -> Fernet:
-    """The cipher of stored secrets, keyed by HKDF-SHA256 from the instance's secret_key."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(
-        secret_key.encode()
-    )
-    return Fernet(base64.urlsafe_b64encode(key))
+class Cipher:
+    """The cipher of stored secrets: Fernet, keyed by HKDF-SHA256 from the instance's
+    secret_key. Made on first use: `cryptography` takes 6.7 MB of a process's memory, and
+    most processes never see an encrypted secret (none stored, or `env:` references only)."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret_key = secret_key
+
+    @functools.cached_property
+    def _fernet(self) -> Fernet:
+        from cryptography.fernet import Fernet
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
+        return Fernet(base64.urlsafe_b64encode(hkdf.derive(self._secret_key.encode())))
+
+    def encrypt(self, clear: str) -> str:
+        return self._fernet.encrypt(clear.encode()).decode()
+
+    def decrypt(self, token: str) -> str | None:
+        """The secret in clear; None when this secret_key cannot decrypt it."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            return None
 
 
 def secret_fields(kind: str) -> tuple[str, ...]:
@@ -97,29 +120,21 @@ def secret_fields(kind: str) -> tuple[str, ...]:
     )
 
 
-def _kept_form(cipher: Fernet, value: str) -> str:
+def _kept_form(cipher: Cipher, value: str) -> str:
     """What the table keeps of a secret the operator gave: the reference, or it encrypted."""
     if value.startswith(ENV):
         return value
-    return ENCRYPTED + cipher.encrypt(value.encode()).decode()
+    return ENCRYPTED + cipher.encrypt(value)
 
 
-def _reveal(cipher: Fernet, kept: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
+def _reveal(cipher: Cipher, kept: str, environ: Mapping[str, str]) -> tuple[str, str | None]:
     """The secret in clear (or UNSET_SECRET) and, when it cannot be had, why."""
     if kept.startswith(ENV):
         name = kept[len(ENV) :]
         found = environ.get(name)
         return (found, None) if found else (UNSET_SECRET, f"environment variable {name} not set")
-    clear = _decrypt(cipher, kept)
+    clear = cipher.decrypt(kept[len(ENCRYPTED) :])
     return (clear, None) if clear is not None else (UNSET_SECRET, UNREADABLE)
-
-
-def _decrypt(cipher: Fernet, kept: str) -> str | None:
-    """A secret kept encrypted, in clear; None when this secret_key cannot decrypt it."""
-    try:
-        return cipher.decrypt(kept[len(ENCRYPTED) :].encode()).decode()
-    except InvalidToken:
-        return None
 
 
 UNREADABLE = (
@@ -146,7 +161,7 @@ def save(
     if not isinstance(kind, str) or kind not in registry.ADAPTERS:
         known = ", ".join(sorted(registry.ADAPTERS))
         raise StoredError(422, [f"type: unknown destination type {kind!r} (known: {known})"])
-    cipher = fernet(settings.secret_key.get_secret_value())
+    cipher = Cipher(settings.secret_key.get_secret_value())
     old = _row(engine, name) if not creating else None
     if old is not None and old.type != kind:
         raise StoredError(422, ["type: a destination keeps its type (delete it and add another)"])
@@ -173,7 +188,7 @@ def save(
 
 
 def _secrets(
-    kind: str, entry: Mapping[str, Any], old: Mapping[str, Any], cipher: Fernet
+    kind: str, entry: Mapping[str, Any], old: Mapping[str, Any], cipher: Cipher
 ) -> dict[str, str]:
     """Each secret field as kept: the new value encrypted or referenced, else the stored one."""
     kept: dict[str, str] = {}
@@ -187,7 +202,7 @@ def _secrets(
 
 
 def _validate(
-    kind: str, entry: Mapping[str, Any], cipher: Fernet, environ: Mapping[str, str]
+    kind: str, entry: Mapping[str, Any], cipher: Cipher, environ: Mapping[str, str]
 ) -> DestinationSettings:
     """The entry checked by its type's schema, secrets revealed (an unset `env:` passes as the
     config file's does: the destination is then reported, not refused)."""
@@ -283,12 +298,12 @@ def load(
     with engine.connect() as conn:
         rows = conn.execute(sa.select(table).where(table.c.disabled_at.is_(None))).all()
     configured = {d.name for d in settings.destinations}
-    cipher = fernet(settings.secret_key.get_secret_value())
+    cipher = Cipher(settings.secret_key.get_secret_value())
     env = os.environ if environ is None else environ
     return [_loaded(r, cipher, env) for r in rows if r.name not in configured]
 
 
-def _loaded(row: sa.Row[Any], cipher: Fernet, environ: Mapping[str, str]) -> Loaded:
+def _loaded(row: sa.Row[Any], cipher: Cipher, environ: Mapping[str, str]) -> Loaded:
     fields = secret_fields(row.type) if row.type in registry.ADAPTERS else ()
     entry: dict[str, Any] = {"name": row.name, "type": row.type}
     problems: list[str] = []
