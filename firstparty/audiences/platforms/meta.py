@@ -107,10 +107,8 @@ class MetaCustomAudience(base.AudienceAdapter):
 
     def payload(self, members: Sequence[base.Member]) -> dict[str, Any]:
         """Meta's `{schema, data}`: the keys any of these members has, one row each."""
-        wanted = [k for k in SCHEMA if k in self.settings.schema_keys]
-        schema = [k for k in wanted if any(m.identifiers.get(SCHEMA[k]) for m in members)]
-        data = [[m.identifiers.get(SCHEMA[k]) or "" for k in schema] for m in members]
-        return {"schema": schema, "data": data}
+        schema = self._schema({k for m in members for k, v in m.identifiers.items() if v})
+        return {"schema": schema, "data": [_row(m, schema) for m in members]}
 
     def interpret(
         self, request: destinations.OutgoingRequest, response: destinations.Response
@@ -131,15 +129,18 @@ class MetaCustomAudience(base.AudienceAdapter):
     def export_file(self, present: Set[str]) -> base.ExportFile:
         """Meta's customer-list file: the columns of the keys present (as `payload`'s schema),
         one row of hashes per member it can match."""
-        wanted = [k for k in SCHEMA if k in self.settings.schema_keys]
-        schema = [k for k in wanted if SCHEMA[k] in present]
+        schema = self._schema(present)
 
         def row(m: base.Member) -> list[str] | None:
-            return [m.identifiers.get(SCHEMA[k]) or "" for k in schema] if self.usable(m) else None
+            return _row(m, schema) if self.usable(m) else None
 
         return base.ExportFile([FILE_HEADERS[k] for k in schema], row)
 
     # ------------------------------------------------------------ helpers
+
+    def _schema(self, present: Set[str]) -> list[str]:
+        """The schema keys this destination sends whose identifiers are among `present`."""
+        return [k for k in SCHEMA if k in self.settings.schema_keys and SCHEMA[k] in present]
 
     def _request(
         self,
@@ -178,6 +179,11 @@ class MetaCustomAudience(base.AudienceAdapter):
             "last_batch_flag": seq == count,
             "estimated_num_total": total,
         }
+
+
+def _row(member: base.Member, schema: Sequence[str]) -> list[str]:
+    """One member's hashes in the order of `schema` ("" for a key it lacks)."""
+    return [member.identifiers.get(SCHEMA[k]) or "" for k in schema]
 
 
 def _session_id(change: base.Change, members: Sequence[base.Member]) -> int:
