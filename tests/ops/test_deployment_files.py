@@ -431,14 +431,13 @@ def test_the_documented_backups_run_while_the_database_is_in_use(tmp_path: Path)
         assert copy.execute("SELECT count(*) FROM events").fetchone() == (3,)
 
 
-def test_the_sizing_figures_are_the_readmes_benchmark_figures() -> None:
-    """docs/deployment.md sizes from the README's "Performance" tables: the same numbers."""
+def test_the_sizing_figures_are_the_benchmarks_figures() -> None:
+    """docs/deployment.md sizes from the benchmark runs in docs/performance.md: the same numbers."""
     doc = (ROOT / "docs" / "deployment.md").read_text()
     sizing = doc[doc.index("## Sizing") :].split("\n## ", 1)[0]
-    readme = (ROOT / "README.md").read_text()
-    performance = readme[readme.index("## Performance") :].split("\n## ", 1)[0]
+    performance = (ROOT / "docs" / "performance.md").read_text()
     measured = [row.split(" | ")[1] for row in sizing.splitlines() if row.startswith("| ")][1:]
     figures = {f for cell in measured for f in re.findall(r"\d{1,3}(?:,\d{3})+", cell)}
     assert len(figures) >= 4, measured
     stale = {f for f in figures if f not in performance}
-    assert not stale, f"update docs/deployment.md's Sizing from README's Performance: {stale}"
+    assert not stale, f"update docs/deployment.md's Sizing from docs/performance.md: {stale}"

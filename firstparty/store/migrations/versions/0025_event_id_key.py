@@ -8,7 +8,7 @@ at a random place of every index that starts with its event id, and such an inde
 it outgrows the page cache. `events` had two: the unique (source, event_id) and an index on
 event_id for the admin's filter. Measured on SQLite (events alone, groups of 64, the server's
 settings): 34 -> 25 µs of CPU and 18.0 -> 13.3 KB written per event with one of them, at 100,000
-events (README, Performance). One is kept, the event id first, which serves both:
+events (docs/performance.md). One is kept, the event id first, which serves both:
 
 - SQLite, MySQL/MariaDB: the unique key becomes (event_id, source) and ix_events_event_id goes.
   SQLite cannot change a table's UNIQUE clause in place: `events` is made again and its rows
